@@ -1,0 +1,18 @@
+"""Agents and model backends (installed as ``maker.agents``)."""
+
+from maker.agents._base import Agent, Backend, GenerateRequest, Oracle, Sample
+from maker.agents.simulated import PRESETS, SimulatedBackend, SimulatedConfig
+from maker.agents.specs import make_agent, parse_spec
+
+__all__ = [
+    "Agent",
+    "Backend",
+    "GenerateRequest",
+    "Oracle",
+    "Sample",
+    "PRESETS",
+    "SimulatedBackend",
+    "SimulatedConfig",
+    "make_agent",
+    "parse_spec",
+]

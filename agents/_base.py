@@ -1,0 +1,76 @@
+"""The one interface every model backend implements, and the agent that wraps it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = ["GenerateRequest", "Sample", "Backend", "Agent", "Oracle"]
+
+
+@dataclass(slots=True)
+class Oracle:
+    """Ground truth for one step, handed only to backends that simulate a model."""
+
+    microstep: Any
+    answer: Any
+    step: int
+
+
+@dataclass(slots=True)
+class GenerateRequest:
+    """Ask for ``len(seeds)`` samples of one prompt.
+
+    ``temperatures`` and ``seeds`` have one entry per sample; seeds are derived from the
+    run seed, the step and the sample index, so a resumed run asks for the same draws.
+    """
+
+    prompt: str
+    temperatures: Sequence[float]
+    seeds: Sequence[int]
+    max_tokens: int = 750
+    stop: Sequence[str] = ()
+    logprobs: bool = False
+    oracle: Oracle | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+
+@dataclass(slots=True)
+class Sample:
+    """One response: its text, how many tokens it took, and optionally token log-probs."""
+
+    text: str
+    tokens: int
+    logprobs: list[float] | None = None
+    finish_reason: str = "stop"
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Async, batched text generation."""
+
+    name: str
+
+    async def generate(self, requests: Sequence[GenerateRequest]) -> list[list[Sample]]:
+        """One list of samples per request, in request order."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Agent:
+    """A role bound to a backend. ``spec`` is the string the user gave (``simulated:gpt-4.1-mini``)."""
+
+    spec: str
+    backend: Backend
+    role: str = "solver"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec

@@ -1,0 +1,180 @@
+"""A calibrated, seeded stand-in for a language model.
+
+It writes real response texts in the microstep's format (rendered from the workflow's
+ground truth or from one of its plausible mistakes), so every sample goes through the
+same parsing, red-flag and voting path as a model's would. Each draw is a pure function
+of (agent seed, run seed, step, sample index), so runs are reproducible and resumable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from maker.agents._base import GenerateRequest, Sample
+from maker._rng import derive, uniform
+from maker.errors import UserError
+
+__all__ = ["SimulatedConfig", "SimulatedBackend", "PRESETS"]
+
+# MAKER (Meyerson et al. 2025) Figure 6b: per-sample error rate on a Hanoi step, tokens per call.
+PRESETS: dict[str, tuple[float, int]] = {
+    "gpt-4.1-nano": (0.3571, 842),
+    "gpt-4.1-mini": (0.0022, 538),  # the temperature MAKER ran with (0.1)
+    "gpt-4.1-mini-t1.0": (0.0040, 580),
+    "o3-mini": (0.0018, 535),
+    "claude-haiku-4.5": (0.1839, 588),
+    "llama-3.2-3b": (1.0, 434),
+    "gpt-oss-20b": (0.0358, 1104),
+    "qwen3": (0.2342, 449),
+    "deepseek-v3.1": (0.0569, 1004),
+    "kimi-k2": (0.0393, 925),
+}
+
+
+class SimulatedConfig(BaseModel):
+    """Parameters of a simulated agent; every key can be set in an agent spec."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    error: float = Field(0.01, ge=0.0, le=1.0)
+    """Per-sample chance of a well-formed but wrong answer (1 - p)."""
+    spread: int = Field(1, ge=1)
+    """How many distinct wrong answers errors are spread over (1: all errors agree, the worst case)."""
+    hard_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    """Fraction of steps that are hard (correlated errors: every sample of the step errs more)."""
+    hard_error: float = Field(0.3, ge=0.0, le=1.0)
+    """Per-sample error rate on a hard step."""
+    overlong: float = Field(0.0, ge=0.0, le=1.0)
+    """Chance a response runs past the token limit."""
+    malformed: float = Field(0.0, ge=0.0, le=1.0)
+    """Chance a response is not in the answer format."""
+    tokens: int = Field(500, ge=1)
+    """Mean tokens per response (reported, not written out)."""
+    call_s: float = Field(0.0, ge=0.0)
+    """Latency of one generate call, seconds."""
+    token_s: float = Field(0.0, ge=0.0)
+    """Latency per generated token of the longest response in a call, seconds."""
+    sample_s: float = Field(0.0, ge=0.0)
+    """Extra latency per sample in a call, seconds (the cost of batching)."""
+    seed: int = 0
+    """Agent seed, mixed with the run seed: two agents with different seeds err independently."""
+
+    @model_validator(mode="after")
+    def _rates(self) -> SimulatedConfig:
+        if self.overlong + self.malformed > 1.0:
+            raise ValueError("overlong + malformed must be <= 1")
+        return self
+
+    @property
+    def p(self) -> float:
+        return 1.0 - self.error
+
+    @property
+    def valid(self) -> float:
+        return 1.0 - self.overlong - self.malformed
+
+    @classmethod
+    def from_options(cls, preset: str | None, options: dict[str, Any]) -> SimulatedConfig:
+        values: dict[str, Any] = {}
+        if preset is not None:
+            if preset not in PRESETS:
+                raise UserError(f"unknown simulated preset {preset!r}; choose one of {', '.join(PRESETS)}")
+            error, tokens = PRESETS[preset]
+            # Red-flag rates are not published per model; these small rates keep the
+            # red-flag path exercised in every preset run.
+            values.update(error=error, tokens=tokens, overlong=0.001, malformed=0.001)
+        options = dict(options)
+        if "p" in options:
+            options["error"] = 1.0 - float(options.pop("p"))
+        values.update(options)
+        return cls.model_validate(values)
+
+
+_RAMBLE = "Let me reason about this carefully before answering. "
+
+
+class SimulatedBackend:
+    """Backend whose samples are drawn from :class:`SimulatedConfig`."""
+
+    def __init__(self, config: SimulatedConfig, name: str = "simulated") -> None:
+        self.config = config
+        self.name = name
+        self._seed = derive(0x5EED, config.seed)
+        self.calls = 0
+        self.samples = 0
+
+    async def generate(self, requests: Sequence[GenerateRequest]) -> list[list[Sample]]:
+        out = [self._one(req) for req in requests]
+        cfg = self.config
+        if cfg.call_s or cfg.token_s or cfg.sample_s:
+            longest = max((s.tokens for samples in out for s in samples), default=0)
+            n = sum(len(s) for s in out)
+            await asyncio.sleep(cfg.call_s + cfg.token_s * longest + cfg.sample_s * n)
+        self.calls += 1
+        return out
+
+    async def aclose(self) -> None:
+        return None
+
+    def _one(self, req: GenerateRequest) -> list[Sample]:
+        orc = req.oracle
+        if orc is None:
+            raise UserError(
+                "the simulated agent needs the workflow's ground truth: give the workflow an oracle(state) method"
+            )
+        cfg = self.config
+        ms = orc.microstep
+        error = cfg.error
+        if cfg.hard_fraction and uniform(derive(self._seed, orc.step), 0) < cfg.hard_fraction:
+            error = cfg.hard_error
+        flag_cut = cfg.overlong + cfg.malformed
+        correct: str | None = None
+        wrong: dict[int, str] = {}
+        samples: list[Sample] = []
+        tokens_mean = cfg.tokens
+        for s in req.seeds:
+            sd = s ^ self._seed
+            u = uniform(sd, 0)
+            tokens = int(tokens_mean * (0.75 + 0.5 * uniform(sd, 1))) or 1
+            if u < flag_cut:
+                if correct is None:
+                    correct = ms.render(orc.answer)
+                if u < cfg.overlong:
+                    text = _RAMBLE * 8 + correct
+                    tokens = req.max_tokens + 1 + int(uniform(sd, 2) * req.max_tokens)
+                else:
+                    text = self._malformed(ms, correct, int(uniform(sd, 2) * 3))
+            elif error and uniform(sd, 3) < error:
+                j = int(uniform(sd, 4) * cfg.spread)
+                text = wrong.get(j)
+                if text is None:
+                    if ms.mistakes is None:
+                        raise UserError(
+                            f"microstep {ms.name!r} has no mistakes= function, so a simulated agent cannot err on it"
+                        )
+                    text = wrong[j] = ms.render(ms.mistakes(orc.answer, j))
+            else:
+                if correct is None:
+                    correct = ms.render(orc.answer)
+                text = correct
+            samples.append(Sample(text, tokens))
+        self.samples += len(samples)
+        return samples
+
+    @staticmethod
+    def _malformed(ms: Any, correct: str, kind: int) -> str:
+        candidates = (
+            correct[: max(1, len(correct) // 2)],
+            correct.replace("=", ":"),
+            "I am not sure what the next move should be.",
+        )
+        text = candidates[kind]
+        try:
+            ms.parse(text)
+        except Exception:
+            return text
+        return ""

@@ -1,0 +1,79 @@
+"""Agent spec strings: ``KIND:REST``.
+
+* ``simulated:PRESET`` -- a MAKER Figure 6b model (``simulated:gpt-4.1-mini``);
+* ``simulated:key=value,...`` -- simulated backend parameters (``simulated:p=0.99,seed=7``);
+* ``simulated:PRESET,key=value`` -- a preset with overrides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from maker.agents._base import Agent
+from maker.agents.simulated import PRESETS, SimulatedBackend, SimulatedConfig
+from maker.errors import AgentSpecError, UserError
+
+__all__ = ["parse_spec", "make_agent", "AGENT_KINDS"]
+
+
+def _value(text: str) -> Any:
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_spec(spec: str) -> tuple[str, str | None, dict[str, Any]]:
+    """Split ``KIND:NAME,key=value,...`` into (kind, name or None, options)."""
+    if not isinstance(spec, str) or ":" not in spec:
+        raise AgentSpecError(
+            f"agent spec {spec!r} must look like KIND:MODEL, e.g. simulated:gpt-4.1-mini or simulated:p=0.99,seed=7"
+        )
+    kind, _, rest = spec.partition(":")
+    name: str | None = None
+    options: dict[str, Any] = {}
+    for i, item in enumerate(p.strip() for p in rest.split(",")):
+        if not item:
+            continue
+        if "=" in item:
+            key, _, val = item.partition("=")
+            key = key.strip()
+            if not key.isidentifier():
+                raise AgentSpecError(f"agent spec {spec!r}: bad option name {key!r}")
+            options[key] = _value(val.strip())
+        elif i == 0:
+            name = item
+        else:
+            raise AgentSpecError(f"agent spec {spec!r}: {item!r} must be key=value (only the first item may be a name)")
+    return kind.strip(), name, options
+
+
+def _simulated(spec: str, name: str | None, options: dict[str, Any]) -> Agent:
+    try:
+        config = SimulatedConfig.from_options(name, options)
+    except ValidationError as exc:
+        keys = ", ".join(SimulatedConfig.model_fields)
+        raise AgentSpecError(f"agent spec {spec!r}: {exc}\nsimulated keys: p, {keys}") from None
+    except UserError as exc:
+        raise AgentSpecError(f"agent spec {spec!r}: {exc}") from None
+    return Agent(spec, SimulatedBackend(config, name=spec), info={"p": config.p, "valid": config.valid})
+
+
+AGENT_KINDS: dict[str, Callable[[str, str | None, dict[str, Any]], Agent]] = {"simulated": _simulated}
+
+
+def make_agent(spec: str) -> Agent:
+    """Build an agent from its spec string."""
+    kind, name, options = parse_spec(spec)
+    factory = AGENT_KINDS.get(kind)
+    if factory is None:
+        raise AgentSpecError(
+            f"agent spec {spec!r}: unknown kind {kind!r}; available: {', '.join(sorted(AGENT_KINDS))} "
+            f"(simulated presets: {', '.join(PRESETS)})"
+        )
+    return factory(spec, name, options)

@@ -1,0 +1,263 @@
+"""The ``maker`` command line."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from maker import voting as vm
+from maker.errors import MakerError, RunError, UserError
+from maker.store import Store, default_store_path
+
+__all__ = ["main"]
+
+
+def _store_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--store", "store", type=click.Path(dir_okay=False), default=None,
+        help="SQLite store file (default: $MAKER_STORE or ~/.local/share/maker/runs.sqlite).",
+    )(f)
+
+
+def _store_path(store: str | None) -> str:
+    return str(store) if store else str(default_store_path())
+
+
+def _parse_sets(items: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set takes NAME=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
+def _voting_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for opt in reversed([
+        click.option("--agent", "agents", multiple=True, help="Agent spec, e.g. simulated:gpt-4.1-mini. Repeat to give escalation agents."),
+        click.option("--k", type=int, default=None, help="Vote margin for first-to-ahead-by-k (default: the microstep's, 3)."),
+        click.option("--rule", type=click.Choice(["ahead_by_k", "adaptive"]), default=None, help="Voting rule."),
+        click.option("--confidence", type=float, default=None, help="Posterior threshold for --rule adaptive (default 0.95)."),
+        click.option("--max-rounds", type=int, default=None, help="Sampling rounds per step before escalating or failing (default 100)."),
+        click.option("--temperature", type=float, default=None, help="Temperature of samples after the first (default 0.1)."),
+        click.option("--first-temperature", type=float, default=None, help="Temperature of each step's first sample (default 0)."),
+        click.option("--max-tokens", type=int, default=None, help="Red-flag responses longer than this (default 750)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _emit(obj: Any, as_json: bool, human: Callable[[], None]) -> None:
+    if as_json:
+        click.echo(json.dumps(obj, indent=None, sort_keys=False))
+    else:
+        human()
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RunError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except MakerError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted; committed steps are saved (maker resume RUN_ID continues)", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="maker")
+def main() -> None:
+    """maker: long chains of LLM microsteps, voted on and checkpointed."""
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def workflows(as_json: bool) -> None:
+    """List the built-in workflows and their parameters."""
+    from maker.workflows import BUILTIN
+
+    rows = []
+    for name, wf in BUILTIN.items():
+        params = {n: {"type": str(f.annotation), "default": f.default, "help": f.description}
+                  for n, f in wf.Params.model_fields.items()}
+        rows.append({"name": name, "version": wf.version, "description": wf.description, "params": params})
+
+    def human() -> None:
+        for r in rows:
+            click.echo(f"{r['name']} (v{r['version']}): {r['description']}")
+            for n, p in r["params"].items():
+                click.echo(f"    --set {n}=...  default {p['default']!r}  {p['help'] or ''}")
+
+    _emit(rows, as_json, human)
+
+
+def _run_common(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--json", "as_json", is_flag=True, help="Print one JSON summary at the end.")(f)
+    f = click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))(f)
+    f = _store_option(f)
+    return f
+
+
+def _progress(as_json: bool) -> Any:
+    from maker._logging import ProgressDisplay
+
+    return ProgressDisplay(live=sys.stderr.isatty() and not as_json)
+
+
+@main.command()
+@click.argument("workflow")
+@click.option("--set", "sets", multiple=True, help="Workflow parameter NAME=VALUE (repeatable).")
+@_voting_options
+@click.option("--seed", type=int, default=0, show_default=True, help="Run seed.")
+@click.option("--run-id", default=None, help="Name of the run (default: generated and printed).")
+@click.option("--detail", type=click.Choice(["summary", "samples"]), default="summary", show_default=True,
+              help="What to record: one row per step, or also every sample.")
+@click.option("--commit-every", type=int, default=4096, show_default=True, help="Commit at least every N steps.")
+@click.option("--commit-seconds", type=float, default=0.5, show_default=True, help="... and at least every S seconds.")
+@_run_common
+def run(workflow: str, sets: tuple[str, ...], agents: tuple[str, ...], seed: int, run_id: str | None, detail: str,
+        commit_every: int, commit_seconds: float, store: str | None, as_json: bool, log_level: str, **voting: Any) -> None:
+    """Run WORKFLOW (a built-in name or module:Class) to the end."""
+    from maker._logging import configure_logging, get_logger
+    from maker.runs import RunOptions, start_run
+
+    configure_logging(level=log_level)
+    if not agents:
+        raise UserError("give at least one --agent, e.g. --agent simulated:gpt-4.1-mini")
+    try:
+        options = RunOptions(agents=list(agents), seed=seed, detail=detail, commit_every=commit_every,
+                             commit_seconds=commit_seconds, **{k: v for k, v in voting.items() if v is not None})
+    except Exception as exc:
+        raise UserError(f"bad run options: {exc}") from None
+    path = _store_path(store)
+
+    def started(rid: str) -> None:
+        click.echo(f"run_id: {rid}  (store {path})", err=True)
+        get_logger(run_id=rid).info("run started", workflow=workflow, agents=list(agents), store=path)
+
+    with _progress(as_json) as progress:
+        summary = start_run(workflow, _parse_sets(sets), options, store=path, run_id=run_id,
+                            on_start=started, on_progress=progress)
+    _finish(summary, as_json)
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--set", "sets", multiple=True, help="Must equal the recorded parameters (checked).")
+@_voting_options
+@_run_common
+def resume(run_id: str, sets: tuple[str, ...], agents: tuple[str, ...], store: str | None, as_json: bool,
+           log_level: str, **voting: Any) -> None:
+    """Continue RUN_ID from its last committed step."""
+    from maker._logging import configure_logging, get_logger
+    from maker.runs import resume_run
+
+    configure_logging(level=log_level)
+    overrides = {k: v for k, v in voting.items() if v is not None}
+    if agents:
+        overrides["agents"] = list(agents)
+    path = _store_path(store)
+    get_logger(run_id=run_id).info("resuming", store=path, overrides=overrides)
+    with _progress(as_json) as progress:
+        summary = resume_run(run_id, store=path, params=_parse_sets(sets) or None, overrides=overrides,
+                             on_progress=progress)
+    _finish(summary, as_json)
+
+
+def _finish(summary: Any, as_json: bool) -> None:
+    data = summary.model_dump(mode="json")
+    from maker._logging import get_logger
+
+    get_logger(run_id=summary.run_id).info("run finished", **{k: data[k] for k in ("steps", "errors", "solved", "calls", "wall_s")})
+
+    def human() -> None:
+        click.echo(f"run {summary.run_id}: {summary.status}, {summary.steps:,} steps in {summary.wall_s:.1f} s")
+        click.echo(f"  errors {summary.errors}  solved {summary.solved}")
+        click.echo(f"  calls {summary.calls:,} ({summary.calls_per_step:.4f} per step)  red flags {summary.red_flags:,}"
+                   f"  max rounds {summary.max_rounds}")
+        if summary.result:
+            text = json.dumps(summary.result)
+            click.echo(f"  result {text[:200]}{'...' if len(text) > 200 else ''}")
+
+    _emit(data, as_json, human)
+
+
+@main.command()
+@_store_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def runs(store: str | None, as_json: bool) -> None:
+    """List the runs in a store."""
+    path = _store_path(store)
+    with Store.open(path) as st:
+        records = st.runs()
+    rows = [{
+        "run_id": r.run_id, "workflow": r.workflow, "status": r.status, "steps": r.steps,
+        "expected_steps": r.expected_steps, "errors": r.errors, "solved": r.solved, "calls": r.calls,
+        "params": r.params, "agents": r.config.get("agents"), "parent": r.parent_run_id, "error": r.error,
+    } for r in records]
+
+    def human() -> None:
+        if not rows:
+            click.echo(f"no runs in {path}")
+        for r in rows:
+            total = f"/{r['expected_steps']:,}" if r["expected_steps"] else ""
+            click.echo(f"{r['run_id']}  {r['workflow']}  {r['status']}  {r['steps']:,}{total} steps  "
+                       f"errors {r['errors']}  agents {','.join(r['agents'] or [])}")
+
+    _emit(rows, as_json, human)
+
+
+@main.command()
+@click.option("--steps", type=int, required=True, help="Number of steps s in the task.")
+@click.option("--p", "p", type=float, default=None, help="Per-sample correct rate p.")
+@click.option("--error", type=float, default=None, help="Per-sample error rate 1-p (instead of --p).")
+@click.option("--target", type=float, default=0.95, show_default=True, help="Wanted chance of a fully correct run.")
+@click.option("--valid", type=float, default=1.0, show_default=True, help="Fraction of responses not red-flagged.")
+@click.option("--k", type=int, default=None, help="Also evaluate this k.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def estimate(steps: int, p: float | None, error: float | None, target: float, valid: float, k: int | None,
+             as_json: bool) -> None:
+    """Plan a run: k_min, expected calls and the chance of a fully correct run (MAKER section 3)."""
+    if (p is None) == (error is None):
+        raise UserError("give exactly one of --p or --error")
+    if p is None:
+        assert error is not None
+        p = 1.0 - error
+    try:
+        kmin = vm.k_min(steps, p, target)
+        chosen = k or kmin
+        out = {
+            "steps": steps, "p": p, "error": 1 - p, "target": target, "valid": valid, "k_min": kmin, "k": chosen,
+            "p_step": vm.step_success(p, chosen), "p_full": vm.run_success(p, chosen, steps),
+            "calls_per_step": vm.expected_calls(p, chosen, valid),
+            "calls_total": vm.expected_calls(p, chosen, valid) * steps,
+        }
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+    def human() -> None:
+        click.echo(f"steps {steps:,}  p {p:.6g} (1-p {1 - p:.6g})  target {target}")
+        click.echo(f"k_min = {kmin}" + (f"  (evaluating k = {chosen})" if k else ""))
+        click.echo(f"per-step success {out['p_step']:.12g}")
+        click.echo(f"chance of a fully correct run {out['p_full']:.6f}")
+        click.echo(f"expected calls per step {out['calls_per_step']:.4f}, in total {math.ceil(out['calls_total']):,}")
+
+    _emit(out, as_json, human)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

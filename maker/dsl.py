@@ -1,0 +1,369 @@
+"""The workflow DSL: immutable state, microsteps, and the workflow state machine.
+
+A workflow is three pure functions over an immutable pydantic state::
+
+    start(params) -> State
+    next(state)   -> MicrostepCall | DONE
+    apply(state, answer) -> State
+
+``next`` asks one :class:`Microstep` (a prompt, an output schema, a vote key, red-flag
+rules and a voting policy) and ``apply`` folds the voted answer into the next state.
+Mistakes in a definition raise :class:`~maker.errors.WorkflowDefinitionError` when the
+class or microstep is created, not halfway through a million-step run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import re
+import string
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from maker._parsing import FormatError, parse_fields, render_fields
+from maker.errors import UserError, WorkflowDefinitionError
+from maker.voting import Voting
+
+__all__ = [
+    "State",
+    "Microstep",
+    "MicrostepCall",
+    "RedFlag",
+    "DONE",
+    "Done",
+    "Workflow",
+    "FormatError",
+]
+
+A = TypeVar("A", bound=BaseModel)
+S = TypeVar("S", bound="State")
+P = TypeVar("P", bound=BaseModel)
+
+
+class State(BaseModel):
+    """Base class for workflow state: immutable, plain data, JSON round-trippable."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Done:
+    """Returned by ``Workflow.next`` when the task is finished."""
+
+    _instance: ClassVar[Done | None] = None
+
+    def __new__(cls) -> Done:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "DONE"
+
+
+DONE = Done()
+
+
+@dataclass(frozen=True, slots=True)
+class RedFlag:
+    """A user-defined red-flag rule: ``check(answer, inputs)`` returns a reason or None.
+
+    A flagged sample is discarded and resampled, never repaired.
+    """
+
+    name: str
+    check: Callable[[Any, Mapping[str, Any]], str | None]
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):
+            raise WorkflowDefinitionError(
+                f"red flag name must be lower_snake_case (it is a reason key in traces), got {self.name!r}"
+            )
+        if not callable(self.check):
+            raise WorkflowDefinitionError(f"red flag {self.name!r}: check must be callable, got {self.check!r}")
+
+
+class Microstep(Generic[A]):
+    """One kind of question a workflow asks, and how its answers are read and voted on.
+
+    Args:
+        name: identifier used in traces.
+        prompt: a ``str.format`` template over the call's inputs, or ``callable(**inputs) -> str``.
+        schema: pydantic model of one answer.
+        parse: ``text -> dict | schema`` (default: ``name = <json>`` lines, see :mod:`maker._parsing`).
+            Raise :class:`FormatError` (or any ``ValueError``) for text that is not an answer.
+        render: ``answer -> text``, the inverse of ``parse`` (used by simulated agents and examples).
+        vote_key: ``answer -> hashable``; two answers with the same key are one vote
+            (default: the answer's canonical JSON).
+        red_flags: extra :class:`RedFlag` rules on a parsed answer.
+        voting: the :class:`~maker.voting.Voting` policy.
+        max_tokens: responses longer than this are red-flagged (MAKER: 750).
+        mistakes: ``(correct_answer, index) -> answer``, the index-th distinct plausible wrong
+            answer; lets simulated agents err the way models do.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        prompt: str | Callable[..., str],
+        schema: type[A],
+        parse: Callable[[str], Any] | None = None,
+        render: Callable[[A], str] | None = None,
+        vote_key: Callable[[A], Hashable] | None = None,
+        red_flags: Sequence[RedFlag] = (),
+        voting: Voting | Mapping[str, Any] | None = None,
+        max_tokens: int = 750,
+        mistakes: Callable[[A, int], A] | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", name):
+            raise WorkflowDefinitionError(f"microstep name must be an identifier, got {name!r}")
+        self.name = name
+        if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+            raise WorkflowDefinitionError(
+                f"microstep {name!r}: schema must be a pydantic BaseModel subclass describing one answer, "
+                f"got {schema!r}"
+            )
+        self.schema = schema
+        self.fields = tuple(schema.model_fields)
+        if isinstance(prompt, str):
+            self.inputs = tuple(
+                dict.fromkeys(f for _, f, _, _ in string.Formatter().parse(prompt) if f is not None)
+            )
+            if any(not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", f) for f in self.inputs):
+                raise WorkflowDefinitionError(
+                    f"microstep {name!r}: prompt placeholders must be plain names like {{state}}, "
+                    f"got {list(self.inputs)}"
+                )
+            template = prompt
+            self._prompt: Callable[[Mapping[str, Any]], str] = template.format_map
+        elif callable(prompt):
+            self.inputs = tuple(inspect.signature(prompt).parameters)
+            self._prompt = lambda inputs: prompt(**inputs)
+        else:
+            raise WorkflowDefinitionError(
+                f"microstep {name!r}: prompt must be a format string or a callable, got {type(prompt).__name__}"
+            )
+        for label, fn in (("parse", parse), ("render", render), ("vote_key", vote_key), ("mistakes", mistakes)):
+            if fn is not None and not callable(fn):
+                raise WorkflowDefinitionError(f"microstep {name!r}: {label} must be callable, got {fn!r}")
+        self._parse = parse if parse is not None else self._parse_fields
+        self._render = render if render is not None else self._render_fields
+        self.vote_key: Callable[[A], Hashable] = vote_key if vote_key is not None else _canonical_json
+        for flag in red_flags:
+            if not isinstance(flag, RedFlag):
+                raise WorkflowDefinitionError(
+                    f"microstep {name!r}: red_flags must be RedFlag(name, check) items, got {flag!r}"
+                )
+        self.red_flags = tuple(red_flags)
+        if voting is None:
+            voting = Voting()
+        elif not isinstance(voting, Voting):
+            try:
+                voting = Voting.model_validate(voting)
+            except ValidationError as exc:
+                raise WorkflowDefinitionError(f"microstep {name!r}: bad voting policy: {exc}") from None
+        self.voting = voting
+        if not isinstance(max_tokens, int) or max_tokens < 1:
+            raise WorkflowDefinitionError(f"microstep {name!r}: max_tokens must be a positive int, got {max_tokens!r}")
+        self.max_tokens = max_tokens
+        self.mistakes = mistakes
+
+    def __repr__(self) -> str:
+        return f"Microstep({self.name!r}, schema={self.schema.__name__})"
+
+    # -- asking -------------------------------------------------------------------
+    def ask(self, **inputs: Any) -> MicrostepCall:
+        """The call ``Workflow.next`` returns: this microstep with these inputs."""
+        return MicrostepCall(self, inputs)
+
+    def prompt(self, inputs: Mapping[str, Any]) -> str:
+        try:
+            return self._prompt(inputs)
+        except KeyError as exc:
+            raise UserError(
+                f"microstep {self.name!r}: prompt needs input {exc.args[0]!r}; "
+                f"ask() got {sorted(inputs)} but the prompt uses {list(self.inputs)}"
+            ) from None
+
+    # -- reading answers --------------------------------------------------------------
+    def parse(self, text: str) -> A:
+        """Text to a validated answer. Raises FormatError or pydantic ValidationError."""
+        raw = self._parse(text)
+        if isinstance(raw, self.schema):
+            return raw
+        return self.schema.model_validate(raw)
+
+    def render(self, answer: A) -> str:
+        return self._render(answer)
+
+    def check_flags(self, answer: A, inputs: Mapping[str, Any]) -> str | None:
+        """Name and reason of the first user red flag that fires, else None."""
+        for flag in self.red_flags:
+            try:
+                reason = flag.check(answer, inputs)
+            except Exception as exc:  # a rule that crashes flags the sample instead of the run
+                reason = f"rule raised {type(exc).__name__}: {exc}"
+            if reason:
+                return f"{flag.name}: {reason}" if isinstance(reason, str) else flag.name
+        return None
+
+    def answer_json(self, answer: A) -> str:
+        return answer.model_dump_json()
+
+    def load_answer(self, data: str) -> A:
+        return self.schema.model_validate_json(data)
+
+    def _parse_fields(self, text: str) -> dict[str, Any]:
+        return parse_fields(text, self.fields)
+
+    def _render_fields(self, answer: A) -> str:
+        return render_fields(answer.model_dump(mode="json"))
+
+
+def _canonical_json(answer: BaseModel) -> str:
+    return json.dumps(answer.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+class MicrostepCall:
+    """A microstep bound to its inputs: the unit that gets sampled and voted on."""
+
+    __slots__ = ("microstep", "inputs", "_prompt")
+
+    def __init__(self, microstep: Microstep[Any], inputs: dict[str, Any]) -> None:
+        self.microstep = microstep
+        self.inputs = inputs
+        self._prompt: str | None = None
+
+    @property
+    def prompt(self) -> str:
+        if self._prompt is None:
+            self._prompt = self.microstep.prompt(self.inputs)
+        return self._prompt
+
+    def digest(self) -> str:
+        """Fingerprint of the exact input a model sees (microstep name and prompt)."""
+        h = hashlib.blake2b(self.microstep.name.encode(), digest_size=16)
+        h.update(b"\0")
+        h.update(self.prompt.encode())
+        return h.hexdigest()
+
+    def __repr__(self) -> str:
+        return f"MicrostepCall({self.microstep.name!r}, {self.inputs!r})"
+
+
+_REQUIRED = ("start", "next", "apply")
+
+
+class Workflow(Generic[P, S]):
+    """Base class of a workflow. Subclass with ``name`` and ``version`` keywords::
+
+        class Hanoi(Workflow, name="hanoi", version=1):
+            Params = HanoiParams
+            State = HanoiState
+            microsteps = (move,)
+
+            def start(self, params): ...
+            def next(self, state): ...
+            def apply(self, state, answer): ...
+            def oracle(self, state): ...   # optional ground truth for the step
+
+    Optional hooks: ``oracle(state)`` (the correct answer, enabling error counts and
+    simulated agents), ``solved(state)`` (final check), ``expected_steps(params)``
+    (for progress and ETA), ``result(state)`` (what to print at the end).
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[int]
+    description: ClassVar[str] = ""
+    Params: ClassVar[type[BaseModel]]
+    State: ClassVar[type[State]]
+    microsteps: ClassVar[tuple[Microstep[Any], ...]]
+
+    def __init_subclass__(cls, *, name: str | None = None, version: int = 1, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        where = f"workflow class {cls.__qualname__}"
+        if name is None:
+            raise WorkflowDefinitionError(f"{where}: give it a name: class {cls.__name__}(Workflow, name='...')")
+        if not re.fullmatch(r"[a-z][a-z0-9_-]*", name):
+            raise WorkflowDefinitionError(f"{where}: name must be lower-case like 'hanoi', got {name!r}")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise WorkflowDefinitionError(f"{where}: version must be an int >= 1, got {version!r}")
+        cls.name = name
+        cls.version = version
+        params = cls.__dict__.get("Params", getattr(cls, "Params", None))
+        if not (isinstance(params, type) and issubclass(params, BaseModel)):
+            raise WorkflowDefinitionError(f"{where}: Params must be a pydantic BaseModel subclass, got {params!r}")
+        state = getattr(cls, "State", None)
+        if not (isinstance(state, type) and issubclass(state, State)):
+            raise WorkflowDefinitionError(
+                f"{where}: State must subclass maker.State (a frozen pydantic model), got {state!r}"
+            )
+        steps = getattr(cls, "microsteps", None)
+        if isinstance(steps, Microstep):
+            steps = (steps,)
+        if not steps or not isinstance(steps, (tuple, list)):
+            raise WorkflowDefinitionError(f"{where}: declare the microsteps it asks: microsteps = (my_step,)")
+        for step in steps:
+            if not isinstance(step, Microstep):
+                raise WorkflowDefinitionError(
+                    f"{where}: {step!r} in microsteps is not a Microstep; wrap it as "
+                    f"Microstep('name', prompt=..., schema=...)"
+                )
+        names = [s.name for s in steps]
+        if len(set(names)) != len(names):
+            raise WorkflowDefinitionError(f"{where}: microstep names must be unique, got {names}")
+        cls.microsteps = tuple(steps)
+        for method in _REQUIRED:
+            if getattr(cls, method) is getattr(Workflow, method):
+                raise WorkflowDefinitionError(f"{where}: define {method}() (start, next and apply are required)")
+
+    # -- required ----------------------------------------------------------------
+    def start(self, params: P) -> S:
+        raise NotImplementedError
+
+    def next(self, state: S) -> MicrostepCall | Done:
+        raise NotImplementedError
+
+    def apply(self, state: S, answer: Any) -> S:
+        raise NotImplementedError
+
+    # -- optional ----------------------------------------------------------------
+    def oracle(self, state: S) -> Any | None:
+        """The correct answer to ``next(state)``, when the workflow knows it."""
+        return None
+
+    def solved(self, state: S) -> bool | None:
+        """Whether a finished state is a correct solution (None: unknown)."""
+        return None
+
+    def expected_steps(self, params: P) -> int | None:
+        return None
+
+    def result(self, state: S) -> dict[str, Any]:
+        return {}
+
+    # -- helpers -----------------------------------------------------------------
+    @classmethod
+    def has_oracle(cls) -> bool:
+        return cls.oracle is not Workflow.oracle
+
+    @classmethod
+    def parse_params(cls, values: Mapping[str, Any]) -> BaseModel:
+        try:
+            return cls.Params.model_validate(dict(values))
+        except ValidationError as exc:
+            fields = ", ".join(f"{n}: {f.annotation.__name__ if isinstance(f.annotation, type) else f.annotation}"
+                               for n, f in cls.Params.model_fields.items())
+            raise UserError(f"bad parameters for workflow {cls.name!r} ({fields}):\n{exc}") from None
+
+    @classmethod
+    def microstep(cls, name: str) -> Microstep[Any]:
+        for step in cls.microsteps:
+            if step.name == name:
+                return step
+        raise UserError(f"workflow {cls.name!r} has no microstep {name!r}")

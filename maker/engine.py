@@ -1,0 +1,324 @@
+"""The engine: sample, red-flag, vote, escalate, commit, apply -- step after step.
+
+The chain is sequential (step i+1 is built on step i's answer), but everything about one
+step is expressed as one coroutine, :meth:`Engine._decide`, whose inputs are the step
+index and the microstep call. Running several of them at once on guessed states is what
+cross-step speculation will add; nothing here assumes only one is in flight except the
+loop in :meth:`Engine._chain`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from maker._rng import derive, mix64
+from maker.agents import Agent, GenerateRequest, Oracle
+from maker.dsl import Done, Microstep, MicrostepCall, Workflow
+from maker.errors import RunError, StepUndecidedError
+from maker.store import Store, StepRow
+from maker.voting import Voting, is_decided, samples_needed
+
+__all__ = ["Engine", "Progress", "RunSummary", "DETAIL_LEVELS"]
+
+DETAIL_LEVELS = ("summary", "samples")
+TOO_LONG = "too_long"
+
+
+class Progress(BaseModel):
+    """A progress report, handed to the progress callback a few times a second."""
+
+    run_id: str
+    steps: int
+    expected_steps: int | None
+    calls: int
+    red_flags: int
+    errors: int
+    max_rounds: int
+    elapsed_s: float
+    steps_per_s: float
+
+
+class RunSummary(BaseModel):
+    """What a finished (or stopped) run reports; ``maker run --json`` prints it."""
+
+    run_id: str
+    workflow: str
+    status: str
+    steps: int
+    errors: int | None
+    solved: bool | None
+    calls: int
+    calls_per_step: float
+    red_flags: int
+    red_flag_rate: float
+    max_rounds: int
+    tokens: int
+    wall_s: float
+    k: int | None
+    agents: list[str]
+    store: str
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class _Parsed:
+    """A parsed response, cached per distinct text within one step."""
+
+    __slots__ = ("answer", "key", "flag")
+
+    def __init__(self, answer: Any, key: Any, flag: str | None) -> None:
+        self.answer = answer
+        self.key = key
+        self.flag = flag
+
+
+class Engine:
+    """Runs one workflow run against a store. Build it through :mod:`maker.runs`."""
+
+    def __init__(
+        self,
+        *,
+        workflow: Workflow[Any, Any],
+        store: Store,
+        rid: int,
+        run_id: str,
+        agents: Sequence[Agent],
+        seed: int,
+        voting: dict[str, Any],
+        detail: str = "summary",
+        max_tokens: int | None = None,
+        commit_every: int = 4096,
+        commit_seconds: float = 0.5,
+        expected_steps: int | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        progress_seconds: float = 0.25,
+    ) -> None:
+        if not agents:
+            raise RunError("no agent given: pass at least one --agent", run_id=run_id)
+        self.wf = workflow
+        self.store = store
+        self.rid = rid
+        self.run_id = run_id
+        self.agents = list(agents)
+        self.seed = seed
+        self.detail = detail
+        self.commit_every = commit_every
+        self.commit_seconds = commit_seconds
+        self.expected_steps = expected_steps
+        self.on_progress = on_progress
+        self.progress_seconds = progress_seconds
+        self._has_oracle = workflow.has_oracle()
+        self._seed = derive(seed)
+        self._policies: dict[str, Voting] = {}
+        for ms in workflow.microsteps:
+            self._policies[ms.name] = ms.voting.model_copy(update=voting) if voting else ms.voting
+        self._max_tokens = max_tokens
+        # Counters; restored from the store on resume.
+        self.steps = 0
+        self.calls = 0
+        self.red_flags = 0
+        self.errors = 0
+        self.max_rounds = 0
+        self.tokens = 0
+        self.wall_s = 0.0
+
+    def restore_counters(self, record: Any) -> None:
+        for name in ("steps", "calls", "red_flags", "errors", "max_rounds", "tokens", "wall_s"):
+            setattr(self, name, getattr(record, name))
+
+    # -- one step -------------------------------------------------------------------
+    async def _decide(
+        self, step: int, call: MicrostepCall, expected: Any, samples_out: list[tuple[Any, ...]] | None
+    ) -> tuple[Any, Any, str, int, int, dict[str, int] | None, int]:
+        """Vote on one step. Returns (answer, key, votes, rounds, samples, red flags, agent index)."""
+        ms: Microstep[Any] = call.microstep
+        policy = self._policies[ms.name]
+        max_tokens = self._max_tokens or ms.max_tokens
+        prompt = call.prompt
+        inputs = call.inputs
+        step_seed = mix64(self._seed ^ step)
+        oracle = Oracle(ms, expected, step) if expected is not None else None
+        flags: dict[str, int] | None = None
+        idx = 0
+        rounds = 0
+        cache: dict[str, _Parsed] = {}
+        parse = ms.parse
+        vote_key = ms.vote_key
+        user_flags = bool(ms.red_flags)
+        t_first = policy.first_temperature
+        t_rest = policy.temperature
+        for agent_idx, agent in enumerate(self.agents):
+            counts: dict[Any, int] = {}
+            winners: dict[Any, Any] = {}
+            top = second = 0
+            need = policy.k if policy.rule == "ahead_by_k" else samples_needed(policy, 0, 0)
+            agent_rounds = 0
+            while agent_rounds < policy.max_rounds:
+                agent_rounds += 1
+                seeds = [mix64(step_seed + i) for i in range(idx, idx + need)]
+                temps = [t_first if i == 0 else t_rest for i in range(idx, idx + need)]
+                req = GenerateRequest(prompt, temps, seeds, max_tokens, (), False, oracle)
+                (batch,) = await agent.backend.generate([req])
+                self.calls += need
+                for s in batch:
+                    self.tokens += s.tokens
+                    flag: str | None
+                    key: Any = None
+                    if s.tokens > max_tokens:
+                        flag = f"{TOO_LONG}: {s.tokens} tokens > {max_tokens}"
+                    else:
+                        parsed = cache.get(s.text)
+                        if parsed is None:
+                            parsed = cache[s.text] = self._parse(ms, parse, vote_key, user_flags, s.text, inputs)
+                        flag = parsed.flag
+                        key = parsed.key
+                    if flag is not None:
+                        reason = flag.split(":", 1)[0]
+                        if flags is None:
+                            flags = {}
+                        flags[reason] = flags.get(reason, 0) + 1
+                        self.red_flags += 1
+                    else:
+                        c = counts.get(key, 0) + 1
+                        counts[key] = c
+                        if key not in winners:
+                            winners[key] = parsed.answer
+                    if samples_out is not None:
+                        samples_out.append(
+                            (step, idx, rounds + agent_rounds - 1, agent_idx, t_first if idx == 0 else t_rest,
+                             s.tokens, s.text, flag, None if key is None else ms.answer_json(winners[key]))
+                        )
+                    idx += 1
+                if counts:
+                    ranked = sorted(counts.values(), reverse=True)
+                    top = ranked[0]
+                    second = ranked[1] if len(ranked) > 1 else 0
+                    if is_decided(policy, top, second):
+                        leader = max(counts, key=counts.__getitem__)
+                        votes = ",".join(map(str, [counts[leader]] + sorted(
+                            (v for k2, v in counts.items() if k2 != leader), reverse=True)))
+                        rounds += agent_rounds
+                        return winners[leader], leader, f"[{votes}]", rounds, idx, flags, agent_idx
+                need = samples_needed(policy, top, second)
+            rounds += agent_rounds
+        raise StepUndecidedError(
+            f"step {step}: no answer won the vote within {policy.max_rounds} rounds "
+            f"(agents tried: {', '.join(a.spec for a in self.agents)}). Committed steps are saved; "
+            f"resume with `maker resume {self.run_id}` and a larger --max-rounds or another --agent to escalate to.",
+            run_id=self.run_id,
+            step=step,
+            agent=self.agents[-1].spec,
+        )
+
+    @staticmethod
+    def _parse(ms: Microstep[Any], parse: Any, vote_key: Any, user_flags: bool, text: str, inputs: Any) -> _Parsed:
+        try:
+            answer = parse(text)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(map(str, err.get("loc", ()))) or "answer"
+            return _Parsed(None, None, f"schema: {where}: {err.get('msg', 'invalid')}")
+        except Exception as exc:  # anything a parser raises means the text is not an answer
+            return _Parsed(None, None, f"format: {exc}"[:300])
+        if user_flags:
+            flag = ms.check_flags(answer, inputs)
+            if flag is not None:
+                return _Parsed(None, None, flag)
+        return _Parsed(answer, vote_key(answer), None)
+
+    # -- the chain ------------------------------------------------------------------
+    async def run_chain(self, state: Any) -> Any:
+        """Advance from ``state`` (after ``self.steps`` committed steps) until done; returns the final state."""
+        wf = self.wf
+        store = self.store
+        rid = self.rid
+        pending: list[StepRow] = []
+        samples: list[tuple[Any, ...]] | None = [] if self.detail == "samples" else None
+        has_oracle = self._has_oracle
+        step = first = self.steps
+        wall0 = self.wall_s
+        t0 = time.perf_counter()
+        last_commit = last_progress = time.monotonic()
+        commit_every = self.commit_every
+        commit_seconds = self.commit_seconds
+        dump = type(state).model_dump_json
+
+        def flush(state: Any) -> None:
+            self.steps = step
+            self.wall_s = wall0 + time.perf_counter() - t0
+            store.commit(rid, pending, samples or (), (step, dump(state)), self.counters())
+            pending.clear()
+            if samples:
+                samples.clear()
+
+        try:
+            while True:
+                call = wf.next(state)
+                if isinstance(call, Done):
+                    break
+                if not isinstance(call, MicrostepCall):
+                    raise RunError(
+                        f"{type(wf).__name__}.next() returned {call!r}; return microstep.ask(...) or DONE",
+                        run_id=self.run_id, step=step,
+                    )
+                t_step = time.time()
+                ts = time.perf_counter()
+                expected = wf.oracle(state) if has_oracle else None
+                answer, key, votes, rounds, n, flags, agent_idx = await self._decide(step, call, expected, samples)
+                correct: int | None = None
+                if expected is not None:
+                    correct = int(call.microstep.vote_key(expected) == key)
+                    if not correct:
+                        self.errors += 1
+                if rounds > self.max_rounds:
+                    self.max_rounds = rounds
+                pending.append((
+                    step, call.digest(), call.microstep.answer_json(answer), votes, rounds, n,
+                    None if flags is None else json.dumps(flags), agent_idx, t_step, time.perf_counter() - ts, correct,
+                ))
+                state = wf.apply(state, answer)
+                step += 1
+                if len(pending) >= commit_every or (step & 63 == 0 and time.monotonic() - last_commit >= commit_seconds):
+                    flush(state)
+                    last_commit = time.monotonic()
+                if self.on_progress is not None and step & 255 == 0:
+                    now = time.monotonic()
+                    if now - last_progress >= self.progress_seconds:
+                        last_progress = now
+                        self.steps = step
+                        self._report(time.perf_counter() - t0, step - first)
+        finally:
+            # Whatever stops the chain (done, a failure, Ctrl-C), what was decided is kept.
+            if pending:
+                flush(state)
+            self.steps = step
+            self.wall_s = wall0 + time.perf_counter() - t0
+        return state
+
+    def counters(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "calls": self.calls,
+            "red_flags": self.red_flags,
+            "errors": self.errors,
+            "max_rounds": self.max_rounds,
+            "tokens": self.tokens,
+            "wall_s": self.wall_s,
+        }
+
+    def _report(self, elapsed: float, done_here: int) -> None:
+        assert self.on_progress is not None
+        self.on_progress(Progress(
+            run_id=self.run_id, steps=self.steps, expected_steps=self.expected_steps, calls=self.calls,
+            red_flags=self.red_flags, errors=self.errors, max_rounds=self.max_rounds,
+            elapsed_s=elapsed, steps_per_s=done_here / elapsed if elapsed > 0 else 0.0,
+        ))
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(a.backend.aclose() for a in self.agents))

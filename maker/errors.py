@@ -1,0 +1,85 @@
+"""One exception tree for everything `maker` raises.
+
+Three audiences:
+
+* :class:`UserError` -- the developer used the API or CLI wrongly (bad workflow
+  definition, bad agent spec, bad parameters). Fix the code or command.
+* :class:`RunError` -- a run failed while working. Carries the run id, step
+  index and agent, and says whether resuming may succeed (``retryable``).
+* :class:`StoreError` -- the durable record cannot be trusted or does not match.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MakerError",
+    "UserError",
+    "WorkflowDefinitionError",
+    "AgentSpecError",
+    "RunError",
+    "StepUndecidedError",
+    "StoreError",
+    "StoreCorruptError",
+    "RunMismatchError",
+    "RunNotFoundError",
+]
+
+
+class MakerError(Exception):
+    """Root of every error raised by maker."""
+
+
+class UserError(MakerError):
+    """The API or the CLI was used wrongly; the message says what to change."""
+
+
+class WorkflowDefinitionError(UserError):
+    """A workflow or microstep is defined wrongly (raised at definition time)."""
+
+
+class AgentSpecError(UserError):
+    """An agent spec string could not be understood."""
+
+
+class RunError(MakerError):
+    """A run stopped with a failure; committed steps are safe in the store."""
+
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        run_id: str | None = None,
+        step: int | None = None,
+        agent: str | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.step = step
+        self.agent = agent
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class StepUndecidedError(RunError):
+    """No answer won the vote within the round limit and no agent was left to escalate to."""
+
+    retryable = True
+
+
+class StoreError(MakerError):
+    """The store cannot be used for what was asked."""
+
+
+class StoreCorruptError(StoreError):
+    """The store file is damaged or inconsistent; nothing was changed."""
+
+
+class RunMismatchError(StoreError, UserError):
+    """A resume was asked with a workflow, version or parameters that differ from the recorded run."""
+
+
+class RunNotFoundError(StoreError, UserError):
+    """No run with that id in the store."""

@@ -1,0 +1,372 @@
+"""The durable record of runs: one SQLite file, plain rows, no pickle.
+
+Tables (schema version 1):
+
+* ``runs``      -- one row per run: workflow identity, configuration, status, counters.
+* ``steps``     -- one row per committed step: input digest, winning answer (JSON),
+                   vote tally, rounds, samples, red flags by reason, deciding agent, timings,
+                   and whether the answer matched the workflow's ground truth.
+* ``snapshots`` -- the workflow state (JSON) after a commit, so resume never replays the chain.
+* ``samples``   -- every sample with its text and red-flag reason (only at detail level ``samples``).
+* ``events``    -- resumes, overrides and failures.
+
+Steps, their samples and the snapshot of a commit are written in one transaction, so a
+crash loses only the uncommitted tail, never half of a commit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from maker.errors import RunNotFoundError, StoreCorruptError, StoreError
+
+__all__ = ["Store", "RunRecord", "StepRow", "default_store_path", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL UNIQUE,
+    workflow TEXT NOT NULL,
+    workflow_version INTEGER NOT NULL,
+    params TEXT NOT NULL,
+    config TEXT NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    expected_steps INTEGER,
+    steps INTEGER NOT NULL DEFAULT 0,
+    calls INTEGER NOT NULL DEFAULT 0,
+    red_flags INTEGER NOT NULL DEFAULT 0,
+    errors INTEGER NOT NULL DEFAULT 0,
+    max_rounds INTEGER NOT NULL DEFAULT 0,
+    tokens INTEGER NOT NULL DEFAULT 0,
+    wall_s REAL NOT NULL DEFAULT 0,
+    solved INTEGER,
+    result TEXT,
+    pid INTEGER,
+    host TEXT,
+    parent_run_id TEXT,
+    parent_step INTEGER
+);
+CREATE TABLE IF NOT EXISTS steps (
+    run INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    digest TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    votes TEXT NOT NULL,
+    rounds INTEGER NOT NULL,
+    samples INTEGER NOT NULL,
+    red_flags TEXT,
+    agent INTEGER NOT NULL,
+    t_start REAL NOT NULL,
+    dur REAL NOT NULL,
+    correct INTEGER,
+    PRIMARY KEY (run, step)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshots (
+    run INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (run, step)
+);
+CREATE TABLE IF NOT EXISTS samples (
+    run INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    round INTEGER NOT NULL,
+    agent INTEGER NOT NULL,
+    temperature REAL NOT NULL,
+    tokens INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    flag TEXT,
+    vote TEXT,
+    PRIMARY KEY (run, step, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    run INTEGER NOT NULL,
+    t REAL NOT NULL,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+"""
+
+
+def default_store_path() -> Path:
+    """``$MAKER_STORE``, else ``$XDG_DATA_HOME/maker/runs.sqlite`` (``~/.local/share/...``)."""
+    env = os.environ.get("MAKER_STORE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "maker" / "runs.sqlite"
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    id: int
+    run_id: str
+    workflow: str
+    workflow_version: int
+    params: dict[str, Any]
+    config: dict[str, Any]
+    status: str
+    error: str | None
+    created: float
+    updated: float
+    expected_steps: int | None
+    steps: int
+    calls: int
+    red_flags: int
+    errors: int
+    max_rounds: int
+    tokens: int
+    wall_s: float
+    solved: bool | None
+    result: dict[str, Any] | None
+    pid: int | None
+    host: str | None
+    parent_run_id: str | None
+    parent_step: int | None
+
+
+# step, digest, answer, votes, rounds, samples, red_flags, agent, t_start, dur, correct
+StepRow = tuple[int, str, str, str, int, int, str | None, int, float, float, int | None]
+
+
+def _damaged(path: Path, exc: BaseException) -> StoreCorruptError:
+    return StoreCorruptError(
+        f"store {path} is damaged ({exc}); nothing was changed. Restore it from a copy, "
+        f"or start a new run with --store pointing elsewhere."
+    )
+
+
+class Store:
+    """A SQLite store. Use :meth:`open` (existing file) or :meth:`create` (new or existing)."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self._conn = conn
+
+    # -- opening ---------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | os.PathLike[str]) -> Store:
+        """Open the store at ``path`` for writing, creating it (and its folder) if needed."""
+        p = Path(path)
+        if p.exists():
+            return cls.open(p, write=True)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        conn = cls._connect(p)
+        with conn:
+            conn.executescript(_SCHEMA)
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        return cls(p, conn)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, write: bool = False) -> Store:
+        """Open an existing store; verify it first and refuse a damaged or foreign file untouched."""
+        p = Path(path)
+        if not p.is_file():
+            raise StoreError(f"no store at {p}; pass --store PATH or set MAKER_STORE")
+        cls.verify(p)
+        conn = cls._connect(p) if write else cls._connect_ro(p)
+        return cls(p, conn)
+
+    @staticmethod
+    def _connect(p: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(p, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk when it returns, so a committed step survives power loss too.
+        conn.execute("PRAGMA synchronous=FULL")
+        return conn
+
+    @staticmethod
+    def _connect_ro(p: Path) -> sqlite3.Connection:
+        return sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+
+    @classmethod
+    def verify(cls, p: Path) -> None:
+        """Integrity and schema check on a read-only connection."""
+        try:
+            conn = cls._connect_ro(p)
+        except sqlite3.Error as exc:
+            raise _damaged(p, exc) from None
+        try:
+            rows = conn.execute("PRAGMA quick_check").fetchall()
+            if rows != [("ok",)]:
+                raise _damaged(p, RuntimeError("; ".join(r[0] for r in rows[:3])))
+            try:
+                found = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            except sqlite3.OperationalError:
+                raise StoreCorruptError(f"{p} is a SQLite file but not a maker store (no meta table)") from None
+            if found is None or found[0] != str(SCHEMA_VERSION):
+                version = None if found is None else found[0]
+                raise StoreError(
+                    f"store {p} has schema version {version}; this maker reads version {SCHEMA_VERSION}. "
+                    f"Use a maker release that matches, or start a new store."
+                )
+        except sqlite3.DatabaseError as exc:
+            raise _damaged(p, exc) from None
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- runs ------------------------------------------------------------------------
+    def create_run(
+        self,
+        run_id: str,
+        *,
+        workflow: str,
+        workflow_version: int,
+        params: dict[str, Any],
+        config: dict[str, Any],
+        expected_steps: int | None,
+        state_json: str,
+        parent_run_id: str | None = None,
+        parent_step: int | None = None,
+    ) -> int:
+        now = time.time()
+        with self._tx() as c:
+            if c.execute("SELECT 1 FROM runs WHERE run_id=?", (run_id,)).fetchone():
+                raise StoreError(f"run {run_id!r} already exists in {self.path}; resume it with `maker resume {run_id}`")
+            cur = c.execute(
+                "INSERT INTO runs (run_id, workflow, workflow_version, params, config, status, created, updated,"
+                " expected_steps, pid, host, parent_run_id, parent_step) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (run_id, workflow, workflow_version, json.dumps(params, sort_keys=True), json.dumps(config),
+                 "running", now, now, expected_steps, os.getpid(), os.uname().nodename, parent_run_id, parent_step),
+            )
+            rid = int(cur.lastrowid or 0)
+            c.execute("INSERT INTO snapshots VALUES (?,?,?)", (rid, 0, state_json))
+        return rid
+
+    def run(self, run_id: str) -> RunRecord:
+        row = self._conn.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        if row is None:
+            known = [r[0] for r in self._conn.execute("SELECT run_id FROM runs ORDER BY id DESC LIMIT 5")]
+            hint = f"; recent runs: {', '.join(known)}" if known else "; the store has no runs"
+            raise RunNotFoundError(f"no run {run_id!r} in {self.path}{hint}")
+        return self._record(row)
+
+    def runs(self) -> list[RunRecord]:
+        return [self._record(r) for r in self._conn.execute("SELECT * FROM runs ORDER BY id")]
+
+    def _record(self, row: Sequence[Any]) -> RunRecord:
+        cols = [d[0] for d in self._conn.execute("SELECT * FROM runs LIMIT 0").description]
+        d = dict(zip(cols, row, strict=True))
+        d["params"] = json.loads(d["params"])
+        d["config"] = json.loads(d["config"])
+        d["result"] = json.loads(d["result"]) if d["result"] else None
+        d["solved"] = None if d["solved"] is None else bool(d["solved"])
+        return RunRecord(**d)
+
+    def set_status(self, rid: int, status: str, *, error: str | None = None, **fields: Any) -> None:
+        sets = ["status=?", "error=?", "updated=?"]
+        vals: list[Any] = [status, error, time.time()]
+        for k, v in fields.items():
+            sets.append(f"{k}=?")
+            vals.append(json.dumps(v) if k in ("result", "config") else v)
+        with self._tx() as c:
+            c.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id=?", (*vals, rid))
+
+    def event(self, rid: int, kind: str, data: dict[str, Any]) -> None:
+        with self._tx() as c:
+            c.execute("INSERT INTO events VALUES (?,?,?,?)", (rid, time.time(), kind, json.dumps(data)))
+
+    def events(self, rid: int) -> list[tuple[float, str, dict[str, Any]]]:
+        return [(t, k, json.loads(d)) for t, k, d in self._conn.execute(
+            "SELECT t, kind, data FROM events WHERE run=? ORDER BY rowid", (rid,))]
+
+    # -- commits ---------------------------------------------------------------------
+    def commit(
+        self,
+        rid: int,
+        steps: Sequence[StepRow],
+        samples: Sequence[tuple[Any, ...]],
+        snapshot: tuple[int, str],
+        counters: dict[str, Any],
+    ) -> None:
+        """Write a group of steps, their samples, the state after them and the run counters atomically."""
+        with self._tx() as c:
+            c.executemany(f"INSERT INTO steps VALUES ({rid},?,?,?,?,?,?,?,?,?,?,?)", steps)
+            if samples:
+                c.executemany(f"INSERT INTO samples VALUES ({rid},?,?,?,?,?,?,?,?,?)", samples)
+            c.execute("INSERT OR REPLACE INTO snapshots VALUES (?,?,?)", (rid, snapshot[0], snapshot[1]))
+            sets = ", ".join(f"{k}=?" for k in counters)
+            c.execute(f"UPDATE runs SET {sets}, updated=? WHERE id=?", (*counters.values(), time.time(), rid))
+
+    def _tx(self) -> _Tx:
+        return _Tx(self._conn, self.path)
+
+    # -- reading steps ---------------------------------------------------------------
+    def head(self, rid: int) -> tuple[int, int]:
+        """(number of committed steps, highest step index + 1); equal when nothing is missing."""
+        n, top = self._conn.execute("SELECT count(*), coalesce(max(step)+1, 0) FROM steps WHERE run=?", (rid,)).fetchone()
+        return int(n), int(top)
+
+    def latest_snapshot(self, rid: int, at_most: int | None = None) -> tuple[int, str]:
+        q = "SELECT step, state FROM snapshots WHERE run=?"
+        args: tuple[Any, ...] = (rid,)
+        if at_most is not None:
+            q += " AND step<=?"
+            args = (rid, at_most)
+        row = self._conn.execute(q + " ORDER BY step DESC LIMIT 1", args).fetchone()
+        if row is None:
+            raise StoreCorruptError(f"store {self.path}: run has no state snapshot; it cannot be resumed")
+        return int(row[0]), row[1]
+
+    def steps(self, rid: int, start: int = 0, stop: int | None = None) -> Iterator[StepRow]:
+        q = "SELECT step, digest, answer, votes, rounds, samples, red_flags, agent, t_start, dur, correct FROM steps WHERE run=? AND step>=?"
+        args: list[Any] = [rid, start]
+        if stop is not None:
+            q += " AND step<?"
+            args.append(stop)
+        yield from self._conn.execute(q + " ORDER BY step", args)
+
+    def samples(self, rid: int, step: int) -> list[tuple[Any, ...]]:
+        return list(self._conn.execute(
+            "SELECT idx, round, agent, temperature, tokens, text, flag, vote FROM samples WHERE run=? AND step=? ORDER BY idx",
+            (rid, step)))
+
+    def red_flag_reasons(self, rid: int) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for (flags,) in self._conn.execute("SELECT red_flags FROM steps WHERE run=? AND red_flags IS NOT NULL", (rid,)):
+            for k, v in json.loads(flags).items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+
+class _Tx:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``; rolls back on error and maps SQLite errors to StoreError."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self._path = path
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._conn.execute("BEGIN IMMEDIATE")
+        return self._conn
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc_type is None:
+            self._conn.execute("COMMIT")
+            return
+        self._conn.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.IntegrityError):
+            raise StoreError(f"store {self._path}: {exc}") from exc
