@@ -1,0 +1,22 @@
+# One entry point per chore; CI (.ci/run) uses the same commands.
+PY ?= .venv/bin/python
+
+.PHONY: install format lint test test-all bench
+
+install:
+	python3 -m venv .venv && .venv/bin/pip install -e '.[test]'
+
+format:
+	$(PY) -m ruff format maker agents workflows tests bench examples
+
+lint:
+	$(PY) -m ruff check maker agents workflows tests bench examples
+
+test:
+	$(PY) -m pytest
+
+test-all:
+	$(PY) -m pytest -m "slow or not slow"
+
+bench:
+	$(PY) bench/bench_hanoi.py

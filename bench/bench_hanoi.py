@@ -1,0 +1,85 @@
+"""Benchmark: the MAKER task, 20-disk Towers of Hanoi, 1,048,575 steps, with checkpoints on.
+
+Runs the real command line, ``maker run hanoi --set disks=20 --agent simulated:gpt-4.1-mini --k 3``,
+in a child process against a fresh SQLite store, and reports wall time, microseconds per step,
+the child's peak memory, and calls per step next to the theoretical expectation for the
+preset's p, k and red-flag rate.
+
+    python bench/bench_hanoi.py [--disks 20] [--agent simulated:gpt-4.1-mini] [--k 3] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from maker.agents import make_agent
+from maker.voting import expected_calls, run_success
+
+TARGET_S = 60.0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--disks", type=int, default=20)
+    ap.add_argument("--agent", default="simulated:gpt-4.1-mini")
+    ap.add_argument("--k", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    info = make_agent(args.agent).info
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / "bench.sqlite"
+        cmd = [sys.executable, "-m", "maker.cli", "run", "hanoi", "--set", f"disks={args.disks}",
+               "--agent", args.agent, "--k", str(args.k), "--seed", str(args.seed), "--store", str(store), "--json"]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+        elapsed = time.perf_counter() - t0
+        if proc.returncode != 0:
+            print(proc.stderr, file=sys.stderr)
+            return proc.returncode
+        summary = json.loads(proc.stdout)
+        store_mb = store.stat().st_size / 2**20
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    theory = expected_calls(info["p"], args.k, info["valid"])
+    steps = summary["steps"]
+    out = {
+        "command": " ".join(["maker", *cmd[3:-3]]),
+        "steps": steps,
+        "errors": summary["errors"],
+        "solved": summary["solved"],
+        "wall_s": summary["wall_s"],
+        "process_s": round(elapsed, 2),
+        "us_per_step": round(summary["wall_s"] / steps * 1e6, 2),
+        "target_s": TARGET_S,
+        "wall_vs_target": round(summary["wall_s"] / TARGET_S, 3),
+        "peak_rss_mb": round(peak_mb, 1),
+        "store_mb": round(store_mb, 1),
+        "calls_per_step": round(summary["calls_per_step"], 5),
+        "theory_calls_per_step": round(theory, 5),
+        "calls_vs_theory": round(summary["calls_per_step"] / theory, 4),
+        "red_flags": summary["red_flags"],
+        "max_rounds": summary["max_rounds"],
+        "p": info["p"],
+        "k": args.k,
+        "p_full_theory": round(run_success(info["p"], args.k, steps), 5),
+    }
+    if args.json:
+        print(json.dumps(out))
+    else:
+        width = max(map(len, out))
+        for key, value in out.items():
+            print(f"{key:<{width}}  {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

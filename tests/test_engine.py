@@ -1,0 +1,91 @@
+"""Engine behaviour: escalation, the adaptive rule, progress reports, batching."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from maker import StepUndecidedError
+from maker.agents import SimulatedBackend
+from maker.runs import start_run
+from maker.store import Store
+from maker.voting import Voting, is_decided
+
+
+def _rows(store, run_id):
+    with Store.open(store) as st:
+        rid = st.run(run_id).id
+        return list(st.steps(rid))
+
+
+def test_undecided_steps_escalate_to_the_next_agent(tmp_path) -> None:
+    store = tmp_path / "s.sqlite"
+    # The first agent is a coin flip between two answers and gets three rounds; the second is reliable.
+    summary = start_run(
+        "addition", {"digits": 60},
+        {"agents": ["simulated:p=0.5,spread=1,seed=1", "simulated:p=0.999,seed=2"], "k": 4, "max_rounds": 3},
+        store=store, run_id="esc",
+    )
+    # the coin-flipping agent sometimes wins a vote for the wrong answer; that is what errors counts
+    assert summary.status == "done" and summary.steps == 60
+    agents = [row[7] for row in _rows(store, "esc")]
+    assert 1 in agents, "some steps must have been decided by the escalation agent"
+    assert 0 in agents or all(a == 1 for a in agents)
+    escalated = [row for row in _rows(store, "esc") if row[7] == 1]
+    assert all(row[4] >= 4 for row in escalated), "an escalated step spent its rounds with the first agent"
+    assert all(row[10] == 1 for row in escalated), "the reliable agent decided its steps correctly"
+
+
+def test_without_an_escalation_agent_the_run_fails_resumably(tmp_path) -> None:
+    store = tmp_path / "s.sqlite"
+    with pytest.raises(StepUndecidedError) as info:
+        start_run("addition", {"digits": 60}, {"agents": ["simulated:p=0.5,spread=1"], "k": 6, "max_rounds": 1},
+                  store=store, run_id="fail")
+    assert info.value.retryable and info.value.run_id == "fail" and info.value.step is not None
+    assert "maker resume fail" in str(info.value)
+    with Store.open(store) as st:
+        rec = st.run("fail")
+        assert rec.status == "failed"
+        assert st.head(rec.id) == (info.value.step, info.value.step)
+
+
+def test_adaptive_rule_decides_by_posterior(tmp_path) -> None:
+    store = tmp_path / "s.sqlite"
+    summary = start_run("addition", {"digits": 300},
+                        {"agents": ["simulated:p=0.9,seed=4"], "rule": "adaptive", "confidence": 0.99}, store=store,
+                        run_id="ad")
+    assert summary.status == "done"
+    policy = Voting(rule="adaptive", confidence=0.99)
+    for row in _rows(store, "ad"):
+        counts = json.loads(row[3])
+        top, second = counts[0], (counts[1] if len(counts) > 1 else 0)
+        assert is_decided(policy, top, second)
+        # one vote fewer for the leader would not have decided it
+        assert not is_decided(policy, top - 1, second) or top - 1 <= second
+
+
+def test_samples_of_a_step_are_requested_in_batches(tmp_path, monkeypatch) -> None:
+    sizes: list[int] = []
+    original = SimulatedBackend.generate
+
+    async def spy(self, requests):
+        sizes.extend(r.n for r in requests)
+        return await original(self, requests)
+
+    monkeypatch.setattr(SimulatedBackend, "generate", spy)
+    summary = start_run("addition", {"digits": 50}, {"agents": ["simulated:p=0.95"], "k": 3},
+                        store=tmp_path / "s.sqlite")
+    assert summary.steps == 50
+    assert sizes.count(3) >= 45, "each step opens with one batch of k samples"
+    assert sum(sizes) == summary.calls
+
+
+def test_progress_reports_arrive_on_long_runs(tmp_path) -> None:
+    seen = []
+    summary = start_run("hanoi", {"disks": 12}, {"agents": ["simulated:p=0.999,call_s=0.00005"]},
+                        store=tmp_path / "s.sqlite", on_progress=seen.append)
+    assert summary.steps == 4095
+    assert seen, "a run of a few seconds reports progress"
+    assert all(p.expected_steps == 4095 and 0 < p.steps <= 4095 for p in seen)
+    assert [p.steps for p in seen] == sorted(p.steps for p in seen)
