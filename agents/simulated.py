@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from maker.agents._base import GenerateRequest, Sample
 from maker._rng import derive, uniform
+from maker.agents._base import GenerateRequest, Sample
 from maker.errors import UserError
 
 __all__ = ["SimulatedConfig", "SimulatedBackend", "PRESETS"]

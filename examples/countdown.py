@@ -1,6 +1,6 @@
 """A workflow written with the DSL: count down from n, one voted subtraction per step.
 
-Run it with:  maker run examples.countdown:Countdown --set start=50 --agent simulated:p=0.9
+Run it with:  maker run examples.countdown:Countdown --set start=50 --agent simulated:p=0.95
 """
 
 from pydantic import BaseModel, Field
@@ -27,7 +27,7 @@ decrement = Microstep(
     schema=Next,
     vote_key=lambda a: a.value,
     red_flags=[RedFlag("not_negative", lambda a, inputs: "below zero" if a.value < 0 else None)],
-    voting=Voting(k=2),
+    voting=Voting(k=3),
     mistakes=lambda right, i: Next(value=right.value + 1 + i),
 )
 

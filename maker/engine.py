@@ -21,7 +21,7 @@ from maker._rng import derive, mix64
 from maker.agents import Agent, GenerateRequest, Oracle
 from maker.dsl import Done, Microstep, MicrostepCall, Workflow
 from maker.errors import RunError, StepUndecidedError
-from maker.store import Store, StepRow
+from maker.store import StepRow, Store
 from maker.voting import Voting, is_decided, samples_needed
 
 __all__ = ["Engine", "Progress", "RunSummary", "DETAIL_LEVELS"]

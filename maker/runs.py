@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import os
 import secrets
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -65,6 +66,9 @@ def resolve_workflow(name: str) -> type[Workflow[Any, Any]]:
         return BUILTIN[name]
     if ":" in name:
         module, _, attr = name.partition(":")
+        # Like other runners of user code (uvicorn, celery): modules in the working directory are found.
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())
         try:
             obj = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as exc:
