@@ -89,7 +89,10 @@ class SimulatedConfig(BaseModel):
             values.update(error=error, tokens=tokens, overlong=0.001, malformed=0.001)
         options = dict(options)
         if "p" in options:
-            options["error"] = 1.0 - float(options.pop("p"))
+            p = options.pop("p")
+            if not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+                raise UserError(f"p is the per-sample correct rate and must be in [0, 1], got {p!r}")
+            options["error"] = 1.0 - float(p)
         values.update(options)
         return cls.model_validate(values)
 

@@ -201,11 +201,13 @@ def _finish(summary: Any, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def runs(store: str | None, as_json: bool) -> None:
     """List the runs in a store."""
+    from maker.runs import shown_status
+
     path = _store_path(store)
     with Store.open(path) as st:
         records = st.runs()
     rows = [{
-        "run_id": r.run_id, "workflow": r.workflow, "status": r.status, "steps": r.steps,
+        "run_id": r.run_id, "workflow": r.workflow, "status": shown_status(r), "steps": r.steps,
         "expected_steps": r.expected_steps, "errors": r.errors, "solved": r.solved, "calls": r.calls,
         "params": r.params, "agents": r.config.get("agents"), "parent": r.parent_run_id, "error": r.error,
     } for r in records]

@@ -354,6 +354,12 @@ class Workflow(Generic[P, S]):
 
     @classmethod
     def parse_params(cls, values: Mapping[str, Any]) -> BaseModel:
+        unknown = sorted(set(values) - set(cls.Params.model_fields))
+        if unknown:
+            raise UserError(
+                f"workflow {cls.name!r} has no parameter {', '.join(map(repr, unknown))}; "
+                f"its parameters are: {', '.join(cls.Params.model_fields) or '(none)'}"
+            )
         try:
             return cls.Params.model_validate(dict(values))
         except ValidationError as exc:

@@ -21,7 +21,7 @@ from maker.errors import RunError, RunMismatchError, StoreCorruptError, UserErro
 from maker.store import RunRecord, Store
 from maker.workflows import BUILTIN
 
-__all__ = ["RunOptions", "start_run", "resume_run", "resolve_workflow", "new_run_id", "VOTING_OVERRIDES"]
+__all__ = ["RunOptions", "start_run", "resume_run", "resolve_workflow", "new_run_id", "shown_status", "VOTING_OVERRIDES"]
 
 VOTING_OVERRIDES = ("rule", "k", "confidence", "max_rounds", "first_temperature", "temperature")
 
@@ -187,17 +187,31 @@ def _check_identity(record: RunRecord, wf_cls: type[Workflow[Any, Any]], params:
             )
 
 
-def _check_not_live(record: RunRecord) -> None:
-    if record.status != "running" or record.pid is None or record.pid == os.getpid():
-        return
+def is_live(record: RunRecord) -> bool:
+    """Whether a run marked running still has its process (on this host; other hosts count as live)."""
+    if record.status != "running" or record.pid is None:
+        return False
     if record.host != os.uname().nodename:
-        return
+        return True
     try:
         os.kill(record.pid, 0)
     except ProcessLookupError:
-        return
+        return False
     except PermissionError:
-        pass
+        return True
+    return True
+
+
+def shown_status(record: RunRecord) -> str:
+    """The status to show a person: a 'running' run whose process is gone was killed."""
+    if record.status == "running" and not is_live(record):
+        return "killed"
+    return record.status
+
+
+def _check_not_live(record: RunRecord) -> None:
+    if record.pid == os.getpid() or record.host != os.uname().nodename or not is_live(record):
+        return
     raise UserError(f"run {record.run_id} is still running (pid {record.pid}); stop it before resuming")
 
 

@@ -166,9 +166,10 @@ class Store:
             return cls.open(p, write=True)
         p.parent.mkdir(parents=True, exist_ok=True)
         conn = cls._connect(p)
-        with conn:
-            conn.executescript(_SCHEMA)
-            conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        # One transaction: a store either has its whole schema and version or nothing.
+        conn.executescript(
+            f"BEGIN;{_SCHEMA}INSERT OR REPLACE INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');COMMIT;"
+        )
         return cls(p, conn)
 
     @classmethod

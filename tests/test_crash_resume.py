@@ -1,0 +1,196 @@
+"""Crash safety with real processes: SIGKILL a run (and a resume) part way, resume, and
+compare everything recorded with an uninterrupted run of the same seed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+
+_SCRIPT = Path(sys.executable).with_name("maker")
+MAKER = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "maker.cli"]
+
+RUN_ID = "R"
+DISKS = 11
+TOTAL = 2**DISKS - 1
+RUN_ARGS = [
+    "run", "hanoi", "--set", f"disks={DISKS}", "--agent", "simulated:gpt-4.1-mini,call_s=0.0003",
+    "--k", "3", "--seed", "5", "--run-id", RUN_ID, "--commit-seconds", "0.05",
+]
+COUNTERS = ("steps", "calls", "red_flags", "errors", "max_rounds", "tokens")
+TIMEOUT = 120
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["MAKER_STORE"] = str(tmp / "default-store-must-not-be-used.sqlite")
+    return env
+
+
+def _maker(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*MAKER, *args], capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL,
+                          timeout=TIMEOUT)
+
+
+def _committed_steps(db: Path) -> int | None:
+    """The run's committed step counter, or None while the store/run row is not readable yet."""
+    if not db.exists():
+        return None
+    try:
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=0.05)
+    except sqlite3.Error:
+        return None
+    try:
+        row = con.execute("SELECT steps FROM runs WHERE run_id=?", (RUN_ID,)).fetchone()
+    except sqlite3.Error:  # 'database is locked', 'no such table' while the schema is being made, ...
+        return None
+    finally:
+        con.close()
+    return None if row is None else int(row[0])
+
+
+def _start(args: list[str], tmp: Path, name: str) -> tuple[subprocess.Popen[bytes], Path]:
+    err = tmp / f"{name}.stderr"
+    with open(tmp / f"{name}.stdout", "wb") as out, open(err, "wb") as errf:
+        proc = subprocess.Popen([*MAKER, *args], stdout=out, stderr=errf, stdin=subprocess.DEVNULL, env=_env(tmp))
+    return proc, err
+
+
+def _kill_when(proc: subprocess.Popen[bytes], stderr: Path, db: Path, threshold: int) -> int:
+    """SIGKILL ``proc`` as soon as the committed step counter reaches ``threshold``; return the counter after."""
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"process ended (rc {proc.returncode}) before reaching {threshold} committed steps; "
+                            f"stderr:\n{stderr.read_text()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {threshold} committed steps within {TIMEOUT} s")
+            steps = _committed_steps(db)
+            if steps is not None and steps >= threshold:
+                break
+            time.sleep(0.004)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=TIMEOUT)  # reap it: a zombie would still look alive to `resume`'s liveness check
+    assert proc.returncode == -signal.SIGKILL, stderr.read_text()
+    after = _committed_steps(db)
+    assert after is not None and threshold <= after < TOTAL, (threshold, after)
+    return after
+
+
+def _recorded(db: Path) -> dict[str, Any]:
+    con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        con.row_factory = sqlite3.Row
+        run = con.execute("SELECT * FROM runs WHERE run_id=?", (RUN_ID,)).fetchone()
+        assert run is not None
+        rid = run["id"]
+        steps = [tuple(r) for r in con.execute(
+            "SELECT step, digest, answer, votes, rounds, samples, red_flags, agent, correct"
+            " FROM steps WHERE run=? ORDER BY step", (rid,))]
+        snap = con.execute("SELECT step, state FROM snapshots WHERE run=? ORDER BY step DESC LIMIT 1", (rid,)).fetchone()
+        events = [(k, json.loads(d)) for k, d in con.execute("SELECT kind, data FROM events WHERE run=? ORDER BY rowid",
+                                                             (rid,))]
+        return {
+            "counters": {k: run[k] for k in COUNTERS},
+            "status": run["status"],
+            "error": run["error"],
+            "solved": run["solved"],
+            "result": json.loads(run["result"]) if run["result"] else None,
+            "steps": steps,
+            "snapshot": (snap["step"], json.loads(snap["state"])),
+            "events": events,
+        }
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("reference")
+    db = tmp / "ref.sqlite"
+    proc = _maker(*RUN_ARGS, "--store", str(db), "--json", env=_env(tmp))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    rec = _recorded(db)
+    assert summary["steps"] == TOTAL and summary["solved"] is True
+    assert [s[0] for s in rec["steps"]] == list(range(TOTAL))
+    assert rec["snapshot"][0] == TOTAL
+    rec["summary"] = summary
+    return rec
+
+
+# (threshold for the kill of `maker run`, thresholds for kills of the following resumes)
+KILL_PLANS = {
+    # as soon as the run row exists: well within the first second, usually before any step is committed
+    "first-second": (0, ()),
+    "middle": (1000, ()),
+    "run-and-resume-killed": (300, (1500,)),
+}
+
+
+@pytest.mark.parametrize("plan", list(KILL_PLANS), ids=list(KILL_PLANS))
+def test_sigkill_then_resume_matches_uninterrupted_run(plan: str, tmp_path: Path, reference: dict[str, Any]) -> None:
+    first, later = KILL_PLANS[plan]
+    db = tmp_path / "store.sqlite"
+    env = _env(tmp_path)
+
+    proc, err = _start([*RUN_ARGS, "--store", str(db)], tmp_path, "run")
+    kill_points = [_kill_when(proc, err, db, first)]
+
+    # a killed run is listed with its committed steps and can be resumed
+    listed = _maker("runs", "--store", str(db), "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    (row,) = json.loads(listed.stdout)
+    assert row["run_id"] == RUN_ID and row["steps"] == kill_points[0] and row["status"] == "killed"
+
+    for i, threshold in enumerate(later):
+        assert threshold > kill_points[-1]
+        proc, err = _start(["resume", RUN_ID, "--store", str(db)], tmp_path, f"resume{i}")
+        kill_points.append(_kill_when(proc, err, db, threshold))
+
+    assert kill_points == sorted(kill_points)
+    done = _maker("resume", RUN_ID, "--store", str(db), "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    for key in ("run_id", "status", "steps", "errors", "solved", "calls", "red_flags", "max_rounds", "tokens",
+                "result", "k", "agents"):
+        assert summary[key] == reference["summary"][key], key
+
+    rec = _recorded(db)
+    # no step lost or duplicated, and every step identical to the uninterrupted run
+    assert [s[0] for s in rec["steps"]] == list(range(TOTAL))
+    assert len(rec["steps"]) == len(reference["steps"])
+    for mine, ref in zip(rec["steps"], reference["steps"], strict=True):
+        assert mine == ref
+    assert rec["counters"] == reference["counters"]
+    assert rec["counters"]["steps"] == TOTAL
+    assert rec["snapshot"] == reference["snapshot"]
+    assert rec["result"] == reference["result"]
+    assert rec["solved"] == reference["solved"] == 1
+    assert rec["status"] == "done" and rec["error"] is None
+
+    # every resume is recorded, starting where the previous process's last commit left off
+    resumes = [d["from_step"] for k, d in rec["events"] if k == "resume"]
+    assert resumes == kill_points
+
+    listed = _maker("runs", "--store", str(db), "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    (row,) = json.loads(listed.stdout)
+    assert row["run_id"] == RUN_ID
+    assert row["status"] == "done"
+    assert row["steps"] == row["expected_steps"] == TOTAL
+    assert row["errors"] == 0 and row["solved"] is True and row["error"] is None
