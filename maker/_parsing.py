@@ -2,7 +2,9 @@
 
 Values are JSON (lists, numbers, strings, ``true``/``false``/``null``). The parser
 reads the *last* occurrence of each field so a model may think aloud before answering,
-and never guesses: anything it cannot read exactly is a format error (a red flag).
+and never repairs: text it cannot read as JSON is a format error (a red flag). Type
+checking is the schema's: pydantic's default lax mode accepts ``5.0`` for an ``int``;
+give the schema ``ConfigDict(strict=True)`` where that matters.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def parse_fields(text: str, fields: Iterable[str]) -> dict[str, Any]:
         raw = found[name]
         try:
             out[name] = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise FormatError(f"value of {name} is not valid JSON: {raw[:60]!r}") from None
     return out
 

@@ -78,6 +78,16 @@ class _Group(click.Group):
             sys.exit(130)
 
 
+def _term_as_interrupt() -> None:
+    """SIGTERM stops a run the way Ctrl-C does: decided steps are committed, the run is marked interrupted."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 @click.group(cls=_Group)
 @click.version_option(package_name="maker")
 def main() -> None:
@@ -136,6 +146,7 @@ def run(workflow: str, sets: tuple[str, ...], agents: tuple[str, ...], seed: int
     from maker.runs import RunOptions, start_run
 
     configure_logging(level=log_level)
+    _term_as_interrupt()
     if not agents:
         raise UserError("give at least one --agent, e.g. --agent simulated:gpt-4.1-mini")
     try:
@@ -167,6 +178,7 @@ def resume(run_id: str, sets: tuple[str, ...], agents: tuple[str, ...], store: s
     from maker.runs import resume_run
 
     configure_logging(level=log_level)
+    _term_as_interrupt()
     overrides = {k: v for k, v in voting.items() if v is not None}
     if agents:
         overrides["agents"] = list(agents)

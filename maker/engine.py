@@ -257,6 +257,7 @@ class Engine:
             if samples:
                 samples.clear()
 
+        kept = (self.calls, self.red_flags, self.errors, self.max_rounds, self.tokens)
         try:
             while True:
                 call = wf.next(state)
@@ -278,12 +279,16 @@ class Engine:
                         self.errors += 1
                 if rounds > self.max_rounds:
                     self.max_rounds = rounds
-                pending.append((
+                row = (
                     step, call.digest(), call.microstep.answer_json(answer), votes, rounds, n,
                     None if flags is None else json.dumps(flags), agent_idx, t_step, time.perf_counter() - ts, correct,
-                ))
+                )
+                # Only a step whose answer applied cleanly is kept, so every commit's snapshot is the
+                # state after exactly the steps it holds.
                 state = wf.apply(state, answer)
+                pending.append(row)
                 step += 1
+                kept = (self.calls, self.red_flags, self.errors, self.max_rounds, self.tokens)
                 if len(pending) >= commit_every or (step & 63 == 0 and time.monotonic() - last_commit >= commit_seconds):
                     flush(state)
                     last_commit = time.monotonic()
@@ -293,6 +298,10 @@ class Engine:
                         last_progress = now
                         self.steps = step
                         self._report(time.perf_counter() - t0, step - first)
+        except BaseException:
+            # A step cut short is recomputed on resume; its samples must not be counted twice.
+            self.calls, self.red_flags, self.errors, self.max_rounds, self.tokens = kept
+            raise
         finally:
             # Whatever stops the chain (done, a failure, Ctrl-C), what was decided is kept.
             if pending:

@@ -266,6 +266,9 @@ def _drive(engine: Engine, wf: Workflow[Any, Any], state: Any, name: str) -> Run
     except (KeyboardInterrupt, SystemExit):
         st.set_status(engine.rid, "interrupted", error="interrupted")
         raise
+    except Exception as exc:  # workflow code raised: committed steps stay, the run is marked failed
+        st.set_status(engine.rid, "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
     st.set_status(engine.rid, status, solved=None if solved is None else int(solved), result=result)
     return summarize(engine, name, status, solved, result, error)
 

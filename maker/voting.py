@@ -56,20 +56,38 @@ class Voting(BaseModel):
         return self
 
 
-def _ratio(p: float) -> float:
+def _check_p(p: float) -> None:
     if not 0.0 < p <= 1.0:
         raise ValueError(f"per-sample correct rate p must be in (0, 1], got {p}")
+
+
+def _ratio(p: float) -> float:
+    _check_p(p)
     return (1.0 - p) / p
+
+
+def _log_odds_against(p: float, k: int) -> float:
+    """k * ln((1-p)/p); -inf when p == 1."""
+    _check_p(p)
+    if p == 1.0:
+        return -math.inf
+    return k * (math.log1p(-p) - math.log(p))
 
 
 def step_success(p: float, k: int) -> float:
     """Chance that first-to-ahead-by-k picks the correct answer: ``1 / (1 + ((1-p)/p)^k)``."""
-    return 1.0 / (1.0 + _ratio(p) ** k)
+    x = _log_odds_against(p, k)
+    if x > 0:  # stable logistic for p < 1/2
+        e = math.exp(-x)
+        return e / (1.0 + e)
+    return 1.0 / (1.0 + math.exp(x))
 
 
 def run_success(p: float, k: int, steps: int) -> float:
     """Chance that all ``steps`` steps are decided correctly."""
-    return math.exp(-steps * math.log1p(_ratio(p) ** k))
+    x = _log_odds_against(p, k)
+    softplus = x + math.log1p(math.exp(-x)) if x > 0 else math.log1p(math.exp(x))
+    return math.exp(-steps * softplus)
 
 
 def k_min(steps: int, p: float, target: float = 0.95) -> int:
@@ -90,12 +108,14 @@ def k_min(steps: int, p: float, target: float = 0.95) -> int:
 
 def expected_samples(p: float, k: int) -> float:
     """Expected valid votes until one side is k ahead (binary gambler's ruin from the middle)."""
+    _check_p(p)
     q = 1.0 - p
     if p == q:
         return float(k * k)
-    r = q / p
+    # The duration is symmetric in p and q; use the ratio below 1 so r**k cannot overflow.
+    r = min(p, q) / max(p, q)
     rk = r**k
-    return k / (p - q) * (1.0 - rk) / (1.0 + rk)
+    return k / abs(p - q) * (1.0 - rk) / (1.0 + rk)
 
 
 def expected_calls(p: float, k: int, valid: float = 1.0) -> float:
@@ -113,7 +133,9 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     denom = 1.0 + z * z / n
     centre = (phat + z * z / (2 * n)) / denom
     half = z * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    low = 0.0 if successes <= 0 else max(0.0, centre - half)
+    high = 1.0 if successes >= n else min(1.0, centre + half)
+    return (low, high)
 
 
 def beta_confidence(leader: int, runner_up: int) -> float:

@@ -194,3 +194,31 @@ def test_sigkill_then_resume_matches_uninterrupted_run(plan: str, tmp_path: Path
     assert row["status"] == "done"
     assert row["steps"] == row["expected_steps"] == TOTAL
     assert row["errors"] == 0 and row["solved"] is True and row["error"] is None
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_commits_decided_steps_and_resume_matches(sig: int, tmp_path: Path,
+                                                            reference: dict[str, Any]) -> None:
+    db = tmp_path / "store.sqlite"
+    env = _env(tmp_path)
+    proc, err = _start([*RUN_ARGS, "--store", str(db)], tmp_path, "run")
+    deadline = time.monotonic() + TIMEOUT
+    while (_committed_steps(db) or 0) < 300:
+        assert proc.poll() is None, err.read_text()
+        assert time.monotonic() < deadline
+        time.sleep(0.004)
+    proc.send_signal(sig)
+    proc.wait(timeout=TIMEOUT)
+    assert proc.returncode == 130, err.read_text()
+    assert "committed steps are saved" in err.read_text()
+    stopped = _recorded(db)
+    assert stopped["status"] == "interrupted"
+    assert [s[0] for s in stopped["steps"]] == list(range(len(stopped["steps"])))
+    assert stopped["snapshot"][0] == len(stopped["steps"]) == stopped["counters"]["steps"]
+
+    done = _maker("resume", RUN_ID, "--store", str(db), "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    rec = _recorded(db)
+    assert rec["steps"] == reference["steps"]
+    assert rec["counters"] == reference["counters"], "a step cut short must not be counted twice"
+    assert rec["snapshot"] == reference["snapshot"]

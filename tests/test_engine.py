@@ -89,3 +89,24 @@ def test_progress_reports_arrive_on_long_runs(tmp_path) -> None:
     assert seen, "a run of a few seconds reports progress"
     assert all(p.expected_steps == 4095 and 0 < p.steps <= 4095 for p in seen)
     assert [p.steps for p in seen] == sorted(p.steps for p in seen)
+
+
+def test_a_crash_in_workflow_code_keeps_committed_steps_and_marks_the_run_failed(tmp_path) -> None:
+    from examples.countdown import Count, Countdown
+
+    class Brittle(Countdown, name="brittle"):
+        def apply(self, state: Count, answer):
+            if state.steps == 7:
+                raise ZeroDivisionError("bug in apply")
+            return super().apply(state, answer)
+
+    store = tmp_path / "s.sqlite"
+    with pytest.raises(ZeroDivisionError):
+        start_run(Brittle, {"start": 20}, {"agents": ["simulated:p=0.99"]}, store=store, run_id="b")
+    with Store.open(store) as st:
+        rec = st.run("b")
+        assert rec.status == "failed" and "ZeroDivisionError: bug in apply" in rec.error
+        # the seven steps before the crash are kept, and the snapshot is the state after them
+        assert st.head(rec.id) == (7, 7)
+        step, state = st.latest_snapshot(rec.id)
+        assert step == 7 and Count.model_validate_json(state).value == 13

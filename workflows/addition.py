@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from maker.dsl import DONE, Done, Microstep, MicrostepCall, State, Workflow
 
-__all__ = ["Addition", "AdditionParams", "AdditionState", "DigitAnswer", "add_digit"]
+__all__ = ["add_decimal", "Addition", "AdditionParams", "AdditionState", "DigitAnswer", "add_digit"]
 
 PROMPT = """\
 Long addition, one column. Add the two digits and the carry.
@@ -24,6 +24,19 @@ Answer with exactly two lines:
 digit = the last digit of the sum
 carry = 1 if the sum is 10 or more, else 0
 """
+
+
+def add_decimal(a: str, b: str) -> str:
+    """a + b on decimal strings of any length (``int()`` refuses more than 4,300 digits)."""
+    width = max(len(a), len(b))
+    a, b = a.zfill(width), b.zfill(width)
+    out, carry = [], 0
+    for x, y in zip(reversed(a), reversed(b), strict=True):
+        carry, digit = divmod(int(x) + int(y) + carry, 10)
+        out.append(str(digit))
+    if carry:
+        out.append("1")
+    return "".join(reversed(out))
 
 
 class AdditionParams(BaseModel):
@@ -106,7 +119,7 @@ class Addition(Workflow, name="addition", version=1):
         return (str(state.carry) if state.carry else "") + state.out[::-1]
 
     def solved(self, state: AdditionState) -> bool:
-        return int(self.total(state)) == int(state.a) + int(state.b)
+        return self.total(state).lstrip("0") == add_decimal(state.a, state.b).lstrip("0")
 
     def expected_steps(self, params: AdditionParams) -> int:
         if params.a is not None and params.b is not None:

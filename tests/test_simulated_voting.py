@@ -1,0 +1,149 @@
+"""Measured error correction of the real engine against the theory of first-to-ahead-by-k.
+
+With ``spread=1`` every wrong sample gives the same wrong answer, so a step is the binary
+gambler's ruin the formulas describe: the step errs with probability
+``1 / (1 + (p / (1-p))^k)`` and takes ``expected_samples(p, k)`` samples on average.
+Runs use fixed seeds, so each check is deterministic; every tolerance is a 99.9%
+confidence interval, so a correct engine fails one of the ten checks for only ~1% of
+seed choices, while an off-by-one in k moves the error rate by many interval widths.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from maker.runs import start_run
+from maker.store import Store
+from maker.voting import expected_calls, step_success
+
+Z999 = 3.2905267314919255  # two-sided 99.9% normal quantile
+
+CONFIGS = [(0.7, 1), (0.7, 2), (0.75, 3), (0.8, 2), (0.65, 3)]
+STEPS = 40_000
+# Addition.solved() converts the whole sum with int(), which Python refuses past 4300
+# digits (see test_addition_past_the_int_digit_limit); stay below it and chain runs.
+CHUNK = 4_000
+
+
+def _wilson(successes: int, n: int, z: float = Z999) -> tuple[float, float]:
+    phat = successes / n
+    denom = 1 + z * z / n
+    centre = (phat + z * z / (2 * n)) / denom
+    half = z * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / denom
+    return centre - half, centre + half
+
+
+def _run(store: Path, run_id: str, p: float, k: int, *, digits: int, seed: int = 0, agent_seed: int = 1,
+         **options: Any) -> Any:
+    return start_run(
+        "addition",
+        {"digits": digits, "seed": seed},
+        {"agents": [f"simulated:p={p},spread=1,seed={agent_seed}"], "k": k, "seed": seed, **options},
+        store=store,
+        run_id=run_id,
+    )
+
+
+def _rows(store: Path, run_id: str) -> list[tuple[Any, ...]]:
+    with Store.open(store) as st:
+        rid = st.run(run_id).id
+        return list(st.steps(rid))
+
+
+class Measured:
+    def __init__(self, p: float, k: int, store: Path) -> None:
+        self.p, self.k = p, k
+        self.errors = 0
+        self.calls = 0
+        self.samples: list[int] = []
+        self.wrong_rows = 0
+        for chunk in range(math.ceil(STEPS / CHUNK)):
+            digits = min(CHUNK, STEPS - chunk * CHUNK)
+            # A distinct run seed per chunk: the same seed would replay the same draws.
+            summary = _run(store, f"r{chunk}", p, k, digits=digits, seed=chunk)
+            assert summary.status == "done"
+            assert summary.steps == digits
+            assert summary.k == k
+            self.errors += summary.errors
+            self.calls += summary.calls
+            rows = _rows(store, f"r{chunk}")
+            assert len(rows) == digits
+            self.samples += [row[5] for row in rows]
+            self.wrong_rows += sum(row[10] == 0 for row in rows)
+
+    @property
+    def steps(self) -> int:
+        return len(self.samples)
+
+
+@pytest.fixture(scope="module", params=CONFIGS, ids=lambda c: f"p={c[0]},k={c[1]}")
+def measured(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Measured:
+    p, k = request.param
+    return Measured(p, k, tmp_path_factory.mktemp(f"vote_p{p}_k{k}") / "runs.sqlite")
+
+
+def test_step_error_matches_theory(measured: Measured) -> None:
+    theory = 1 - step_success(measured.p, measured.k)
+    assert theory == pytest.approx(1 / (1 + (measured.p / (1 - measured.p)) ** measured.k), rel=1e-12)
+    lo, hi = _wilson(measured.errors, measured.steps)
+    assert lo <= theory <= hi, (
+        f"p={measured.p} k={measured.k}: measured {measured.errors}/{measured.steps} = "
+        f"{measured.errors / measured.steps:.5f}, 99.9% CI [{lo:.5f}, {hi:.5f}], theory {theory:.5f}"
+    )
+    # The run's error counter is the count of steps the store marks incorrect.
+    assert measured.errors == measured.wrong_rows
+
+
+def test_calls_per_step_matches_theory(measured: Measured) -> None:
+    n = measured.steps
+    assert sum(measured.samples) == measured.calls  # no red flags: every call is a vote
+    mean = measured.calls / n
+    var = sum((x - mean) ** 2 for x in measured.samples) / (n - 1)
+    half = Z999 * math.sqrt(var / n) + 1e-9  # CLT interval for the mean of i.i.d. step costs
+    theory = expected_calls(measured.p, measured.k)
+    assert abs(mean - theory) <= half, (
+        f"p={measured.p} k={measured.k}: {mean:.4f} calls/step ± {half:.4f} (99.9%), theory {theory:.4f}"
+    )
+    # Ahead-by-k never decides in fewer than k samples, and with one wrong answer the
+    # number of samples always has the parity of k.
+    assert min(measured.samples) == measured.k
+    assert all((x - measured.k) % 2 == 0 for x in measured.samples)
+
+
+def _comparable(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    return [row[:8] + row[10:] for row in rows]  # drop t_start and dur
+
+
+def test_same_seed_same_steps_other_seed_other_steps(tmp_path: Path) -> None:
+    store = tmp_path / "runs.sqlite"
+    _run(store, "a", 0.7, 3, digits=400, seed=5, agent_seed=9)
+    _run(store, "b", 0.7, 3, digits=400, seed=5, agent_seed=9)
+    _run(store, "c", 0.7, 3, digits=400, seed=5, agent_seed=10)
+    a, b, c = (_comparable(_rows(store, r)) for r in "abc")
+    assert len(a) == len(b) == len(c) == 400
+    assert a == b
+    assert a != c
+    # Same first input (the numbers come from the params seed), different draws.
+    assert a[0][1] == c[0][1]
+    assert [r[5] for r in a] != [r[5] for r in c]
+
+
+def test_run_seed_changes_the_draws(tmp_path: Path) -> None:
+    store = tmp_path / "runs.sqlite"
+    # Fixed numbers (a, b), so only the run seed differs between the two runs.
+    opts = {"agents": ["simulated:p=0.7,spread=1,seed=1"], "k": 3}
+    params = {"a": "9" * 300, "b": "1" * 300}
+    start_run("addition", params, {**opts, "seed": 1}, store=store, run_id="s1")
+    start_run("addition", params, {**opts, "seed": 2}, store=store, run_id="s2")
+    s1, s2 = _rows(store, "s1"), _rows(store, "s2")
+    assert [r[5] for r in s1] != [r[5] for r in s2]
+
+
+def test_addition_past_the_int_digit_limit(tmp_path: Path) -> None:
+    summary = _run(tmp_path / "runs.sqlite", "long", 1.0, 1, digits=4_400)
+    assert summary.status == "done"
+    assert summary.solved is True
