@@ -10,6 +10,7 @@ of disks is even and on peg 1 when it is odd, after exactly 2**n - 1 moves.
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
@@ -91,11 +92,10 @@ def _vote_key(answer: HanoiAnswer) -> Any:
 
 def _conserves_disks(answer: HanoiAnswer, inputs: Any) -> str | None:
     disks = inputs["disks"]
-    seen = sorted(d for peg in answer.next_state for d in peg)
-    if seen != list(range(1, disks + 1)):
+    if sorted(chain.from_iterable(answer.next_state)) != list(range(1, disks + 1)):
         return f"next_state must hold disks 1..{disks} once each"
     for peg in answer.next_state:
-        if any(peg[i] < peg[i + 1] for i in range(len(peg) - 1)):
+        if peg != sorted(peg, reverse=True):
             return f"a larger disk sits on a smaller one in {peg}"
     return None
 
