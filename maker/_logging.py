@@ -39,8 +39,9 @@ def get_logger(**context: Any) -> Any:
 class ProgressDisplay:
     """Steps/s, votes per step, red-flag rate and ETA: a live bar on a terminal, a log line every 10 s otherwise."""
 
-    def __init__(self, *, live: bool, log_every_s: float = 10.0) -> None:
+    def __init__(self, *, live: bool, log_every_s: float = 10.0, console: Any = None) -> None:
         self.live = live
+        self.console = console
         self.log_every_s = log_every_s
         self._last_log = time.monotonic()
         self._progress: Any = None
@@ -48,19 +49,16 @@ class ProgressDisplay:
 
     def __enter__(self) -> ProgressDisplay:
         if self.live:
-            from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+            from rich.console import Console
+            from rich.progress import BarColumn, TextColumn
             from rich.progress import Progress as RichProgress
 
             self._progress = RichProgress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                TextColumn("{task.completed:,}/{task.fields[total_text]} steps"),
-                TextColumn("{task.fields[rate]}"),
-                TimeElapsedColumn(),
-                TextColumn("ETA {task.fields[eta]}"),
+                BarColumn(bar_width=10),
+                TextColumn("{task.completed:,}/{task.fields[total_text]} steps  ETA {task.fields[eta]}  {task.fields[rate]}"),
                 transient=False,
                 refresh_per_second=4,
-                stderr=True,
+                console=self.console or Console(stderr=True),
             )
             self._progress.__enter__()
         return self
@@ -78,7 +76,7 @@ class ProgressDisplay:
         if self._progress is not None:
             fields = {
                 "total_text": f"{p.expected_steps:,}" if p.expected_steps else "?",
-                "rate": f"{p.steps_per_s:,.0f} steps/s  {votes:.3f} votes/step  red flags {flag_rate:.2%}  errors {p.errors}",
+                "rate": f"{p.steps_per_s:,.0f}/s  {votes:.3f} votes/step  red flags {flag_rate:.2%}  errors {p.errors}",
                 "eta": _fmt(eta_s),
             }
             if self._task is None:
