@@ -151,7 +151,7 @@ def run(workflow: str, sets: tuple[str, ...], agents: tuple[str, ...], seed: int
         raise UserError("give at least one --agent, e.g. --agent simulated:gpt-4.1-mini")
     try:
         options = RunOptions(agents=list(agents), seed=seed, detail=detail, commit_every=commit_every,
-                             commit_seconds=commit_seconds, **{k: v for k, v in voting.items() if v is not None})
+                             commit_seconds=commit_seconds, log_steps=log_level == "debug", **{k: v for k, v in voting.items() if v is not None})
     except Exception as exc:
         raise UserError(f"bad run options: {exc}") from None
     path = _store_path(store)
@@ -182,6 +182,8 @@ def resume(run_id: str, sets: tuple[str, ...], agents: tuple[str, ...], store: s
     overrides = {k: v for k, v in voting.items() if v is not None}
     if agents:
         overrides["agents"] = list(agents)
+    if log_level == "debug":
+        overrides["log_steps"] = True
     path = _store_path(store)
     get_logger(run_id=run_id).info("resuming", store=path, overrides=overrides)
     with _progress(as_json) as progress:

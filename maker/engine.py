@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import structlog
 from pydantic import BaseModel, ValidationError
 
 from maker._rng import derive, mix64
@@ -98,6 +99,7 @@ class Engine:
         expected_steps: int | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         progress_seconds: float = 0.25,
+        log_steps: bool = False,
     ) -> None:
         if not agents:
             raise RunError("no agent given: pass at least one --agent", run_id=run_id)
@@ -113,6 +115,7 @@ class Engine:
         self.expected_steps = expected_steps
         self.on_progress = on_progress
         self.progress_seconds = progress_seconds
+        self.log_steps = log_steps
         self._has_oracle = workflow.has_oracle()
         self._seed = derive(seed)
         self._policies: dict[str, Voting] = {}
@@ -249,10 +252,16 @@ class Engine:
         commit_seconds = self.commit_seconds
         dump = type(state).model_dump_json
 
+        step_log = structlog.get_logger("maker").bind(run_id=self.run_id) if self.log_steps else None
+
         def flush(state: Any) -> None:
             self.steps = step
             self.wall_s = wall0 + time.perf_counter() - t0
             store.commit(rid, pending, samples or (), (step, dump(state)), self.counters())
+            if step_log is not None:
+                for r in pending:
+                    step_log.debug("step committed", step=r[0], votes=r[3], rounds=r[4], samples=r[5],
+                                   red_flags=r[6], agent=self.agents[r[7]].spec, correct=r[10])
             pending.clear()
             if samples:
                 samples.clear()

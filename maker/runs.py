@@ -55,6 +55,8 @@ class RunOptions(BaseModel):
     """Commit at least every this many steps."""
     commit_seconds: float = Field(0.5, gt=0)
     """... and at least this often, in seconds."""
+    log_steps: bool = Field(False, exclude=True)
+    """Log one debug line per committed step (``--log-level debug``); not part of the run's record."""
 
     def voting(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in VOTING_OVERRIDES if getattr(self, k) is not None}
@@ -247,6 +249,7 @@ def _engine(wf: Workflow[Any, Any], st: Store, rid: int, run_id: str, agents: li
         workflow=wf, store=st, rid=rid, run_id=run_id, agents=agents, seed=opts.seed, voting=opts.voting(),
         detail=opts.detail, max_tokens=opts.max_tokens, commit_every=opts.commit_every,
         commit_seconds=opts.commit_seconds, expected_steps=expected_steps, on_progress=on_progress,
+        log_steps=opts.log_steps,
     )
 
 

@@ -110,3 +110,18 @@ def test_a_crash_in_workflow_code_keeps_committed_steps_and_marks_the_run_failed
         assert st.head(rec.id) == (7, 7)
         step, state = st.latest_snapshot(rec.id)
         assert step == 7 and Count.model_validate_json(state).value == 13
+
+
+def test_debug_logs_one_json_line_per_committed_step(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "maker.cli", "run", "hanoi", "--set", "disks=4", "--agent", "simulated:gpt-4.1-mini",
+         "--store", str(tmp_path / "s.sqlite"), "--run-id", "dbg", "--log-level", "debug"],
+        capture_output=True, text=True, check=True,
+    )
+    events = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    steps = [e for e in events if e["event"] == "step committed"]
+    assert [e["step"] for e in steps] == list(range(15))
+    assert all(e["run_id"] == "dbg" and e["level"] == "debug" and e["correct"] == 1 for e in steps)
