@@ -64,7 +64,28 @@ def _simulated(spec: str, name: str | None, options: dict[str, Any]) -> Agent:
     return Agent(spec, SimulatedBackend(config, name=spec), info={"p": config.p, "valid": config.valid})
 
 
-AGENT_KINDS: dict[str, Callable[[str, str | None, dict[str, Any]], Agent]] = {"simulated": _simulated}
+_HF_OPTIONS = {"device", "threads", "max_batch"}
+_HF_LOADED: dict[tuple[Any, ...], Any] = {}
+
+
+def _hf(spec: str, name: str | None, options: dict[str, Any]) -> Agent:
+    from maker.agents.hf import HFBackend
+
+    if name is None:
+        raise AgentSpecError(f"agent spec {spec!r}: name a model, e.g. hf:smollm2-135m or hf:/path/to/model")
+    unknown = set(options) - _HF_OPTIONS
+    if unknown:
+        raise AgentSpecError(f"agent spec {spec!r}: unknown option(s) {sorted(unknown)}; hf takes {sorted(_HF_OPTIONS)}")
+    # One loaded model serves every agent that names it (a drafter and a verifier may share weights).
+    key = (name, options.get("device"), options.get("threads"), options.get("max_batch"))
+    backend = _HF_LOADED.get(key)
+    if backend is None:
+        backend = _HF_LOADED[key] = HFBackend(name, device=options.get("device"), threads=options.get("threads"),
+                                              max_batch=int(options.get("max_batch", 32)))
+    return Agent(spec, backend)
+
+
+AGENT_KINDS: dict[str, Callable[[str, str | None, dict[str, Any]], Agent]] = {"simulated": _simulated, "hf": _hf}
 
 
 def make_agent(spec: str) -> Agent:

