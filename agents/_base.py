@@ -24,6 +24,8 @@ class GenerateRequest:
 
     ``temperatures`` and ``seeds`` have one entry per sample; seeds are derived from the
     run seed, the step and the sample index, so a resumed run asks for the same draws.
+    ``max_tokens`` is the red-flag limit: a backend generates at most ``max_tokens + 1``
+    tokens, so a response that would run on is seen to exceed it.
     """
 
     prompt: str

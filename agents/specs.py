@@ -85,7 +85,24 @@ def _hf(spec: str, name: str | None, options: dict[str, Any]) -> Agent:
     return Agent(spec, backend)
 
 
-AGENT_KINDS: dict[str, Callable[[str, str | None, dict[str, Any]], Agent]] = {"simulated": _simulated, "hf": _hf}
+def _openai(spec: str, name: str | None, options: dict[str, Any]) -> Agent:
+    from maker.agents.openai_http import OpenAIBackend
+
+    if not name or "@" not in name:
+        raise AgentSpecError(f"agent spec {spec!r}: write openai:MODEL@http://host:port/v1")
+    model, _, url = name.partition("@")
+    allowed = {"api", "key_env", "concurrency", "timeout", "retries"}
+    unknown = set(options) - allowed
+    if unknown:
+        raise AgentSpecError(f"agent spec {spec!r}: unknown option(s) {sorted(unknown)}; openai takes {sorted(allowed)}")
+    return Agent(spec, OpenAIBackend(model, url, name=spec, **options))
+
+
+AGENT_KINDS: dict[str, Callable[[str, str | None, dict[str, Any]], Agent]] = {
+    "simulated": _simulated,
+    "hf": _hf,
+    "openai": _openai,
+}
 
 
 def make_agent(spec: str) -> Agent:

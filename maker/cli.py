@@ -277,6 +277,31 @@ def calibrate(workflow: str, agent: str, samples: int, sets: tuple[str, ...], te
 
 
 @main.command()
+@click.option("--agent", "agent", required=True, help="Backend to serve, e.g. hf:smollm2-135m.")
+@click.option("--model-name", default=None, help="Model id clients must send (default: the agent spec).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback unless you ask).")
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--api-key-env", default=None, help="Require 'Authorization: Bearer $VAR' from clients.")
+def serve(agent: str, model_name: str | None, host: str, port: int, api_key_env: str | None) -> None:
+    """Serve a backend through the OpenAI-compatible API (/v1/completions, /v1/chat/completions, /v1/models)."""
+    import os
+
+    from maker.agents import make_agent
+    from maker.serve import make_server
+
+    if api_key_env and not os.environ.get(api_key_env):
+        raise UserError(f"--api-key-env {api_key_env}: that variable is not set")
+    a = make_agent(agent)
+    name = model_name or agent
+    server = make_server(a, name, host, port, os.environ.get(api_key_env) if api_key_env else None)
+    click.echo(f"serving {name} on http://{host}:{server.server_address[1]}/v1", err=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+@main.command()
 @click.option("--steps", type=int, required=True, help="Number of steps s in the task.")
 @click.option("--p", "p", type=float, default=None, help="Per-sample correct rate p.")
 @click.option("--error", type=float, default=None, help="Per-sample error rate 1-p (instead of --p).")
