@@ -98,10 +98,23 @@ def _openai(spec: str, name: str | None, options: dict[str, Any]) -> Agent:
     return Agent(spec, OpenAIBackend(model, url, name=spec, **options))
 
 
+def _vllm(spec: str, name: str | None, options: dict[str, Any]) -> Agent:
+    from maker.agents.vllm_backend import VLLMBackend
+
+    if not name:
+        raise AgentSpecError(f"agent spec {spec!r}: name a model, e.g. vllm:Qwen/Qwen2.5-7B-Instruct")
+    allowed = {"gpu_memory_utilization", "max_model_len", "dtype", "seed"}
+    unknown = set(options) - allowed
+    if unknown:
+        raise AgentSpecError(f"agent spec {spec!r}: unknown option(s) {sorted(unknown)}; vllm takes {sorted(allowed)}")
+    return Agent(spec, VLLMBackend(name, name=spec, **options))
+
+
 AGENT_KINDS: dict[str, Callable[[str, str | None, dict[str, Any]], Agent]] = {
     "simulated": _simulated,
     "hf": _hf,
     "openai": _openai,
+    "vllm": _vllm,
 }
 
 

@@ -104,6 +104,8 @@ class Microstep(Generic[A]):
         max_tokens: responses longer than this are red-flagged (MAKER: 750).
         mistakes: ``(correct_answer, index) -> answer``, the index-th distinct plausible wrong
             answer; lets simulated agents err the way models do.
+        pattern: optional regex a valid response matches in full; backends with structured
+            outputs (vLLM) constrain generation to it.
     """
 
     def __init__(
@@ -119,6 +121,7 @@ class Microstep(Generic[A]):
         voting: Voting | Mapping[str, Any] | None = None,
         max_tokens: int = 750,
         mistakes: Callable[[A, int], A] | None = None,
+        pattern: str | None = None,
     ) -> None:
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", name):
             raise WorkflowDefinitionError(f"microstep name must be an identifier, got {name!r}")
@@ -172,6 +175,12 @@ class Microstep(Generic[A]):
             raise WorkflowDefinitionError(f"microstep {name!r}: max_tokens must be a positive int, got {max_tokens!r}")
         self.max_tokens = max_tokens
         self.mistakes = mistakes
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise WorkflowDefinitionError(f"microstep {name!r}: pattern is not a valid regex: {exc}") from None
+        self.pattern = pattern
 
     def __repr__(self) -> str:
         return f"Microstep({self.name!r}, schema={self.schema.__name__})"
