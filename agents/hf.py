@@ -316,6 +316,44 @@ class HFBackend:
         vals, idx = logp.topk(k)
         return [(self.tokenizer.decode([int(i)]), float(v)) for v, i in zip(vals, idx, strict=True)]
 
+    async def judge(self, requests: Sequence[Any]) -> list[list[float]]:
+        return await asyncio.to_thread(self.judge_sync, requests)
+
+    def judge_sync(self, requests: Sequence[Any]) -> list[list[float]]:
+        """Log-probabilities of the digits 0-9 after the SpecReason rating prompt: one prefill pass, no decoding."""
+        from maker.speculation import judge_prompt
+
+        return [self._next_logprobs(judge_prompt(r.prompt, r.draft))[self._digit_ids()].tolist() for r in requests]
+
+    async def first_token_entropy(self, requests: Sequence[GenerateRequest]) -> list[float]:
+        def work() -> list[float]:
+            out = []
+            for r in requests:
+                top = self._next_logprobs(r.prompt).topk(20).values
+                p = (top - top.logsumexp(0)).exp()
+                out.append(float(-(p * p.log()).sum()))
+            return out
+
+        return await asyncio.to_thread(work)
+
+    def _next_logprobs(self, prompt: str) -> Any:
+        torch = self.torch
+        enc = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=self._add_bos()).to(self.device)
+        with self._lock, torch.inference_mode():
+            t0 = time.perf_counter()
+            logp = torch.log_softmax(self.model(**enc).logits[0, -1].float(), -1)
+            self.busy_s += time.perf_counter() - t0
+        return logp
+
+    def _digit_ids(self) -> list[int]:
+        ids = []
+        for d in range(10):
+            enc = self.tokenizer(str(d), add_special_tokens=False)["input_ids"]
+            if len(enc) != 1:
+                raise UserError(f"{self.name}: the digit {d} is not a single token, so it cannot rate drafts")
+            ids.append(enc[0])
+        return ids
+
     def _add_bos(self) -> bool:
         return bool(getattr(self.tokenizer, "add_bos_token", True))
 

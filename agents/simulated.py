@@ -62,6 +62,10 @@ class SimulatedConfig(BaseModel):
     """Extra latency per sample in a call, seconds (the cost of batching)."""
     seed: int = 0
     """Agent seed, mixed with the run seed: two agents with different seeds err independently."""
+    tpr: float = Field(0.99, ge=0.0, le=1.0)
+    """As a verifier: chance of accepting a correct draft."""
+    fpr: float = Field(0.05, ge=0.0, le=1.0)
+    """As a verifier: chance of accepting a wrong draft."""
 
     @model_validator(mode="after")
     def _rates(self) -> SimulatedConfig:
@@ -122,6 +126,42 @@ class SimulatedBackend:
 
     async def aclose(self) -> None:
         return None
+
+    async def judge(self, requests: Sequence[Any]) -> list[list[float]]:
+        """Digit log-probabilities for rating drafts: a correct draft is accepted with chance ``tpr``,
+        a wrong or unreadable one with chance ``fpr``."""
+        cfg = self.config
+        out = []
+        for req in requests:
+            orc = req.oracle
+            if orc is None:
+                raise UserError("the simulated verifier needs the workflow's ground truth (an oracle)")
+            ms = orc.microstep
+            try:
+                right = ms.vote_key(ms.parse(req.draft)) == ms.vote_key(orc.answer)
+            except Exception:
+                right = False
+            accept = uniform(req.seed ^ self._seed, 7) < (cfg.tpr if right else cfg.fpr)
+            peak = 9 if accept else 2
+            out.append([-0.05 if d == peak else -6.0 for d in range(10)])
+        await self._sleep(len(requests), 1)
+        return out
+
+    async def first_token_entropy(self, requests: Sequence[GenerateRequest]) -> list[float]:
+        """Hard steps look uncertain (entropy 2.5 nats), the rest confident (0.3)."""
+        cfg = self.config
+        out = []
+        for req in requests:
+            step = req.oracle.step if req.oracle is not None else 0
+            hard = cfg.hard_fraction and uniform(derive(self._seed, step), 0) < cfg.hard_fraction
+            out.append(2.5 if hard else 0.3)
+        await self._sleep(len(requests), 1)
+        return out
+
+    async def _sleep(self, n: int, tokens: int) -> None:
+        cfg = self.config
+        if cfg.call_s or cfg.token_s or cfg.sample_s:
+            await asyncio.sleep(cfg.call_s + cfg.token_s * tokens + cfg.sample_s * n)
 
     def _one(self, req: GenerateRequest) -> list[Sample]:
         orc = req.oracle

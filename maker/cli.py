@@ -51,6 +51,15 @@ def _voting_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--temperature", type=float, default=None, help="Temperature of samples after the first (default 0.1)."),
         click.option("--first-temperature", type=float, default=None, help="Temperature of each step's first sample (default 0)."),
         click.option("--max-tokens", type=int, default=None, help="Red-flag responses longer than this (default 750)."),
+        click.option("--drafter", default=None, help="Speculative drafting: small-model agent spec that drafts each step."),
+        click.option("--verifier", "verifiers", multiple=True, help="Agent that confirms or rejects drafts (repeatable)."),
+        click.option("--verify", type=click.Choice(["score", "vote"]), default=None,
+                     help="score: rate the draft 0-9 in one prefill pass; vote: verifiers answer themselves."),
+        click.option("--threshold", type=float, default=None, help="Acceptance score, 0-9 (default 7)."),
+        click.option("--verify-k", type=int, default=None, help="Verdict margin to accept a draft (default 1)."),
+        click.option("--large-first", type=int, default=None, help="The first N steps always by the large model."),
+        click.option("--entropy-threshold", type=float, default=None,
+                     help="Route steps whose drafter first-token entropy exceeds this to the large model."),
     ]):
         f = opt(f)
     return f
@@ -179,7 +188,9 @@ def resume(run_id: str, sets: tuple[str, ...], agents: tuple[str, ...], store: s
 
     configure_logging(level=log_level)
     _term_as_interrupt()
-    overrides = {k: v for k, v in voting.items() if v is not None}
+    overrides = {k: v for k, v in voting.items() if v is not None and v != ()}
+    if "verifiers" in overrides:
+        overrides["verifiers"] = list(overrides["verifiers"])
     if agents:
         overrides["agents"] = list(agents)
     if log_level == "debug":
@@ -203,6 +214,10 @@ def _finish(summary: Any, as_json: bool) -> None:
         click.echo(f"  errors {summary.errors}  solved {summary.solved}")
         click.echo(f"  calls {summary.calls:,} ({summary.calls_per_step:.4f} per step)  red flags {summary.red_flags:,}"
                    f"  max rounds {summary.max_rounds}")
+        if summary.drafted or summary.escalated:
+            click.echo(f"  drafts {summary.drafted:,}  accepted {summary.accepted:,}  escalated {summary.escalated:,}")
+            for spec, n in summary.agent_calls.items():
+                click.echo(f"    {spec}: {n:,} calls ({n / max(1, summary.steps):.3f} per step)")
         if summary.result:
             text = json.dumps(summary.result)
             click.echo(f"  result {text[:200]}{'...' if len(text) > 200 else ''}")

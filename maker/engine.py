@@ -22,6 +22,7 @@ from maker._rng import derive, mix64
 from maker.agents import Agent, GenerateRequest, Oracle
 from maker.dsl import Done, Microstep, MicrostepCall, Workflow
 from maker.errors import RunError, StepUndecidedError
+from maker.speculation import JudgeRequest, Speculation, digit_score
 from maker.store import StepRow, Store
 from maker.voting import Voting, is_decided, samples_needed
 
@@ -29,6 +30,8 @@ __all__ = ["Engine", "Progress", "RunSummary", "DETAIL_LEVELS"]
 
 DETAIL_LEVELS = ("summary", "samples")
 TOO_LONG = "too_long"
+_DRAFT_SALT = 0xD4AF7
+_VERIFY_SALT = 0x5E1F1
 
 
 class Progress(BaseModel):
@@ -64,6 +67,10 @@ class RunSummary(BaseModel):
     k: int | None
     agents: list[str]
     store: str
+    agent_calls: dict[str, int] = {}
+    drafted: int = 0
+    accepted: int = 0
+    escalated: int = 0
     result: dict[str, Any] | None = None
     error: str | None = None
 
@@ -100,6 +107,7 @@ class Engine:
         on_progress: Callable[[Progress], None] | None = None,
         progress_seconds: float = 0.25,
         log_steps: bool = False,
+        speculation: Speculation | None = None,
     ) -> None:
         if not agents:
             raise RunError("no agent given: pass at least one --agent", run_id=run_id)
@@ -116,6 +124,11 @@ class Engine:
         self.on_progress = on_progress
         self.progress_seconds = progress_seconds
         self.log_steps = log_steps
+        self.spec = speculation
+        # Agents by index as steps record them: voting agents, then the drafter, then the verifiers.
+        self.all_agents = self.agents + ([speculation.drafter, *speculation.verifiers] if speculation else [])
+        self.agent_calls = [0] * len(self.all_agents)
+        self.drafted = self.accepted = self.escalated = 0
         self._has_oracle = workflow.has_oracle()
         self._seed = derive(seed)
         self._policies: dict[str, Voting] = {}
@@ -134,6 +147,12 @@ class Engine:
     def restore_counters(self, record: Any) -> None:
         for name in ("steps", "calls", "red_flags", "errors", "max_rounds", "tokens", "wall_s"):
             setattr(self, name, getattr(record, name))
+        stats = record.stats or {}
+        calls = stats.get("agent_calls", [])
+        self.agent_calls[: len(calls)] = calls[: len(self.agent_calls)]
+        self.drafted = stats.get("drafted", 0)
+        self.accepted = stats.get("accepted", 0)
+        self.escalated = stats.get("escalated", 0)
 
     # -- one step -------------------------------------------------------------------
     async def _decide(
@@ -169,6 +188,7 @@ class Engine:
                 req = GenerateRequest(prompt, temps, seeds, max_tokens, (), False, oracle)
                 (batch,) = await agent.backend.generate([req])
                 self.calls += need
+                self.agent_calls[agent_idx] += need
                 for s in batch:
                     self.tokens += s.tokens
                     flag: str | None
@@ -219,6 +239,113 @@ class Engine:
             agent=self.agents[-1].spec,
         )
 
+    async def _speculate(
+        self, step: int, call: MicrostepCall, expected: Any, samples_out: list[tuple[Any, ...]] | None
+    ) -> tuple[Any, Any, str, int, int, dict[str, int] | None, int, dict[str, Any]]:
+        """Draft, verify, and escalate to voting only when the draft is not confirmed."""
+        spec = self.spec
+        assert spec is not None
+        ms: Microstep[Any] = call.microstep
+        policy = self._policies[ms.name]
+        max_tokens = self._max_tokens or ms.max_tokens
+        prompt = call.prompt
+        oracle = Oracle(ms, expected, step) if expected is not None else None
+        step_seed = mix64(self._seed ^ step)
+        d_idx = len(self.agents)
+        info: dict[str, Any] = {}
+        flags: dict[str, int] | None = None
+        if step < spec.large_first:
+            info["route"] = "large_first"
+        else:
+            go = True
+            if spec.entropy_threshold is not None:
+                probe = GenerateRequest(prompt, [0.0], [0], max_tokens, (), False, oracle)
+                (entropy,) = await spec.drafter.backend.first_token_entropy([probe])
+                info["entropy"] = round(float(entropy), 4)
+                if entropy > spec.entropy_threshold:
+                    go = False
+                    info["route"] = "entropy"
+            if go:
+                req = GenerateRequest(prompt, [policy.first_temperature], [mix64(step_seed ^ _DRAFT_SALT)], max_tokens,
+                                      (), False, oracle)
+                ((draft,),) = await spec.drafter.backend.generate([req])
+                self.calls += 1
+                self.agent_calls[d_idx] += 1
+                self.tokens += draft.tokens
+                self.drafted += 1
+                if draft.tokens > max_tokens:
+                    parsed = _Parsed(None, None, f"{TOO_LONG}: {draft.tokens} tokens > {max_tokens}")
+                else:
+                    parsed = self._parse(ms, ms.parse, ms.vote_key, bool(ms.red_flags), draft.text, call.inputs)
+                if parsed.flag is not None:
+                    info["draft_flag"] = parsed.flag[:120]
+                    flags = {parsed.flag.split(":", 1)[0]: 1}
+                    self.red_flags += 1
+                else:
+                    accepted = await self._verify(step_seed, call, draft.text, parsed, oracle, info)
+                    if accepted:
+                        self.accepted += 1
+                        info["accepted"] = True
+                        return parsed.answer, parsed.key, "[1]", 1, 1, flags, d_idx, info
+        self.escalated += 1
+        info["escalated"] = True
+        answer, key, votes, rounds, n, more, agent_idx = await self._decide(step, call, expected, samples_out)
+        if more:
+            flags = flags or {}
+            for k, v in more.items():
+                flags[k] = flags.get(k, 0) + v
+        return answer, key, votes, rounds + 1, n + 1, flags, agent_idx, info
+
+    async def _verify(self, step_seed: int, call: MicrostepCall, draft: str, parsed: _Parsed, oracle: Any,
+                      info: dict[str, Any]) -> bool:
+        spec = self.spec
+        assert spec is not None
+        base = len(self.agents) + 1
+        verdicts: list[Any] = []
+        info["verdicts"] = verdicts
+        if spec.mode == "score":
+            margin = 0
+            for i, verifier in enumerate(spec.verifiers):
+                seed = mix64(step_seed ^ _VERIFY_SALT ^ i)
+                (digits,) = await verifier.backend.judge([JudgeRequest(call.prompt, draft, seed, oracle)])
+                self.calls += 1
+                self.agent_calls[base + i] += 1
+                score = digit_score(digits, spec.score_by)
+                ok = score >= spec.threshold
+                verdicts.append([i, round(score, 3), ok])
+                margin += 1 if ok else -1
+                left = len(spec.verifiers) - i - 1
+                if margin >= spec.verify_k:
+                    return True
+                if margin <= -spec.verify_k or margin + left < spec.verify_k:
+                    return False  # decided, or acceptance is out of reach: no more verifier calls
+            return False
+        # vote: the draft is one vote; verifiers answer the step themselves, round-robin.
+        ms = call.microstep
+        policy = self._policies[ms.name]
+        counts = {parsed.key: 1}
+        for j in range(policy.max_rounds * max(1, len(spec.verifiers))):
+            if not spec.verifiers:
+                break
+            i = j % len(spec.verifiers)
+            verifier = spec.verifiers[i]
+            seed = mix64(step_seed ^ _VERIFY_SALT ^ (j + 1))
+            req = GenerateRequest(call.prompt, [policy.temperature], [seed], self._max_tokens or ms.max_tokens,
+                                  (), False, oracle)
+            ((s,),) = await verifier.backend.generate([req])
+            self.calls += 1
+            self.agent_calls[base + i] += 1
+            self.tokens += s.tokens
+            p = self._parse(ms, ms.parse, ms.vote_key, bool(ms.red_flags), s.text, call.inputs)
+            verdicts.append([i, p.flag is None and p.key == parsed.key])
+            if p.flag is not None:
+                continue
+            counts[p.key] = counts.get(p.key, 0) + 1
+            ranked = sorted(counts.values(), reverse=True)
+            if ranked[0] - (ranked[1] if len(ranked) > 1 else 0) >= spec.verify_k:
+                return max(counts, key=counts.__getitem__) == parsed.key
+        return False
+
     @staticmethod
     def _parse(ms: Microstep[Any], parse: Any, vote_key: Any, user_flags: bool, text: str, inputs: Any) -> _Parsed:
         try:
@@ -244,6 +371,7 @@ class Engine:
         pending: list[StepRow] = []
         samples: list[tuple[Any, ...]] | None = [] if self.detail == "samples" else None
         has_oracle = self._has_oracle
+        speculate = self.spec is not None
         step = first = self.steps
         wall0 = self.wall_s
         t0 = time.perf_counter()
@@ -266,7 +394,7 @@ class Engine:
             if samples:
                 samples.clear()
 
-        kept = (self.calls, self.red_flags, self.errors, self.max_rounds, self.tokens)
+        kept = self._kept()
         try:
             while True:
                 call = wf.next(state)
@@ -280,7 +408,12 @@ class Engine:
                 t_step = time.time()
                 ts = time.perf_counter()
                 expected = wf.oracle(state) if has_oracle else None
-                answer, key, votes, rounds, n, flags, agent_idx = await self._decide(step, call, expected, samples)
+                if speculate:
+                    answer, key, votes, rounds, n, flags, agent_idx, info = await self._speculate(
+                        step, call, expected, samples)
+                else:
+                    answer, key, votes, rounds, n, flags, agent_idx = await self._decide(step, call, expected, samples)
+                    info = None
                 correct: int | None = None
                 if expected is not None:
                     correct = int(call.microstep.vote_key(expected) == key)
@@ -291,13 +424,14 @@ class Engine:
                 row = (
                     step, call.digest(), call.microstep.answer_json(answer), votes, rounds, n,
                     None if flags is None else json.dumps(flags), agent_idx, t_step, time.perf_counter() - ts, correct,
+                    None if info is None else json.dumps(info),
                 )
                 # Only a step whose answer applied cleanly is kept, so every commit's snapshot is the
                 # state after exactly the steps it holds.
                 state = wf.apply(state, answer)
                 pending.append(row)
                 step += 1
-                kept = (self.calls, self.red_flags, self.errors, self.max_rounds, self.tokens)
+                kept = self._kept()
                 if len(pending) >= commit_every or (step & 63 == 0 and time.monotonic() - last_commit >= commit_seconds):
                     flush(state)
                     last_commit = time.monotonic()
@@ -309,7 +443,7 @@ class Engine:
                         self._report(time.perf_counter() - t0, step - first)
         except BaseException:
             # A step cut short is recomputed on resume; its samples must not be counted twice.
-            self.calls, self.red_flags, self.errors, self.max_rounds, self.tokens = kept
+            self._restore(kept)
             raise
         finally:
             # Whatever stops the chain (done, a failure, Ctrl-C), what was decided is kept.
@@ -318,6 +452,14 @@ class Engine:
             self.steps = step
             self.wall_s = wall0 + time.perf_counter() - t0
         return state
+
+    def _kept(self) -> tuple[Any, ...]:
+        return (self.calls, self.red_flags, self.errors, self.max_rounds, self.tokens, list(self.agent_calls),
+                self.drafted, self.accepted, self.escalated)
+
+    def _restore(self, kept: tuple[Any, ...]) -> None:
+        (self.calls, self.red_flags, self.errors, self.max_rounds, self.tokens, self.agent_calls,
+         self.drafted, self.accepted, self.escalated) = kept
 
     def counters(self) -> dict[str, Any]:
         return {
@@ -328,7 +470,12 @@ class Engine:
             "max_rounds": self.max_rounds,
             "tokens": self.tokens,
             "wall_s": self.wall_s,
+            "stats": json.dumps(self.stats()),
         }
+
+    def stats(self) -> dict[str, Any]:
+        return {"agent_calls": list(self.agent_calls), "agents": [a.spec for a in self.all_agents],
+                "drafted": self.drafted, "accepted": self.accepted, "escalated": self.escalated}
 
     def _report(self, elapsed: float, done_here: int) -> None:
         assert self.on_progress is not None

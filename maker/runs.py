@@ -55,8 +55,37 @@ class RunOptions(BaseModel):
     """Commit at least every this many steps."""
     commit_seconds: float = Field(0.5, gt=0)
     """... and at least this often, in seconds."""
+    drafter: str | None = None
+    """Speculative drafting: the small model that drafts each step (then --agent is the large model)."""
+    verifiers: list[str] = Field(default_factory=list)
+    """Agents that confirm or reject each draft."""
+    verify: Literal["score", "vote"] = "score"
+    """``score``: rate the draft 0-9 in one prefill pass (SpecReason); ``vote``: verifiers answer themselves."""
+    threshold: float = Field(7.0, ge=0.0, le=9.0)
+    """Score at or above which a verifier accepts a draft."""
+    score_by: Literal["expected", "greedy"] = "expected"
+    """Expected digit or most likely digit."""
+    verify_k: int = Field(1, ge=1)
+    """Verdict margin that accepts (or rejects) a draft."""
+    large_first: int = Field(0, ge=0)
+    """The first N steps are always voted by the large model."""
+    entropy_threshold: float | None = Field(None, ge=0.0)
+    """GlimpRouter: steps whose drafter first-token entropy exceeds this go straight to the large model."""
     log_steps: bool = Field(False, exclude=True)
     """Log one debug line per committed step (``--log-level debug``); not part of the run's record."""
+
+    def speculation(self) -> Any:
+        from maker.speculation import Speculation
+
+        if self.drafter is None:
+            if self.verifiers:
+                raise UserError("--verifier needs a --drafter whose drafts it checks")
+            return None
+        return Speculation(
+            drafter=make_agent(self.drafter), verifiers=[make_agent(v) for v in self.verifiers], mode=self.verify,
+            threshold=self.threshold, score_by=self.score_by, verify_k=self.verify_k, large_first=self.large_first,
+            entropy_threshold=self.entropy_threshold,
+        )
 
     def voting(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in VOTING_OVERRIDES if getattr(self, k) is not None}
@@ -249,7 +278,7 @@ def _engine(wf: Workflow[Any, Any], st: Store, rid: int, run_id: str, agents: li
         workflow=wf, store=st, rid=rid, run_id=run_id, agents=agents, seed=opts.seed, voting=opts.voting(),
         detail=opts.detail, max_tokens=opts.max_tokens, commit_every=opts.commit_every,
         commit_seconds=opts.commit_seconds, expected_steps=expected_steps, on_progress=on_progress,
-        log_steps=opts.log_steps,
+        log_steps=opts.log_steps, speculation=opts.speculation(),
     )
 
 
@@ -303,6 +332,10 @@ def summarize(engine: Engine, name: str, status: str, solved: bool | None, resul
         k=ks.pop() if len(ks) == 1 else None,
         agents=[a.spec for a in engine.agents],
         store=str(Path(engine.store.path)),
+        agent_calls=dict(zip([a.spec for a in engine.all_agents], engine.agent_calls, strict=True)),
+        drafted=engine.drafted,
+        accepted=engine.accepted,
+        escalated=engine.escalated,
         result=result,
         error=error,
     )

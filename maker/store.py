@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS runs (
     max_rounds INTEGER NOT NULL DEFAULT 0,
     tokens INTEGER NOT NULL DEFAULT 0,
     wall_s REAL NOT NULL DEFAULT 0,
+    stats TEXT,
     solved INTEGER,
     result TEXT,
     pid INTEGER,
@@ -72,6 +73,7 @@ CREATE TABLE IF NOT EXISTS steps (
     t_start REAL NOT NULL,
     dur REAL NOT NULL,
     correct INTEGER,
+    spec TEXT,
     PRIMARY KEY (run, step)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -131,6 +133,7 @@ class RunRecord:
     max_rounds: int
     tokens: int
     wall_s: float
+    stats: dict[str, Any] | None
     solved: bool | None
     result: dict[str, Any] | None
     pid: int | None
@@ -139,8 +142,8 @@ class RunRecord:
     parent_step: int | None
 
 
-# step, digest, answer, votes, rounds, samples, red_flags, agent, t_start, dur, correct
-StepRow = tuple[int, str, str, str, int, int, str | None, int, float, float, int | None]
+# step, digest, answer, votes, rounds, samples, red_flags, agent, t_start, dur, correct, spec
+StepRow = tuple[int, str, str, str, int, int, str | None, int, float, float, int | None, str | None]
 
 
 def _damaged(path: Path, exc: BaseException) -> StoreCorruptError:
@@ -274,6 +277,7 @@ class Store:
         d["params"] = json.loads(d["params"])
         d["config"] = json.loads(d["config"])
         d["result"] = json.loads(d["result"]) if d["result"] else None
+        d["stats"] = json.loads(d["stats"]) if d["stats"] else None
         d["solved"] = None if d["solved"] is None else bool(d["solved"])
         return RunRecord(**d)
 
@@ -305,7 +309,7 @@ class Store:
     ) -> None:
         """Write a group of steps, their samples, the state after them and the run counters atomically."""
         with self._tx() as c:
-            c.executemany(f"INSERT INTO steps VALUES ({rid},?,?,?,?,?,?,?,?,?,?,?)", steps)
+            c.executemany(f"INSERT INTO steps VALUES ({rid},?,?,?,?,?,?,?,?,?,?,?,?)", steps)
             if samples:
                 c.executemany(f"INSERT INTO samples VALUES ({rid},?,?,?,?,?,?,?,?,?)", samples)
             c.execute("INSERT OR REPLACE INTO snapshots VALUES (?,?,?)", (rid, snapshot[0], snapshot[1]))
@@ -333,7 +337,8 @@ class Store:
         return int(row[0]), row[1]
 
     def steps(self, rid: int, start: int = 0, stop: int | None = None) -> Iterator[StepRow]:
-        q = "SELECT step, digest, answer, votes, rounds, samples, red_flags, agent, t_start, dur, correct FROM steps WHERE run=? AND step>=?"
+        q = ("SELECT step, digest, answer, votes, rounds, samples, red_flags, agent, t_start, dur, correct, spec"
+             " FROM steps WHERE run=? AND step>=?")
         args: list[Any] = [rid, start]
         if stop is not None:
             q += " AND step<?"

@@ -138,7 +138,7 @@ def test_runs_lists_both(two_runs: dict[str, Any]) -> None:
     rows = json.loads(_ok(_maker("runs", "--store", db, "--json", tmp=tmp)).stdout)
     assert [r["run_id"] for r in rows] == [hanoi_id, "my-addition"]
     by_id = {r["run_id"]: r for r in rows}
-    assert by_id[hanoi_id]["workflow"] == "hanoi" and by_id[hanoi_id]["params"] == {"disks": 5}
+    assert by_id[hanoi_id]["workflow"] == "hanoi" and by_id[hanoi_id]["params"] == {"disks": 5, "steps": None}
     assert by_id["my-addition"]["workflow"] == "addition"
     for r in rows:
         assert r["status"] == "done" and r["errors"] == 0 and r["solved"] is True
@@ -168,7 +168,7 @@ def test_estimate(tmp_path: Path) -> None:
 
 BAD_RUNS = {
     "unknown-agent-kind": (["hanoi", "--agent", "nosuch:x"], ["agent spec 'nosuch:x'", "unknown kind 'nosuch'",
-                                                              "available: simulated"]),
+                                                              "available: hf, openai, simulated, vllm"]),
     "agent-p-out-of-range": (["hanoi", "--agent", "simulated:p=2"], ["agent spec 'simulated:p=2'"]),
     "no-agent": (["hanoi"], ["give at least one --agent"]),
     "bad-param-value": (["hanoi", "--set", "disks=abc", "--agent", AGENT],

@@ -41,10 +41,12 @@ next_state = [[...], [...], [...]]
 
 class HanoiParams(BaseModel):
     disks: int = Field(3, ge=1, le=30, description="number of disks; the run takes 2**disks - 1 steps")
+    steps: int | None = Field(None, ge=1, description="stop after this many moves (default: the whole solution)")
 
 
 class HanoiState(State):
     disks: int
+    limit: int | None = None
     pegs: Pegs
     previous_move: tuple[int, int, int] | None = None
     step: int = 0
@@ -136,10 +138,12 @@ class Hanoi(Workflow, name="hanoi", version=1):
     microsteps = (hanoi_move,)
 
     def start(self, params: HanoiParams) -> HanoiState:
-        return HanoiState(disks=params.disks, pegs=(tuple(range(params.disks, 0, -1)), (), ()))
+        full = (1 << params.disks) - 1
+        limit = None if params.steps is None or params.steps >= full else params.steps
+        return HanoiState(disks=params.disks, limit=limit, pegs=(tuple(range(params.disks, 0, -1)), (), ()))
 
     def next(self, state: HanoiState) -> MicrostepCall | Done:
-        if state.step >= (1 << state.disks) - 1:
+        if state.step >= (state.limit or (1 << state.disks) - 1):
             return DONE
         prev = state.previous_move
         return hanoi_move.ask(
@@ -151,19 +155,22 @@ class Hanoi(Workflow, name="hanoi", version=1):
     def apply(self, state: HanoiState, answer: HanoiAnswer) -> HanoiState:
         pegs = tuple(tuple(p) for p in answer.next_state)
         return HanoiState.model_construct(
-            disks=state.disks, pegs=pegs, previous_move=tuple(answer.move), step=state.step + 1
+            disks=state.disks, limit=state.limit, pegs=pegs, previous_move=tuple(answer.move), step=state.step + 1
         )
 
     def oracle(self, state: HanoiState) -> HanoiAnswer:
         move = strategy_move(state.pegs, state.previous_move)
         return HanoiAnswer.model_construct(move=move, next_state=_apply_move(state.pegs, move))
 
-    def solved(self, state: HanoiState) -> bool:
+    def solved(self, state: HanoiState) -> bool | None:
+        if state.limit is not None:  # a partial run: correct iff every step matched the strategy (errors == 0)
+            return None
         goal = 2 if state.disks % 2 == 0 else 1
         return state.pegs[goal] == tuple(range(state.disks, 0, -1))
 
     def expected_steps(self, params: HanoiParams) -> int:
-        return (1 << params.disks) - 1
+        full = (1 << params.disks) - 1
+        return full if params.steps is None else min(full, params.steps)
 
     def result(self, state: HanoiState) -> dict[str, Any]:
         return {"pegs": [list(p) for p in state.pegs]}

