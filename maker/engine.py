@@ -294,7 +294,8 @@ class Engine:
             flags = flags or {}
             for k, v in more.items():
                 flags[k] = flags.get(k, 0) + v
-        return answer, key, votes, rounds + 1, n + 1, flags, agent_idx, info
+        drafted = 1 if "route" not in info else 0  # a routed step never saw a draft
+        return answer, key, votes, rounds + drafted, n + drafted, flags, agent_idx, info
 
     async def _verify(self, step_seed: int, call: MicrostepCall, draft: str, parsed: _Parsed, oracle: Any,
                       info: dict[str, Any]) -> bool:
