@@ -118,8 +118,8 @@ def calibrate(
                     ms = call.microstep
                     expected = wf.oracle(state)
                     temp = ms.voting.temperature if temperature is None else temperature
-                    reqs.append(GenerateRequest(call.prompt, [temp], [mix64(base + start + i)], ms.max_tokens, (),
-                                                False, Oracle(ms, expected, j)))
+                    reqs.append(GenerateRequest(call.prompt, [temp], [mix64(base + start + i)], ms.max_tokens,
+                                                ms.stop, False, Oracle(ms, expected, j)))
                     meta.append((call, expected))
                 results = await agent.backend.generate(reqs)
                 for (call, expected), (sample,) in zip(meta, results, strict=True):

@@ -106,6 +106,7 @@ class Microstep(Generic[A]):
             answer; lets simulated agents err the way models do.
         pattern: optional regex a valid response matches in full; backends with structured
             outputs (vLLM) constrain generation to it.
+        stop: strings that end a response (the text from the stop string on is dropped).
     """
 
     def __init__(
@@ -122,6 +123,7 @@ class Microstep(Generic[A]):
         max_tokens: int = 750,
         mistakes: Callable[[A, int], A] | None = None,
         pattern: str | None = None,
+        stop: Sequence[str] = (),
     ) -> None:
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", name):
             raise WorkflowDefinitionError(f"microstep name must be an identifier, got {name!r}")
@@ -181,6 +183,9 @@ class Microstep(Generic[A]):
             except re.error as exc:
                 raise WorkflowDefinitionError(f"microstep {name!r}: pattern is not a valid regex: {exc}") from None
         self.pattern = pattern
+        if isinstance(stop, str) or not all(isinstance(x, str) and x for x in stop):
+            raise WorkflowDefinitionError(f"microstep {name!r}: stop must be a list of non-empty strings, got {stop!r}")
+        self.stop = tuple(stop)
 
     def __repr__(self) -> str:
         return f"Microstep({self.name!r}, schema={self.schema.__name__})"

@@ -185,7 +185,7 @@ class Engine:
                 agent_rounds += 1
                 seeds = [mix64(step_seed + i) for i in range(idx, idx + need)]
                 temps = [t_first if i == 0 else t_rest for i in range(idx, idx + need)]
-                req = GenerateRequest(prompt, temps, seeds, max_tokens, (), False, oracle)
+                req = GenerateRequest(prompt, temps, seeds, max_tokens, ms.stop, False, oracle)
                 (batch,) = await agent.backend.generate([req])
                 self.calls += need
                 self.agent_calls[agent_idx] += need
@@ -259,7 +259,7 @@ class Engine:
         else:
             go = True
             if spec.entropy_threshold is not None:
-                probe = GenerateRequest(prompt, [0.0], [0], max_tokens, (), False, oracle)
+                probe = GenerateRequest(prompt, [0.0], [0], max_tokens, ms.stop, False, oracle)
                 (entropy,) = await spec.drafter.backend.first_token_entropy([probe])
                 info["entropy"] = round(float(entropy), 4)
                 if entropy > spec.entropy_threshold:
@@ -267,7 +267,7 @@ class Engine:
                     info["route"] = "entropy"
             if go:
                 req = GenerateRequest(prompt, [policy.first_temperature], [mix64(step_seed ^ _DRAFT_SALT)], max_tokens,
-                                      (), False, oracle)
+                                      ms.stop, False, oracle)
                 ((draft,),) = await spec.drafter.backend.generate([req])
                 self.calls += 1
                 self.agent_calls[d_idx] += 1
@@ -332,7 +332,7 @@ class Engine:
             verifier = spec.verifiers[i]
             seed = mix64(step_seed ^ _VERIFY_SALT ^ (j + 1))
             req = GenerateRequest(call.prompt, [policy.temperature], [seed], self._max_tokens or ms.max_tokens,
-                                  (), False, oracle)
+                                  ms.stop, False, oracle)
             ((s,),) = await verifier.backend.generate([req])
             self.calls += 1
             self.agent_calls[base + i] += 1
