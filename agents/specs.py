@@ -53,6 +53,12 @@ def parse_spec(spec: str) -> tuple[str, str | None, dict[str, Any]]:
     return kind.strip(), name, options
 
 
+def _check_options(spec: str, kind: str, options: dict[str, Any], allowed: set[str]) -> None:
+    unknown = set(options) - allowed
+    if unknown:
+        raise AgentSpecError(f"agent spec {spec!r}: unknown option(s) {sorted(unknown)}; {kind} takes {sorted(allowed)}")
+
+
 def _simulated(spec: str, name: str | None, options: dict[str, Any]) -> Agent:
     try:
         config = SimulatedConfig.from_options(name, options)
@@ -73,9 +79,7 @@ def _hf(spec: str, name: str | None, options: dict[str, Any]) -> Agent:
 
     if name is None:
         raise AgentSpecError(f"agent spec {spec!r}: name a model, e.g. hf:smollm2-135m or hf:/path/to/model")
-    unknown = set(options) - _HF_OPTIONS
-    if unknown:
-        raise AgentSpecError(f"agent spec {spec!r}: unknown option(s) {sorted(unknown)}; hf takes {sorted(_HF_OPTIONS)}")
+    _check_options(spec, "hf", options, _HF_OPTIONS)
     # One loaded model serves every agent that names it (a drafter and a verifier may share weights).
     key = (name, options.get("device"), options.get("threads"), options.get("max_batch"))
     backend = _HF_LOADED.get(key)
@@ -91,10 +95,7 @@ def _openai(spec: str, name: str | None, options: dict[str, Any]) -> Agent:
     if not name or "@" not in name:
         raise AgentSpecError(f"agent spec {spec!r}: write openai:MODEL@http://host:port/v1")
     model, _, url = name.partition("@")
-    allowed = {"api", "key_env", "concurrency", "timeout", "retries"}
-    unknown = set(options) - allowed
-    if unknown:
-        raise AgentSpecError(f"agent spec {spec!r}: unknown option(s) {sorted(unknown)}; openai takes {sorted(allowed)}")
+    _check_options(spec, "openai", options, {"api", "key_env", "concurrency", "timeout", "retries"})
     return Agent(spec, OpenAIBackend(model, url, name=spec, **options))
 
 
@@ -103,10 +104,7 @@ def _vllm(spec: str, name: str | None, options: dict[str, Any]) -> Agent:
 
     if not name:
         raise AgentSpecError(f"agent spec {spec!r}: name a model, e.g. vllm:Qwen/Qwen2.5-7B-Instruct")
-    allowed = {"gpu_memory_utilization", "max_model_len", "dtype", "seed"}
-    unknown = set(options) - allowed
-    if unknown:
-        raise AgentSpecError(f"agent spec {spec!r}: unknown option(s) {sorted(unknown)}; vllm takes {sorted(allowed)}")
+    _check_options(spec, "vllm", options, {"gpu_memory_utilization", "max_model_len", "dtype", "seed"})
     return Agent(spec, VLLMBackend(name, name=spec, **options))
 
 

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _report import emit  # bench/ is on sys.path when a benchmark runs as a script
+
 from maker.agents import make_agent
 from maker.voting import expected_calls, run_success
 
@@ -72,12 +74,7 @@ def main() -> int:
         "k": args.k,
         "p_full_theory": round(run_success(info["p"], args.k, steps), 5),
     }
-    if args.json:
-        print(json.dumps(out))
-    else:
-        width = max(map(len, out))
-        for key, value in out.items():
-            print(f"{key:<{width}}  {value}")
+    emit(out, args.json)
     return 0
 
 

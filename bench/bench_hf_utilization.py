@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import tempfile
 import time
 from pathlib import Path
+
+from _report import emit  # bench/ is on sys.path when a benchmark runs as a script
 
 from maker.agents import GenerateRequest, make_agent
 from maker.runs import start_run
@@ -59,12 +60,7 @@ def main() -> int:
         "run_calls_per_step": round(s.calls_per_step, 3),
         "run_wall_s": s.wall_s,
     }
-    if args.json:
-        print(json.dumps(out))
-    else:
-        width = max(map(len, out))
-        for key, value in out.items():
-            print(f"{key:<{width}}  {value}")
+    emit(out, args.json)
     return 0
 
 

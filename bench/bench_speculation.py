@@ -17,9 +17,10 @@ decode tokens with the prompt cached), priced here as conservatively as a whole 
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
+
+from _report import emit  # bench/ is on sys.path when a benchmark runs as a script
 
 from maker.runs import start_run
 
@@ -67,12 +68,7 @@ def main() -> int:
         "baseline_wall_s": base.wall_s,
         "speculative_wall_s": spec.wall_s,
     }
-    if args.json:
-        print(json.dumps(out))
-    else:
-        width = max(map(len, out))
-        for key, value in out.items():
-            print(f"{key:<{width}}  {value}")
+    emit(out, args.json)
     return 0
 
 
