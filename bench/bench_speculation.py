@@ -47,10 +47,10 @@ def main() -> int:
     def cost(s, large_calls: int, small_calls: int, verify_calls: int) -> float:
         return (10 * large_calls + small_calls + verify_calls) / s.steps
 
-    b_large = base.agent_calls[LARGE]
-    s_large = spec.agent_calls[LARGE]
-    s_small = spec.agent_calls[DRAFTER]
-    s_verify = sum(spec.agent_calls[v] for v in verifiers)
+    b_large = base.agent_calls[f"agent 1: {LARGE}"]
+    s_large = spec.agent_calls[f"agent 1: {LARGE}"]
+    s_small = spec.agent_calls[f"drafter: {DRAFTER}"]
+    s_verify = sum(n for label, n in spec.agent_calls.items() if label.startswith("verifier"))
     out = {
         "steps": steps,
         "baseline_errors": base.errors,

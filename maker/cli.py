@@ -216,8 +216,8 @@ def _finish(summary: Any, as_json: bool) -> None:
                    f"  max rounds {summary.max_rounds}")
         if summary.drafted or summary.escalated:
             click.echo(f"  drafts {summary.drafted:,}  accepted {summary.accepted:,}  escalated {summary.escalated:,}")
-            for spec, n in summary.agent_calls.items():
-                click.echo(f"    {spec}: {n:,} calls ({n / max(1, summary.steps):.3f} per step)")
+            for label, n in summary.agent_calls.items():
+                click.echo(f"    {label}: {n:,} calls ({n / max(1, summary.steps):.3f} per step)")
         if summary.result:
             text = json.dumps(summary.result)
             click.echo(f"  result {text[:200]}{'...' if len(text) > 200 else ''}")

@@ -474,8 +474,16 @@ class Engine:
             "stats": json.dumps(self.stats()),
         }
 
+    def agent_labels(self) -> list[str]:
+        """``agent 1: SPEC`` (voting, in escalation order), ``drafter: SPEC``, ``verifier 1: SPEC``."""
+        labels = [f"agent {i + 1}: {a.spec}" for i, a in enumerate(self.agents)]
+        if self.spec is not None:
+            labels.append(f"drafter: {self.spec.drafter.spec}")
+            labels += [f"verifier {i + 1}: {v.spec}" for i, v in enumerate(self.spec.verifiers)]
+        return labels
+
     def stats(self) -> dict[str, Any]:
-        return {"agent_calls": list(self.agent_calls), "agents": [a.spec for a in self.all_agents],
+        return {"agent_calls": list(self.agent_calls), "agents": self.agent_labels(),
                 "drafted": self.drafted, "accepted": self.accepted, "escalated": self.escalated}
 
     def _report(self, elapsed: float, done_here: int) -> None:

