@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -125,7 +126,11 @@ class HFBackend:
     # -- loading -----------------------------------------------------------------------
     def _load(self) -> tuple[Any, Any]:
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        # Off a terminal, maker's own output is JSON lines; the loaders' bars would break that.
+        if not sys.stderr.isatty():
+            hf_logging.disable_progress_bar()
         t0 = time.perf_counter()
         src = self.source
         dtype = self.torch.float32 if self.device == "cpu" else self.torch.bfloat16
