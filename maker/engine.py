@@ -495,4 +495,5 @@ class Engine:
         ))
 
     async def aclose(self) -> None:
-        await asyncio.gather(*(a.backend.aclose() for a in self.agents))
+        backends = {id(a.backend): a.backend for a in self.all_agents}
+        await asyncio.gather(*(b.aclose() for b in backends.values()))
