@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from maker._rng import derive, mix64
 from maker.agents import GenerateRequest, Oracle, make_agent
 from maker.dsl import Done, Workflow
-from maker.engine import TOO_LONG, Engine
+from maker.engine import Engine, flag_reason
 from maker.errors import UserError
 from maker.voting import expected_calls, k_min, run_success, wilson_interval
 
@@ -125,12 +125,9 @@ def calibrate(
                 for (call, expected), (sample,) in zip(meta, results, strict=True):
                     ms = call.microstep
                     tokens += sample.tokens
-                    if sample.tokens > ms.max_tokens:
-                        flags[TOO_LONG] += 1
-                        continue
-                    parsed = Engine._parse(ms, ms.parse, ms.vote_key, bool(ms.red_flags), sample.text, call.inputs)
+                    parsed = Engine.read(ms, sample.text, sample.tokens, ms.max_tokens, call.inputs)
                     if parsed.flag is not None:
-                        flags[parsed.flag.split(":", 1)[0]] += 1
+                        flags[flag_reason(parsed.flag)] += 1
                         continue
                     valid += 1
                     correct += int(parsed.key == ms.vote_key(expected))

@@ -86,6 +86,15 @@ class _Parsed:
         self.flag = flag
 
 
+def flag_reason(flag: str) -> str:
+    """The reason key of a red flag (``too_long``, ``format``, ``schema`` or a rule name)."""
+    return flag.split(":", 1)[0]
+
+
+def too_long(tokens: int, max_tokens: int) -> str:
+    return f"{TOO_LONG}: {tokens} tokens > {max_tokens}"
+
+
 class Engine:
     """Runs one workflow run against a store. Build it through :mod:`maker.runs`."""
 
@@ -194,7 +203,7 @@ class Engine:
                     flag: str | None
                     key: Any = None
                     if s.tokens > max_tokens:
-                        flag = f"{TOO_LONG}: {s.tokens} tokens > {max_tokens}"
+                        flag = too_long(s.tokens, max_tokens)
                     else:
                         parsed = cache.get(s.text)
                         if parsed is None:
@@ -202,7 +211,7 @@ class Engine:
                         flag = parsed.flag
                         key = parsed.key
                     if flag is not None:
-                        reason = flag.split(":", 1)[0]
+                        reason = flag_reason(flag)
                         if flags is None:
                             flags = {}
                         flags[reason] = flags.get(reason, 0) + 1
@@ -273,13 +282,10 @@ class Engine:
                 self.agent_calls[d_idx] += 1
                 self.tokens += draft.tokens
                 self.drafted += 1
-                if draft.tokens > max_tokens:
-                    parsed = _Parsed(None, None, f"{TOO_LONG}: {draft.tokens} tokens > {max_tokens}")
-                else:
-                    parsed = self._parse(ms, ms.parse, ms.vote_key, bool(ms.red_flags), draft.text, call.inputs)
+                parsed = self.read(ms, draft.text, draft.tokens, max_tokens, call.inputs)
                 if parsed.flag is not None:
                     info["draft_flag"] = parsed.flag[:120]
-                    flags = {parsed.flag.split(":", 1)[0]: 1}
+                    flags = {flag_reason(parsed.flag): 1}
                     self.red_flags += 1
                 else:
                     accepted = await self._verify(step_seed, call, draft.text, parsed, oracle, info)
@@ -337,7 +343,7 @@ class Engine:
             self.calls += 1
             self.agent_calls[base + i] += 1
             self.tokens += s.tokens
-            p = self._parse(ms, ms.parse, ms.vote_key, bool(ms.red_flags), s.text, call.inputs)
+            p = self.read(ms, s.text, s.tokens, self._max_tokens or ms.max_tokens, call.inputs)
             verdicts.append([i, p.flag is None and p.key == parsed.key])
             if p.flag is not None:
                 continue
@@ -346,6 +352,13 @@ class Engine:
             if ranked[0] - (ranked[1] if len(ranked) > 1 else 0) >= spec.verify_k:
                 return max(counts, key=counts.__getitem__) == parsed.key
         return False
+
+    @classmethod
+    def read(cls, ms: Microstep[Any], text: str, tokens: int, max_tokens: int, inputs: Any) -> _Parsed:
+        """One response through the red-flag checks: too long, then parse, schema and the microstep's rules."""
+        if tokens > max_tokens:
+            return _Parsed(None, None, too_long(tokens, max_tokens))
+        return cls._parse(ms, ms.parse, ms.vote_key, bool(ms.red_flags), text, inputs)
 
     @staticmethod
     def _parse(ms: Microstep[Any], parse: Any, vote_key: Any, user_flags: bool, text: str, inputs: Any) -> _Parsed:
