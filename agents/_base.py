@@ -40,6 +40,13 @@ class GenerateRequest:
     def n(self) -> int:
         return len(self.seeds)
 
+    def by_temperature(self) -> dict[float, list[int]]:
+        """Sample indices grouped by temperature, in first-seen order (one API call per group)."""
+        groups: dict[float, list[int]] = {}
+        for i, t in enumerate(self.temperatures):
+            groups.setdefault(t, []).append(i)
+        return groups
+
 
 @dataclass(slots=True)
 class Sample:

@@ -314,11 +314,7 @@ class HFBackend:
 
     def top_logprobs(self, prompt: str, k: int = 20) -> list[tuple[str, float]]:
         """The k most likely next tokens after ``prompt`` with their log-probabilities (prefill only)."""
-        torch = self.torch
-        enc = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=self._add_bos()).to(self.device)
-        with self._lock, torch.inference_mode():
-            logp = torch.log_softmax(self.model(**enc).logits[0, -1].float(), -1)
-        vals, idx = logp.topk(k)
+        vals, idx = self._next_logprobs(prompt).topk(k)
         return [(self.tokenizer.decode([int(i)]), float(v)) for v, i in zip(vals, idx, strict=True)]
 
     async def judge(self, requests: Sequence[Any]) -> list[list[float]]:

@@ -57,9 +57,7 @@ class OpenAIBackend:
 
     async def _one(self, req: GenerateRequest) -> list[Sample]:
         # Samples that share a temperature go in one call with n; the first seed of the group seeds it.
-        groups: dict[float, list[int]] = {}
-        for i, t in enumerate(req.temperatures):
-            groups.setdefault(t, []).append(i)
+        groups = req.by_temperature()
         out: list[Sample | None] = [None] * req.n
         results = await asyncio.gather(*(self._call(req, t, idx) for t, idx in groups.items()))
         for idx, samples in zip(groups.values(), results, strict=True):

@@ -25,11 +25,8 @@ def sampling_groups(req: GenerateRequest, pattern: str | None = None) -> list[tu
 
     Returns ``(sample indices, SamplingParams kwargs)`` pairs.
     """
-    groups: dict[float, list[int]] = {}
-    for i, t in enumerate(req.temperatures):
-        groups.setdefault(t, []).append(i)
     out = []
-    for temperature, idx in groups.items():
+    for temperature, idx in req.by_temperature().items():
         kw: dict[str, Any] = {
             "n": len(idx),
             "temperature": temperature,
