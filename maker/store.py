@@ -261,18 +261,21 @@ class Store:
         return rid
 
     def run(self, run_id: str) -> RunRecord:
-        row = self._conn.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        cur = self._conn.execute("SELECT * FROM runs WHERE run_id=?", (run_id,))
+        row = cur.fetchone()
         if row is None:
             known = [r[0] for r in self._conn.execute("SELECT run_id FROM runs ORDER BY id DESC LIMIT 5")]
             hint = f"; recent runs: {', '.join(known)}" if known else "; the store has no runs"
             raise RunNotFoundError(f"no run {run_id!r} in {self.path}{hint}")
-        return self._record(row)
+        return self._record([d[0] for d in cur.description], row)
 
     def runs(self) -> list[RunRecord]:
-        return [self._record(r) for r in self._conn.execute("SELECT * FROM runs ORDER BY id")]
+        cur = self._conn.execute("SELECT * FROM runs ORDER BY id")
+        cols = [d[0] for d in cur.description]
+        return [self._record(cols, r) for r in cur]
 
-    def _record(self, row: Sequence[Any]) -> RunRecord:
-        cols = [d[0] for d in self._conn.execute("SELECT * FROM runs LIMIT 0").description]
+    @staticmethod
+    def _record(cols: Sequence[str], row: Sequence[Any]) -> RunRecord:
         d = dict(zip(cols, row, strict=True))
         d["params"] = json.loads(d["params"])
         d["config"] = json.loads(d["config"])
