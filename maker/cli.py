@@ -50,6 +50,8 @@ def _voting_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--max-rounds", type=int, default=None, help="Sampling rounds per step before escalating or failing (default 100)."),
         click.option("--temperature", type=float, default=None, help="Temperature of samples after the first (default 0.1)."),
         click.option("--first-temperature", type=float, default=None, help="Temperature of each step's first sample (default 0)."),
+        click.option("--batch", type=int, default=None,
+                     help="Samples per backend call; later rounds are filled up to it (default: the first round's size)."),
         click.option("--max-tokens", type=int, default=None, help="Red-flag responses longer than this (default 750)."),
         click.option("--drafter", default=None, help="Speculative drafting: small-model agent spec that drafts each step."),
         click.option("--verifier", "verifiers", multiple=True, help="Agent that confirms or rejects drafts (repeatable)."),

@@ -71,6 +71,8 @@ class RunSummary(BaseModel):
     drafted: int = 0
     accepted: int = 0
     escalated: int = 0
+    spare_samples: int = 0
+    """Samples generated ahead for rounds a step turned out not to need (not voted, not in ``calls``)."""
     result: dict[str, Any] | None = None
     error: str | None = None
 
@@ -138,6 +140,7 @@ class Engine:
         self.all_agents = self.agents + ([speculation.drafter, *speculation.verifiers] if speculation else [])
         self.agent_calls = [0] * len(self.all_agents)
         self.drafted = self.accepted = self.escalated = 0
+        self.spare_samples = self.spare_tokens = 0
         self._has_oracle = workflow.has_oracle()
         self._seed = derive(seed)
         self._policies: dict[str, Voting] = {}
@@ -162,6 +165,8 @@ class Engine:
         self.drafted = stats.get("drafted", 0)
         self.accepted = stats.get("accepted", 0)
         self.escalated = stats.get("escalated", 0)
+        self.spare_samples = stats.get("spare_samples", 0)
+        self.spare_tokens = stats.get("spare_tokens", 0)
 
     # -- one step -------------------------------------------------------------------
     async def _decide(
@@ -189,13 +194,21 @@ class Engine:
             winners: dict[Any, Any] = {}
             top = second = 0
             need = policy.k if policy.rule == "ahead_by_k" else samples_needed(policy, 0, 0)
+            fill = policy.batch or need
+            spare: list[Any] = []  # samples already generated for the rounds to come, in index order
             agent_rounds = 0
             while agent_rounds < policy.max_rounds:
                 agent_rounds += 1
-                seeds = [mix64(step_seed + i) for i in range(idx, idx + need)]
-                temps = [t_first if i == 0 else t_rest for i in range(idx, idx + need)]
-                req = GenerateRequest(prompt, temps, seeds, max_tokens, ms.stop, False, oracle)
-                (batch,) = await agent.backend.generate([req])
+                if len(spare) < need:
+                    lo = idx + len(spare)
+                    hi = idx + max(need, len(spare) + fill)
+                    seeds = [mix64(step_seed + i) for i in range(lo, hi)]
+                    temps = [t_first if i == 0 else t_rest for i in range(lo, hi)]
+                    req = GenerateRequest(prompt, temps, seeds, max_tokens, ms.stop, False, oracle)
+                    (more,) = await agent.backend.generate([req])
+                    spare += more
+                batch = spare[:need]
+                del spare[:need]
                 self.calls += need
                 self.agent_calls[agent_idx] += need
                 for s in batch:
@@ -236,9 +249,11 @@ class Engine:
                         votes = ",".join(map(str, [counts[leader]] + sorted(
                             (v for k2, v in counts.items() if k2 != leader), reverse=True)))
                         rounds += agent_rounds
+                        self._drop(spare)
                         return winners[leader], leader, f"[{votes}]", rounds, idx, flags, agent_idx
                 need = samples_needed(policy, top, second)
             rounds += agent_rounds
+            self._drop(spare)
         raise StepUndecidedError(
             f"step {step}: no answer won the vote within {policy.max_rounds} rounds "
             f"(agents tried: {', '.join(a.spec for a in self.agents)}). Committed steps are saved; "
@@ -247,6 +262,12 @@ class Engine:
             step=step,
             agent=self.agents[-1].spec,
         )
+
+    def _drop(self, spare: list[Any]) -> None:
+        """Samples generated ahead that the decision did not need: counted apart, never voted."""
+        if spare:
+            self.spare_samples += len(spare)
+            self.spare_tokens += sum(s.tokens for s in spare)
 
     async def _speculate(
         self, step: int, call: MicrostepCall, expected: Any, samples_out: list[tuple[Any, ...]] | None
@@ -469,11 +490,11 @@ class Engine:
 
     def _kept(self) -> tuple[Any, ...]:
         return (self.calls, self.red_flags, self.errors, self.max_rounds, self.tokens, list(self.agent_calls),
-                self.drafted, self.accepted, self.escalated)
+                self.drafted, self.accepted, self.escalated, self.spare_samples, self.spare_tokens)
 
     def _restore(self, kept: tuple[Any, ...]) -> None:
         (self.calls, self.red_flags, self.errors, self.max_rounds, self.tokens, self.agent_calls,
-         self.drafted, self.accepted, self.escalated) = kept
+         self.drafted, self.accepted, self.escalated, self.spare_samples, self.spare_tokens) = kept
 
     def counters(self) -> dict[str, Any]:
         return {
@@ -497,7 +518,8 @@ class Engine:
 
     def stats(self) -> dict[str, Any]:
         return {"agent_calls": list(self.agent_calls), "agents": self.agent_labels(),
-                "drafted": self.drafted, "accepted": self.accepted, "escalated": self.escalated}
+                "drafted": self.drafted, "accepted": self.accepted, "escalated": self.escalated,
+                "spare_samples": self.spare_samples, "spare_tokens": self.spare_tokens}
 
     def _report(self, elapsed: float, done_here: int) -> None:
         assert self.on_progress is not None

@@ -23,7 +23,7 @@ from maker.workflows import BUILTIN
 
 __all__ = ["RunOptions", "start_run", "resume_run", "resolve_workflow", "new_run_id", "shown_status", "VOTING_OVERRIDES"]
 
-VOTING_OVERRIDES = ("rule", "k", "confidence", "max_rounds", "first_temperature", "temperature")
+VOTING_OVERRIDES = ("rule", "k", "confidence", "max_rounds", "first_temperature", "temperature", "batch")
 
 
 class RunOptions(BaseModel):
@@ -47,6 +47,8 @@ class RunOptions(BaseModel):
     """Override the temperature of each step's first sample."""
     temperature: float | None = Field(None, ge=0.0)
     """Override the temperature of later samples."""
+    batch: int | None = Field(None, ge=1, le=4096)
+    """Override the samples asked of a backend per call (later rounds are filled up to it)."""
     max_tokens: int | None = Field(None, ge=1)
     """Override the red-flag token limit of every microstep."""
     detail: Literal["summary", "samples"] = "summary"
@@ -336,6 +338,7 @@ def summarize(engine: Engine, name: str, status: str, solved: bool | None, resul
         drafted=engine.drafted,
         accepted=engine.accepted,
         escalated=engine.escalated,
+        spare_samples=engine.spare_samples,
         result=result,
         error=error,
     )

@@ -49,6 +49,12 @@ class Voting(BaseModel):
     temperature: float = Field(0.1, ge=0.0, le=2.0)
     """Temperature of every later sample, to decorrelate their errors."""
 
+    batch: int | None = Field(None, ge=1, le=4096)
+    """Samples asked of the backend in one call (default: the first round's size). A later
+    round that needs fewer is filled up to it and the extra samples serve the rounds after;
+    what is left when the step is decided is dropped. Each sample keeps its index and seed,
+    so decisions are the same as asking for exactly what each round needs."""
+
     @model_validator(mode="after")
     def _check(self) -> Voting:
         if self.rule == "adaptive" and self.k < 1:  # pragma: no cover - guarded by Field

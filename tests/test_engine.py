@@ -78,7 +78,31 @@ def test_samples_of_a_step_are_requested_in_batches(tmp_path, monkeypatch) -> No
                         store=tmp_path / "s.sqlite")
     assert summary.steps == 50
     assert sizes.count(3) >= 45, "each step opens with one batch of k samples"
-    assert sum(sizes) == summary.calls
+    assert sum(sizes) == summary.calls + summary.spare_samples
+    assert all(n == 3 for n in sizes), "later rounds are filled up to the first round's size"
+
+
+def _trace(store, run_id):
+    with Store.open(store) as st:
+        rid = st.run(run_id).id
+        steps = [(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[10]) for r in st.steps(rid)]
+        return steps, [st.samples(rid, i) for i in range(len(steps))]
+
+
+def test_filling_rounds_ahead_gives_the_same_decisions_as_asking_for_exactly_what_each_round_needs(tmp_path) -> None:
+    store = tmp_path / "s.sqlite"
+    # A weak agent with spread-out wrong answers needs many rounds of one or two samples.
+    opts = {"agents": ["simulated:p=0.7,spread=3,malformed=0.05,seed=4"], "k": 4, "detail": "samples"}
+    exact = start_run("addition", {"digits": 40}, {**opts, "batch": 1}, store=store, run_id="exact")
+    traces = {}
+    for batch in (None, 7):
+        s = start_run("addition", {"digits": 40}, {**opts, "batch": batch}, store=store, run_id=f"b{batch}")
+        assert (s.calls, s.errors, s.red_flags, s.tokens) == (exact.calls, exact.errors, exact.red_flags, exact.tokens)
+        assert s.spare_samples > 0, "rounds were filled ahead and the unneeded rest dropped"
+        traces[batch] = _trace(store, f"b{batch}")
+    assert exact.spare_samples == 0
+    assert exact.max_rounds > 3
+    assert traces[None] == traces[7] == _trace(store, "exact")
 
 
 def test_progress_reports_arrive_on_long_runs(tmp_path) -> None:
