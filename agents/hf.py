@@ -24,6 +24,7 @@ import os
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,7 +109,7 @@ class HFBackend:
     """Batched generation and scoring with a transformers causal LM."""
 
     def __init__(self, ref: str, *, device: str | None = None, name: str | None = None,
-                 max_batch: int = 32, threads: int | None = None) -> None:
+                 max_batch: int = 32, threads: int | None = None, prefix_cache: int = 4) -> None:
         self.torch = torch = _import_torch()
         self.source = resolve_model(ref)
         self.name = name or f"hf:{ref}"
@@ -122,6 +123,10 @@ class HFBackend:
         self._lock = threading.Lock()
         self.generated_tokens = 0
         self.busy_s = 0.0
+        self.prefix_cache = prefix_cache
+        self._prefixes: OrderedDict[tuple[int, ...], list[tuple[Any, Any]]] = OrderedDict()
+        self.prefilled_tokens = 0  # prompt tokens run through the model
+        self.reused_tokens = 0  # prompt tokens taken from a cached prefix instead
 
     # -- loading -----------------------------------------------------------------------
     def _load(self) -> tuple[Any, Any]:
@@ -200,10 +205,8 @@ class HFBackend:
     def _generate_group(self, requests: Sequence[GenerateRequest]) -> list[list[Sample]]:
         torch = self.torch
         tok = self.tokenizer
-        prompts = [r.prompt for r in requests]
-        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=self._add_bos())
-        ids = enc["input_ids"].to(self.device)
-        mask = enc["attention_mask"].to(self.device)
+        add = self._add_bos()
+        rows = [tok(r.prompt, add_special_tokens=add)["input_ids"] for r in requests]
         # One row per sample; each prompt is prefilled once and its cache repeated for its samples.
         owner = torch.tensor([i for i, r in enumerate(requests) for _ in range(r.n)], device=self.device)
         temps = [t for r in requests for t in r.temperatures]
@@ -215,13 +218,21 @@ class HFBackend:
         n_rows = len(temps)
         eos = set(_as_list(self.model.generation_config.eos_token_id) or [tok.eos_token_id])
 
-        from transformers import DynamicCache
-
         with torch.inference_mode():
-            cache = DynamicCache(config=self.model.config)
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            cache, shared = self._prefill_shared(rows, max(map(len, rows)) + max_new)
+            # The rest of each prompt, padded on the left of the rest: [shared][pads][rest].
+            rests = [r[shared:] for r in rows]
+            width = max(map(len, rests))
+            pad = tok.pad_token_id
+            ids = torch.tensor([[pad] * (width - len(r)) + r for r in rests], device=self.device)
+            mask = torch.tensor([[1] * shared + [0] * (width - len(r)) + [1] * len(r) for r in rests],
+                                device=self.device)
+            if shared:
+                cache.batch_repeat_interleave(len(rows))
+            pos = ((mask.cumsum(-1) - 1).clamp(min=0))[:, shared:]
             logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
                                 use_cache=True).logits[:, -1, :]
+            self.prefilled_tokens += int(mask[:, shared:].sum())
             cache.reorder_cache(owner)
             logits = logits.index_select(0, owner)
             mask = mask.index_select(0, owner)
@@ -270,6 +281,57 @@ class HFBackend:
                 r += 1
             out.append(samples)
         return out
+
+    def _prefill_shared(self, rows: Sequence[list[int]], total: int) -> tuple[Any, int]:
+        """Prefill the token prefix all ``rows`` share (batch 1), reusing a cached prefix of earlier calls.
+
+        Returns the cache and the shared length. The last token of every prompt is left out of
+        the shared part, so each row has at least one token of its own to take logits from.
+        Recent shared prefixes are kept (``prefix_cache`` entries): a later call whose prompts
+        start the same way (a workflow's fixed instructions, the next round of a step) prefills
+        only what follows.
+        """
+        from transformers import DynamicCache
+
+        torch = self.torch
+        config = self.model.config
+        first = rows[0]
+        shared = min(map(len, rows)) - 1
+        for r in rows[1:]:
+            n = 0
+            while n < shared and r[n] == first[n]:
+                n += 1
+            shared = n
+        window = getattr(config.get_text_config(decoder=True), "sliding_window", None)
+        if shared <= 0 or (window and total >= window):
+            return DynamicCache(config=config), 0  # a sliding-window layer could not be cut back safely
+        best, hit = None, 0
+        for key, kv in self._prefixes.items() if self.prefix_cache else ():
+            n = 0
+            limit = min(len(key), shared)
+            while n < limit and key[n] == first[n]:
+                n += 1
+            if n > hit:
+                best, hit = (key, kv), n
+        if best is not None:
+            key, kv = best
+            self._prefixes.move_to_end(key)
+            cache = DynamicCache(ddp_cache_data=[(k[:, :, :hit], v[:, :, :hit]) for k, v in kv], config=config)
+            self.reused_tokens += hit
+        else:
+            cache = DynamicCache(config=config)
+        if hit < shared:
+            ids = torch.tensor([first[hit:shared]], device=self.device)
+            pos = torch.arange(hit, shared, device=self.device).unsqueeze(0)
+            self.model(input_ids=ids, position_ids=pos, past_key_values=cache, use_cache=True)
+            self.prefilled_tokens += shared - hit
+        key = tuple(first[:shared])
+        if self.prefix_cache and key not in self._prefixes:
+            # Tensors are kept by reference: later updates of a cache build new ones, never write these.
+            self._prefixes[key] = [(layer.keys, layer.values) for layer in cache.layers]
+            while len(self._prefixes) > self.prefix_cache:
+                self._prefixes.popitem(last=False)
+        return cache, shared
 
     def _pick(self, logits: Any, temps: Sequence[float], seeds: Sequence[int], t: int) -> tuple[list[int], list[float]]:
         """Next token per row: greedy at temperature 0, else inverse-CDF sampling with a counter-based uniform."""

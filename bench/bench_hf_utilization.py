@@ -44,16 +44,23 @@ def main() -> int:
     peak = tokens / (time.perf_counter() - t0)
 
     before_tokens = backend.generated_tokens
+    before_busy = backend.busy_s
     with tempfile.TemporaryDirectory() as tmp:
         s = start_run("counting", {"steps": args.steps}, {"agents": [spec], "k": args.k, "first_temperature": 1.0,
                                                           "temperature": 1.0}, store=Path(tmp) / "u.sqlite")
     run_tokens = backend.generated_tokens - before_tokens
     in_run = run_tokens / s.wall_s
+    voted = s.tokens / s.wall_s  # tokens of samples that were voted (not the spare ones generated ahead)
     out = {
         "batch": args.k,
         "peak_tokens_per_s": round(peak, 1),
         "in_run_tokens_per_s": round(in_run, 1),
         "utilization": round(in_run / peak, 3),
+        "voted_tokens_per_s": round(voted, 1),
+        "voted_utilization": round(voted / peak, 3),
+        "spare_samples_per_step": round(s.spare_samples / s.steps, 3),
+        "backend_busy_share": round((backend.busy_s - before_busy) / s.wall_s, 3),
+        "prefix_tokens_reused": backend.reused_tokens,
         "target": 0.7,
         "run_steps": s.steps,
         "run_errors": s.errors,

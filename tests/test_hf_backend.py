@@ -95,3 +95,42 @@ def test_score_is_prefill_log_probability(backend: HFBackend) -> None:
     assert len(paris) == 1 and paris[0] > berlin[0]
     top = dict(backend.top_logprobs("The capital of France is", 5))
     assert top[" Paris"] == pytest.approx(paris[0], abs=1e-4)
+
+
+RULES = (
+    "You are a careful assistant. Follow the rules. Answer with one word only. Do not explain. "
+    "Use lower case letters. Never repeat the question. If unsure, answer with your best guess.\n"
+)
+
+
+def test_a_prompt_prefix_shared_across_calls_is_prefilled_once(backend: HFBackend) -> None:
+    plain = HFBackend("smollm2-135m", threads=2, prefix_cache=0)
+    questions = ["What colour is grass?", "What colour is snow?", "What animal barks?"]
+    prompts = [CHAT.format(q=RULES + q) for q in questions]
+    rules_len = len(backend.tokenizer(CHAT.format(q=RULES))["input_ids"]) - 8  # the chat tail differs
+    for p in prompts:
+        req = GenerateRequest(p, [0.0, 1.0], [1, 2], max_tokens=6, logprobs=True)
+        reused = backend.reused_tokens
+        (ours,) = asyncio.run(backend.generate([req]))
+        (ref,) = asyncio.run(plain.generate([req]))
+        assert [s.text for s in ours] == [s.text for s in ref]
+        for a, b in zip(ours, ref, strict=True):
+            assert a.logprobs == pytest.approx(b.logprobs, abs=1e-3)
+        if p is not prompts[0]:
+            assert backend.reused_tokens - reused >= rules_len, "the shared instructions came from the cache"
+    assert plain.reused_tokens == 0
+    # The next round of the same step reuses the whole prompt but its last token.
+    prefilled = backend.prefilled_tokens
+    asyncio.run(backend.generate([GenerateRequest(prompts[-1], [1.0], [9], max_tokens=4)]))
+    assert backend.prefilled_tokens - prefilled == 1
+
+
+def test_requests_batched_together_prefill_their_common_prefix_once(backend: HFBackend) -> None:
+    fresh = HFBackend("smollm2-135m", threads=2, prefix_cache=0)
+    prompts = [CHAT.format(q=RULES + q) for q in ("Name a fruit.", "Name a bird that cannot fly.")]
+    reqs = [GenerateRequest(p, [0.0], [0], max_tokens=5) for p in prompts]
+    together = asyncio.run(fresh.generate(reqs))
+    lengths = [len(fresh.tokenizer(p)["input_ids"]) for p in prompts]
+    assert fresh.prefilled_tokens < sum(lengths) - 30, "the common instructions ran once, not once per request"
+    alone = [asyncio.run(fresh.generate([r]))[0] for r in reqs]
+    assert [s[0].text for s in together] == [s[0].text for s in alone]
