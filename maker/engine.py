@@ -71,6 +71,8 @@ class RunSummary(BaseModel):
     drafted: int = 0
     accepted: int = 0
     escalated: int = 0
+    first_step: int = 0
+    """A fork's first step: ``steps`` counts the run's own steps from there."""
     spare_samples: int = 0
     """Samples generated ahead for rounds a step turned out not to need (not voted, not in ``calls``)."""
     result: dict[str, Any] | None = None
@@ -148,6 +150,7 @@ class Engine:
             self._policies[ms.name] = ms.voting.model_copy(update=voting) if voting else ms.voting
         self._max_tokens = max_tokens
         # Counters; restored from the store on resume.
+        self.first_step = 0  # a fork's first own step
         self.steps = 0
         self.calls = 0
         self.red_flags = 0
@@ -157,6 +160,7 @@ class Engine:
         self.wall_s = 0.0
 
     def restore_counters(self, record: Any) -> None:
+        self.first_step = record.first_step
         for name in ("steps", "calls", "red_flags", "errors", "max_rounds", "tokens", "wall_s"):
             setattr(self, name, getattr(record, name))
         stats = record.stats or {}
@@ -405,6 +409,7 @@ class Engine:
         rid = self.rid
         pending: list[StepRow] = []
         samples: list[tuple[Any, ...]] | None = [] if self.detail == "samples" else None
+        keep_input = samples is not None
         has_oracle = self._has_oracle
         speculate = self.spec is not None
         step = first = self.steps
@@ -442,6 +447,7 @@ class Engine:
                     )
                 t_step = time.time()
                 ts = time.perf_counter()
+                tokens0 = self.tokens
                 expected = wf.oracle(state) if has_oracle else None
                 if speculate:
                     answer, key, votes, rounds, n, flags, agent_idx, info = await self._speculate(
@@ -459,7 +465,7 @@ class Engine:
                 row = (
                     step, call.digest(), call.microstep.answer_json(answer), votes, rounds, n,
                     None if flags is None else json.dumps(flags), agent_idx, t_step, time.perf_counter() - ts, correct,
-                    None if info is None else json.dumps(info),
+                    None if info is None else json.dumps(info), self.tokens - tokens0, call.prompt if keep_input else None,
                 )
                 # Only a step whose answer applied cleanly is kept, so every commit's snapshot is the
                 # state after exactly the steps it holds.
@@ -519,7 +525,8 @@ class Engine:
     def stats(self) -> dict[str, Any]:
         return {"agent_calls": list(self.agent_calls), "agents": self.agent_labels(),
                 "drafted": self.drafted, "accepted": self.accepted, "escalated": self.escalated,
-                "spare_samples": self.spare_samples, "spare_tokens": self.spare_tokens}
+                "spare_samples": self.spare_samples, "spare_tokens": self.spare_tokens,
+                "voting": {name: {"rule": p.rule, "k": p.k} for name, p in self._policies.items()}}
 
     def _report(self, elapsed: float, done_here: int) -> None:
         assert self.on_progress is not None

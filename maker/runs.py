@@ -112,6 +112,13 @@ def resolve_workflow(name: str) -> type[Workflow[Any, Any]]:
     raise UserError(f"unknown workflow {name!r}; built in: {', '.join(BUILTIN)} (or give module:Class)")
 
 
+def workflow_ref(wf_cls: type[Workflow[Any, Any]]) -> str:
+    """How a run records where its workflow code is: a built-in name, or ``module:Class``."""
+    if BUILTIN.get(wf_cls.name) is wf_cls:
+        return wf_cls.name
+    return f"{wf_cls.__module__}:{wf_cls.__qualname__}"
+
+
 def new_run_id(workflow: str) -> str:
     return f"{workflow}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
@@ -146,6 +153,7 @@ def start_run(
         rid = st.create_run(
             run_id,
             workflow=wf_cls.name,
+            workflow_ref=workflow if isinstance(workflow, str) else workflow_ref(wf_cls),
             workflow_version=wf_cls.version,
             params=p.model_dump(mode="json"),
             config=opts.model_dump(mode="json"),
@@ -177,7 +185,7 @@ def resume_run(
     st = Store.open(store, write=False)
     try:
         record = st.run(run_id)
-        wf_cls = resolve_workflow(record.workflow)
+        wf_cls = resolve_workflow(record.workflow_ref or record.workflow)
         _check_identity(record, wf_cls, params)
         if record.status == "done":
             raise UserError(f"run {run_id} already finished ({record.steps} steps); nothing to resume")
@@ -249,7 +257,7 @@ def _check_not_live(record: RunRecord) -> None:
 
 
 def _recover_state(st: Store, record: RunRecord, wf: Workflow[Any, Any]) -> Any:
-    count, top = st.head(record.id)
+    count, top = st.head(record.id, record.first_step)
     if count != top:
         raise StoreCorruptError(f"run {record.run_id}: {top - count} committed step(s) are missing; cannot resume")
     if count != record.steps:
@@ -315,7 +323,7 @@ async def _run(engine: Engine, state: Any) -> Any:
 
 
 def summarize(engine: Engine, name: str, status: str, solved: bool | None, result: Any, error: str | None) -> RunSummary:
-    steps = engine.steps
+    steps = engine.steps - engine.first_step
     ks = {p.k for p in engine._policies.values()}
     return RunSummary(
         run_id=engine.run_id,
@@ -339,6 +347,7 @@ def summarize(engine: Engine, name: str, status: str, solved: bool | None, resul
         accepted=engine.accepted,
         escalated=engine.escalated,
         spare_samples=engine.spare_samples,
+        first_step=engine.first_step,
         result=result,
         error=error,
     )

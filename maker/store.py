@@ -1,17 +1,21 @@
 """The durable record of runs: one SQLite file, plain rows, no pickle.
 
-Tables (schema version 1):
+Tables (schema version 2; see ``docs/trace-format.md``):
 
 * ``runs``      -- one row per run: workflow identity, configuration, status, counters.
 * ``steps``     -- one row per committed step: input digest, winning answer (JSON),
                    vote tally, rounds, samples, red flags by reason, deciding agent, timings,
-                   and whether the answer matched the workflow's ground truth.
+                   whether the answer matched the workflow's ground truth, speculation
+                   record, tokens, and the prompt itself at detail level ``samples``.
 * ``snapshots`` -- the workflow state (JSON) after a commit, so resume never replays the chain.
 * ``samples``   -- every sample with its text and red-flag reason (only at detail level ``samples``).
 * ``events``    -- resumes, overrides and failures.
 
 Steps, their samples and the snapshot of a commit are written in one transaction, so a
 crash loses only the uncommitted tail, never half of a commit.
+
+A store of an older schema version is upgraded in place, in one transaction, the first
+time it is opened (version 1 -> 2 adds columns only); a newer one is refused untouched.
 """
 
 from __future__ import annotations
@@ -27,9 +31,9 @@ from typing import Any
 
 from maker.errors import RunNotFoundError, StoreCorruptError, StoreError
 
-__all__ = ["Store", "RunRecord", "StepRow", "default_store_path", "SCHEMA_VERSION"]
+__all__ = ["Store", "RunRecord", "StepRow", "STEP_COLUMNS", "default_store_path", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -58,7 +62,8 @@ CREATE TABLE IF NOT EXISTS runs (
     pid INTEGER,
     host TEXT,
     parent_run_id TEXT,
-    parent_step INTEGER
+    parent_step INTEGER,
+    workflow_ref TEXT
 );
 CREATE TABLE IF NOT EXISTS steps (
     run INTEGER NOT NULL,
@@ -74,6 +79,8 @@ CREATE TABLE IF NOT EXISTS steps (
     dur REAL NOT NULL,
     correct INTEGER,
     spec TEXT,
+    tokens INTEGER,
+    input TEXT,
     PRIMARY KEY (run, step)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -102,6 +109,18 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT NOT NULL
 );
 """
+
+# Each entry upgrades a store from the version before it; columns are only ever added.
+_MIGRATIONS = {
+    2: """
+ALTER TABLE runs ADD COLUMN workflow_ref TEXT;
+UPDATE runs SET workflow_ref = workflow;
+ALTER TABLE steps ADD COLUMN tokens INTEGER;
+ALTER TABLE steps ADD COLUMN input TEXT;
+""",
+}
+
+_UPGRADABLE = {1, *(_MIGRATIONS)}
 
 
 def default_store_path() -> Path:
@@ -140,10 +159,20 @@ class RunRecord:
     host: str | None
     parent_run_id: str | None
     parent_step: int | None
+    workflow_ref: str | None
+
+    @property
+    def first_step(self) -> int:
+        """Index of this run's first own step: 0, or the step a fork started from."""
+        return self.parent_step or 0
 
 
-# step, digest, answer, votes, rounds, samples, red_flags, agent, t_start, dur, correct, spec
-StepRow = tuple[int, str, str, str, int, int, str | None, int, float, float, int | None, str | None]
+# step, digest, answer, votes, rounds, samples, red_flags, agent, t_start, dur, correct, spec, tokens, input
+StepRow = tuple[
+    int, str, str, str, int, int, str | None, int, float, float, int | None, str | None, int | None, str | None
+]
+STEP_COLUMNS = ("step", "digest", "answer", "votes", "rounds", "samples", "red_flags", "agent", "t_start", "dur",
+                "correct", "spec", "tokens", "input")
 
 
 def _damaged(path: Path, exc: BaseException) -> StoreCorruptError:
@@ -181,9 +210,36 @@ class Store:
         p = Path(path)
         if not p.is_file():
             raise StoreError(f"no store at {p}; pass --store PATH or set MAKER_STORE")
-        cls.verify(p)
+        version = cls.verify(p)
+        if version < SCHEMA_VERSION:
+            cls._migrate(p, version)
         conn = cls._connect(p) if write else cls._connect_ro(p)
         return cls(p, conn)
+
+    @classmethod
+    def _migrate(cls, p: Path, version: int) -> None:
+        """Upgrade an older store in place: every step of the way in one transaction, or nothing."""
+        if not os.access(p, os.W_OK) or not os.access(p.parent, os.W_OK):
+            raise StoreError(
+                f"store {p} has schema version {version} and needs upgrading to {SCHEMA_VERSION}, "
+                f"which writes to it; open it once with write access (or work on a copy)"
+            )
+        conn = cls._connect(p)
+        try:
+            script = "".join(_MIGRATIONS[v] for v in range(version + 1, SCHEMA_VERSION + 1))
+            conn.executescript(
+                f"BEGIN IMMEDIATE;{script}UPDATE meta SET value='{SCHEMA_VERSION}' WHERE key='schema_version';COMMIT;"
+            )
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StoreError(f"store {p}: upgrading schema {version} -> {SCHEMA_VERSION} failed ({exc}); "
+                             f"nothing was changed") from None
+        finally:
+            conn.close()
+        import structlog
+
+        structlog.get_logger("maker").info("store upgraded", store=str(p), from_version=version, to_version=SCHEMA_VERSION)
 
     @staticmethod
     def _connect(p: Path) -> sqlite3.Connection:
@@ -198,8 +254,8 @@ class Store:
         return sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
 
     @classmethod
-    def verify(cls, p: Path) -> None:
-        """Integrity and schema check on a read-only connection."""
+    def verify(cls, p: Path) -> int:
+        """Integrity and schema check on a read-only connection; returns the store's schema version."""
         try:
             conn = cls._connect_ro(p)
         except sqlite3.Error as exc:
@@ -212,12 +268,13 @@ class Store:
                 found = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             except sqlite3.OperationalError:
                 raise StoreCorruptError(f"{p} is a SQLite file but not a maker store (no meta table)") from None
-            if found is None or found[0] != str(SCHEMA_VERSION):
-                version = None if found is None else found[0]
+            version = int(found[0]) if found is not None and str(found[0]).isdigit() else None
+            if version is None or version > SCHEMA_VERSION or (version < SCHEMA_VERSION and version not in _UPGRADABLE):
                 raise StoreError(
-                    f"store {p} has schema version {version}; this maker reads version {SCHEMA_VERSION}. "
-                    f"Use a maker release that matches, or start a new store."
+                    f"store {p} has schema version {None if found is None else found[0]}; this maker reads "
+                    f"versions {min(_UPGRADABLE)}-{SCHEMA_VERSION}. Use a maker release that matches, or start a new store."
                 )
+            return version
         except sqlite3.DatabaseError as exc:
             raise _damaged(p, exc) from None
         finally:
@@ -243,21 +300,30 @@ class Store:
         config: dict[str, Any],
         expected_steps: int | None,
         state_json: str,
+        workflow_ref: str | None = None,
         parent_run_id: str | None = None,
         parent_step: int | None = None,
     ) -> int:
+        """A new run whose state before its first step is ``state_json``.
+
+        A fork names its parent and the step it starts from; its own steps are numbered
+        from there on, and the steps before it stay the parent's.
+        """
         now = time.time()
+        first = parent_step or 0
         with self._tx() as c:
             if c.execute("SELECT 1 FROM runs WHERE run_id=?", (run_id,)).fetchone():
                 raise StoreError(f"run {run_id!r} already exists in {self.path}; resume it with `maker resume {run_id}`")
             cur = c.execute(
                 "INSERT INTO runs (run_id, workflow, workflow_version, params, config, status, created, updated,"
-                " expected_steps, pid, host, parent_run_id, parent_step) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " expected_steps, pid, host, parent_run_id, parent_step, workflow_ref, steps)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (run_id, workflow, workflow_version, json.dumps(params, sort_keys=True), json.dumps(config),
-                 "running", now, now, expected_steps, os.getpid(), os.uname().nodename, parent_run_id, parent_step),
+                 "running", now, now, expected_steps, os.getpid(), os.uname().nodename, parent_run_id, parent_step,
+                 workflow_ref or workflow, first),
             )
             rid = int(cur.lastrowid or 0)
-            c.execute("INSERT INTO snapshots VALUES (?,?,?)", (rid, 0, state_json))
+            c.execute("INSERT INTO snapshots VALUES (?,?,?)", (rid, first, state_json))
         return rid
 
     def run(self, run_id: str) -> RunRecord:
@@ -312,7 +378,7 @@ class Store:
     ) -> None:
         """Write a group of steps, their samples, the state after them and the run counters atomically."""
         with self._tx() as c:
-            c.executemany(f"INSERT INTO steps VALUES ({rid},?,?,?,?,?,?,?,?,?,?,?,?)", steps)
+            c.executemany(f"INSERT INTO steps VALUES ({rid},{','.join('?' * len(STEP_COLUMNS))})", steps)
             if samples:
                 c.executemany(f"INSERT INTO samples VALUES ({rid},?,?,?,?,?,?,?,?,?)", samples)
             c.execute("INSERT OR REPLACE INTO snapshots VALUES (?,?,?)", (rid, snapshot[0], snapshot[1]))
@@ -323,10 +389,10 @@ class Store:
         return _Tx(self._conn, self.path)
 
     # -- reading steps ---------------------------------------------------------------
-    def head(self, rid: int) -> tuple[int, int]:
-        """(number of committed steps, highest step index + 1); equal when nothing is missing."""
-        n, top = self._conn.execute("SELECT count(*), coalesce(max(step)+1, 0) FROM steps WHERE run=?", (rid,)).fetchone()
-        return int(n), int(top)
+    def head(self, rid: int, first: int = 0) -> tuple[int, int]:
+        """(``first`` + number of committed steps, highest step index + 1 or ``first``); equal when nothing is missing."""
+        n, top = self._conn.execute("SELECT count(*), max(step)+1 FROM steps WHERE run=?", (rid,)).fetchone()
+        return first + int(n), first if top is None else int(top)
 
     def latest_snapshot(self, rid: int, at_most: int | None = None) -> tuple[int, str]:
         q = "SELECT step, state FROM snapshots WHERE run=?"
@@ -340,13 +406,16 @@ class Store:
         return int(row[0]), row[1]
 
     def steps(self, rid: int, start: int = 0, stop: int | None = None) -> Iterator[StepRow]:
-        q = ("SELECT step, digest, answer, votes, rounds, samples, red_flags, agent, t_start, dur, correct, spec"
-             " FROM steps WHERE run=? AND step>=?")
+        q = f"SELECT {', '.join(STEP_COLUMNS)} FROM steps WHERE run=? AND step>=?"
         args: list[Any] = [rid, start]
         if stop is not None:
             q += " AND step<?"
             args.append(stop)
         yield from self._conn.execute(q + " ORDER BY step", args)
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
+        """A read query for the trace tools; iterate the cursor to stream its rows."""
+        return self._conn.execute(sql, args)
 
     def samples(self, rid: int, step: int) -> list[tuple[Any, ...]]:
         return list(self._conn.execute(
