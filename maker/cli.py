@@ -240,7 +240,8 @@ def runs(store: str | None, as_json: bool) -> None:
     rows = [{
         "run_id": r.run_id, "workflow": r.workflow, "status": shown_status(r), "steps": r.steps,
         "expected_steps": r.expected_steps, "errors": r.errors, "solved": r.solved, "calls": r.calls,
-        "params": r.params, "agents": r.config.get("agents"), "parent": r.parent_run_id, "error": r.error,
+        "params": r.params, "agents": r.config.get("agents"), "parent": r.parent_run_id,
+        "parent_step": r.parent_step, "error": r.error,
     } for r in records]
 
     def human() -> None:
@@ -248,8 +249,9 @@ def runs(store: str | None, as_json: bool) -> None:
             click.echo(f"no runs in {path}")
         for r in rows:
             total = f"/{r['expected_steps']:,}" if r["expected_steps"] else ""
+            fork = f"  forked from {r['parent']} at step {r['parent_step']}" if r["parent"] else ""
             click.echo(f"{r['run_id']}  {r['workflow']}  {r['status']}  {r['steps']:,}{total} steps  "
-                       f"errors {r['errors']}  agents {','.join(r['agents'] or [])}")
+                       f"errors {r['errors']}  agents {','.join(r['agents'] or [])}{fork}")
 
     _emit(rows, as_json, human)
 
@@ -355,6 +357,8 @@ def estimate(steps: int, p: float | None, error: float | None, target: float, va
 
     _emit(out, as_json, human)
 
+
+from maker import cli_trace  # noqa: E402,F401  (registers trace, replay and fork on main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

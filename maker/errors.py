@@ -22,6 +22,7 @@ __all__ = [
     "StoreCorruptError",
     "RunMismatchError",
     "RunNotFoundError",
+    "NondeterminismError",
 ]
 
 
@@ -83,3 +84,19 @@ class RunMismatchError(StoreError, UserError):
 
 class RunNotFoundError(StoreError, UserError):
     """No run with that id in the store."""
+
+
+class NondeterminismError(MakerError):
+    """Replaying recorded answers through the workflow code did not give the recorded inputs or states.
+
+    The workflow's ``next`` or ``apply`` is not a pure function of its state (it reads a
+    clock, a random source without a seed, a file, ...), or the code changed since the run.
+    """
+
+    def __init__(self, message: str, *, run_id: str, step: int, expected: str, actual: str, detail: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.step = step
+        self.expected = expected
+        self.actual = actual
+        self.detail = detail
