@@ -70,7 +70,7 @@ def _simulated(spec: str, name: str | None, options: dict[str, Any]) -> Agent:
     return Agent(spec, SimulatedBackend(config, name=spec), info={"p": config.p, "valid": config.valid})
 
 
-_HF_OPTIONS = {"device", "threads", "max_batch"}
+_HF_OPTIONS = {"device", "threads", "max_batch", "prefix_cache"}
 _HF_LOADED: dict[tuple[Any, ...], Any] = {}
 
 
@@ -81,11 +81,12 @@ def _hf(spec: str, name: str | None, options: dict[str, Any]) -> Agent:
         raise AgentSpecError(f"agent spec {spec!r}: name a model, e.g. hf:smollm2-135m or hf:/path/to/model")
     _check_options(spec, "hf", options, _HF_OPTIONS)
     # One loaded model serves every agent that names it (a drafter and a verifier may share weights).
-    key = (name, options.get("device"), options.get("threads"), options.get("max_batch"))
+    key = (name, *(options.get(k) for k in sorted(_HF_OPTIONS)))
     backend = _HF_LOADED.get(key)
     if backend is None:
         backend = _HF_LOADED[key] = HFBackend(name, device=options.get("device"), threads=options.get("threads"),
-                                              max_batch=int(options.get("max_batch", 32)))
+                                              max_batch=int(options.get("max_batch", 32)),
+                                              prefix_cache=int(options.get("prefix_cache", 4)))
     return Agent(spec, backend)
 
 

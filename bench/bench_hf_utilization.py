@@ -3,9 +3,11 @@
 Loads the bundled SmolLM2 once, then in one process:
 
 1. peak: ``generate`` on the counting prompt with ``--k`` samples per call (the first-round
-   batch of a step), repeated, and tokens generated per second of backend time;
+   batch of a step), repeated, and tokens generated per second, the best of ``--blocks``;
 2. pipeline: the counting workflow run by the engine (voting ahead-by-k, every sample at
-   temperature 1.0) with the same backend, tokens generated per second of wall time.
+   temperature 1.0, later rounds filled up to k samples per call) with the same backend:
+   tokens generated per second of wall time, and apart from them the tokens of the samples
+   that were voted (the rest were generated ahead for rounds the step did not need).
 
     python bench/bench_hf_utilization.py [--steps 20] [--k 4] [--json]
 """
@@ -29,19 +31,22 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--blocks", type=int, default=3)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     spec = "hf:smollm2-135m"
     backend = make_agent(spec).backend  # the same loaded model serves the run below
 
     prompt = "Counting: 473, 474, 475, 476, 477,"
-    tokens = 0
-    t0 = time.perf_counter()
-    for r in range(args.repeats):
-        req = GenerateRequest(prompt, [1.0] * args.k, [r * 100 + i for i in range(args.k)], 8, [","])
-        (samples,) = asyncio.run(backend.generate([req]))
-        tokens += sum(s.tokens for s in samples)
-    peak = tokens / (time.perf_counter() - t0)
+    peak = 0.0
+    for block in range(args.blocks):  # the best of several blocks: a peak, not a noisy average
+        tokens = 0
+        t0 = time.perf_counter()
+        for r in range(args.repeats):
+            seeds = [(block * args.repeats + r) * 100 + i for i in range(args.k)]
+            (samples,) = asyncio.run(backend.generate([GenerateRequest(prompt, [1.0] * args.k, seeds, 8, [","])]))
+            tokens += sum(s.tokens for s in samples)
+        peak = max(peak, tokens / (time.perf_counter() - t0))
 
     before_tokens = backend.generated_tokens
     before_busy = backend.busy_s
