@@ -244,3 +244,47 @@ def test_reading_a_trace_never_runs_code_from_it(hanoi, tmp_path) -> None:
     assert code == 0  # stats read rows only; the workflow named in the store is never imported
     with pytest.raises(UserError, match="not a maker Workflow"):
         replay_run("h", store=store)
+
+
+def test_a_fork_that_fails_resumes_from_its_own_commits(tmp_path) -> None:
+    from maker import StepUndecidedError
+    from maker.runs import resume_run
+
+    store = tmp_path / "s.sqlite"
+    start_run("hanoi", {"disks": 5}, {"agents": [AGENT], "k": 2}, store=store, run_id="p")
+    # a coin-flipping agent with one round per step cannot decide a step: the fork fails, resumably
+    with pytest.raises(StepUndecidedError):
+        fork_run("p", 10, store=store, new_id="f", overrides={"agents": ["simulated:p=0.5,spread=1,seed=9"],
+                                                              "max_rounds": 1, "k": 3})
+    with Store.open(store) as st:
+        failed = st.run("f")
+    assert failed.status == "failed" and failed.first_step == 10 and failed.steps >= 10
+    summary = resume_run("f", store=store, overrides={"agents": [AGENT], "max_rounds": 100})
+    assert summary.status == "done" and summary.first_step == 10 and summary.steps == 31 - 10
+    assert replay_run("f", store=store).steps == 31
+
+
+def test_show_and_stats_name_the_drafter_verifiers_and_their_verdicts(tmp_path) -> None:
+    store = tmp_path / "s.sqlite"
+    summary = start_run("hanoi", {"disks": 7}, {
+        "agents": ["simulated:p=0.998,seed=1"], "k": 3, "drafter": "simulated:p=0.8,seed=2",
+        "verifiers": ["simulated:tpr=0.99,fpr=0.05,seed=3", "simulated:tpr=0.99,fpr=0.05,seed=4"], "verify_k": 2,
+        "large_first": 3}, store=store, run_id="s")
+    with Store.open(store) as st:
+        rec = st.run("s")
+        rows = list(step_records(st, rec))
+        stats = trace_stats(st, rec)
+    assert all(r["speculation"]["route"] == "large_first" for r in rows[:3])
+    drafted = [r for r in rows[3:] if r["speculation"].get("drafter")]
+    assert drafted and all(r["speculation"]["drafter"] == "drafter: simulated:p=0.8,seed=2" for r in drafted)
+    accepted = [r for r in drafted if r["speculation"].get("accepted")]
+    assert accepted and all(r["agent"].startswith("drafter: ") for r in accepted)
+    for r in accepted:
+        assert [v["verifier"] for v in r["speculation"]["verdicts"]] == [
+            "verifier 1: simulated:tpr=0.99,fpr=0.05,seed=3", "verifier 2: simulated:tpr=0.99,fpr=0.05,seed=4"]
+        assert all(v["accept"] and 0 <= v["score"] <= 9 for v in r["speculation"]["verdicts"])
+    spec = stats["speculation"]
+    assert (spec["drafted"], spec["accepted"], spec["escalated"]) == (summary.drafted, summary.accepted, summary.escalated)
+    assert spec["routed"] == {"large_first": 3}
+    code, out = _cli("trace", "show", "s", "--step", str(accepted[0]["step"]), "--store", str(store))
+    assert "drafted by drafter: simulated:p=0.8,seed=2" in out and "accepted" in out and "score" in out
