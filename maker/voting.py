@@ -53,7 +53,8 @@ class Voting(BaseModel):
     """Samples asked of the backend in one call (default: the first round's size). A later
     round that needs fewer is filled up to it and the extra samples serve the rounds after;
     what is left when the step is decided is dropped. Each sample keeps its index and seed,
-    so decisions are the same as asking for exactly what each round needs."""
+    so decisions are the same as asking for exactly what each round needs (up to a real
+    model's floating-point differences between batch shapes)."""
 
     @model_validator(mode="after")
     def _check(self) -> Voting:
