@@ -190,6 +190,17 @@ def resume(run_id: str, sets: tuple[str, ...], agents: tuple[str, ...], store: s
 
     configure_logging(level=log_level)
     _term_as_interrupt()
+    overrides = _overrides(voting, agents, log_level)
+    path = _store_path(store)
+    get_logger(run_id=run_id).info("resuming", store=path, overrides=overrides)
+    with _progress(as_json) as progress:
+        summary = resume_run(run_id, store=path, params=_parse_sets(sets) or None, overrides=overrides,
+                             on_progress=progress)
+    _finish(summary, as_json)
+
+
+def _overrides(voting: dict[str, Any], agents: tuple[str, ...], log_level: str) -> dict[str, Any]:
+    """The run options a resume or fork changes: the voting options given, agents, step logging."""
     overrides = {k: v for k, v in voting.items() if v is not None and v != ()}
     if "verifiers" in overrides:
         overrides["verifiers"] = list(overrides["verifiers"])
@@ -197,12 +208,7 @@ def resume(run_id: str, sets: tuple[str, ...], agents: tuple[str, ...], store: s
         overrides["agents"] = list(agents)
     if log_level == "debug":
         overrides["log_steps"] = True
-    path = _store_path(store)
-    get_logger(run_id=run_id).info("resuming", store=path, overrides=overrides)
-    with _progress(as_json) as progress:
-        summary = resume_run(run_id, store=path, params=_parse_sets(sets) or None, overrides=overrides,
-                             on_progress=progress)
-    _finish(summary, as_json)
+    return overrides
 
 
 def _finish(summary: Any, as_json: bool) -> None:

@@ -12,6 +12,7 @@ import click
 from maker.cli import (
     _emit,
     _finish,
+    _overrides,
     _parse_sets,
     _progress,
     _run_common,
@@ -233,11 +234,7 @@ def fork(run_id: str, from_step: int, sets: tuple[str, ...], agents: tuple[str, 
 
     configure_logging(level=log_level)
     _term_as_interrupt()
-    overrides = {k: v for k, v in voting.items() if v is not None and v != ()}
-    if "verifiers" in overrides:
-        overrides["verifiers"] = list(overrides["verifiers"])
-    if agents:
-        overrides["agents"] = list(agents)
+    overrides = _overrides(voting, agents, log_level)
     for name, value in (("seed", seed), ("detail", detail)):
         if value is not None:
             overrides[name] = value
