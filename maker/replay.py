@@ -25,7 +25,7 @@ from maker.agents import make_agent
 from maker.dsl import Done, MicrostepCall, Workflow
 from maker.engine import Progress, RunSummary
 from maker.errors import NondeterminismError, StoreCorruptError, UserError
-from maker.runs import _check_identity, _drive, _engine, _options, new_run_id, resolve_workflow
+from maker.runs import _check_identity, _drive, _engine, _options, new_run_id, resolve_workflow, state_from_snapshot
 from maker.store import RunRecord, Store
 
 __all__ = ["ReplayResult", "replay_run", "fork_run"]
@@ -60,15 +60,15 @@ def _lineage(st: Store, record: RunRecord) -> list[RunRecord]:
     return chain
 
 
-def _rows(st: Store, lineage: list[RunRecord], stop: int, start: int = 0) -> Iterator[tuple[RunRecord, int, str, str]]:
-    """(owning run, step, digest, answer JSON) for steps start..stop-1 along a fork lineage."""
+def _rows(st: Store, lineage: list[RunRecord], stop: int) -> Iterator[tuple[RunRecord, int, str, str]]:
+    """(owning run, step, digest, answer JSON) for steps 0..stop-1 along a fork lineage."""
     for i, rec in enumerate(lineage):
-        lo = max(start, rec.first_step)
+        lo = rec.first_step
         end = min(stop, lineage[i + 1].first_step if i + 1 < len(lineage) else stop)
         if end <= lo:
             continue
         cur = st.query("SELECT step, digest, answer FROM steps WHERE run=? AND step>=? AND step<? ORDER BY step",
-                               (rec.id, lo, end))
+                       (rec.id, lo, end))
         for step, digest, answer in cur:
             yield rec, step, digest, answer
 
@@ -199,13 +199,14 @@ def fork_run(
         options.update({k: v for k, v in (overrides or {}).items() if v is not None})
         opts = _options(options)
         agents = [make_agent(s) for s in opts.agents]
-        lineage = _lineage(st, parent)
         if same:
-            state = _state_from_snapshot(st, lineage, wf, from_step)
+            snap_step, snap = st.latest_snapshot(parent.id, from_step)
+            state = state_from_snapshot(st, parent, wf, snap_step, snap, from_step,
+                                        lambda step, digest, call: _diverged(st, parent, step, digest, call))
         else:
             # New parameters: their start state, then the parent's answers up to the fork point.
             state = wf.start(new_params)
-            for _rec, _step, _digest, answer in _rows(st, lineage, from_step):
+            for _rec, _step, _digest, answer in _rows(st, _lineage(st, parent), from_step):
                 call = wf.next(state)
                 if not isinstance(call, MicrostepCall):
                     raise UserError(f"with the new parameters the workflow is done before step {from_step}")
@@ -229,17 +230,3 @@ def fork_run(
     finally:
         st.close()
 
-
-def _state_from_snapshot(st: Store, lineage: list[RunRecord], wf: Workflow[Any, Any], step: int) -> Any:
-    """The state before ``step``: the nearest snapshot at or before it, then recorded answers (digests checked)."""
-    owner = next(rec for rec in reversed(lineage) if rec.first_step <= step)
-    snap_step, snap = st.latest_snapshot(owner.id, step)
-    state = type(wf).State.model_validate_json(snap)
-    for rec, i, digest, answer in _rows(st, lineage[: lineage.index(owner) + 1], step, snap_step):
-        call = wf.next(state)
-        if not isinstance(call, MicrostepCall):
-            raise StoreCorruptError(f"run {rec.run_id}: the workflow ended before recorded step {i}")
-        if call.digest() != digest:
-            _diverged(st, rec, i, digest, call)
-        state = wf.apply(state, call.microstep.load_answer(answer))
-    return state

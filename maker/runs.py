@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from maker.agents import make_agent
-from maker.dsl import Workflow
+from maker.dsl import MicrostepCall, Workflow
 from maker.engine import Engine, Progress, RunSummary
 from maker.errors import RunError, RunMismatchError, StoreCorruptError, UserError
 from maker.store import RunRecord, Store
@@ -267,14 +267,29 @@ def _recover_state(st: Store, record: RunRecord, wf: Workflow[Any, Any]) -> Any:
     snap_step, snap = st.latest_snapshot(record.id)
     if snap_step > count:
         raise StoreCorruptError(f"run {record.run_id}: snapshot at step {snap_step} is past the last step {count}")
+    return state_from_snapshot(st, record, wf, snap_step, snap, count)
+
+
+def state_from_snapshot(
+    st: Store, record: RunRecord, wf: Workflow[Any, Any], snap_step: int, snap: str, stop: int,
+    mismatch: Callable[[int, str, MicrostepCall], None] | None = None,
+) -> Any:
+    """The state before step ``stop``: the snapshot taken at ``snap_step``, then the run's recorded answers
+    of the steps in between, each step's recomputed input checked against its recorded digest.
+
+    ``mismatch(step, recorded digest, call)`` may raise a more telling error than the default.
+    """
     try:
         state = type(wf).State.model_validate_json(snap)
     except ValidationError as exc:
         raise StoreCorruptError(f"run {record.run_id}: the state snapshot at step {snap_step} is unreadable: {exc}") from None
-    # Steps committed after the snapshot are re-applied from their recorded answers.
-    for row in st.steps(record.id, snap_step, count):
+    for row in st.steps(record.id, snap_step, stop):
         call = wf.next(state)
+        if not isinstance(call, MicrostepCall):
+            raise StoreCorruptError(f"run {record.run_id}: the workflow ended before recorded step {row[0]}")
         if call.digest() != row[1]:
+            if mismatch is not None:
+                mismatch(row[0], row[1], call)
             raise StoreCorruptError(
                 f"run {record.run_id}: step {row[0]} input digest {call.digest()} does not match the recorded {row[1]}"
             )
