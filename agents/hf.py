@@ -298,19 +298,13 @@ class HFBackend:
         first = rows[0]
         shared = min(map(len, rows)) - 1
         for r in rows[1:]:
-            n = 0
-            while n < shared and r[n] == first[n]:
-                n += 1
-            shared = n
+            shared = _common_prefix(r, first, shared)
         window = getattr(config.get_text_config(decoder=True), "sliding_window", None)
         if shared <= 0 or (window and total >= window):
             return DynamicCache(config=config), 0  # a sliding-window layer could not be cut back safely
         best, hit = None, 0
         for key, kv in self._prefixes.items() if self.prefix_cache else ():
-            n = 0
-            limit = min(len(key), shared)
-            while n < limit and key[n] == first[n]:
-                n += 1
+            n = _common_prefix(key, first, shared)
             if n > hit:
                 best, hit = (key, kv), n
         if best is not None:
@@ -419,6 +413,14 @@ class HFBackend:
 
     def _add_bos(self) -> bool:
         return bool(getattr(self.tokenizer, "add_bos_token", True))
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int], limit: int) -> int:
+    """How many leading tokens ``a`` and ``b`` share, at most ``limit``."""
+    n, limit = 0, min(limit, len(a), len(b))
+    while n < limit and a[n] == b[n]:
+        n += 1
+    return n
 
 
 def _as_list(x: Any) -> list[int] | None:
