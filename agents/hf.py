@@ -231,7 +231,7 @@ class HFBackend:
                 cache.batch_repeat_interleave(len(rows))
             pos = ((mask.cumsum(-1) - 1).clamp(min=0))[:, shared:]
             logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                                use_cache=True).logits[:, -1, :]
+                                use_cache=True, logits_to_keep=1).logits[:, -1, :]
             self.prefilled_tokens += int(mask[:, shared:].sum())
             cache.reorder_cache(owner)
             logits = logits.index_select(0, owner)
@@ -263,7 +263,7 @@ class HFBackend:
                 step_ids = torch.tensor([[c] for c in chosen], device=self.device)
                 mask = torch.cat([mask, torch.ones((n_rows, 1), dtype=mask.dtype, device=self.device)], dim=1)
                 logits = self.model(input_ids=step_ids, attention_mask=mask, position_ids=next_pos,
-                                    past_key_values=cache, use_cache=True).logits[:, -1, :]
+                                    past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
                 next_pos = next_pos + 1
         out: list[list[Sample]] = []
         r = 0
@@ -317,7 +317,8 @@ class HFBackend:
         if hit < shared:
             ids = torch.tensor([first[hit:shared]], device=self.device)
             pos = torch.arange(hit, shared, device=self.device).unsqueeze(0)
-            self.model(input_ids=ids, position_ids=pos, past_key_values=cache, use_cache=True)
+            # Only the cache is wanted here: logits_to_keep=1 spares the vocabulary projection of every position.
+            self.model(input_ids=ids, position_ids=pos, past_key_values=cache, use_cache=True, logits_to_keep=1)
             self.prefilled_tokens += shared - hit
         key = tuple(first[:shared])
         if self.prefix_cache and key not in self._prefixes:
@@ -398,7 +399,7 @@ class HFBackend:
         enc = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=self._add_bos()).to(self.device)
         with self._lock, torch.inference_mode():
             t0 = time.perf_counter()
-            logp = torch.log_softmax(self.model(**enc).logits[0, -1].float(), -1)
+            logp = torch.log_softmax(self.model(**enc, logits_to_keep=1).logits[0, -1].float(), -1)
             self.busy_s += time.perf_counter() - t0
         return logp
 
