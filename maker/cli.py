@@ -67,6 +67,35 @@ def _voting_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+def _cluster_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for opt in reversed([
+        click.option("--cluster", "cluster", default=None, metavar="ADDRESS",
+                     help="Serve the models from Ray replica actors: local (a private instance on loopback), "
+                          "auto ($RAY_ADDRESS, else the cluster started here with `ray start`), ray://HOST:PORT, "
+                          "or HOST:PORT."),
+        click.option("--cluster-config", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="TOML file of cluster options: address, [default] and [models.\"SPEC\"] placement."),
+        click.option("--replicas", type=int, default=None, help="Replica actors per model (default 1)."),
+        click.option("--replica-cpus", type=float, default=None, help="CPUs each replica reserves (default 1)."),
+        click.option("--replica-gpus", type=float, default=None,
+                     help="GPUs each replica reserves; fractions share a GPU (default 0)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _cluster(cluster: str | None, cluster_config: str | None, replicas: int | None, replica_cpus: float | None,
+             replica_gpus: float | None) -> Any:
+    """Cluster options from the command line, or None to run the models in this process."""
+    if cluster is None and cluster_config is None:
+        if replicas is not None or replica_cpus is not None or replica_gpus is not None:
+            raise UserError("--replicas, --replica-cpus and --replica-gpus need --cluster (or --cluster-config)")
+        return None
+    from maker.cluster.config import ClusterOptions
+
+    return ClusterOptions.build(cluster, cluster_config, replicas=replicas, cpus=replica_cpus, gpus=replica_gpus)
+
+
 def _emit(obj: Any, as_json: bool, human: Callable[[], None]) -> None:
     if as_json:
         click.echo(json.dumps(obj, indent=None, sort_keys=False))
@@ -149,9 +178,12 @@ def _progress(as_json: bool) -> Any:
               help="What to record: one row per step, or also every sample.")
 @click.option("--commit-every", type=int, default=4096, show_default=True, help="Commit at least every N steps.")
 @click.option("--commit-seconds", type=float, default=0.5, show_default=True, help="... and at least every S seconds.")
+@_cluster_options
 @_run_common
 def run(workflow: str, sets: tuple[str, ...], agents: tuple[str, ...], seed: int, run_id: str | None, detail: str,
-        commit_every: int, commit_seconds: float, store: str | None, as_json: bool, log_level: str, **voting: Any) -> None:
+        commit_every: int, commit_seconds: float, store: str | None, as_json: bool, log_level: str, cluster: str | None,
+        cluster_config: str | None, replicas: int | None, replica_cpus: float | None, replica_gpus: float | None,
+        **voting: Any) -> None:
     """Run WORKFLOW (a built-in name or module:Class) to the end."""
     from maker._logging import configure_logging, get_logger
     from maker.runs import RunOptions, start_run
@@ -160,9 +192,11 @@ def run(workflow: str, sets: tuple[str, ...], agents: tuple[str, ...], seed: int
     _term_as_interrupt()
     if not agents:
         raise UserError("give at least one --agent, e.g. --agent simulated:gpt-4.1-mini")
+    placement = _cluster(cluster, cluster_config, replicas, replica_cpus, replica_gpus)
     try:
         options = RunOptions(agents=list(agents), seed=seed, detail=detail, commit_every=commit_every,
-                             commit_seconds=commit_seconds, log_steps=log_level == "debug", **{k: v for k, v in voting.items() if v is not None})
+                             commit_seconds=commit_seconds, log_steps=log_level == "debug", cluster=placement,
+                             **{k: v for k, v in voting.items() if v is not None})
     except Exception as exc:
         raise UserError(f"bad run options: {exc}") from None
     path = _store_path(store)
@@ -181,9 +215,11 @@ def run(workflow: str, sets: tuple[str, ...], agents: tuple[str, ...], seed: int
 @click.argument("run_id")
 @click.option("--set", "sets", multiple=True, help="Must equal the recorded parameters (checked).")
 @_voting_options
+@_cluster_options
 @_run_common
 def resume(run_id: str, sets: tuple[str, ...], agents: tuple[str, ...], store: str | None, as_json: bool,
-           log_level: str, **voting: Any) -> None:
+           log_level: str, cluster: str | None, cluster_config: str | None, replicas: int | None,
+           replica_cpus: float | None, replica_gpus: float | None, **voting: Any) -> None:
     """Continue RUN_ID from its last committed step."""
     from maker._logging import configure_logging, get_logger
     from maker.runs import resume_run
@@ -191,11 +227,12 @@ def resume(run_id: str, sets: tuple[str, ...], agents: tuple[str, ...], store: s
     configure_logging(level=log_level)
     _term_as_interrupt()
     overrides = _overrides(voting, agents, log_level)
+    placement = _cluster(cluster, cluster_config, replicas, replica_cpus, replica_gpus)
     path = _store_path(store)
     get_logger(run_id=run_id).info("resuming", store=path, overrides=overrides)
     with _progress(as_json) as progress:
         summary = resume_run(run_id, store=path, params=_parse_sets(sets) or None, overrides=overrides,
-                             on_progress=progress)
+                             on_progress=progress, cluster=placement)
     _finish(summary, as_json)
 
 
@@ -364,7 +401,7 @@ def estimate(steps: int, p: float | None, error: float | None, target: float, va
     _emit(out, as_json, human)
 
 
-from maker import cli_trace  # noqa: E402,F401  (registers trace, replay and fork on main)
+from maker import cli_jobs, cli_trace  # noqa: E402,F401  (register trace, replay, fork, submit and jobs on main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -224,7 +224,7 @@ def fork_run(
                                "params": dict(params or {})})
         if on_start:
             on_start(fork_id)
-        engine = _engine(wf, st, rid, fork_id, agents, opts, wf.expected_steps(new_params), on_progress)
+        engine = _engine(wf, st, rid, fork_id, agents, opts.speculation(), opts, wf.expected_steps(new_params), on_progress)
         engine.steps = engine.first_step = from_step
         return _drive(engine, wf, state, wf_cls.name)
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import os
 import secrets
@@ -14,7 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from maker.agents import make_agent
+from maker.agents import Agent, make_agent
+from maker.cluster.config import ClusterOptions
 from maker.dsl import MicrostepCall, Workflow
 from maker.engine import Engine, Progress, RunSummary
 from maker.errors import RunError, RunMismatchError, StoreCorruptError, UserError
@@ -75,8 +77,21 @@ class RunOptions(BaseModel):
     """GlimpRouter: steps whose drafter first-token entropy exceeds this go straight to the large model."""
     log_steps: bool = Field(False, exclude=True)
     """Log one debug line per committed step (``--log-level debug``); not part of the run's record."""
+    cluster: ClusterOptions | None = Field(None, exclude=True)
+    """Serve every agent's model from Ray replica actors (``--cluster``); where models run is not part of
+    the run's record: the same seed gives the same trace in-process or on a cluster."""
 
-    def speculation(self) -> Any:
+    def agent_maker(self, stack: contextlib.ExitStack) -> Callable[[str], Agent]:
+        """``make_agent``, or the cluster's, which starts replicas (stopped when ``stack`` closes)."""
+        if self.cluster is None:
+            return make_agent
+        from maker.cluster import Cluster
+
+        cluster = Cluster(self.cluster)
+        stack.callback(cluster.close)
+        return cluster.agent
+
+    def speculation(self, make: Callable[[str], Agent] = make_agent) -> Any:
         from maker.speculation import Speculation
 
         if self.drafter is None:
@@ -84,7 +99,7 @@ class RunOptions(BaseModel):
                 raise UserError("--verifier needs a --drafter whose drafts it checks")
             return None
         return Speculation(
-            drafter=make_agent(self.drafter), verifiers=[make_agent(v) for v in self.verifiers], mode=self.verify,
+            drafter=make(self.drafter), verifiers=[make(v) for v in self.verifiers], mode=self.verify,
             threshold=self.threshold, score_by=self.score_by, verify_k=self.verify_k, large_first=self.large_first,
             entropy_threshold=self.entropy_threshold,
         )
@@ -144,12 +159,14 @@ def start_run(
     wf_cls = resolve_workflow(workflow) if isinstance(workflow, str) else workflow
     opts = options if isinstance(options, RunOptions) else _options(options)
     p = wf_cls.parse_params(params)
-    agents = [make_agent(s) for s in opts.agents]  # bad specs fail before anything is written
-    wf = wf_cls()
-    state = wf.start(p)
-    run_id = run_id or new_run_id(wf_cls.name)
-    st = Store.create(store)
-    try:
+    with contextlib.ExitStack() as stack:
+        make = opts.agent_maker(stack)
+        agents = [make(s) for s in opts.agents]  # bad specs fail before anything is written
+        spec = opts.speculation(make)
+        wf = wf_cls()
+        state = wf.start(p)
+        run_id = run_id or new_run_id(wf_cls.name)
+        st = stack.enter_context(Store.create(store))
         rid = st.create_run(
             run_id,
             workflow=wf_cls.name,
@@ -162,10 +179,8 @@ def start_run(
         )
         if on_start:
             on_start(run_id)
-        engine = _engine(wf, st, rid, run_id, agents, opts, wf.expected_steps(p), on_progress)
+        engine = _engine(wf, st, rid, run_id, agents, spec, opts, wf.expected_steps(p), on_progress)
         return _drive(engine, wf, state, wf_cls.name)
-    finally:
-        st.close()
 
 
 def resume_run(
@@ -175,6 +190,7 @@ def resume_run(
     params: Mapping[str, Any] | None = None,
     overrides: Mapping[str, Any] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    cluster: ClusterOptions | None = None,
 ) -> RunSummary:
     """Continue a stopped, killed or failed run from its last commit.
 
@@ -193,21 +209,22 @@ def resume_run(
         options = dict(record.config)
         options.update({k: v for k, v in (overrides or {}).items() if v is not None})
         opts = _options(options)
-        agents = [make_agent(s) for s in opts.agents]
+        opts.cluster = cluster
         wf = wf_cls()
         state = _recover_state(st, record, wf)
     finally:
         st.close()
-    st = Store.open(store, write=True)
-    try:
+    with contextlib.ExitStack() as stack:
+        make = opts.agent_maker(stack)
+        agents = [make(s) for s in opts.agents]
+        spec = opts.speculation(make)
+        st = stack.enter_context(Store.open(store, write=True))
         st.set_status(record.id, "running", pid=os.getpid(), host=os.uname().nodename, config=opts.model_dump(mode="json"))
         st.event(record.id, "resume", {"from_step": record.steps, "overrides": dict(overrides or {})})
         p = wf_cls.parse_params(record.params)
-        engine = _engine(wf, st, record.id, run_id, agents, opts, wf.expected_steps(p), on_progress)
+        engine = _engine(wf, st, record.id, run_id, agents, spec, opts, wf.expected_steps(p), on_progress)
         engine.restore_counters(record)
         return _drive(engine, wf, state, wf_cls.name)
-    finally:
-        st.close()
 
 
 def _check_identity(record: RunRecord, wf_cls: type[Workflow[Any, Any]], params: Mapping[str, Any] | None) -> None:
@@ -297,13 +314,13 @@ def state_from_snapshot(
     return state
 
 
-def _engine(wf: Workflow[Any, Any], st: Store, rid: int, run_id: str, agents: list[Any], opts: RunOptions,
-            expected_steps: int | None, on_progress: Callable[[Progress], None] | None) -> Engine:
+def _engine(wf: Workflow[Any, Any], st: Store, rid: int, run_id: str, agents: list[Any], speculation: Any,
+            opts: RunOptions, expected_steps: int | None, on_progress: Callable[[Progress], None] | None) -> Engine:
     return Engine(
         workflow=wf, store=st, rid=rid, run_id=run_id, agents=agents, seed=opts.seed, voting=opts.voting(),
         detail=opts.detail, max_tokens=opts.max_tokens, commit_every=opts.commit_every,
         commit_seconds=opts.commit_seconds, expected_steps=expected_steps, on_progress=on_progress,
-        log_steps=opts.log_steps, speculation=opts.speculation(),
+        log_steps=opts.log_steps, speculation=speculation,
     )
 
 

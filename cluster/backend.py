@@ -1,0 +1,162 @@
+"""Connecting to Ray, starting the replicas of each model, and the Ray-backed backend the engine uses.
+
+``Cluster(options).agent(spec)`` returns an :class:`~maker.agents.Agent` whose backend has
+the same methods as an in-process one (``generate``, and ``judge``, ``score``,
+``first_token_entropy`` where the model has them); the engine cannot tell the difference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from maker.agents import Agent, GenerateRequest, Sample, parse_spec
+from maker.cluster.config import ClusterOptions, resolve_address
+from maker.cluster.replica import MicrostepRef, Replica
+from maker.cluster.router import Router
+from maker.errors import UserError
+
+__all__ = ["Cluster", "RayBackend", "ray_available"]
+
+log = structlog.get_logger("maker.cluster")
+
+
+def ray_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is not None
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise UserError("running on a cluster needs Ray: pip install 'maker[ray]'") from None
+    return ray
+
+
+class RayBackend:
+    """A model served by replica actors, reached through a :class:`Router`."""
+
+    def __init__(self, cluster: Cluster, spec: str, actors: list[Any]) -> None:
+        self.name = spec
+        self.cluster = cluster
+        self.actors = actors
+        self._router: Router | None = None
+        self._microsteps: dict[int, tuple[Any, MicrostepRef]] = {}
+
+    @property
+    def router(self) -> Router:
+        if self._router is None:  # made inside the running event loop
+            opts = self.cluster.options
+            place = opts.placement(self.name)
+            self._router = Router(self.name, self.actors, max_inflight=place.max_inflight, max_batch=opts.max_batch,
+                                  retries=opts.retries)
+        return self._router
+
+    def _wire(self, payload: Any) -> Any:
+        oracle = getattr(payload, "oracle", None)
+        if oracle is None or isinstance(oracle.microstep, MicrostepRef):
+            return payload
+        ms = oracle.microstep
+        held = self._microsteps.get(id(ms))
+        if held is None or held[0] is not ms:
+            held = self._microsteps[id(ms)] = (ms, MicrostepRef(self.cluster.ray.put(ms)))
+        return dataclasses.replace(payload, oracle=dataclasses.replace(oracle, microstep=held[1]))
+
+    async def generate(self, requests: Sequence[GenerateRequest]) -> list[list[Sample]]:
+        return await self.router.submit_many("generate", [self._wire(r) for r in requests])
+
+    async def judge(self, requests: Sequence[Any]) -> list[list[float]]:
+        return await self.router.submit_many("judge", [self._wire(r) for r in requests])
+
+    async def first_token_entropy(self, requests: Sequence[GenerateRequest]) -> list[float]:
+        return await self.router.submit_many("first_token_entropy", [self._wire(r) for r in requests])
+
+    async def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[list[float]]:
+        return await self.router.submit_many("score", list(zip(prompts, continuations, strict=True)))
+
+    async def aclose(self) -> None:
+        if self._router is not None:
+            await self._router.aclose()
+            self._router = None
+
+
+class Cluster:
+    """A connection to Ray and the replicas this run started. Close it to stop them."""
+
+    def __init__(self, options: ClusterOptions) -> None:
+        self.options = options
+        self.ray = _ray()
+        self._started_ray = False
+        self._models: dict[str, tuple[list[Any], dict[str, Any]]] = {}
+        self.backends: list[RayBackend] = []
+
+    def connect(self) -> Cluster:
+        ray = self.ray
+        if ray.is_initialized():
+            return self
+        address = resolve_address(self.options.address)
+        kwargs: dict[str, Any] = {"address": address, "log_to_driver": True, "logging_level": "WARNING",
+                                  "configure_logging": False}
+        if address == "local":
+            # A private instance that listens on loopback only, with no dashboard.
+            kwargs.update(include_dashboard=False, _node_ip_address="127.0.0.1",
+                          num_cpus=self.options.num_cpus or os.cpu_count())
+        try:
+            ray.init(**kwargs)
+        except ConnectionError as exc:
+            raise UserError(f"cannot reach the Ray cluster at {address!r}: {exc}") from None
+        self._started_ray = True
+        log.info("connected to ray", address=address, resources=ray.cluster_resources())
+        return self
+
+    def agent(self, spec: str) -> Agent:
+        """An agent whose backend runs in replica actors (started once per spec)."""
+        parse_spec(spec)  # a bad spec fails here, not in a remote actor
+        self.connect()
+        if spec not in self._models:
+            self._models[spec] = self._start(spec)
+        actors, described = self._models[spec]
+        backend = RayBackend(self, spec, actors)
+        self.backends.append(backend)
+        return Agent(spec, backend, info=described["info"])
+
+    def _start(self, spec: str) -> tuple[list[Any], dict[str, Any]]:
+        ray = self.ray
+        place = self.options.placement(spec)
+        cls = ray.remote(Replica).options(
+            num_cpus=place.cpus, num_gpus=place.gpus, max_restarts=-1, max_task_retries=0,
+            max_concurrency=max(place.max_inflight * 2, 16),
+        )
+        actors = [cls.remote(spec) for _ in range(place.replicas)]
+        try:
+            described = ray.get([a.describe.remote() for a in actors])
+        except Exception as exc:  # the backend could not start in the actor (missing model, bad option, ...)
+            for a in actors:
+                ray.kill(a, no_restart=True)
+            cause = getattr(exc, "cause", None) or exc
+            raise UserError(f"{spec}: its replicas could not start: {str(cause).strip().splitlines()[-1]}") from None
+        log.info("replicas ready", agent=spec, replicas=len(actors), cpus=place.cpus, gpus=place.gpus,
+                 nodes=sorted({d["node"][:12] for d in described}))
+        return actors, described[0]
+
+    def replicas(self, spec: str) -> list[Any]:
+        return self._models[spec][0]
+
+    def close(self) -> None:
+        ray = self.ray
+        for actors, _ in self._models.values():
+            for a in actors:
+                try:
+                    ray.kill(a, no_restart=True)
+                except Exception:  # already gone
+                    pass
+        self._models.clear()
+        if self._started_ray and ray.is_initialized():
+            ray.shutdown()
+        self._started_ray = False
