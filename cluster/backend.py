@@ -95,6 +95,7 @@ class Cluster:
         self._started_ray = False
         self._models: dict[str, tuple[list[Any], dict[str, Any]]] = {}
         self.backends: list[RayBackend] = []
+        self.tag = os.urandom(3).hex()  # replicas are named maker/TAG/SPEC/I (see `ray list actors`)
 
     def connect(self) -> Cluster:
         ray = self.ray
@@ -129,13 +130,29 @@ class Cluster:
     def _start(self, spec: str) -> tuple[list[Any], dict[str, Any]]:
         ray = self.ray
         place = self.options.placement(spec)
-        cls = ray.remote(Replica).options(
-            num_cpus=place.cpus, num_gpus=place.gpus, max_restarts=-1, max_task_retries=0,
-            max_concurrency=max(place.max_inflight * 2, 16),
-        )
-        actors = [cls.remote(spec) for _ in range(place.replicas)]
+        cls = ray.remote(Replica)
+        actors = [
+            cls.options(name=f"maker/{self.tag}/{spec}/{i}", num_cpus=place.cpus, num_gpus=place.gpus, max_restarts=-1,
+                        max_task_retries=0, max_concurrency=max(place.max_inflight * 2, 16)).remote(spec)
+            for i in range(place.replicas)
+        ]
+        total = ray.cluster_resources()
+        if place.cpus > total.get("CPU", 0) or place.gpus > total.get("GPU", 0):
+            log.warning("a replica asks for more than any node has now; waiting for the cluster to grow",
+                        agent=spec, cpus=place.cpus, gpus=place.gpus, cluster_cpus=total.get("CPU", 0),
+                        cluster_gpus=total.get("GPU", 0))
         try:
-            described = ray.get([a.describe.remote() for a in actors])
+            described = ray.get([a.describe.remote() for a in actors], timeout=self.options.start_timeout)
+        except ray.exceptions.GetTimeoutError:
+            for a in actors:
+                ray.kill(a, no_restart=True)
+            free = ray.available_resources()
+            raise UserError(
+                f"{spec}: its {place.replicas} replica(s) were not running after {self.options.start_timeout:.0f} s; "
+                f"each asks for {place.cpus} CPU and {place.gpus} GPU, and the cluster has "
+                f"{free.get('CPU', 0):g} CPU and {free.get('GPU', 0):g} GPU free. Ask for less (--replica-cpus, "
+                f"--replica-gpus, --replicas) or add nodes."
+            ) from None
         except Exception as exc:  # the backend could not start in the actor (missing model, bad option, ...)
             for a in actors:
                 ray.kill(a, no_restart=True)

@@ -45,6 +45,8 @@ class ClusterOptions(BaseModel):
     """Requests carried by one actor call at most."""
     retries: int = Field(5, ge=0, le=100)
     """How many times a request whose replica died is sent again."""
+    start_timeout: float = Field(300.0, gt=0)
+    """Seconds to wait for a model's replicas to be placed and loaded before giving up."""
     num_cpus: int | None = Field(None, ge=1)
     """CPUs of a ``local`` instance (default: all of this machine's)."""
 
@@ -52,9 +54,10 @@ class ClusterOptions(BaseModel):
         return self.models.get(spec, self.default)
 
     @classmethod
-    def build(cls, address: str | None = None, config: str | os.PathLike[str] | None = None,
-              **default: Any) -> ClusterOptions:
-        """Options from a config file (if any), with the command line's address and defaults on top."""
+    def build(cls, address: str | None = None, config: str | os.PathLike[str] | None = None, *,
+              replicas: int | None = None, cpus: float | None = None, gpus: float | None = None,
+              **top: Any) -> ClusterOptions:
+        """Options from a config file (if any), with the command line's address, placement and options on top."""
         values: dict[str, Any] = {}
         if config is not None:
             path = Path(config)
@@ -66,7 +69,8 @@ class ClusterOptions(BaseModel):
                 raise UserError(f"cluster config {path} is not valid TOML: {exc}") from None
         if address is not None:
             values["address"] = address
-        given = {k: v for k, v in default.items() if v is not None}
+        values.update(top)
+        given = {k: v for k, v in {"replicas": replicas, "cpus": cpus, "gpus": gpus}.items() if v is not None}
         if given:
             values["default"] = {**values.get("default", {}), **given}
         try:

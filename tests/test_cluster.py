@@ -1,0 +1,202 @@
+"""Runs through Ray replica actors on a real local Ray instance: the same trace as in-process,
+a replica killed mid-run, the command line, and a killed driver resumed on the cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+ray = pytest.importorskip("ray")
+
+from maker.cluster import ClusterOptions  # noqa: E402
+from maker.runs import RunOptions, start_run  # noqa: E402
+from maker.store import STEP_COLUMNS, Store  # noqa: E402
+
+_SCRIPT = Path(sys.executable).with_name("maker")
+MAKER = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "maker.cli"]
+AGENT = "simulated:p=0.85,seed=3,overlong=0.02,malformed=0.02"
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Any:
+    """One private Ray instance on loopback for the module; the runs attach to it and leave it up."""
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+             logging_level="WARNING", log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def _trace(path: Path, run_id: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Every recorded step (timings left out) and every sample of a run."""
+    keep = [i for i, c in enumerate(STEP_COLUMNS) if c not in ("t_start", "dur")]
+    with Store.open(path) as st:
+        rid = st.run(run_id).id
+        steps = [tuple(row[i] for i in keep) for row in st.steps(rid)]
+        samples = [(s, *row) for s in range(len(steps)) for row in st.samples(rid, s)]
+    return steps, samples
+
+
+def _run(tmp: Path, name: str, cluster: ClusterOptions | None, disks: int = 7, **extra: Any) -> Any:
+    opts = RunOptions(agents=[AGENT], k=3, seed=11, detail="samples", cluster=cluster, **extra)
+    return start_run("hanoi", {"disks": disks}, opts, store=tmp / f"{name}.sqlite", run_id=name)
+
+
+def test_same_trace_as_in_process(local_ray: Any, tmp_path: Path) -> None:
+    here = _run(tmp_path, "here", None)
+    there = _run(tmp_path, "there", ClusterOptions.build("auto", replicas=2, cpus=0.25))
+    assert there.steps == here.steps == 127
+    assert (there.calls, there.red_flags, there.errors, there.tokens) == (here.calls, here.red_flags, here.errors,
+                                                                          here.tokens)
+    assert here.red_flags > 0  # the red-flag path went through the actors too
+    assert _trace(tmp_path / "there.sqlite", "there") == _trace(tmp_path / "here.sqlite", "here")
+
+
+def test_speculative_run_same_trace(local_ray: Any, tmp_path: Path) -> None:
+    """Drafter and verifiers (judge calls) through replicas: every decision recorded as in-process."""
+    spec = {"drafter": "simulated:p=0.8,seed=5", "verifiers": ["simulated:seed=6,tpr=0.95,fpr=0.1"],
+            "entropy_threshold": 1.0}
+    agent = "simulated:p=0.995,seed=9,hard_fraction=0.1"
+    runs = {}
+    for name, cluster in (("here", None), ("there", ClusterOptions.build("auto", cpus=0.25))):
+        opts = RunOptions(agents=[agent], k=2, seed=4, cluster=cluster, **spec)
+        runs[name] = start_run("hanoi", {"disks": 6}, opts, store=tmp_path / f"{name}.sqlite", run_id=name)
+    assert runs["there"].accepted == runs["here"].accepted > 0
+    assert runs["there"].escalated == runs["here"].escalated > 0
+    assert _trace(tmp_path / "there.sqlite", "there") == _trace(tmp_path / "here.sqlite", "here")
+
+
+def test_replica_killed_mid_run(local_ray: Any, tmp_path: Path) -> None:
+    """ray.kill one of two replicas while steps are in flight: Ray restarts it, the router sends its
+    requests again, and the run commits every step once, exactly as without the kill."""
+    latency = AGENT + ",call_s=0.004"
+    killed: list[str] = []
+    done = threading.Event()
+
+    def killer() -> None:
+        deadline = time.monotonic() + 60
+        while not done.is_set() and time.monotonic() < deadline:
+            names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                     if a["name"].startswith("maker/")]
+            if len(names) == 2:
+                time.sleep(0.8)  # let the run get going
+                if not done.is_set():
+                    ray.kill(ray.get_actor(sorted(names)[0]), no_restart=False)
+                    killed.append(sorted(names)[0])
+                return
+            time.sleep(0.05)
+
+    reference = start_run("hanoi", {"disks": 9}, RunOptions(agents=[latency], k=3, seed=2),
+                          store=tmp_path / "ref.sqlite", run_id="ref")
+    thread = threading.Thread(target=killer)
+    thread.start()
+    try:
+        with structlog.testing.capture_logs() as logs:
+            s = start_run("hanoi", {"disks": 9}, RunOptions(agents=[latency], k=3, seed=2,
+                                                            cluster=ClusterOptions.build("auto", replicas=2, cpus=0.25)),
+                          store=tmp_path / "kill.sqlite", run_id="kill")
+    finally:
+        done.set()
+        thread.join()
+    assert killed, "the replica was not killed while the run was going"
+    assert any(e["event"].startswith("replica lost") for e in logs), "no request was sent again"
+    assert s.steps == reference.steps == 511 and s.status == "done"
+    assert (s.errors, s.solved) == (reference.errors, reference.solved)
+    assert s.calls == reference.calls  # no sample counted twice
+    with Store.open(tmp_path / "kill.sqlite") as st:
+        steps = [r[0] for r in st.steps(st.run("kill").id)]
+    assert steps == list(range(511))
+    assert _trace(tmp_path / "kill.sqlite", "kill") == _trace(tmp_path / "ref.sqlite", "ref")
+
+
+def test_cli_run_on_local_cluster(tmp_path: Path) -> None:
+    db = tmp_path / "cli.sqlite"
+    out = subprocess.run([*MAKER, "run", "hanoi", "--set", "disks=5", "--agent", "simulated:p=0.95", "--cluster",
+                          "local", "--replicas", "2", "--replica-cpus", "0.5", "--store", str(db), "--run-id", "C", "--json"],
+                         capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["steps"] == 31 and summary["solved"] is True
+    events = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
+    ready = [e for e in events if e["event"] == "replicas ready"]
+    assert len(ready) == 1 and ready[0]["replicas"] == 2 and ready[0]["agent"] == "simulated:p=0.95"
+
+
+def test_replicas_that_cannot_be_placed_fail_clearly(local_ray: Any, tmp_path: Path) -> None:
+    from maker.errors import UserError
+
+    cluster = ClusterOptions.build("auto", cpus=64, start_timeout=3)
+    with pytest.raises(UserError, match="were not running after 3 s.*64.0 CPU"):
+        start_run("hanoi", {"disks": 3}, RunOptions(agents=["simulated:p=0.9"], cluster=cluster),
+                  store=tmp_path / "never.sqlite")
+    assert not (tmp_path / "never.sqlite").exists()
+
+
+def test_cli_cluster_option_errors(tmp_path: Path) -> None:
+    out = subprocess.run([*MAKER, "run", "hanoi", "--agent", "simulated:p=0.95", "--replicas", "2",
+                          "--store", str(tmp_path / "x.sqlite")], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--replicas" in out.stderr and "need --cluster" in out.stderr
+    bad = tmp_path / "c.toml"
+    bad.write_text("[default]\nreplicas = 0\n")
+    out = subprocess.run([*MAKER, "run", "hanoi", "--agent", "simulated:p=0.95", "--cluster-config", str(bad),
+                          "--store", str(tmp_path / "x.sqlite")], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "replicas" in out.stderr and "greater than or equal to 1" in out.stderr
+    assert not (tmp_path / "x.sqlite").exists()
+
+
+def test_killed_driver_resumes_on_cluster(tmp_path: Path) -> None:
+    """SIGKILL the driver of a cluster run; `maker resume --cluster local` finishes it, and the trace equals
+    an uninterrupted in-process run."""
+    db = tmp_path / "d.sqlite"
+    args = ["hanoi", "--set", "disks=10", "--agent", "simulated:p=0.9,call_s=0.002", "--k", "3", "--seed", "8",
+            "--commit-seconds", "0.05", "--store", str(db)]
+    proc = subprocess.Popen([*MAKER, "run", *args, "--run-id", "D", "--cluster", "local"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        committed = 0
+        while time.monotonic() < deadline and proc.poll() is None:
+            committed = _committed(db)
+            if committed >= 100:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None and committed >= 100, "the run ended or stalled before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    left = _committed(db)
+    assert 100 <= left < 1023
+    out = subprocess.run([*MAKER, "resume", "D", "--store", str(db), "--cluster", "local", "--json"],
+                         capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["steps"] == 1023
+    ref = subprocess.run([*MAKER, "run", *args, "--run-id", "REF", "--json"], capture_output=True, text=True,
+                         timeout=300, stdin=subprocess.DEVNULL)
+    assert ref.returncode == 0, ref.stderr
+    assert _trace(db, "D")[0] == _trace(db, "REF")[0]
+
+
+def _committed(db: Path) -> int:
+    import sqlite3
+
+    if not db.exists():
+        return 0
+    try:
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=0.05)
+        row = con.execute("SELECT steps FROM runs WHERE run_id='D'").fetchone()
+        con.close()
+    except sqlite3.Error:
+        return 0
+    return int(row[0]) if row else 0
