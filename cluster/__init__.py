@@ -4,9 +4,8 @@
 actors; the engine, the store and the trace stay with the driver.
 """
 
-from maker.cluster.backend import Cluster, RayBackend, ray_available
+from maker.cluster.backend import Cluster, RayBackend
 from maker.cluster.config import ClusterOptions, Placement, resolve_address
 from maker.cluster.router import ReplicaLostError, Router
 
-__all__ = ["Cluster", "ClusterOptions", "Placement", "RayBackend", "ReplicaLostError", "Router", "ray_available",
-           "resolve_address"]
+__all__ = ["Cluster", "ClusterOptions", "Placement", "RayBackend", "ReplicaLostError", "Router", "resolve_address"]

@@ -20,15 +20,9 @@ from maker.cluster.replica import MicrostepRef, Replica
 from maker.cluster.router import Router
 from maker.errors import UserError
 
-__all__ = ["Cluster", "RayBackend", "ray_available"]
+__all__ = ["Cluster", "RayBackend"]
 
 log = structlog.get_logger("maker.cluster")
-
-
-def ray_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("ray") is not None
 
 
 def _ray() -> Any:
@@ -94,7 +88,6 @@ class Cluster:
         self.ray = _ray()
         self._started_ray = False
         self._models: dict[str, tuple[list[Any], dict[str, Any]]] = {}
-        self.backends: list[RayBackend] = []
         self.tag = os.urandom(3).hex()  # replicas are named maker/TAG/SPEC/I (see `ray list actors`)
 
     def connect(self) -> Cluster:
@@ -123,9 +116,7 @@ class Cluster:
         if spec not in self._models:
             self._models[spec] = self._start(spec)
         actors, described = self._models[spec]
-        backend = RayBackend(self, spec, actors)
-        self.backends.append(backend)
-        return Agent(spec, backend, info=described["info"])
+        return Agent(spec, RayBackend(self, spec, actors), info=described["info"])
 
     def _start(self, spec: str) -> tuple[list[Any], dict[str, Any]]:
         ray = self.ray

@@ -35,18 +35,12 @@ class Replica:
         self.spec = spec
         self.agent = make_agent(spec)
         self._microsteps: dict[Any, Any] = {}
-        self.batches = 0
-        self.items = 0
 
     def describe(self) -> dict[str, Any]:
         import ray
 
         return {"spec": self.spec, "info": dict(self.agent.info), "pid": os.getpid(),
-                "node": ray.get_runtime_context().get_node_id(),
-                "methods": [m for m in METHODS if hasattr(self.agent.backend, m)]}
-
-    def counters(self) -> dict[str, int]:
-        return {"batches": self.batches, "items": self.items}
+                "node": ray.get_runtime_context().get_node_id()}
 
     async def call(self, method: str, items: Sequence[tuple[int, Any]]) -> list[tuple[int, Any]]:
         """Run one batch of requests through the backend's ``method``; results keep their request ids."""
@@ -63,8 +57,6 @@ class Replica:
             results = await fn([p[0] for p in payloads], [p[1] for p in payloads])
         else:
             results = await fn(payloads)
-        self.batches += 1
-        self.items += len(items)
         return [(rid, r) for (rid, _), r in zip(items, results, strict=True)]
 
     async def _inflate(self, payload: Any) -> Any:
