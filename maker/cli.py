@@ -404,4 +404,8 @@ def estimate(steps: int, p: float | None, error: float | None, target: float, va
 from maker import cli_jobs, cli_trace  # noqa: E402,F401  (register trace, replay, fork, submit and jobs on main)
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    # `python -m maker.cli` runs this file as __main__, a second copy of the module; the trace and job
+    # commands registered themselves on maker.cli's group, so run that one.
+    from maker.cli import main as _registered
+
+    _registered()

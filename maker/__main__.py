@@ -1,0 +1,5 @@
+"""``python -m maker``: the command line."""
+
+from maker.cli import main
+
+main()
