@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shlex
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +137,15 @@ def _option_value(args: list[str], name: str) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def _about_job(job_id: str) -> Iterator[None]:
+    """The job server's 'no such job' (a RuntimeError) as a clear error."""
+    try:
+        yield
+    except RuntimeError as exc:
+        raise UserError(f"job {job_id}: {str(exc).splitlines()[0]}") from None
+
+
 @main.group()
 def jobs() -> None:
     """List, inspect, follow and stop maker jobs on a Ray cluster."""
@@ -173,10 +184,8 @@ def jobs_list(address: str | None, show_all: bool, as_json: bool) -> None:
 def jobs_status(job_id: str, address: str | None, as_json: bool) -> None:
     """One job's status, run id and entrypoint."""
     client = _client(address)
-    try:
+    with _about_job(job_id):
         row = _job_row(client.get_job_info(job_id))
-    except RuntimeError as exc:
-        raise UserError(f"job {job_id}: {str(exc).splitlines()[0]}") from None
 
     def human() -> None:
         for k, v in row.items():
@@ -193,13 +202,11 @@ def jobs_status(job_id: str, address: str | None, as_json: bool) -> None:
 def jobs_logs(job_id: str, address: str | None, follow: bool) -> None:
     """A job's output (the run's progress and summary)."""
     client = _client(address)
-    try:
+    with _about_job(job_id):
         if follow:
             _follow(client, job_id)
         else:
             click.echo(client.get_job_logs(job_id), nl=False)
-    except RuntimeError as exc:
-        raise UserError(f"job {job_id}: {str(exc).splitlines()[0]}") from None
 
 
 @jobs.command("stop")
@@ -208,8 +215,6 @@ def jobs_logs(job_id: str, address: str | None, follow: bool) -> None:
 def jobs_stop(job_id: str, address: str | None) -> None:
     """Stop a job. Its run keeps every committed step and is marked interrupted; `maker resume` continues it."""
     client = _client(address)
-    try:
+    with _about_job(job_id):
         stopped = client.stop_job(job_id)
-    except RuntimeError as exc:
-        raise UserError(f"job {job_id}: {str(exc).splitlines()[0]}") from None
     click.echo(f"job {job_id}: {'stop requested' if stopped else 'already finished'}")
