@@ -95,20 +95,20 @@ def submit(workflow: str, run_args: tuple[str, ...], address: str | None, workin
     from maker.runs import new_run_id, resolve_workflow
 
     args = list(run_args)
-    for flag in ("--cluster", "--run-id"):
-        if any(a == flag or a.startswith(flag + "=") for a in args):
-            raise UserError(f"maker submit sets {flag} itself; leave it out")
-    store = _option_value(args, "--store")
+    try:  # the options are parsed by `maker run` itself and checked here, before anything is sent
+        given = run_command.make_context("run", [workflow, *args], resilient_parsing=False).params
+    except click.UsageError as exc:
+        raise UserError(f"bad run options for the job: {exc.format_message()}") from None
+    for name in ("cluster", "run_id"):
+        if given.get(name) is not None:
+            raise UserError(f"maker submit sets --{name.replace('_', '-')} itself; leave it out")
+    store = given.get("store")
     if store is not None and not Path(store).is_absolute():
         raise UserError(f"--store {store}: give an absolute path on the cluster; a relative one would land in the "
                         "job's temporary copy of the working directory and be lost")
     wf_name = resolve_workflow(workflow).name
     run_id = new_run_id(wf_name)
     argv = [workflow, *args, "--cluster", "auto", "--run-id", run_id]
-    try:  # the options are checked here, before anything is sent
-        run_command.make_context("run", list(argv), resilient_parsing=False)
-    except click.UsageError as exc:
-        raise UserError(f"bad run options for the job: {exc.format_message()}") from None
     entrypoint = shlex.join(["maker", "run", *argv])
     client = _client(address)
     job_id = client.submit_job(
@@ -126,15 +126,6 @@ def submit(workflow: str, run_args: tuple[str, ...], address: str | None, workin
     click.echo(f"job {job_id}: {status}", err=True)
     if status != "SUCCEEDED":
         sys.exit(1)
-
-
-def _option_value(args: list[str], name: str) -> str | None:
-    for i, a in enumerate(args):
-        if a == name and i + 1 < len(args):
-            return args[i + 1]
-        if a.startswith(name + "="):
-            return a.split("=", 1)[1]
-    return None
 
 
 @contextlib.contextmanager
