@@ -3,17 +3,19 @@
 On one local Ray instance (started here, on loopback):
 
 1. overhead per step: a Hanoi run with an instant simulated agent (gpt-4.1-mini, k=3),
-   in-process and through one replica; wall time, microseconds per step, the ratio, and
-   whether the two traces agree (errors and calls);
+   in-process and through one replica running the chain ahead (lookahead, the default);
+   wall time, microseconds per step, the ratio, and whether the two traces agree (errors
+   and calls); then the same through the router call by call (``lookahead 0``), on at most
+   ``--call-disks`` disks since it pays a round trip per step;
 2. latency: the same agent with a simulated call latency of 50 ms, in-process against
    4 replicas;
 3. micro-batching: ``--burst`` generate requests in flight at once through the router to
    2 replicas: actor calls made, requests per call, requests per second, against one
    actor call per request.
 
-    python bench/bench_cluster.py [--disks 14] [--latency-disks 6] [--burst 20000] [--json]
+    python bench/bench_cluster.py [--disks 14] [--call-disks 14] [--latency-disks 6] [--burst 20000] [--json]
 
-``--disks 20`` runs the full 1,048,575-step task through Ray (about 2 ms per step here).
+``--disks 20`` runs the full 1,048,575-step task through Ray (about 80 us per step here).
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ def _burst(n: int) -> dict[str, Any]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--disks", type=int, default=14)
+    ap.add_argument("--call-disks", type=int, default=14)
     ap.add_argument("--latency-disks", type=int, default=6)
     ap.add_argument("--burst", type=int, default=20000)
     ap.add_argument("--json", action="store_true")
@@ -107,6 +110,16 @@ def main() -> int:
             "errors_in_process_ray": [here.errors, there.errors],
             "same_calls": here.calls == there.calls,
             "target_ratio": 2.0,
+        })
+        call_disks = min(args.call_disks, args.disks)
+        if call_disks != args.disks:
+            here, _ = _run(tmp, "here_c", call_disks, AGENT, None)
+        by_call, _ = _run(tmp, "by_call", call_disks, AGENT, ClusterOptions.build("auto", cpus=0.5, lookahead=0))
+        out.update({
+            "call_by_call_steps": by_call.steps,
+            "call_by_call_s": round(by_call.wall_s, 2),
+            "call_by_call_over_in_process": round(by_call.wall_s / here.wall_s, 1),
+            "call_by_call_same_calls": here.calls == by_call.calls,
         })
         slow = AGENT + ",call_s=0.05"
         here, _ = _run(tmp, "here50", args.latency_disks, slow, None)

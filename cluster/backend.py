@@ -16,11 +16,12 @@ import structlog
 
 from maker.agents import Agent, GenerateRequest, Sample, parse_spec
 from maker.cluster.config import ClusterOptions, resolve_address
+from maker.cluster.lookahead import Lookahead
 from maker.cluster.replica import MicrostepRef, Replica
 from maker.cluster.router import Router
 from maker.errors import UserError
 
-__all__ = ["Cluster", "RayBackend"]
+__all__ = ["Cluster", "RayBackend", "attach"]
 
 log = structlog.get_logger("maker.cluster")
 
@@ -42,6 +43,8 @@ class RayBackend:
         self.actors = actors
         self._router: Router | None = None
         self._microsteps: dict[int, tuple[Any, MicrostepRef]] = {}
+        self.ahead: Lookahead | None = None
+        """Serves calls from a replica that runs the chain ahead, when the run has one (see :func:`attach`)."""
 
     @property
     def router(self) -> Router:
@@ -62,19 +65,31 @@ class RayBackend:
             held = self._microsteps[id(ms)] = (ms, MicrostepRef(self.cluster.ray.put(ms)))
         return dataclasses.replace(payload, oracle=dataclasses.replace(oracle, microstep=held[1]))
 
+    async def _call(self, method: str, requests: Sequence[Any]) -> Any:
+        if self.ahead is not None:
+            out = await self.ahead.take(method, requests)
+            if out is not None:
+                return out
+        if method == "score":
+            return await self.router.submit_many(method, list(requests))
+        return await self.router.submit_many(method, [self._wire(r) for r in requests])
+
     async def generate(self, requests: Sequence[GenerateRequest]) -> list[list[Sample]]:
-        return await self.router.submit_many("generate", [self._wire(r) for r in requests])
+        return await self._call("generate", requests)
 
     async def judge(self, requests: Sequence[Any]) -> list[list[float]]:
-        return await self.router.submit_many("judge", [self._wire(r) for r in requests])
+        return await self._call("judge", requests)
 
     async def first_token_entropy(self, requests: Sequence[GenerateRequest]) -> list[float]:
-        return await self.router.submit_many("first_token_entropy", [self._wire(r) for r in requests])
+        return await self._call("first_token_entropy", requests)
 
     async def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[list[float]]:
-        return await self.router.submit_many("score", list(zip(prompts, continuations, strict=True)))
+        return await self._call("score", list(zip(prompts, continuations, strict=True)))
 
     async def aclose(self) -> None:
+        if self.ahead is not None:
+            self.ahead.close()
+            self.ahead = None
         if self._router is not None:
             await self._router.aclose()
             self._router = None
@@ -168,3 +183,23 @@ class Cluster:
         if self._started_ray and ray.is_initialized():
             ray.shutdown()
         self._started_ray = False
+
+
+def attach(engine: Any, steps: int) -> Lookahead | None:
+    """Let a replica run ``engine``'s chain up to ``steps`` steps ahead, when one model serves all its agents."""
+    backends = [a.backend for a in engine.all_agents]
+    if steps <= 0 or not all(isinstance(b, RayBackend) for b in backends):
+        return None
+    if len({b.name for b in backends}) != 1:
+        log.info("lookahead off: the run's agents use more than one model, so its calls go one by one")
+        return None
+    first = backends[0]
+    try:
+        ahead = Lookahead(first.cluster.ray, first.actors, engine.recipe(), max_steps=steps)
+    except Exception as exc:  # the workflow cannot be sent to the replicas (it holds a lock, a socket, ...)
+        log.warning("lookahead off: the workflow cannot be sent to the replicas", error=f"{type(exc).__name__}: {exc}")
+        return None
+    for b in backends:
+        b.ahead = ahead
+    engine.ahead = ahead
+    return ahead

@@ -47,6 +47,9 @@ class ClusterOptions(BaseModel):
     """How many times a request whose replica died is sent again."""
     start_timeout: float = Field(300.0, gt=0)
     """Seconds to wait for a model's replicas to be placed and loaded before giving up."""
+    lookahead: int = Field(1024, ge=0, le=1_000_000)
+    """Steps a replica runs ahead of the driver in one actor call, the model calls it made reused by the
+    driver when they match exactly (0: every model call goes out on its own); see ``maker.cluster.lookahead``."""
     num_cpus: int | None = Field(None, ge=1)
     """CPUs of a ``local`` instance (default: all of this machine's)."""
 

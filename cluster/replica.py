@@ -59,6 +59,12 @@ class Replica:
             results = await fn(payloads)
         return [(rid, r) for (rid, _), r in zip(items, results, strict=True)]
 
+    async def rollout(self, recipe: Any, state: Any, step: int, steps: int) -> dict[str, Any]:
+        """Run the chain ahead of the driver (see :mod:`maker.cluster.lookahead`)."""
+        from maker.cluster.lookahead import rollout
+
+        return await rollout(recipe, self.agent, state, step, steps)
+
     async def _inflate(self, payload: Any) -> Any:
         oracle = getattr(payload, "oracle", None)
         if oracle is None or not isinstance(oracle.microstep, MicrostepRef):

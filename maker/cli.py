@@ -79,21 +79,28 @@ def _cluster_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--replica-cpus", type=float, default=None, help="CPUs each replica reserves (default 1)."),
         click.option("--replica-gpus", type=float, default=None,
                      help="GPUs each replica reserves; fractions share a GPU (default 0)."),
+        click.option("--lookahead", type=int, default=None, metavar="N",
+                     help="Steps a replica runs ahead of this process in one actor call, its model calls "
+                          "checked and reused here (default 1024; 0: every model call goes out on its own)."),
     ]):
         f = opt(f)
     return f
 
 
-def _cluster(cluster: str | None, cluster_config: str | None, replicas: int | None, replica_cpus: float | None,
-             replica_gpus: float | None) -> Any:
-    """Cluster options from the command line, or None to run the models in this process."""
-    if cluster is None and cluster_config is None:
-        if replicas is not None or replica_cpus is not None or replica_gpus is not None:
-            raise UserError("--replicas, --replica-cpus and --replica-gpus need --cluster (or --cluster-config)")
+def _cluster(given: dict[str, Any]) -> Any:
+    """Cluster options from the command line (taken out of ``given``), or None to run the models in this process."""
+    cluster, config = given.pop("cluster"), given.pop("cluster_config")
+    replicas, cpus, gpus = given.pop("replicas"), given.pop("replica_cpus"), given.pop("replica_gpus")
+    lookahead = given.pop("lookahead")
+    if cluster is None and config is None:
+        if replicas is not None or cpus is not None or gpus is not None or lookahead is not None:
+            raise UserError("--replicas, --replica-cpus, --replica-gpus and --lookahead need --cluster "
+                            "(or --cluster-config)")
         return None
     from maker.cluster.config import ClusterOptions
 
-    return ClusterOptions.build(cluster, cluster_config, replicas=replicas, cpus=replica_cpus, gpus=replica_gpus)
+    top = {} if lookahead is None else {"lookahead": lookahead}
+    return ClusterOptions.build(cluster, config, replicas=replicas, cpus=cpus, gpus=gpus, **top)
 
 
 def _emit(obj: Any, as_json: bool, human: Callable[[], None]) -> None:
@@ -181,8 +188,7 @@ def _progress(as_json: bool) -> Any:
 @_cluster_options
 @_run_common
 def run(workflow: str, sets: tuple[str, ...], agents: tuple[str, ...], seed: int, run_id: str | None, detail: str,
-        commit_every: int, commit_seconds: float, store: str | None, as_json: bool, log_level: str, cluster: str | None,
-        cluster_config: str | None, replicas: int | None, replica_cpus: float | None, replica_gpus: float | None,
+        commit_every: int, commit_seconds: float, store: str | None, as_json: bool, log_level: str,
         **voting: Any) -> None:
     """Run WORKFLOW (a built-in name or module:Class) to the end."""
     from maker._logging import configure_logging, get_logger
@@ -192,7 +198,7 @@ def run(workflow: str, sets: tuple[str, ...], agents: tuple[str, ...], seed: int
     _term_as_interrupt()
     if not agents:
         raise UserError("give at least one --agent, e.g. --agent simulated:gpt-4.1-mini")
-    placement = _cluster(cluster, cluster_config, replicas, replica_cpus, replica_gpus)
+    placement = _cluster(voting)
     try:
         options = RunOptions(agents=list(agents), seed=seed, detail=detail, commit_every=commit_every,
                              commit_seconds=commit_seconds, log_steps=log_level == "debug", cluster=placement,
@@ -218,16 +224,15 @@ def run(workflow: str, sets: tuple[str, ...], agents: tuple[str, ...], seed: int
 @_cluster_options
 @_run_common
 def resume(run_id: str, sets: tuple[str, ...], agents: tuple[str, ...], store: str | None, as_json: bool,
-           log_level: str, cluster: str | None, cluster_config: str | None, replicas: int | None,
-           replica_cpus: float | None, replica_gpus: float | None, **voting: Any) -> None:
+           log_level: str, **voting: Any) -> None:
     """Continue RUN_ID from its last committed step."""
     from maker._logging import configure_logging, get_logger
     from maker.runs import resume_run
 
     configure_logging(level=log_level)
     _term_as_interrupt()
+    placement = _cluster(voting)
     overrides = _overrides(voting, agents, log_level)
-    placement = _cluster(cluster, cluster_config, replicas, replica_cpus, replica_gpus)
     path = _store_path(store)
     get_logger(run_id=run_id).info("resuming", store=path, overrides=overrides)
     with _progress(as_json) as progress:

@@ -10,6 +10,7 @@ loop in :meth:`Engine._chain`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -149,6 +150,10 @@ class Engine:
         for ms in workflow.microsteps:
             self._policies[ms.name] = ms.voting.model_copy(update=voting) if voting else ms.voting
         self._max_tokens = max_tokens
+        self._voting = voting
+        self.ahead: Any = None
+        """Set by a cluster run: told each step and state, it has a replica run the chain ahead (see
+        :mod:`maker.cluster.lookahead`)."""
         # Counters; restored from the store on resume.
         self.first_step = 0  # a fork's first own step
         self.steps = 0
@@ -435,8 +440,11 @@ class Engine:
                 samples.clear()
 
         kept = self._kept()
+        ahead = self.ahead
         try:
             while True:
+                if ahead is not None:
+                    ahead.at(step, state)
                 call = wf.next(state)
                 if isinstance(call, Done):
                     break
@@ -493,6 +501,55 @@ class Engine:
             self.steps = step
             self.wall_s = wall0 + time.perf_counter() - t0
         return state
+
+    # -- running ahead on a replica ---------------------------------------------------
+    def recipe(self) -> dict[str, Any]:
+        """What :meth:`for_rollout` needs to rebuild this engine's decisions elsewhere (no store, no agents)."""
+        spec = self.spec
+        speculation = None
+        if spec is not None:
+            speculation = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)
+                           if f.name not in ("drafter", "verifiers")}
+            speculation["verifiers"] = len(spec.verifiers)
+        return {"workflow": self.wf, "seed": self.seed, "voting": self._voting, "max_tokens": self._max_tokens,
+                "agents": len(self.agents), "speculation": speculation}
+
+    @classmethod
+    def for_rollout(cls, recipe: dict[str, Any], agent: Agent) -> Engine:
+        """An engine that decides steps exactly as the recipe's did, with ``agent`` in every role."""
+        speculation = None
+        if recipe["speculation"] is not None:
+            spec = dict(recipe["speculation"])
+            speculation = Speculation(drafter=agent, verifiers=[agent] * spec.pop("verifiers"), **spec)
+        return cls(workflow=recipe["workflow"], store=None, rid=0, run_id="rollout",  # type: ignore[arg-type]
+                   agents=[agent] * recipe["agents"], seed=recipe["seed"], voting=recipe["voting"],
+                   max_tokens=recipe["max_tokens"], speculation=speculation)
+
+    async def rollout(self, state: Any, step: int, steps: int) -> tuple[Any, int, str, str | None]:
+        """Decide and apply up to ``steps`` steps from ``state`` (at ``step``), committing nothing.
+
+        Returns the state reached, its step, and why it stopped: ``steps`` (the budget ran out),
+        ``done`` (the workflow finished) or ``error`` (with the error's text).
+        """
+        wf = self.wf
+        has_oracle = self._has_oracle
+        try:
+            for _ in range(steps):
+                call = wf.next(state)
+                if isinstance(call, Done):
+                    return state, step, "done", None
+                if not isinstance(call, MicrostepCall):
+                    return state, step, "error", f"next() returned {call!r}"
+                expected = wf.oracle(state) if has_oracle else None
+                if self.spec is not None:
+                    answer = (await self._speculate(step, call, expected, None))[0]
+                else:
+                    answer = (await self._decide(step, call, expected, None))[0]
+                state = wf.apply(state, answer)
+                step += 1
+        except Exception as exc:  # the driver meets the same failure at this step and reports it
+            return state, step, "error", f"{type(exc).__name__}: {exc}"[:500]
+        return state, step, "steps", None
 
     def _kept(self) -> tuple[Any, ...]:
         return (self.calls, self.red_flags, self.errors, self.max_rounds, self.tokens, list(self.agent_calls),

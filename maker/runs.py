@@ -316,12 +316,17 @@ def state_from_snapshot(
 
 def _engine(wf: Workflow[Any, Any], st: Store, rid: int, run_id: str, agents: list[Any], speculation: Any,
             opts: RunOptions, expected_steps: int | None, on_progress: Callable[[Progress], None] | None) -> Engine:
-    return Engine(
+    engine = Engine(
         workflow=wf, store=st, rid=rid, run_id=run_id, agents=agents, seed=opts.seed, voting=opts.voting(),
         detail=opts.detail, max_tokens=opts.max_tokens, commit_every=opts.commit_every,
         commit_seconds=opts.commit_seconds, expected_steps=expected_steps, on_progress=on_progress,
         log_steps=opts.log_steps, speculation=speculation,
     )
+    if opts.cluster is not None:
+        from maker.cluster.backend import attach
+
+        attach(engine, opts.cluster.lookahead)
+    return engine
 
 
 def _drive(engine: Engine, wf: Workflow[Any, Any], state: Any, name: str) -> RunSummary:

@@ -51,14 +51,41 @@ def _run(tmp: Path, name: str, cluster: ClusterOptions | None, disks: int = 7, *
     return start_run("hanoi", {"disks": disks}, opts, store=tmp / f"{name}.sqlite", run_id=name)
 
 
-def test_same_trace_as_in_process(local_ray: Any, tmp_path: Path) -> None:
+def _lookahead(logs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return next((e for e in logs if e["event"] == "lookahead"), None)
+
+
+@pytest.mark.parametrize("lookahead", [0, 1024])
+def test_same_trace_as_in_process(local_ray: Any, tmp_path: Path, lookahead: int) -> None:
+    """Call by call through the router, and with a replica running the chain ahead: the trace is the driver's own."""
     here = _run(tmp_path, "here", None)
-    there = _run(tmp_path, "there", ClusterOptions.build("auto", replicas=2, cpus=0.25))
+    with structlog.testing.capture_logs() as logs:
+        there = _run(tmp_path, "there", ClusterOptions.build("auto", replicas=2, cpus=0.25, lookahead=lookahead))
     assert there.steps == here.steps == 127
     assert (there.calls, there.red_flags, there.errors, there.tokens) == (here.calls, here.red_flags, here.errors,
                                                                           here.tokens)
     assert here.red_flags > 0  # the red-flag path went through the actors too
     assert _trace(tmp_path / "there.sqlite", "there") == _trace(tmp_path / "here.sqlite", "here")
+    ahead = _lookahead(logs)
+    if lookahead:  # every step's model calls were answered from rollouts: 16 + 32 + 64 steps, then the rest
+        assert ahead is not None and ahead["calls_served"] >= 127 and ahead["rollouts"] == 4 and not ahead["off"]
+    else:
+        assert ahead is None
+
+
+def test_lookahead_turns_off_for_a_workflow_that_is_not_deterministic(local_ray: Any, tmp_path: Path) -> None:
+    """Drifting puts the clock into its prompts from step 5: the replica's calls never match the driver's again.
+    Three misses turn lookahead off with a warning, and the run finishes call by call."""
+    opts = RunOptions(agents=["simulated:p=0.95,seed=1"], seed=3,
+                      cluster=ClusterOptions.build("auto", cpus=0.25))
+    with structlog.testing.capture_logs() as logs:
+        s = start_run("tests.fixtures.drifting:Drifting", {"steps": 40}, opts, store=tmp_path / "d.sqlite",
+                      run_id="drift")
+    assert (s.status, s.steps) == ("done", 40)
+    off = [e for e in logs if e["event"].startswith("lookahead off")]
+    assert len(off) == 1 and "3 times in a row" in off[0]["why"]
+    ahead = _lookahead(logs)
+    assert ahead is not None and ahead["off"] and ahead["calls_served"] == 5  # steps 0-4, before the clock
 
 
 def test_speculative_run_same_trace(local_ray: Any, tmp_path: Path) -> None:
@@ -69,15 +96,38 @@ def test_speculative_run_same_trace(local_ray: Any, tmp_path: Path) -> None:
     runs = {}
     for name, cluster in (("here", None), ("there", ClusterOptions.build("auto", cpus=0.25))):
         opts = RunOptions(agents=[agent], k=2, seed=4, cluster=cluster, **spec)
-        runs[name] = start_run("hanoi", {"disks": 6}, opts, store=tmp_path / f"{name}.sqlite", run_id=name)
+        with structlog.testing.capture_logs() as logs:
+            runs[name] = start_run("hanoi", {"disks": 6}, opts, store=tmp_path / f"{name}.sqlite", run_id=name)
+    # Three models: no one replica can run a step's calls, so they go call by call.
+    assert any(e["event"].startswith("lookahead off: the run's agents use more than one model") for e in logs)
     assert runs["there"].accepted == runs["here"].accepted > 0
     assert runs["there"].escalated == runs["here"].escalated > 0
     assert _trace(tmp_path / "there.sqlite", "there") == _trace(tmp_path / "here.sqlite", "here")
 
 
-def test_replica_killed_mid_run(local_ray: Any, tmp_path: Path) -> None:
-    """ray.kill one of two replicas while steps are in flight: Ray restarts it, the router sends its
-    requests again, and the run commits every step once, exactly as without the kill."""
+def test_speculative_run_ahead_on_one_model(local_ray: Any, tmp_path: Path) -> None:
+    """One model drafting, judging, routing by entropy and voting: a replica runs all of that ahead, and the
+    trace (routes, verdicts, escalations) is the in-process one."""
+    agent = "simulated:p=0.9,seed=9,hard_fraction=0.1,tpr=0.95,fpr=0.1"
+    spec = {"drafter": agent, "verifiers": [agent, agent], "entropy_threshold": 1.0, "verify_k": 2}
+    runs = {}
+    for name, cluster in (("here", None), ("there", ClusterOptions.build("auto", cpus=0.25))):
+        opts = RunOptions(agents=[agent], k=2, seed=4, cluster=cluster, detail="samples", **spec)
+        with structlog.testing.capture_logs() as logs:
+            runs[name] = start_run("hanoi", {"disks": 6}, opts, store=tmp_path / f"{name}.sqlite", run_id=name)
+    assert runs["there"].accepted == runs["here"].accepted > 0
+    assert runs["there"].escalated == runs["here"].escalated > 0
+    assert _trace(tmp_path / "there.sqlite", "there") == _trace(tmp_path / "here.sqlite", "here")
+    ahead = _lookahead(logs)
+    assert ahead is not None and ahead["calls_served"] >= 63 * 2 and not ahead["off"]
+
+
+@pytest.mark.parametrize("lookahead", [0, 1024])
+def test_replica_killed_mid_run(local_ray: Any, tmp_path: Path, lookahead: int) -> None:
+    """ray.kill one of two replicas while steps are in flight: Ray restarts it, and the run commits every
+    step once, exactly as without the kill. Call by call, the router sends the lost requests again; with
+    lookahead, the killed replica is the one running ahead, and the driver goes on call by call and then
+    has the other replica run ahead."""
     latency = AGENT + ",call_s=0.004"
     killed: list[str] = []
     done = threading.Event()
@@ -99,16 +149,17 @@ def test_replica_killed_mid_run(local_ray: Any, tmp_path: Path) -> None:
                           store=tmp_path / "ref.sqlite", run_id="ref")
     thread = threading.Thread(target=killer)
     thread.start()
+    cluster = ClusterOptions.build("auto", replicas=2, cpus=0.25, lookahead=lookahead)
     try:
         with structlog.testing.capture_logs() as logs:
-            s = start_run("hanoi", {"disks": 9}, RunOptions(agents=[latency], k=3, seed=2,
-                                                            cluster=ClusterOptions.build("auto", replicas=2, cpus=0.25)),
+            s = start_run("hanoi", {"disks": 9}, RunOptions(agents=[latency], k=3, seed=2, cluster=cluster),
                           store=tmp_path / "kill.sqlite", run_id="kill")
     finally:
         done.set()
         thread.join()
     assert killed, "the replica was not killed while the run was going"
-    assert any(e["event"].startswith("replica lost") for e in logs), "no request was sent again"
+    lost = "the replica running ahead was lost" if lookahead else "replica lost; sending its requests again"
+    assert any(e["event"].startswith(lost) for e in logs), [e["event"] for e in logs]
     assert s.steps == reference.steps == 511 and s.status == "done"
     assert (s.errors, s.solved) == (reference.errors, reference.solved)
     assert s.calls == reference.calls  # no sample counted twice
