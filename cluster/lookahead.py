@@ -16,8 +16,8 @@ have made on its own. Whatever differs (a backend or workflow that is not determ
 replica that died, an error) drops what is left of the chunk and the driver goes on with
 ordinary routed calls; three misses in a row turn lookahead off for the run.
 
-While the driver works through one chunk the replica already runs the next (from the
-predicted end state), so the two overlap. Chunks start at 16 steps and double up to the
+Once the first call of a chunk matches, the replica is asked for the next one (from the
+predicted end state), so it runs that while the driver works through this one. Chunks start at 16 steps and double up to the
 limit (``--lookahead``), so the first steps are not held back behind a long chunk.
 
 Lookahead needs every agent of the run (voting, drafter, verifiers) to be served by the same
@@ -106,6 +106,7 @@ class _Chunk:
     state: Any  # the state the replica started from
     ref: Any  # ray.ObjectRef of the rollout's result
     result: dict[str, Any] | None = None
+    followed: bool = False  # the chunk after it has been started
 
 
 class Lookahead:
@@ -137,6 +138,8 @@ class Lookahead:
                 return  # inside the current chunk
             if cur.result["stop"] != "steps" and step == cur.result["end"]:
                 return  # where the rollout finished or failed: the driver takes this step on its own
+            if cur.result["stop"] == "steps":
+                self.misses = 0  # every call of that chunk was the driver's own
         self.current = None
         nxt, self.next = self.next, None
         if nxt is not None and nxt.start == step and nxt.state == state:
@@ -161,6 +164,13 @@ class Lookahead:
             return None
         self.calls.popleft()
         self.served += 1
+        result = cur.result
+        if not cur.followed and result is not None and result["stop"] == "steps":
+            # The replica's run agrees with the driver's so far: have it go on from where it ended.
+            cur.followed = True
+            self.size = min(self.size * 2, self.max_steps)
+            self._cancel(self.next)
+            self.next = self._launch(result["end"], result["state"])
         return out
 
     def close(self) -> None:
@@ -193,12 +203,7 @@ class Lookahead:
             return False
         result = chunk.result
         self.calls = deque(result["calls"])
-        if result["stop"] == "steps":  # the chain goes on: start the next chunk where this one ends
-            self.misses = 0
-            self.size = min(self.size * 2, self.max_steps)
-            self._cancel(self.next)
-            self.next = self._launch(result["end"], result["state"])
-        elif result["stop"] == "error":
+        if result["stop"] == "error":
             log.debug("a rollout stopped on an error", step=result["end"], error=result["error"])
         return True
 
