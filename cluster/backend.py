@@ -113,7 +113,10 @@ class Cluster:
         kwargs: dict[str, Any] = {"address": address, "log_to_driver": True, "logging_level": "WARNING",
                                   "configure_logging": False}
         if address == "local":
-            # A private instance that listens on loopback only, with no dashboard.
+            # A private instance with no dashboard and node address 127.0.0.1. Ray still binds some ports
+            # on every interface, so its token authentication is asked for (the default from Ray 2.59,
+            # off before) unless the user has chosen otherwise.
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
             kwargs.update(include_dashboard=False, _node_ip_address="127.0.0.1",
                           num_cpus=self.options.num_cpus or os.cpu_count())
         try:
