@@ -17,8 +17,9 @@ replica that died, an error) drops what is left of the chunk and the driver goes
 ordinary routed calls; three misses in a row turn lookahead off for the run.
 
 Once the first call of a chunk matches, the replica is asked for the next one (from the
-predicted end state), so it runs that while the driver works through this one. Chunks start at 16 steps and double up to the
-limit (``--lookahead``), so the first steps are not held back behind a long chunk.
+predicted end state), so it runs that while the driver works through this one. Chunks
+start at 16 steps and double up to the limit (``--lookahead``), so the first steps are not
+held back behind a long chunk.
 
 Lookahead needs every agent of the run (voting, drafter, verifiers) to be served by the same
 model, since one replica runs all of a step's calls; otherwise the run goes call by call.
