@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +33,22 @@ def _ray() -> Any:
     except ImportError:
         raise UserError("running on a cluster needs Ray: pip install 'maker[ray]'") from None
     return ray
+
+
+def _loopback_only() -> None:
+    """Keep a private Ray instance on loopback, unless the user has set these variables otherwise.
+
+    On Linux Ray swaps a node address of 127.0.0.1 for the machine's reachable one, and then its
+    GCS, raylet, workers and agents listen on every interface. Ray's switch for single-machine
+    instances (the one it uses on macOS and Windows) keeps the node on 127.0.0.1, and every Ray
+    process then binds loopback only. Ray reads it when imported, so it is set for the processes
+    Ray starts and for this one. (Ray's token authentication is on for such an instance by
+    default from Ray 2.59.)
+    """
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None and hasattr(constants, "ENABLE_RAY_CLUSTER"):
+        constants.ENABLE_RAY_CLUSTER = os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"].lower() in ("1", "true")
 
 
 class RayBackend:
@@ -113,10 +130,7 @@ class Cluster:
         kwargs: dict[str, Any] = {"address": address, "log_to_driver": True, "logging_level": "WARNING",
                                   "configure_logging": False}
         if address == "local":
-            # A private instance with no dashboard and node address 127.0.0.1. Ray still binds some ports
-            # on every interface, so its token authentication is asked for (the default from Ray 2.59,
-            # off before) unless the user has chosen otherwise.
-            os.environ.setdefault("RAY_AUTH_MODE", "token")
+            _loopback_only()
             kwargs.update(include_dashboard=False, _node_ip_address="127.0.0.1",
                           num_cpus=self.options.num_cpus or os.cpu_count())
         try:
@@ -124,7 +138,11 @@ class Cluster:
         except ConnectionError as exc:
             raise UserError(f"cannot reach the Ray cluster at {address!r}: {exc}") from None
         self._started_ray = True
-        log.info("connected to ray", address=address, resources=ray.cluster_resources())
+        node_ip = ray.util.get_node_ip_address()
+        log.info("connected to ray", address=address, node_ip=node_ip, resources=ray.cluster_resources())
+        if address == "local" and node_ip not in ("127.0.0.1", "::1"):
+            log.warning("the local Ray instance took a network address, so its ports listen beyond loopback "
+                        "(Ray's token is still required on them)", node_ip=node_ip)
         return self
 
     def agent(self, spec: str) -> Agent:

@@ -244,6 +244,78 @@ def test_cli_run_on_local_cluster(tmp_path: Path) -> None:
     assert len(ready) == 1 and ready[0]["replicas"] == 2 and ready[0]["agent"] == "simulated:p=0.95"
 
 
+def _tree(root: int) -> set[int]:
+    """``root`` and every process descended from it (Ray's daemons and workers are started by the driver)."""
+    parent: dict[int, int] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = Path(f"/proc/{d}/stat").read_text()
+            except OSError:
+                continue
+            parent[int(d)] = int(stat.rsplit(")", 1)[1].split()[1])
+    tree = {root}
+    grown = True
+    while grown:
+        more = {p for p, pp in parent.items() if pp in tree} - tree
+        tree |= more
+        grown = bool(more)
+    return tree
+
+
+def _listening(pids: set[int]) -> list[str]:
+    """The TCP addresses these processes listen on, read from /proc (no tool needed)."""
+    inodes: set[str] = set()
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+        except OSError:
+            continue
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[3] == "0A" and cols[9] in inodes:  # LISTEN
+                host = cols[1].split(":")[0]
+                words = [bytes.fromhex(host[i:i + 8])[::-1] for i in range(0, len(host), 8)]
+                raw = b"".join(words)
+                if len(raw) == 4:
+                    found.append(".".join(map(str, raw)))
+                elif raw[:12] == b"\0" * 10 + b"\xff\xff":
+                    found.append(".".join(map(str, raw[12:])))
+                else:
+                    found.append(":".join(raw[i:i + 2].hex() for i in range(0, 16, 2)))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads listening sockets from Linux's /proc")
+def test_local_cluster_listens_on_loopback_only(tmp_path: Path) -> None:
+    """`--cluster local`: the driver, Ray's daemons, its agents and the replica workers all listen on
+    127.0.0.1 and nowhere else."""
+    db = tmp_path / "l.sqlite"
+    proc = subprocess.Popen([*MAKER, "run", "hanoi", "--set", "disks=12", "--agent", "simulated:p=0.95,call_s=0.003",
+                             "--cluster", "local", "--replica-cpus", "0.5", "--lookahead", "0", "--store", str(db)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        seen: list[str] = []
+        while time.monotonic() < deadline and proc.poll() is None:
+            if _committed(db, "%") >= 20:  # replicas are up and serving
+                seen = _listening(_tree(proc.pid))
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, "the run ended before its sockets were read"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert len(seen) >= 5, seen  # GCS, raylet, workers, agents...
+    assert set(seen) == {"127.0.0.1"}, seen
+
+
 def test_replicas_that_cannot_be_placed_fail_clearly(local_ray: Any, tmp_path: Path) -> None:
     from maker.errors import UserError
 
@@ -301,14 +373,14 @@ def test_killed_driver_resumes_on_cluster(tmp_path: Path) -> None:
     assert _trace(db, "D")[0] == _trace(db, "REF")[0]
 
 
-def _committed(db: Path) -> int:
+def _committed(db: Path, run_id: str = "D") -> int:
     import sqlite3
 
     if not db.exists():
         return 0
     try:
         con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=0.05)
-        row = con.execute("SELECT steps FROM runs WHERE run_id='D'").fetchone()
+        row = con.execute("SELECT steps FROM runs WHERE run_id LIKE ?", (run_id,)).fetchone()
         con.close()
     except sqlite3.Error:
         return 0
