@@ -87,8 +87,6 @@ class RayBackend:
             out = await self.ahead.take(method, requests)
             if out is not None:
                 return out
-        if method == "score":
-            return await self.router.submit_many(method, list(requests))
         return await self.router.submit_many(method, [self._wire(r) for r in requests])
 
     async def generate(self, requests: Sequence[GenerateRequest]) -> list[list[Sample]]:

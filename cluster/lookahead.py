@@ -67,25 +67,23 @@ class Recorder:
         self.name = backend.name
         self.log: list[tuple[tuple[Any, ...], Any]] = []
 
-    async def generate(self, requests: Sequence[GenerateRequest]) -> Any:
-        out = await self.inner.generate(requests)
-        self.log.append((request_key("generate", requests), out))
+    async def _record(self, method: str, requests: Sequence[Any], answer: Any) -> Any:
+        out = await answer
+        self.log.append((request_key(method, requests), out))
         return out
+
+    async def generate(self, requests: Sequence[GenerateRequest]) -> Any:
+        return await self._record("generate", requests, self.inner.generate(requests))
 
     async def judge(self, requests: Sequence[Any]) -> Any:
-        out = await self.inner.judge(requests)
-        self.log.append((request_key("judge", requests), out))
-        return out
+        return await self._record("judge", requests, self.inner.judge(requests))
 
     async def first_token_entropy(self, requests: Sequence[GenerateRequest]) -> Any:
-        out = await self.inner.first_token_entropy(requests)
-        self.log.append((request_key("first_token_entropy", requests), out))
-        return out
+        return await self._record("first_token_entropy", requests, self.inner.first_token_entropy(requests))
 
     async def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> Any:
-        out = await self.inner.score(prompts, continuations)
-        self.log.append((request_key("score", list(zip(prompts, continuations, strict=True))), out))
-        return out
+        pairs = list(zip(prompts, continuations, strict=True))
+        return await self._record("score", pairs, self.inner.score(prompts, continuations))
 
     async def aclose(self) -> None:  # the replica's backend outlives a rollout
         pass
