@@ -272,6 +272,13 @@ class Engine:
             agent=self.agents[-1].spec,
         )
 
+    async def _step(self, step: int, call: MicrostepCall, expected: Any, samples_out: list[tuple[Any, ...]] | None
+                    ) -> tuple[Any, Any, str, int, int, dict[str, int] | None, int, dict[str, Any] | None]:
+        """One step decided: drafted and verified when the run speculates, else voted (no speculation record)."""
+        if self.spec is not None:
+            return await self._speculate(step, call, expected, samples_out)
+        return (*await self._decide(step, call, expected, samples_out), None)
+
     def _drop(self, spare: list[Any]) -> None:
         """Samples generated ahead that the decision did not need: counted apart, never voted."""
         if spare:
@@ -416,7 +423,6 @@ class Engine:
         samples: list[tuple[Any, ...]] | None = [] if self.detail == "samples" else None
         keep_input = samples is not None
         has_oracle = self._has_oracle
-        speculate = self.spec is not None
         step = first = self.steps
         wall0 = self.wall_s
         t0 = time.perf_counter()
@@ -457,12 +463,7 @@ class Engine:
                 ts = time.perf_counter()
                 tokens0 = self.tokens
                 expected = wf.oracle(state) if has_oracle else None
-                if speculate:
-                    answer, key, votes, rounds, n, flags, agent_idx, info = await self._speculate(
-                        step, call, expected, samples)
-                else:
-                    answer, key, votes, rounds, n, flags, agent_idx = await self._decide(step, call, expected, samples)
-                    info = None
+                answer, key, votes, rounds, n, flags, agent_idx, info = await self._step(step, call, expected, samples)
                 correct: int | None = None
                 if expected is not None:
                     correct = int(call.microstep.vote_key(expected) == key)
@@ -541,10 +542,7 @@ class Engine:
                 if not isinstance(call, MicrostepCall):
                     return state, step, "error", f"next() returned {call!r}"
                 expected = wf.oracle(state) if has_oracle else None
-                if self.spec is not None:
-                    answer = (await self._speculate(step, call, expected, None))[0]
-                else:
-                    answer = (await self._decide(step, call, expected, None))[0]
+                answer = (await self._step(step, call, expected, None))[0]
                 state = wf.apply(state, answer)
                 step += 1
         except Exception as exc:  # the driver meets the same failure at this step and reports it
