@@ -16,6 +16,8 @@ class Oracle:
     microstep: Any
     answer: Any
     step: int
+    inputs: Any = None
+    """The call's inputs: what a workflow's ``mistakes`` and ``difficulty`` may read."""
 
 
 @dataclass(slots=True)

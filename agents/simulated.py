@@ -174,6 +174,8 @@ class SimulatedBackend:
         error = cfg.error
         if cfg.hard_fraction and uniform(derive(self._seed, orc.step), 0) < cfg.hard_fraction:
             error = cfg.hard_error
+        if ms.difficulty is not None:  # a call worth w unit steps is right with probability p ** w
+            error = 1.0 - (1.0 - error) ** ms.difficulty_of(orc.inputs or {})
         flag_cut = cfg.overlong + cfg.malformed
         correct: str | None = None
         wrong: dict[int, str] = {}
@@ -195,11 +197,7 @@ class SimulatedBackend:
                 j = int(uniform(sd, 4) * cfg.spread)
                 text = wrong.get(j)
                 if text is None:
-                    if ms.mistakes is None:
-                        raise UserError(
-                            f"microstep {ms.name!r} has no mistakes= function, so a simulated agent cannot err on it"
-                        )
-                    text = wrong[j] = ms.render(ms.mistakes(orc.answer, j))
+                    text = wrong[j] = ms.render(ms.mistake(orc.answer, j, orc.inputs or {}))
             else:
                 if correct is None:
                     correct = ms.render(orc.answer)

@@ -14,6 +14,17 @@ from maker.engine import Progress
 __all__ = ["configure_logging", "ProgressDisplay", "get_logger"]
 
 
+class _Stderr:
+    """Whatever ``sys.stderr`` is when a line is written: a caller that swaps it (a test runner capturing
+    output, click's CliRunner) and closes the old one does not leave the logger writing to a closed file."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(*, json_logs: bool | None = None, level: str = "info") -> None:
     """JSON lines on stderr when it is not a terminal (or when asked); readable lines otherwise."""
     if json_logs is None:
@@ -27,7 +38,7 @@ def configure_logging(*, json_logs: bool | None = None, level: str = "info") -> 
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),
         cache_logger_on_first_use=False,
     )
 

@@ -16,10 +16,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from maker._decider import Decider, flag_reason
+from maker._reapply import calls_of
 from maker._rng import derive, mix64
 from maker.agents import GenerateRequest, Oracle, make_agent
-from maker.dsl import Done, Workflow
-from maker.engine import Engine, flag_reason
+from maker.dsl import Done, MicrostepCall, Workflow
 from maker.errors import UserError
 from maker.voting import expected_calls, k_min, run_success, wilson_interval
 
@@ -68,7 +69,7 @@ def _pick_states(wf: Workflow[Any, Any], params: BaseModel, n: int, seed: int, m
             if j < n:
                 chosen[j] = (step, state)
         state = wf.apply(state, wf.oracle(state))
-        step += 1
+        step += len(calls_of(call) or ())
     chosen.sort(key=lambda x: x[0])
     return [s for _, s in chosen], step
 
@@ -114,18 +115,24 @@ def calibrate(
                 group = picks[start:start + batch]
                 reqs, meta = [], []
                 for i, (j, state) in enumerate(group):
-                    call = wf.next(state)
-                    ms = call.microstep
+                    asked = wf.next(state)
                     expected = wf.oracle(state)
+                    if type(asked) is MicrostepCall:
+                        call = asked
+                    else:  # a fan-out: one of its calls, in turn
+                        calls = calls_of(asked) or []
+                        pick = (start + i) % len(calls)
+                        call, expected = calls[pick], expected[pick]
+                    ms = call.microstep
                     temp = ms.voting.temperature if temperature is None else temperature
                     reqs.append(GenerateRequest(call.prompt, [temp], [mix64(base + start + i)], ms.max_tokens,
-                                                ms.stop, False, Oracle(ms, expected, j)))
+                                                ms.stop, False, Oracle(ms, expected, j, call.inputs)))
                     meta.append((call, expected))
                 results = await agent.backend.generate(reqs)
                 for (call, expected), (sample,) in zip(meta, results, strict=True):
                     ms = call.microstep
                     tokens += sample.tokens
-                    parsed = Engine.read(ms, sample.text, sample.tokens, ms.max_tokens, call.inputs)
+                    parsed = Decider.read(ms, sample.text, sample.tokens, ms.max_tokens, call.inputs)
                     if parsed.flag is not None:
                         flags[flag_reason(parsed.flag)] += 1
                         continue

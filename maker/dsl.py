@@ -3,11 +3,14 @@
 A workflow is three pure functions over an immutable pydantic state::
 
     start(params) -> State
-    next(state)   -> MicrostepCall | DONE
-    apply(state, answer) -> State
+    next(state)   -> MicrostepCall | [MicrostepCall, ...] | DONE
+    apply(state, answer) -> State          # one call asked: its answer
+    apply(state, answers) -> State         # several asked: a tuple of answers, in the same order
 
 ``next`` asks one :class:`Microstep` (a prompt, an output schema, a vote key, red-flag
-rules and a voting policy) and ``apply`` folds the voted answer into the next state.
+rules and a voting policy), or several independent ones at once (a *fan-out*: they are
+decided concurrently, each is a step of its own), and ``apply`` folds the voted answers
+into the next state.
 Mistakes in a definition raise :class:`~maker.errors.WorkflowDefinitionError` when the
 class or microstep is created, not halfway through a million-step run.
 """
@@ -103,7 +106,11 @@ class Microstep(Generic[A]):
         voting: the :class:`~maker.voting.Voting` policy.
         max_tokens: responses longer than this are red-flagged (MAKER: 750).
         mistakes: ``(correct_answer, index) -> answer``, the index-th distinct plausible wrong
-            answer; lets simulated agents err the way models do.
+            answer; lets simulated agents err the way models do. A function of three
+            parameters also gets the call's inputs: ``(correct_answer, index, inputs)``.
+        difficulty: ``inputs -> float``, how many unit steps of work one call is (default 1).
+            Simulated agents answer a call correctly with probability ``p ** difficulty``, so a
+            microstep that does more at once errs more, as a model does.
         pattern: optional regex a valid response matches in full; backends with structured
             outputs (vLLM) constrain generation to it.
         stop: strings that end a response (the text from the stop string on is dropped).
@@ -121,7 +128,8 @@ class Microstep(Generic[A]):
         red_flags: Sequence[RedFlag] = (),
         voting: Voting | Mapping[str, Any] | None = None,
         max_tokens: int = 750,
-        mistakes: Callable[[A, int], A] | None = None,
+        mistakes: Callable[..., A] | None = None,
+        difficulty: Callable[[Mapping[str, Any]], float] | None = None,
         pattern: str | None = None,
         stop: Sequence[str] = (),
     ) -> None:
@@ -153,7 +161,8 @@ class Microstep(Generic[A]):
             raise WorkflowDefinitionError(
                 f"microstep {name!r}: prompt must be a format string or a callable, got {type(prompt).__name__}"
             )
-        for label, fn in (("parse", parse), ("render", render), ("vote_key", vote_key), ("mistakes", mistakes)):
+        for label, fn in (("parse", parse), ("render", render), ("vote_key", vote_key), ("mistakes", mistakes),
+                          ("difficulty", difficulty)):
             if fn is not None and not callable(fn):
                 raise WorkflowDefinitionError(f"microstep {name!r}: {label} must be callable, got {fn!r}")
         self._parse = parse if parse is not None else self._parse_fields
@@ -177,6 +186,8 @@ class Microstep(Generic[A]):
             raise WorkflowDefinitionError(f"microstep {name!r}: max_tokens must be a positive int, got {max_tokens!r}")
         self.max_tokens = max_tokens
         self.mistakes = mistakes
+        self._mistakes_read_inputs = mistakes is not None and _takes(mistakes, 3)
+        self.difficulty = difficulty
         if pattern is not None:
             try:
                 re.compile(pattern)
@@ -226,6 +237,18 @@ class Microstep(Generic[A]):
                 return f"{flag.name}: {reason}" if isinstance(reason, str) else flag.name
         return None
 
+    def mistake(self, correct: A, index: int, inputs: Mapping[str, Any]) -> A:
+        """The index-th plausible wrong answer (``mistakes``), for simulated agents."""
+        if self.mistakes is None:
+            raise UserError(f"microstep {self.name!r} has no mistakes= function, so a simulated agent cannot err on it")
+        if self._mistakes_read_inputs:
+            return self.mistakes(correct, index, inputs)
+        return self.mistakes(correct, index)
+
+    def difficulty_of(self, inputs: Mapping[str, Any]) -> float:
+        """Unit steps of work in one call with these inputs (``difficulty``; 1 when not given)."""
+        return 1.0 if self.difficulty is None else float(self.difficulty(inputs))
+
     def answer_json(self, answer: A) -> str:
         return answer.model_dump_json()
 
@@ -239,19 +262,39 @@ class Microstep(Generic[A]):
         return render_fields(answer.model_dump(mode="json"))
 
 
+def _takes(fn: Callable[..., Any], n: int) -> bool:
+    """Whether ``fn`` accepts ``n`` positional arguments."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= n or any(p.kind == p.VAR_POSITIONAL for p in params)
+
+
 def _canonical_json(answer: BaseModel) -> str:
     return json.dumps(answer.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
 
 class MicrostepCall:
-    """A microstep bound to its inputs: the unit that gets sampled and voted on."""
+    """A microstep bound to its inputs: the unit that gets sampled and voted on.
 
-    __slots__ = ("microstep", "inputs", "_prompt")
+    ``tag`` is an optional label recorded with the step (a tree workflow tags each call
+    with its node's path, ``0.1.0``); the model never sees it.
+    """
 
-    def __init__(self, microstep: Microstep[Any], inputs: dict[str, Any]) -> None:
+    __slots__ = ("microstep", "inputs", "_prompt", "tag")
+
+    def __init__(self, microstep: Microstep[Any], inputs: dict[str, Any], tag: str | None = None) -> None:
         self.microstep = microstep
         self.inputs = inputs
         self._prompt: str | None = None
+        self.tag = tag
+
+    def tagged(self, tag: str) -> MicrostepCall:
+        """This call, labelled ``tag`` in the trace."""
+        self.tag = str(tag)
+        return self
 
     @property
     def prompt(self) -> str:
@@ -267,7 +310,8 @@ class MicrostepCall:
         return h.hexdigest()
 
     def __repr__(self) -> str:
-        return f"MicrostepCall({self.microstep.name!r}, {self.inputs!r})"
+        tag = "" if self.tag is None else f", tag={self.tag!r}"
+        return f"MicrostepCall({self.microstep.name!r}, {self.inputs!r}{tag})"
 
 
 _REQUIRED = ("start", "next", "apply")
@@ -285,6 +329,11 @@ class Workflow(Generic[P, S]):
             def next(self, state): ...
             def apply(self, state, answer): ...
             def oracle(self, state): ...   # optional ground truth for the step
+
+    ``next`` may return a list of calls that do not depend on each other (a fan-out):
+    they are decided concurrently, take consecutive step indexes in list order, and
+    ``apply`` then receives a tuple of their answers in the same order (``oracle`` returns
+    a tuple too, with None where it does not know).
 
     Optional hooks: ``oracle(state)`` (the correct answer, enabling error counts and
     simulated agents), ``solved(state)`` (final check), ``expected_steps(params)``
@@ -340,7 +389,7 @@ class Workflow(Generic[P, S]):
     def start(self, params: P) -> S:
         raise NotImplementedError
 
-    def next(self, state: S) -> MicrostepCall | Done:
+    def next(self, state: S) -> MicrostepCall | Sequence[MicrostepCall] | Done:
         raise NotImplementedError
 
     def apply(self, state: S, answer: Any) -> S:

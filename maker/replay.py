@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from maker._reapply import Row, SplitTransition, WorkflowEnded, calls_of, reapply
 from maker.agents import make_agent
 from maker.dsl import Done, MicrostepCall, Workflow
 from maker.engine import Progress, RunSummary
@@ -98,35 +99,45 @@ def replay_run(run_id: str, *, store: str | os.PathLike[str],
         params = type(wf).parse_params(record.params)
         state = wf.start(params)
         checked = _check_snapshot(snaps, 0, state, record)
-        step = 0
-        next_ = wf.next
-        apply = wf.apply
-        for rec, step_i, digest, answer in _rows(st, lineage, record.steps):
-            if step_i != step:
-                raise StoreCorruptError(f"run {rec.run_id}: step {step} is missing from the store (next is {step_i})")
-            call = next_(state)
-            if not isinstance(call, MicrostepCall):
-                raise NondeterminismError(
-                    f"run {rec.run_id}, step {step}: the workflow is done ({call!r}) but the trace has a step here",
-                    run_id=rec.run_id, step=step, expected=digest, actual="DONE", detail="the chain ended early")
+        total = record.steps
+
+        def check(row: Row, call: MicrostepCall) -> None:
+            rec, step_i, digest = row[0], row[1], row[2]
             if rec.run_id in checked_runs and call.digest() != digest:
-                _diverged(st, rec, step, digest, call)
-            state = apply(state, call.microstep.load_answer(answer))
-            step += 1
-            if step in snaps:
-                checked += _check_snapshot(snaps, step, state, rec)
-            if on_progress is not None and step & 0xFFFF == 0:
-                on_progress(step, record.steps)
+                _diverged(st, rec, step_i, digest, call)
+
+        reported = 0
+
+        def after(step_i: int, state_i: Any, rec: RunRecord) -> None:
+            nonlocal checked, reported
+            if step_i in snaps:
+                checked += _check_snapshot(snaps, step_i, state_i, rec)
+            if on_progress is not None and step_i >> 16 != reported >> 16:
+                reported = step_i
+                on_progress(step_i, total)
+
+        try:
+            state, step = reapply(wf, state, _rows(st, lineage, total), 0, check=check, after=after)
+        except WorkflowEnded as exc:
+            rec, step_i, digest = exc.row[0], exc.row[1], exc.row[2]
+            raise NondeterminismError(
+                f"run {rec.run_id}, step {step_i}: the workflow is done ({exc.asked!r}) but the trace has a step here",
+                run_id=rec.run_id, step=step_i, expected=digest, actual="DONE", detail="the chain ended early") from None
+        except SplitTransition as exc:
+            raise StoreCorruptError(f"run {exc.owner.run_id}: the trace stops inside the fan-out of steps "
+                                    f"{exc.first}..{exc.first + exc.size - 1}") from None
         if step != record.steps:
             raise StoreCorruptError(f"run {record.run_id}: {record.steps - step} committed step(s) are missing")
         finished = None
         if record.status == "done":
-            finished = isinstance(next_(state), Done)
+            asked = wf.next(state)
+            finished = isinstance(asked, Done)
             if not finished:
+                calls = calls_of(asked)
                 raise NondeterminismError(
                     f"run {record.run_id} finished after {step} steps, but the replayed workflow asks for another step",
-                    run_id=record.run_id, step=step, expected="DONE", actual=next_(state).digest(),
-                    detail="the recorded run was done here")
+                    run_id=record.run_id, step=step, expected="DONE",
+                    actual=calls[0].digest() if calls else repr(asked)[:100], detail="the recorded run was done here")
     wall = time.perf_counter() - t0
     return ReplayResult(run_id=run_id, steps=step, snapshots_checked=checked, finished=finished,
                         wall_s=round(wall, 3), steps_per_s=round(step / wall, 1) if wall > 0 else 0.0)
@@ -199,18 +210,21 @@ def fork_run(
         options.update({k: v for k, v in (overrides or {}).items() if v is not None})
         opts = _options(options)
         agents = [make_agent(s) for s in opts.agents]
-        if same:
-            snap_step, snap = st.latest_snapshot(parent.id, from_step)
-            state = state_from_snapshot(st, parent, wf, snap_step, snap, from_step,
-                                        lambda step, digest, call: _diverged(st, parent, step, digest, call))
-        else:
-            # New parameters: their start state, then the parent's answers up to the fork point.
-            state = wf.start(new_params)
-            for _rec, _step, _digest, answer in _rows(st, _lineage(st, parent), from_step):
-                call = wf.next(state)
-                if not isinstance(call, MicrostepCall):
-                    raise UserError(f"with the new parameters the workflow is done before step {from_step}")
-                state = wf.apply(state, call.microstep.load_answer(answer))
+        try:
+            if same:
+                snap_step, snap = st.latest_snapshot(parent.id, from_step)
+                state = state_from_snapshot(st, parent, wf, snap_step, snap, from_step,
+                                            lambda step, digest, call: _diverged(st, parent, step, digest, call))
+            else:
+                # New parameters: their start state, then the parent's answers up to the fork point.
+                state = reapply(wf, wf.start(new_params), _rows(st, _lineage(st, parent), from_step), 0)[0]
+        except WorkflowEnded:
+            raise UserError(f"with the new parameters the workflow is done before step {from_step}") from None
+        except SplitTransition as exc:
+            last = exc.first + exc.size - 1
+            raise UserError(
+                f"step {from_step} is inside a fan-out: steps {exc.first}..{last} were asked together and are "
+                f"decided together; fork from step {exc.first} (to decide them again) or {last + 1}") from None
     fork_id = new_id or new_run_id(wf_cls.name)
     st = Store.open(store, write=True)
     try:
@@ -225,7 +239,7 @@ def fork_run(
         if on_start:
             on_start(fork_id)
         engine = _engine(wf, st, rid, fork_id, agents, opts.speculation(), opts, wf.expected_steps(new_params), on_progress)
-        engine.steps = engine.first_step = from_step
+        engine.ledger.steps = engine.ledger.first_step = from_step
         return _drive(engine, wf, state, wf_cls.name)
     finally:
         st.close()

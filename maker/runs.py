@@ -11,101 +11,22 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from maker.agents import Agent, make_agent
+from maker._reapply import Row, WorkflowEnded, reapply
+from maker.agents import Agent
 from maker.cluster.config import ClusterOptions
 from maker.dsl import MicrostepCall, Workflow
 from maker.engine import Engine, Progress, RunSummary
 from maker.errors import RunError, RunMismatchError, StoreCorruptError, UserError
+from maker.options import VOTING_OVERRIDES, RunOptions
 from maker.store import RunRecord, Store
 from maker.workflows import BUILTIN
 
-__all__ = ["RunOptions", "start_run", "resume_run", "resolve_workflow", "new_run_id", "shown_status", "VOTING_OVERRIDES"]
-
-VOTING_OVERRIDES = ("rule", "k", "confidence", "max_rounds", "first_temperature", "temperature", "batch")
-
-
-class RunOptions(BaseModel):
-    """How to run: agents, voting overrides, seed, what to record, how often to commit."""
-
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
-    agents: list[str] = Field(min_length=1)
-    """Agent specs in escalation order: the first answers; the next takes over a step the previous could not decide."""
-    seed: int = 0
-    """Run seed; every sample's randomness derives from it, the step and the sample index."""
-    rule: Literal["ahead_by_k", "adaptive"] | None = None
-    """Override every microstep's voting rule."""
-    k: int | None = Field(None, ge=1)
-    """Override every microstep's k."""
-    confidence: float | None = Field(None, gt=0.5, lt=1.0)
-    """Override the adaptive rule's posterior threshold."""
-    max_rounds: int | None = Field(None, ge=1)
-    """Override the bound on sampling rounds per step and agent."""
-    first_temperature: float | None = Field(None, ge=0.0)
-    """Override the temperature of each step's first sample."""
-    temperature: float | None = Field(None, ge=0.0)
-    """Override the temperature of later samples."""
-    batch: int | None = Field(None, ge=1, le=4096)
-    """Override the samples asked of a backend per call (later rounds are filled up to it)."""
-    max_tokens: int | None = Field(None, ge=1)
-    """Override the red-flag token limit of every microstep."""
-    detail: Literal["summary", "samples"] = "summary"
-    """``summary``: one row per step; ``samples``: also every sample's text, tokens and red-flag reason."""
-    commit_every: int = Field(4096, ge=1)
-    """Commit at least every this many steps."""
-    commit_seconds: float = Field(0.5, gt=0)
-    """... and at least this often, in seconds."""
-    drafter: str | None = None
-    """Speculative drafting: the small model that drafts each step (then --agent is the large model)."""
-    verifiers: list[str] = Field(default_factory=list)
-    """Agents that confirm or reject each draft."""
-    verify: Literal["score", "vote"] = "score"
-    """``score``: rate the draft 0-9 in one prefill pass (SpecReason); ``vote``: verifiers answer themselves."""
-    threshold: float = Field(7.0, ge=0.0, le=9.0)
-    """Score at or above which a verifier accepts a draft."""
-    score_by: Literal["expected", "greedy"] = "expected"
-    """Expected digit or most likely digit."""
-    verify_k: int = Field(1, ge=1)
-    """Verdict margin that accepts (or rejects) a draft."""
-    large_first: int = Field(0, ge=0)
-    """The first N steps are always voted by the large model."""
-    entropy_threshold: float | None = Field(None, ge=0.0)
-    """GlimpRouter: steps whose drafter first-token entropy exceeds this go straight to the large model."""
-    log_steps: bool = Field(False, exclude=True)
-    """Log one debug line per committed step (``--log-level debug``); not part of the run's record."""
-    cluster: ClusterOptions | None = Field(None, exclude=True)
-    """Serve every agent's model from Ray replica actors (``--cluster``); where models run is not part of
-    the run's record: the same seed gives the same trace in-process or on a cluster."""
-
-    def agent_maker(self, stack: contextlib.ExitStack) -> Callable[[str], Agent]:
-        """``make_agent``, or the cluster's, which starts replicas (stopped when ``stack`` closes)."""
-        if self.cluster is None:
-            return make_agent
-        from maker.cluster import Cluster
-
-        cluster = Cluster(self.cluster)
-        stack.callback(cluster.close)
-        return cluster.agent
-
-    def speculation(self, make: Callable[[str], Agent] = make_agent) -> Any:
-        from maker.speculation import Speculation
-
-        if self.drafter is None:
-            if self.verifiers:
-                raise UserError("--verifier needs a --drafter whose drafts it checks")
-            return None
-        return Speculation(
-            drafter=make(self.drafter), verifiers=[make(v) for v in self.verifiers], mode=self.verify,
-            threshold=self.threshold, score_by=self.score_by, verify_k=self.verify_k, large_first=self.large_first,
-            entropy_threshold=self.entropy_threshold,
-        )
-
-    def voting(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in VOTING_OVERRIDES if getattr(self, k) is not None}
+__all__ = ["RunOptions", "start_run", "resume_run", "resolve_workflow", "new_run_id", "shown_status", "VOTING_OVERRIDES",
+           "new_run", "reopen_run", "drive"]
 
 
 def resolve_workflow(name: str) -> type[Workflow[Any, Any]]:
@@ -158,29 +79,39 @@ def start_run(
     """Start a new run and drive it to the end (or to a failure, which is resumable)."""
     wf_cls = resolve_workflow(workflow) if isinstance(workflow, str) else workflow
     opts = options if isinstance(options, RunOptions) else _options(options)
-    p = wf_cls.parse_params(params)
+    wf_cls().start(wf_cls.parse_params(params))  # bad parameters fail before anything is written
     with contextlib.ExitStack() as stack:
         make = opts.agent_maker(stack)
-        agents = [make(s) for s in opts.agents]  # bad specs fail before anything is written
+        agents = [make(s) for s in opts.agents]  # and so do bad agent specs
         spec = opts.speculation(make)
-        wf = wf_cls()
-        state = wf.start(p)
-        run_id = run_id or new_run_id(wf_cls.name)
         st = stack.enter_context(Store.create(store))
-        rid = st.create_run(
-            run_id,
-            workflow=wf_cls.name,
-            workflow_ref=workflow if isinstance(workflow, str) else workflow_ref(wf_cls),
-            workflow_version=wf_cls.version,
-            params=p.model_dump(mode="json"),
-            config=opts.model_dump(mode="json"),
-            expected_steps=wf.expected_steps(p),
-            state_json=state.model_dump_json(),
-        )
+        engine, wf, state = new_run(wf_cls, params, opts, st=st, agents=agents, speculation=spec, run_id=run_id,
+                                    ref=workflow if isinstance(workflow, str) else None, on_progress=on_progress)
         if on_start:
-            on_start(run_id)
-        engine = _engine(wf, st, rid, run_id, agents, spec, opts, wf.expected_steps(p), on_progress)
+            on_start(engine.run_id)
         return _drive(engine, wf, state, wf_cls.name)
+
+
+def new_run(wf_cls: type[Workflow[Any, Any]], params: Mapping[str, Any], opts: RunOptions, *, st: Store,
+            agents: list[Agent], speculation: Any, run_id: str | None = None, ref: str | None = None,
+            on_progress: Callable[[Progress], None] | None = None) -> tuple[Engine, Workflow[Any, Any], Any]:
+    """Record a new run in an open store and build its engine (with agents that may serve other runs too)."""
+    p = wf_cls.parse_params(params)
+    wf = wf_cls()
+    state = wf.start(p)
+    run_id = run_id or new_run_id(wf_cls.name)
+    rid = st.create_run(
+        run_id,
+        workflow=wf_cls.name,
+        workflow_ref=ref or workflow_ref(wf_cls),
+        workflow_version=wf_cls.version,
+        params=p.model_dump(mode="json"),
+        config=opts.model_dump(mode="json"),
+        expected_steps=wf.expected_steps(p),
+        state_json=state.model_dump_json(),
+    )
+    engine = _engine(wf, st, rid, run_id, agents, speculation, opts, wf.expected_steps(p), on_progress)
+    return engine, wf, state
 
 
 def resume_run(
@@ -201,17 +132,9 @@ def resume_run(
     st = Store.open(store, write=False)
     try:
         record = st.run(run_id)
-        wf_cls = resolve_workflow(record.workflow_ref or record.workflow)
-        _check_identity(record, wf_cls, params)
-        if record.status == "done":
-            raise UserError(f"run {run_id} already finished ({record.steps} steps); nothing to resume")
-        _check_not_live(record)
-        options = dict(record.config)
-        options.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        opts = _options(options)
+        wf_cls, opts = _resumable(record, params, overrides)
         opts.cluster = cluster
-        wf = wf_cls()
-        state = _recover_state(st, record, wf)
+        state = _recover_state(st, record, wf_cls())
     finally:
         st.close()
     with contextlib.ExitStack() as stack:
@@ -219,12 +142,42 @@ def resume_run(
         agents = [make(s) for s in opts.agents]
         spec = opts.speculation(make)
         st = stack.enter_context(Store.open(store, write=True))
-        st.set_status(record.id, "running", pid=os.getpid(), host=os.uname().nodename, config=opts.model_dump(mode="json"))
-        st.event(record.id, "resume", {"from_step": record.steps, "overrides": dict(overrides or {})})
-        p = wf_cls.parse_params(record.params)
-        engine = _engine(wf, st, record.id, run_id, agents, spec, opts, wf.expected_steps(p), on_progress)
-        engine.restore_counters(record)
+        engine, wf = _reopened(st, record, wf_cls, opts, overrides, agents, spec, on_progress)
         return _drive(engine, wf, state, wf_cls.name)
+
+
+def reopen_run(st: Store, record: RunRecord, *, agents: list[Agent], speculation: Any,
+               overrides: Mapping[str, Any] | None = None,
+               on_progress: Callable[[Progress], None] | None = None) -> tuple[Engine, Workflow[Any, Any], Any]:
+    """Resume a run of an open store: its engine (with the given agents) and the state to go on from."""
+    wf_cls, opts = _resumable(record, None, overrides)
+    state = _recover_state(st, record, wf_cls())
+    engine, wf = _reopened(st, record, wf_cls, opts, overrides, agents, speculation, on_progress)
+    return engine, wf, state
+
+
+def _resumable(record: RunRecord, params: Mapping[str, Any] | None,
+               overrides: Mapping[str, Any] | None) -> tuple[type[Workflow[Any, Any]], RunOptions]:
+    wf_cls = resolve_workflow(record.workflow_ref or record.workflow)
+    _check_identity(record, wf_cls, params)
+    if record.status == "done":
+        raise UserError(f"run {record.run_id} already finished ({record.steps} steps); nothing to resume")
+    _check_not_live(record)
+    options = dict(record.config)
+    options.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return wf_cls, _options(options)
+
+
+def _reopened(st: Store, record: RunRecord, wf_cls: type[Workflow[Any, Any]], opts: RunOptions,
+              overrides: Mapping[str, Any] | None, agents: list[Agent], speculation: Any,
+              on_progress: Callable[[Progress], None] | None) -> tuple[Engine, Workflow[Any, Any]]:
+    st.set_status(record.id, "running", pid=os.getpid(), host=os.uname().nodename, config=opts.model_dump(mode="json"))
+    st.event(record.id, "resume", {"from_step": record.steps, "overrides": dict(overrides or {})})
+    wf = wf_cls()
+    p = wf_cls.parse_params(record.params)
+    engine = _engine(wf, st, record.id, record.run_id, agents, speculation, opts, wf.expected_steps(p), on_progress)
+    engine.ledger.restore(record)
+    return engine, wf
 
 
 def _check_identity(record: RunRecord, wf_cls: type[Workflow[Any, Any]], params: Mapping[str, Any] | None) -> None:
@@ -294,24 +247,27 @@ def state_from_snapshot(
     """The state before step ``stop``: the snapshot taken at ``snap_step``, then the run's recorded answers
     of the steps in between, each step's recomputed input checked against its recorded digest.
 
-    ``mismatch(step, recorded digest, call)`` may raise a more telling error than the default.
+    ``mismatch(step, recorded digest, call)`` may raise a more telling error than the default. Raises
+    :class:`~maker._reapply.SplitTransition` when ``stop`` is inside a fan-out.
     """
     try:
         state = type(wf).State.model_validate_json(snap)
     except ValidationError as exc:
         raise StoreCorruptError(f"run {record.run_id}: the state snapshot at step {snap_step} is unreadable: {exc}") from None
-    for row in st.steps(record.id, snap_step, stop):
-        call = wf.next(state)
-        if not isinstance(call, MicrostepCall):
-            raise StoreCorruptError(f"run {record.run_id}: the workflow ended before recorded step {row[0]}")
-        if call.digest() != row[1]:
+
+    def check(row: Row, call: MicrostepCall) -> None:
+        if call.digest() != row[2]:
             if mismatch is not None:
-                mismatch(row[0], row[1], call)
+                mismatch(row[1], row[2], call)
             raise StoreCorruptError(
-                f"run {record.run_id}: step {row[0]} input digest {call.digest()} does not match the recorded {row[1]}"
+                f"run {record.run_id}: step {row[1]} input digest {call.digest()} does not match the recorded {row[2]}"
             )
-        state = wf.apply(state, call.microstep.load_answer(row[2]))
-    return state
+
+    rows = ((record, r[0], r[1], r[2]) for r in st.steps(record.id, snap_step, stop))
+    try:
+        return reapply(wf, state, rows, snap_step, check=check)[0]
+    except WorkflowEnded as exc:
+        raise StoreCorruptError(f"run {record.run_id}: the workflow ended before recorded step {exc.row[1]}") from None
 
 
 def _engine(wf: Workflow[Any, Any], st: Store, rid: int, run_id: str, agents: list[Any], speculation: Any,
@@ -330,19 +286,32 @@ def _engine(wf: Workflow[Any, Any], st: Store, rid: int, run_id: str, agents: li
 
 
 def _drive(engine: Engine, wf: Workflow[Any, Any], state: Any, name: str) -> RunSummary:
+    try:
+        return asyncio.run(drive(engine, wf, state, name))
+    except (KeyboardInterrupt, SystemExit):
+        engine.store.set_status(engine.rid, "interrupted", error="interrupted")
+        raise
+
+
+async def drive(engine: Engine, wf: Workflow[Any, Any], state: Any, name: str, *, close: bool = True) -> RunSummary:
+    """Run an engine's chain to the end and record how it ended; ``close=False`` leaves shared backends open."""
     st = engine.store
     status, error, solved, result = "done", None, None, None
     try:
-        final = asyncio.run(_run(engine, state))
+        try:
+            final = await engine.run_chain(state)
+        finally:
+            if close:
+                await engine.aclose()
         solved = wf.solved(final)
-        if solved is not None and engine.errors:
+        if solved is not None and engine.ledger.errors:
             solved = False
         result = wf.result(final)
     except RunError as exc:
         status, error = "failed", str(exc)
         st.set_status(engine.rid, status, error=error)
         raise
-    except (KeyboardInterrupt, SystemExit):
+    except asyncio.CancelledError:
         st.set_status(engine.rid, "interrupted", error="interrupted")
         raise
     except Exception as exc:  # workflow code raised: committed steps stay, the run is marked failed
@@ -352,39 +321,33 @@ def _drive(engine: Engine, wf: Workflow[Any, Any], state: Any, name: str) -> Run
     return summarize(engine, name, status, solved, result, error)
 
 
-async def _run(engine: Engine, state: Any) -> Any:
-    try:
-        return await engine.run_chain(state)
-    finally:
-        await engine.aclose()
-
-
 def summarize(engine: Engine, name: str, status: str, solved: bool | None, result: Any, error: str | None) -> RunSummary:
-    steps = engine.steps - engine.first_step
-    ks = {p.k for p in engine._policies.values()}
+    led = engine.ledger
+    steps = led.steps - led.first_step
+    ks = {p.k for p in engine.policies.values()}
     return RunSummary(
         run_id=engine.run_id,
         workflow=name,
         status=status,
         steps=steps,
-        errors=engine.errors if engine._has_oracle else None,
+        errors=led.errors if engine.scheduler.has_oracle else None,
         solved=solved,
-        calls=engine.calls,
-        calls_per_step=engine.calls / steps if steps else 0.0,
-        red_flags=engine.red_flags,
-        red_flag_rate=engine.red_flags / engine.calls if engine.calls else 0.0,
-        max_rounds=engine.max_rounds,
-        tokens=engine.tokens,
-        wall_s=round(engine.wall_s, 3),
+        calls=led.calls,
+        calls_per_step=led.calls / steps if steps else 0.0,
+        red_flags=led.red_flags,
+        red_flag_rate=led.red_flags / led.calls if led.calls else 0.0,
+        max_rounds=led.max_rounds,
+        tokens=led.tokens,
+        wall_s=round(led.wall_s, 3),
         k=ks.pop() if len(ks) == 1 else None,
         agents=[a.spec for a in engine.agents],
-        store=str(Path(engine.store.path)),
-        agent_calls=dict(zip(engine.agent_labels(), engine.agent_calls, strict=True)),
-        drafted=engine.drafted,
-        accepted=engine.accepted,
-        escalated=engine.escalated,
-        spare_samples=engine.spare_samples,
-        first_step=engine.first_step,
+        store=str(Path(engine.store.path)) if engine.store is not None else "",
+        agent_calls=led.agent_calls_by_label(),
+        drafted=led.drafted,
+        accepted=led.accepted,
+        escalated=led.escalated,
+        spare_samples=led.spare_samples,
+        first_step=led.first_step,
         result=result,
         error=error,
     )

@@ -1,12 +1,13 @@
 """The durable record of runs: one SQLite file, plain rows, no pickle.
 
-Tables (schema version 2; see ``docs/trace-format.md``):
+Tables (schema version 3; see ``docs/trace-format.md``):
 
 * ``runs``      -- one row per run: workflow identity, configuration, status, counters.
 * ``steps``     -- one row per committed step: input digest, winning answer (JSON),
                    vote tally, rounds, samples, red flags by reason, deciding agent, timings,
                    whether the answer matched the workflow's ground truth, speculation
-                   record, tokens, and the prompt itself at detail level ``samples``.
+                   record, tokens, the microstep's name and the call's tag, and the prompt
+                   itself at detail level ``samples``.
 * ``snapshots`` -- the workflow state (JSON) after a commit, so resume never replays the chain.
 * ``samples``   -- every sample with its text and red-flag reason (only at detail level ``samples``).
 * ``events``    -- resumes, overrides and failures.
@@ -15,7 +16,7 @@ Steps, their samples and the snapshot of a commit are written in one transaction
 crash loses only the uncommitted tail, never half of a commit.
 
 A store of an older schema version is upgraded in place, in one transaction, the first
-time it is opened (version 1 -> 2 adds columns only); a newer one is refused untouched.
+time it is opened (each version so far adds columns only); a newer one is refused untouched.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from maker.errors import RunNotFoundError, StoreCorruptError, StoreError
 
 __all__ = ["Store", "RunRecord", "StepRow", "STEP_COLUMNS", "default_store_path", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -81,6 +82,8 @@ CREATE TABLE IF NOT EXISTS steps (
     spec TEXT,
     tokens INTEGER,
     input TEXT,
+    microstep TEXT,
+    tag TEXT,
     PRIMARY KEY (run, step)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -117,6 +120,10 @@ ALTER TABLE runs ADD COLUMN workflow_ref TEXT;
 UPDATE runs SET workflow_ref = workflow;
 ALTER TABLE steps ADD COLUMN tokens INTEGER;
 ALTER TABLE steps ADD COLUMN input TEXT;
+""",
+    3: """
+ALTER TABLE steps ADD COLUMN microstep TEXT;
+ALTER TABLE steps ADD COLUMN tag TEXT;
 """,
 }
 
@@ -167,12 +174,14 @@ class RunRecord:
         return self.parent_step or 0
 
 
-# step, digest, answer, votes, rounds, samples, red_flags, agent, t_start, dur, correct, spec, tokens, input
+# step, digest, answer, votes, rounds, samples, red_flags, agent, t_start, dur, correct, spec, tokens, input,
+# microstep, tag
 StepRow = tuple[
-    int, str, str, str, int, int, str | None, int, float, float, int | None, str | None, int | None, str | None
+    int, str, str, str, int, int, str | None, int, float, float, int | None, str | None, int | None, str | None,
+    str | None, str | None,
 ]
 STEP_COLUMNS = ("step", "digest", "answer", "votes", "rounds", "samples", "red_flags", "agent", "t_start", "dur",
-                "correct", "spec", "tokens", "input")
+                "correct", "spec", "tokens", "input", "microstep", "tag")
 
 
 def _damaged(path: Path, exc: BaseException) -> StoreCorruptError:

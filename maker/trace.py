@@ -28,7 +28,7 @@ from maker.voting import expected_calls, wilson_interval
 __all__ = ["TRACE_FORMAT", "agent_labels", "step_records", "trace_stats", "export_jsonl", "export_parquet",
            "parse_range"]
 
-TRACE_FORMAT = 1
+TRACE_FORMAT = 2
 _POINTS = 400  # points per series in the statistics (and the report's plots)
 _HARDEST = 10
 
@@ -83,10 +83,13 @@ def step_records(st: Store, record: RunRecord, start: int = 0, stop: int | None 
         return labels[i] if 0 <= i < len(labels) else f"agent #{i}"
 
     for row in st.steps(record.id, start, stop):
-        (step, digest, answer, votes, rounds, n, flags, agent, t_start, dur, correct, spec, tokens, text) = row
+        (step, digest, answer, votes, rounds, n, flags, agent, t_start, dur, correct, spec, tokens, text,
+         microstep, tag) = row
         rec: dict[str, Any] = {
             "run_id": record.run_id,
             "step": step,
+            "microstep": microstep,
+            "tag": tag,
             "digest": digest,
             "input": text,
             "answer": json.loads(answer),
@@ -332,7 +335,8 @@ def export_parquet(st: Store, record: RunRecord, path: str | Path) -> int:
     except ImportError:
         raise UserError("Parquet export needs pyarrow: pip install 'maker[parquet]' (or use --format jsonl)") from None
     schema = pa.schema([
-        ("run_id", pa.string()), ("step", pa.int64()), ("digest", pa.string()), ("input", pa.string()),
+        ("run_id", pa.string()), ("step", pa.int64()), ("microstep", pa.string()), ("tag", pa.string()),
+        ("digest", pa.string()), ("input", pa.string()),
         ("answer", pa.string()), ("votes", pa.list_(pa.int64())), ("rounds", pa.int64()), ("samples", pa.int64()),
         ("tokens", pa.int64()), ("red_flags", pa.string()), ("agent", pa.string()), ("correct", pa.bool_()),
         ("t_start", pa.float64()), ("dur_s", pa.float64()), ("speculation", pa.string()),

@@ -56,6 +56,11 @@ class Voting(BaseModel):
     so decisions are the same as asking for exactly what each round needs (up to a real
     model's floating-point differences between batch shapes)."""
 
+    fixed: bool = False
+    """Run-wide voting options (``--k``, ``--rule``, ``--temperature``, ...) leave this policy as it is: for a
+    microstep that draws candidates rather than votes (``k=1`` at a sampling temperature), which a judge then
+    picks from."""
+
     @model_validator(mode="after")
     def _check(self) -> Voting:
         if self.rule == "adaptive" and self.k < 1:  # pragma: no cover - guarded by Field

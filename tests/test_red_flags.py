@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
+from maker._decider import TOO_LONG, Decider, Parsed
 from maker.dsl import FormatError, Microstep, RedFlag
-from maker.engine import TOO_LONG, Engine, _Parsed
 from maker.runs import start_run
 from maker.store import Store
 from maker.workflows.addition import DigitAnswer, add_digit
@@ -145,13 +145,13 @@ FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCh
 CASES = [(hanoi_move, HanoiAnswer, HANOI_INPUTS), (add_digit, DigitAnswer, DIGIT_INPUTS)]
 
 
-def _engine_parse(ms: Microstep[Any], text: str, inputs: dict[str, Any]) -> _Parsed:
-    return Engine._parse(ms, ms.parse, ms.vote_key, bool(ms.red_flags), text, inputs)
+def _engine_parse(ms: Microstep[Any], text: str, inputs: dict[str, Any]) -> Parsed:
+    return Decider.parse(ms, ms.parse, ms.vote_key, bool(ms.red_flags), text, inputs)
 
 
-def _check_parsed(ms: Microstep[Any], schema: type[BaseModel], inputs: dict[str, Any], text: str) -> _Parsed:
+def _check_parsed(ms: Microstep[Any], schema: type[BaseModel], inputs: dict[str, Any], text: str) -> Parsed:
     parsed = _engine_parse(ms, text, inputs)
-    assert isinstance(parsed, _Parsed)
+    assert isinstance(parsed, Parsed)
     if parsed.flag is None:
         assert isinstance(parsed.answer, schema)
         assert parsed.key == ms.vote_key(parsed.answer)

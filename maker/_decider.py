@@ -1,0 +1,342 @@
+"""Deciding one microstep call: sample, red-flag, vote, escalate; or draft, verify and escalate.
+
+A :class:`Decider` holds no run state: :meth:`Decider.decide` is a function of the step
+index, the call, the ground truth (for simulated agents) and the backends' answers to
+requests whose seeds derive from the run seed and the step. It returns a
+:class:`Decision` that carries everything the step cost (calls per agent, tokens, red
+flags, samples generated ahead and dropped), so several decisions can be in flight at
+once and the :class:`~maker._ledger.Ledger` adds each one when it is recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from maker._batching import Coalescing
+from maker._rng import derive, mix64
+from maker.agents import Agent, GenerateRequest, Oracle
+from maker.dsl import Microstep, MicrostepCall
+from maker.errors import StepUndecidedError
+from maker.speculation import JudgeRequest, Speculation, digit_score
+from maker.voting import Voting, is_decided, samples_needed
+
+__all__ = ["Decider", "Decision", "Parsed", "flag_reason", "too_long", "TOO_LONG"]
+
+TOO_LONG = "too_long"
+_DRAFT_SALT = 0xD4AF7
+_VERIFY_SALT = 0x5E1F1
+
+
+class Parsed:
+    """A parsed response, cached per distinct text within one step."""
+
+    __slots__ = ("answer", "key", "flag")
+
+    def __init__(self, answer: Any, key: Any, flag: str | None) -> None:
+        self.answer = answer
+        self.key = key
+        self.flag = flag
+
+
+class Decision:
+    """One decided call and what deciding it cost."""
+
+    __slots__ = ("answer", "key", "votes", "rounds", "samples", "flags", "agent", "spec", "tokens", "calls",
+                 "red_flags", "spare_samples", "spare_tokens", "drafted", "accepted", "escalated")
+
+    def __init__(self) -> None:
+        self.answer: Any = None
+        self.key: Any = None
+        self.votes = ""
+        """The tally, winner first: ``[3,1]``."""
+        self.rounds = 0
+        self.samples = 0
+        self.flags: dict[str, int] | None = None
+        """Red flags by reason."""
+        self.agent = 0
+        """Index of the deciding agent (voting agents, then the drafter, then the verifiers)."""
+        self.spec: dict[str, Any] | None = None
+        """The speculation record (route, verdicts, accepted or escalated), when the run drafts."""
+        self.tokens = 0
+        self.calls: dict[int, int] = {}
+        """Model calls by agent index."""
+        self.red_flags = 0
+        self.spare_samples = 0
+        self.spare_tokens = 0
+        self.drafted = self.accepted = self.escalated = 0
+
+    def flag(self, reason: str, n: int = 1) -> None:
+        flags = self.flags
+        if flags is None:
+            flags = self.flags = {}
+        flags[reason] = flags.get(reason, 0) + n
+
+    def called(self, agent: int, n: int = 1) -> None:
+        self.calls[agent] = self.calls.get(agent, 0) + n
+
+
+def flag_reason(flag: str) -> str:
+    """The reason key of a red flag (``too_long``, ``format``, ``schema`` or a rule name)."""
+    return flag.split(":", 1)[0]
+
+
+def too_long(tokens: int, max_tokens: int) -> str:
+    return f"{TOO_LONG}: {tokens} tokens > {max_tokens}"
+
+
+class Decider:
+    """Decides calls for one run: its agents, speculation settings, seed and voting policies."""
+
+    def __init__(self, *, agents: Sequence[Agent], speculation: Speculation | None, seed: int,
+                 policies: dict[str, Voting], max_tokens: int | None, run_id: str = "") -> None:
+        self.agents = list(agents)
+        self.run_id = run_id
+        self.spec = speculation
+        self.policies = policies
+        self.max_tokens = max_tokens
+        self._seed = derive(seed)
+        # Concurrent decisions (a fan-out) reach a backend through one coalescing front per backend, so the
+        # requests they make in the same turn of the event loop go out as one batched call.
+        fronts: dict[int, Coalescing] = {}
+        every = self.agents + ([speculation.drafter, *speculation.verifiers] if speculation else [])
+        self._fronts = [fronts.setdefault(id(a.backend), Coalescing.over(a.backend)) for a in every]
+
+    async def decide(self, step: int, call: MicrostepCall, expected: Any, samples_out: list[tuple[Any, ...]] | None,
+                     together: bool = False) -> Decision:
+        """Decide one call: drafted and verified when the run speculates, else voted.
+
+        ``together``: other calls are being decided at the same time, so requests go through the coalescing
+        fronts. ``samples_out`` receives one sample row per voted sample (detail level ``samples``).
+        """
+        if self.spec is not None:
+            return await self._speculate(step, call, expected, samples_out, together)
+        return await self._vote(step, call, expected, samples_out, together)
+
+    # -- voting -----------------------------------------------------------------------------------
+    async def _vote(self, step: int, call: MicrostepCall, expected: Any, samples_out: list[tuple[Any, ...]] | None,
+                    together: bool, d: Decision | None = None) -> Decision:
+        if d is None:
+            d = Decision()
+        ms: Microstep[Any] = call.microstep
+        policy = self.policies[ms.name]
+        max_tokens = self.max_tokens or ms.max_tokens
+        prompt = call.prompt
+        inputs = call.inputs
+        step_seed = mix64(self._seed ^ step)
+        oracle = Oracle(ms, expected, step, inputs) if expected is not None else None
+        idx = 0
+        rounds = 0
+        cache: dict[str, Parsed] = {}
+        parse = ms.parse
+        vote_key = ms.vote_key
+        user_flags = bool(ms.red_flags)
+        t_first = policy.first_temperature
+        t_rest = policy.temperature
+        calls = d.calls
+        for agent_idx, agent in enumerate(self.agents):
+            generate = (self._fronts[agent_idx] if together else agent.backend).generate
+            counts: dict[Any, int] = {}
+            winners: dict[Any, Any] = {}
+            top = second = 0
+            need = policy.k if policy.rule == "ahead_by_k" else samples_needed(policy, 0, 0)
+            fill = policy.batch or need
+            spare: list[Any] = []  # samples already generated for the rounds to come, in index order
+            agent_rounds = 0
+            while agent_rounds < policy.max_rounds:
+                agent_rounds += 1
+                if len(spare) < need:
+                    lo = idx + len(spare)
+                    hi = idx + max(need, len(spare) + fill)
+                    seeds = [mix64(step_seed + i) for i in range(lo, hi)]
+                    temps = [t_first if i == 0 else t_rest for i in range(lo, hi)]
+                    req = GenerateRequest(prompt, temps, seeds, max_tokens, ms.stop, False, oracle)
+                    (more,) = await generate([req])
+                    spare += more
+                batch = spare[:need]
+                del spare[:need]
+                calls[agent_idx] = calls.get(agent_idx, 0) + need
+                for s in batch:
+                    d.tokens += s.tokens
+                    flag: str | None
+                    key: Any = None
+                    if s.tokens > max_tokens:
+                        flag = too_long(s.tokens, max_tokens)
+                    else:
+                        parsed = cache.get(s.text)
+                        if parsed is None:
+                            parsed = cache[s.text] = self.parse(ms, parse, vote_key, user_flags, s.text, inputs)
+                        flag = parsed.flag
+                        key = parsed.key
+                    if flag is not None:
+                        d.flag(flag_reason(flag))
+                        d.red_flags += 1
+                    else:
+                        counts[key] = counts.get(key, 0) + 1
+                        if key not in winners:
+                            winners[key] = parsed.answer
+                    if samples_out is not None:
+                        samples_out.append(
+                            (step, idx, rounds + agent_rounds - 1, agent_idx, t_first if idx == 0 else t_rest,
+                             s.tokens, s.text, flag, None if key is None else ms.answer_json(winners[key]))
+                        )
+                    idx += 1
+                if counts:
+                    ranked = sorted(counts.values(), reverse=True)
+                    top = ranked[0]
+                    second = ranked[1] if len(ranked) > 1 else 0
+                    if is_decided(policy, top, second):
+                        leader = max(counts, key=counts.__getitem__)
+                        votes = ",".join(map(str, [counts[leader]] + sorted(
+                            (v for k2, v in counts.items() if k2 != leader), reverse=True)))
+                        self._drop(d, spare)
+                        d.answer, d.key, d.votes = winners[leader], leader, f"[{votes}]"
+                        d.rounds += rounds + agent_rounds
+                        d.samples += idx
+                        d.agent = agent_idx
+                        return d
+                need = samples_needed(policy, top, second)
+            rounds += agent_rounds
+            self._drop(d, spare)
+        raise StepUndecidedError(
+            f"step {step}: no answer won the vote within {policy.max_rounds} rounds "
+            f"(agents tried: {', '.join(a.spec for a in self.agents)}). Committed steps are saved; "
+            f"resume with `maker resume {self.run_id}` and a larger --max-rounds or another --agent to escalate to.",
+            run_id=self.run_id,
+            step=step,
+            agent=self.agents[-1].spec,
+        )
+
+    @staticmethod
+    def _drop(d: Decision, spare: list[Any]) -> None:
+        """Samples generated ahead that the decision did not need: counted apart, never voted."""
+        if spare:
+            d.spare_samples += len(spare)
+            d.spare_tokens += sum(s.tokens for s in spare)
+
+    # -- drafting and verifying ---------------------------------------------------------------------
+    async def _speculate(self, step: int, call: MicrostepCall, expected: Any,
+                         samples_out: list[tuple[Any, ...]] | None, together: bool) -> Decision:
+        """Draft, verify, and escalate to voting only when the draft is not confirmed."""
+        spec = self.spec
+        assert spec is not None
+        ms: Microstep[Any] = call.microstep
+        policy = self.policies[ms.name]
+        max_tokens = self.max_tokens or ms.max_tokens
+        prompt = call.prompt
+        oracle = Oracle(ms, expected, step, call.inputs) if expected is not None else None
+        step_seed = mix64(self._seed ^ step)
+        d_idx = len(self.agents)
+        drafter = self._fronts[d_idx] if together else spec.drafter.backend
+        d = Decision()
+        info: dict[str, Any] = {}
+        d.spec = info
+        routed = True
+        if step < spec.large_first:
+            info["route"] = "large_first"
+        else:
+            go = True
+            if spec.entropy_threshold is not None:
+                probe = GenerateRequest(prompt, [0.0], [0], max_tokens, ms.stop, False, oracle)
+                (entropy,) = await drafter.first_token_entropy([probe])
+                info["entropy"] = round(float(entropy), 4)
+                if entropy > spec.entropy_threshold:
+                    go = False
+                    info["route"] = "entropy"
+            if go:
+                routed = False
+                req = GenerateRequest(prompt, [policy.first_temperature], [mix64(step_seed ^ _DRAFT_SALT)], max_tokens,
+                                      ms.stop, False, oracle)
+                ((draft,),) = await drafter.generate([req])
+                d.called(d_idx)
+                d.tokens += draft.tokens
+                d.drafted = 1
+                parsed = self.read(ms, draft.text, draft.tokens, max_tokens, call.inputs)
+                if parsed.flag is not None:
+                    info["draft_flag"] = parsed.flag[:120]
+                    d.flag(flag_reason(parsed.flag))
+                    d.red_flags += 1
+                elif await self._verify(d, step_seed, call, draft.text, parsed, oracle, info, together):
+                    d.accepted = 1
+                    info["accepted"] = True
+                    d.answer, d.key, d.votes, d.rounds, d.samples, d.agent = parsed.answer, parsed.key, "[1]", 1, 1, d_idx
+                    return d
+        d.escalated = 1
+        info["escalated"] = True
+        if not routed:  # the draft counts as a round and a sample of the step; a routed step never saw one
+            d.rounds, d.samples = 1, 1
+        return await self._vote(step, call, expected, samples_out, together, d)
+
+    async def _verify(self, d: Decision, step_seed: int, call: MicrostepCall, draft: str, parsed: Parsed, oracle: Any,
+                      info: dict[str, Any], together: bool) -> bool:
+        spec = self.spec
+        assert spec is not None
+        base = len(self.agents) + 1
+        verdicts: list[Any] = []
+        info["verdicts"] = verdicts
+        backends = [self._fronts[base + i] if together else v.backend for i, v in enumerate(spec.verifiers)]
+        if spec.mode == "score":
+            margin = 0
+            for i, backend in enumerate(backends):
+                seed = mix64(step_seed ^ _VERIFY_SALT ^ i)
+                (digits,) = await backend.judge([JudgeRequest(call.prompt, draft, seed, oracle)])
+                d.called(base + i)
+                score = digit_score(digits, spec.score_by)
+                ok = score >= spec.threshold
+                verdicts.append([i, round(score, 3), ok])
+                margin += 1 if ok else -1
+                left = len(backends) - i - 1
+                if margin >= spec.verify_k:
+                    return True
+                if margin <= -spec.verify_k or margin + left < spec.verify_k:
+                    return False  # decided, or acceptance is out of reach: no more verifier calls
+            return False
+        # vote: the draft is one vote; verifiers answer the step themselves, round-robin.
+        ms = call.microstep
+        policy = self.policies[ms.name]
+        max_tokens = self.max_tokens or ms.max_tokens
+        counts = {parsed.key: 1}
+        for j in range(policy.max_rounds * max(1, len(backends))):
+            if not backends:
+                break
+            i = j % len(backends)
+            seed = mix64(step_seed ^ _VERIFY_SALT ^ (j + 1))
+            req = GenerateRequest(call.prompt, [policy.temperature], [seed], max_tokens, ms.stop, False, oracle)
+            ((s,),) = await backends[i].generate([req])
+            d.called(base + i)
+            d.tokens += s.tokens
+            p = self.read(ms, s.text, s.tokens, max_tokens, call.inputs)
+            verdicts.append([i, p.flag is None and p.key == parsed.key])
+            if p.flag is not None:
+                continue
+            counts[p.key] = counts.get(p.key, 0) + 1
+            ranked = sorted(counts.values(), reverse=True)
+            if ranked[0] - (ranked[1] if len(ranked) > 1 else 0) >= spec.verify_k:
+                return max(counts, key=counts.__getitem__) == parsed.key
+        return False
+
+    # -- reading a response -------------------------------------------------------------------------
+    @classmethod
+    def read(cls, ms: Microstep[Any], text: str, tokens: int, max_tokens: int, inputs: Any) -> Parsed:
+        """One response through the red-flag checks: too long, then parse, schema and the microstep's rules."""
+        if tokens > max_tokens:
+            return Parsed(None, None, too_long(tokens, max_tokens))
+        return cls.parse(ms, ms.parse, ms.vote_key, bool(ms.red_flags), text, inputs)
+
+    @staticmethod
+    def parse(ms: Microstep[Any], parse: Any, vote_key: Any, user_flags: bool, text: str, inputs: Any) -> Parsed:
+        try:
+            answer = parse(text)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(map(str, err.get("loc", ()))) or "answer"
+            return Parsed(None, None, f"schema: {where}: {err.get('msg', 'invalid')}")
+        except Exception as exc:  # anything a parser raises means the text is not an answer
+            return Parsed(None, None, f"format: {exc}"[:300])
+        if user_flags:
+            flag = ms.check_flags(answer, inputs)
+            if flag is not None:
+                return Parsed(None, None, flag)
+        return Parsed(answer, vote_key(answer), None)

@@ -1,0 +1,177 @@
+"""The recorder of a run: step rows, counters, grouped commits and progress reports.
+
+Decisions are added here in step order, whatever order they were decided in, so the
+record does not depend on which of several calls in flight finished first. Rows wait in
+memory until a commit, which writes them, their samples, the state after them and the
+counters in one transaction (see :meth:`maker.store.Store.commit`); commits happen only
+between transitions, so every snapshot is the state after exactly the steps it holds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import structlog
+from pydantic import BaseModel
+
+from maker._decider import Decision
+from maker.dsl import MicrostepCall
+from maker.store import StepRow, Store
+from maker.voting import Voting
+
+__all__ = ["Ledger", "Progress"]
+
+
+class Progress(BaseModel):
+    """A progress report, handed to the progress callback a few times a second."""
+
+    run_id: str
+    steps: int
+    expected_steps: int | None
+    calls: int
+    red_flags: int
+    errors: int
+    max_rounds: int
+    elapsed_s: float
+    steps_per_s: float
+
+
+class Ledger:
+    """Counters, pending rows and commits of one run (``store=None``: count only, as a rollout does)."""
+
+    def __init__(self, *, store: Store | None, rid: int, run_id: str, labels: list[str], policies: dict[str, Voting],
+                 detail: str = "summary", commit_every: int = 4096, commit_seconds: float = 0.5,
+                 expected_steps: int | None = None, on_progress: Callable[[Progress], None] | None = None,
+                 progress_seconds: float = 0.25, log_steps: bool = False) -> None:
+        self.store = store
+        self.rid = rid
+        self.run_id = run_id
+        self.labels = labels
+        self.policies = policies
+        self.commit_every = commit_every
+        self.commit_seconds = commit_seconds
+        self.expected_steps = expected_steps
+        self.on_progress = on_progress
+        self.progress_seconds = progress_seconds
+        self.samples: list[tuple[Any, ...]] | None = [] if detail == "samples" else None
+        """Sample rows of the pending steps (detail level ``samples``); deciders append to it."""
+        self.keep_input = self.samples is not None
+        self.pending: list[StepRow] = []
+        self._log = structlog.get_logger("maker").bind(run_id=run_id) if log_steps else None
+        # Counters; restored from the store on resume.
+        self.first_step = 0  # a fork's first own step
+        self.steps = 0
+        self.calls = 0
+        self.red_flags = 0
+        self.errors = 0
+        self.max_rounds = 0
+        self.tokens = 0
+        self.wall_s = 0.0
+        self.agent_calls = [0] * len(labels)
+        self.drafted = self.accepted = self.escalated = 0
+        self.spare_samples = self.spare_tokens = 0
+
+    def restore(self, record: Any) -> None:
+        """Counters as a run's record left them."""
+        self.first_step = record.first_step
+        for name in ("steps", "calls", "red_flags", "errors", "max_rounds", "tokens", "wall_s"):
+            setattr(self, name, getattr(record, name))
+        stats = record.stats or {}
+        calls = stats.get("agent_calls", [])
+        self.agent_calls[: len(calls)] = calls[: len(self.agent_calls)]
+        for name in ("drafted", "accepted", "escalated", "spare_samples", "spare_tokens"):
+            setattr(self, name, stats.get(name, 0))
+
+    # -- recording --------------------------------------------------------------------------------
+    def add(self, step: int, call: MicrostepCall, d: Decision, expected: Any, t_start: float, dur: float) -> None:
+        """Count a decided step and keep its row for the next commit."""
+        key = d.key
+        correct: int | None = None
+        if expected is not None:
+            correct = int(call.microstep.vote_key(expected) == key)
+            if not correct:
+                self.errors += 1
+        n_calls = 0
+        agent_calls = self.agent_calls
+        for i, n in d.calls.items():
+            agent_calls[i] += n
+            n_calls += n
+        self.calls += n_calls
+        self.tokens += d.tokens
+        self.red_flags += d.red_flags
+        if d.spare_samples:
+            self.spare_samples += d.spare_samples
+            self.spare_tokens += d.spare_tokens
+        if d.drafted or d.escalated:
+            self.drafted += d.drafted
+            self.accepted += d.accepted
+            self.escalated += d.escalated
+        if d.rounds > self.max_rounds:
+            self.max_rounds = d.rounds
+        ms = call.microstep
+        self.pending.append((
+            step, call.digest(), ms.answer_json(d.answer), d.votes, d.rounds, d.samples,
+            None if d.flags is None else json.dumps(d.flags), d.agent, t_start, dur, correct,
+            None if d.spec is None else json.dumps(d.spec), d.tokens, call.prompt if self.keep_input else None,
+            ms.name, call.tag,
+        ))
+
+    def commit(self, step: int, state: Any, wall_s: float) -> None:
+        """Write the pending rows with the state reached after them (``step`` steps committed)."""
+        self.steps = step
+        self.wall_s = wall_s
+        if self.store is not None:
+            self.store.commit(self.rid, self.pending, self.samples or (), (step, state.model_dump_json()),
+                              self.counters())
+            if self._log is not None:
+                for r in self.pending:
+                    self._log.debug("step committed", step=r[0], votes=r[3], rounds=r[4], samples=r[5],
+                                    red_flags=r[6], agent=self._label(r[7]), correct=r[10])
+        self.pending.clear()
+        if self.samples:
+            self.samples.clear()
+
+    def _label(self, i: int) -> str:
+        return self.labels[i].split(": ", 1)[-1] if 0 <= i < len(self.labels) else f"agent #{i}"
+
+    def report(self, step: int, elapsed: float, done_here: int) -> None:
+        assert self.on_progress is not None
+        self.steps = step
+        self.on_progress(Progress(
+            run_id=self.run_id, steps=step, expected_steps=self.expected_steps, calls=self.calls,
+            red_flags=self.red_flags, errors=self.errors, max_rounds=self.max_rounds,
+            elapsed_s=elapsed, steps_per_s=done_here / elapsed if elapsed > 0 else 0.0,
+        ))
+
+    # -- what the store and the summary read --------------------------------------------------------
+    def counters(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "calls": self.calls,
+            "red_flags": self.red_flags,
+            "errors": self.errors,
+            "max_rounds": self.max_rounds,
+            "tokens": self.tokens,
+            "wall_s": self.wall_s,
+            "stats": json.dumps(self.stats()),
+        }
+
+    def stats(self) -> dict[str, Any]:
+        return {"agent_calls": list(self.agent_calls), "agents": self.labels,
+                "drafted": self.drafted, "accepted": self.accepted, "escalated": self.escalated,
+                "spare_samples": self.spare_samples, "spare_tokens": self.spare_tokens,
+                "voting": {name: {"rule": p.rule, "k": p.k} for name, p in self.policies.items()}}
+
+    def agent_calls_by_label(self) -> dict[str, int]:
+        return dict(zip(self.labels, self.agent_calls, strict=True))
+
+
+def labels_of(agents: Sequence[Any], speculation: Any) -> list[str]:
+    """``agent 1: SPEC`` (voting, in escalation order), ``drafter: SPEC``, ``verifier 1: SPEC``."""
+    labels = [f"agent {i + 1}: {a.spec}" for i, a in enumerate(agents)]
+    if speculation is not None:
+        labels.append(f"drafter: {speculation.drafter.spec}")
+        labels += [f"verifier {i + 1}: {v.spec}" for i, v in enumerate(speculation.verifiers)]
+    return labels

@@ -1,0 +1,99 @@
+"""Feeding recorded answers back through a workflow's own ``next`` and ``apply``.
+
+Resume (from a snapshot to the last commit), replay (the whole trace, every input
+checked) and fork (to the fork point) all walk recorded steps the same way: one
+transition at a time, taking as many recorded rows as ``next`` asks calls (a fan-out
+takes several consecutive steps), then one ``apply``. What each does when the records and
+the code disagree differs, so the walk raises one of two exceptions and leaves the
+wording to the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from maker.dsl import MicrostepCall, Workflow
+from maker.errors import StoreCorruptError
+
+__all__ = ["Row", "reapply", "WorkflowEnded", "SplitTransition"]
+
+Row = tuple[Any, int, str, str]
+"""(owner: whose trace the step is in, step, input digest, answer JSON)."""
+
+
+class WorkflowEnded(Exception):
+    """The workflow is done, or asks nothing it can be given, where the records have another step."""
+
+    def __init__(self, row: Row, asked: Any) -> None:
+        super().__init__(f"step {row[1]}")
+        self.row = row
+        self.asked = asked
+
+
+class SplitTransition(Exception):
+    """The records stop inside a fan-out: ``next`` asks ``size`` calls from step ``first``, fewer are there."""
+
+    def __init__(self, owner: Any, first: int, size: int) -> None:
+        super().__init__(f"steps {first}..{first + size - 1}")
+        self.owner = owner
+        self.first = first
+        self.size = size
+
+
+def calls_of(asked: Any) -> list[MicrostepCall] | None:
+    """The calls ``next`` asked (one, or a fan-out's), or None when it asked none (DONE or something else)."""
+    if type(asked) is MicrostepCall:
+        return [asked]
+    if isinstance(asked, (list, tuple)) and asked and all(type(c) is MicrostepCall for c in asked):
+        return list(asked)
+    return None
+
+
+def reapply(
+    wf: Workflow[Any, Any],
+    state: Any,
+    rows: Iterable[Row],
+    start: int,
+    *,
+    check: Callable[[Row, MicrostepCall], None] | None = None,
+    after: Callable[[int, Any, Any], None] | None = None,
+) -> tuple[Any, int]:
+    """Apply recorded ``rows`` (from step ``start``, in step order) to ``state``; returns the state and the next step.
+
+    ``check(row, call)`` sees every recorded row beside the call recomputed for it; ``after(step, state, owner)``
+    sees the state after each transition (``step`` steps done).
+    """
+    next_, apply = wf.next, wf.apply
+    it = iter(rows)
+    step = start
+    for row in it:
+        if row[1] != step:
+            raise StoreCorruptError(f"run {_name(row[0])}: step {step} is missing from the store (next is {row[1]})")
+        asked = next_(state)
+        calls = calls_of(asked)
+        if calls is None:
+            raise WorkflowEnded(row, asked)
+        group = [row]
+        for _ in range(len(calls) - 1):
+            more = next(it, None)
+            if more is None:
+                raise SplitTransition(row[0], step, len(calls))
+            if more[1] != step + len(group):
+                raise StoreCorruptError(
+                    f"run {_name(more[0])}: step {step + len(group)} is missing from the store (next is {more[1]})")
+            group.append(more)
+        answers = []
+        for r, call in zip(group, calls, strict=True):
+            if check is not None:
+                check(r, call)
+            answers.append(call.microstep.load_answer(r[3]))
+        state = apply(state, answers[0] if type(asked) is MicrostepCall else tuple(answers))
+        step += len(calls)
+        if after is not None:
+            after(step, state, row[0])
+    return state, step
+
+
+def _name(owner: Any) -> str:
+    return str(getattr(owner, "run_id", owner))

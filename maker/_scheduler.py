@@ -1,0 +1,168 @@
+"""Which calls are in flight: the chain (a transition at a time), a fan-out within a transition, a rollout.
+
+A *transition* is one ``next``, the decision of every call it asks, and one ``apply``.
+``next`` may ask one call or several independent ones (a fan-out); the calls of a
+fan-out are decided at the same time, their requests coalesced into batched backend
+calls, and take consecutive step indexes in the order ``next`` listed them. The seeds of
+a call derive from its step index, and decisions are recorded in step order, so the
+trace is the same whichever call finishes first.
+
+The chain commits (through the :class:`~maker._ledger.Ledger`); a rollout, which a
+cluster replica runs to go ahead of the driver, decides and applies the same way and
+commits nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from maker._decider import Decider, Decision
+from maker._ledger import Ledger
+from maker.dsl import Done, MicrostepCall, Workflow
+from maker.errors import RunError
+
+__all__ = ["Scheduler"]
+
+
+class Scheduler:
+    """Drives a workflow's transitions over one :class:`Decider`."""
+
+    def __init__(self, wf: Workflow[Any, Any], decider: Decider, *, run_id: str) -> None:
+        self.wf = wf
+        self.decider = decider
+        self.run_id = run_id
+        self.has_oracle = wf.has_oracle()
+
+    # -- policies ---------------------------------------------------------------------------------
+    async def chain(self, state: Any, ledger: Ledger, ahead: Any = None) -> Any:
+        """Advance from ``state`` (after ``ledger.steps`` committed steps) until done; returns the final state."""
+        wf = self.wf
+        decide = self.decider.decide
+        add = ledger.add
+        has_oracle = self.has_oracle
+        keep = ledger.samples
+        step = first = ledger.steps
+        wall0 = ledger.wall_s
+        t0 = time.perf_counter()
+        last_commit = last_progress = time.monotonic()
+        commit_every = ledger.commit_every
+        commit_seconds = ledger.commit_seconds
+        pending = ledger.pending
+        try:
+            while True:
+                if ahead is not None:
+                    ahead.at(step, state)
+                call = wf.next(state)
+                if type(call) is MicrostepCall:  # one call: the common case, kept lean
+                    expected = wf.oracle(state) if has_oracle else None
+                    out: list[tuple[Any, ...]] | None = None if keep is None else []
+                    t_step = time.time()
+                    ts = time.perf_counter()
+                    d = await decide(step, call, expected, out)
+                    dur = time.perf_counter() - ts
+                    # Only a transition whose answers applied cleanly is kept, so every commit's snapshot is the
+                    # state after exactly the steps it holds.
+                    state = wf.apply(state, d.answer)
+                    add(step, call, d, expected, t_step, dur)
+                    if out:
+                        keep.extend(out)  # type: ignore[union-attr]
+                    step += 1
+                elif isinstance(call, Done):
+                    break
+                else:
+                    calls = self._calls(call, step)
+                    expected_all = self._expected(state, len(calls), step) if has_oracle else [None] * len(calls)
+                    t_step = time.time()
+                    ts = time.perf_counter()
+                    outs = [None if keep is None else [] for _ in calls]
+                    decisions = await self._together(step, calls, expected_all, outs)
+                    dur = time.perf_counter() - ts
+                    state = wf.apply(state, tuple(d.answer for d in decisions))
+                    for i, (c, d, e, o) in enumerate(zip(calls, decisions, expected_all, outs, strict=True)):
+                        add(step + i, c, d, e, t_step, dur)
+                        if o:
+                            keep.extend(o)  # type: ignore[union-attr]
+                    step += len(calls)
+                # Commits are grouped, by count and by time; a slow model's steps are therefore committed as they
+                # come (one clock read per transition costs well under a microsecond).
+                now = time.monotonic()
+                if len(pending) >= commit_every or (pending and now - last_commit >= commit_seconds):
+                    ledger.commit(step, state, wall0 + time.perf_counter() - t0)
+                    last_commit = now
+                if ledger.on_progress is not None and now - last_progress >= ledger.progress_seconds:
+                    last_progress = now
+                    ledger.report(step, time.perf_counter() - t0, step - first)
+        finally:
+            # Whatever stops the chain (done, a failure, Ctrl-C), what was decided is kept.
+            wall = wall0 + time.perf_counter() - t0
+            if pending:
+                ledger.commit(step, state, wall)
+            ledger.steps = step
+            ledger.wall_s = wall
+        return state
+
+    async def rollout(self, state: Any, step: int, steps: int) -> tuple[Any, int, str, str | None]:
+        """Decide and apply transitions from ``state`` (at ``step``) until ``steps`` steps are done, committing
+        nothing. Returns the state reached, its step, and why it stopped: ``steps`` (the budget ran out), ``done``
+        (the workflow finished) or ``error`` (with the error's text)."""
+        wf = self.wf
+        end = step + steps
+        try:
+            while step < end:
+                call = wf.next(state)
+                if isinstance(call, Done):
+                    return state, step, "done", None
+                calls = [call] if type(call) is MicrostepCall else self._calls(call, step)
+                if len(calls) == 1:
+                    expected = wf.oracle(state) if self.has_oracle else None
+                    answers: Any = (await self.decider.decide(step, calls[0], expected, None)).answer
+                else:
+                    expected_all = self._expected(state, len(calls), step) if self.has_oracle else [None] * len(calls)
+                    decisions = await self._together(step, calls, expected_all, [None] * len(calls))
+                    answers = tuple(d.answer for d in decisions)
+                state = wf.apply(state, answers)
+                step += len(calls)
+        except Exception as exc:  # the driver meets the same failure at this step and reports it
+            return state, step, "error", f"{type(exc).__name__}: {exc}"[:500]
+        return state, step, "steps", None
+
+    # -- a fan-out --------------------------------------------------------------------------------
+    async def _together(self, step: int, calls: Sequence[MicrostepCall], expected: Sequence[Any],
+                        outs: Sequence[list[tuple[Any, ...]] | None]) -> list[Decision]:
+        """Decide the calls of a fan-out at once; on failure, the error of the lowest step (whatever finished
+        first), after every call has finished."""
+        decide = self.decider.decide
+        results = await asyncio.gather(
+            *(decide(step + i, c, e, o, True) for i, (c, e, o) in enumerate(zip(calls, expected, outs, strict=True))),
+            return_exceptions=True,
+        )
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        return results  # type: ignore[return-value]
+
+    def _calls(self, asked: Any, step: int) -> list[MicrostepCall]:
+        name = type(self.wf).__name__
+        if isinstance(asked, (list, tuple)) and asked and all(type(c) is MicrostepCall for c in asked):
+            return list(asked)
+        if isinstance(asked, (list, tuple)) and not asked:
+            raise RunError(f"{name}.next() returned an empty list; return DONE when the task is finished",
+                           run_id=self.run_id, step=step)
+        raise RunError(
+            f"{name}.next() returned {asked!r}; return microstep.ask(...), a list of such calls (decided at "
+            f"the same time), or DONE", run_id=self.run_id, step=step,
+        )
+
+    def _expected(self, state: Any, n: int, step: int) -> list[Any]:
+        expected = self.wf.oracle(state)
+        if expected is None:
+            return [None] * n
+        if not isinstance(expected, (list, tuple)) or len(expected) != n:
+            raise RunError(
+                f"{type(self.wf).__name__}.oracle() must give one answer (or None) per call that next() asked: "
+                f"next() asked {n} calls, oracle() returned {expected!r}"[:400], run_id=self.run_id, step=step,
+            )
+        return list(expected)

@@ -1,0 +1,97 @@
+"""How to run: the options a run is started with, recorded with it, and changed on resume or fork."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from maker.agents import Agent, make_agent
+from maker.cluster.config import ClusterOptions
+from maker.errors import UserError
+
+__all__ = ["RunOptions", "VOTING_OVERRIDES"]
+
+VOTING_OVERRIDES = ("rule", "k", "confidence", "max_rounds", "first_temperature", "temperature", "batch")
+
+
+class RunOptions(BaseModel):
+    """How to run: agents, voting overrides, seed, what to record, how often to commit."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    agents: list[str] = Field(min_length=1)
+    """Agent specs in escalation order: the first answers; the next takes over a step the previous could not decide."""
+    seed: int = 0
+    """Run seed; every sample's randomness derives from it, the step and the sample index."""
+    rule: Literal["ahead_by_k", "adaptive"] | None = None
+    """Override every microstep's voting rule."""
+    k: int | None = Field(None, ge=1)
+    """Override every microstep's k."""
+    confidence: float | None = Field(None, gt=0.5, lt=1.0)
+    """Override the adaptive rule's posterior threshold."""
+    max_rounds: int | None = Field(None, ge=1)
+    """Override the bound on sampling rounds per step and agent."""
+    first_temperature: float | None = Field(None, ge=0.0)
+    """Override the temperature of each step's first sample."""
+    temperature: float | None = Field(None, ge=0.0)
+    """Override the temperature of later samples."""
+    batch: int | None = Field(None, ge=1, le=4096)
+    """Override the samples asked of a backend per call (later rounds are filled up to it)."""
+    max_tokens: int | None = Field(None, ge=1)
+    """Override the red-flag token limit of every microstep."""
+    detail: Literal["summary", "samples"] = "summary"
+    """``summary``: one row per step; ``samples``: also every sample's text, tokens and red-flag reason."""
+    commit_every: int = Field(4096, ge=1)
+    """Commit at least every this many steps."""
+    commit_seconds: float = Field(0.5, gt=0)
+    """... and at least this often, in seconds."""
+    drafter: str | None = None
+    """Speculative drafting: the small model that drafts each step (then --agent is the large model)."""
+    verifiers: list[str] = Field(default_factory=list)
+    """Agents that confirm or reject each draft."""
+    verify: Literal["score", "vote"] = "score"
+    """``score``: rate the draft 0-9 in one prefill pass (SpecReason); ``vote``: verifiers answer themselves."""
+    threshold: float = Field(7.0, ge=0.0, le=9.0)
+    """Score at or above which a verifier accepts a draft."""
+    score_by: Literal["expected", "greedy"] = "expected"
+    """Expected digit or most likely digit."""
+    verify_k: int = Field(1, ge=1)
+    """Verdict margin that accepts (or rejects) a draft."""
+    large_first: int = Field(0, ge=0)
+    """The first N steps are always voted by the large model."""
+    entropy_threshold: float | None = Field(None, ge=0.0)
+    """GlimpRouter: steps whose drafter first-token entropy exceeds this go straight to the large model."""
+    log_steps: bool = Field(False, exclude=True)
+    """Log one debug line per committed step (``--log-level debug``); not part of the run's record."""
+    cluster: ClusterOptions | None = Field(None, exclude=True)
+    """Serve every agent's model from Ray replica actors (``--cluster``); where models run is not part of
+    the run's record: the same seed gives the same trace in-process or on a cluster."""
+
+    def agent_maker(self, stack: contextlib.ExitStack) -> Callable[[str], Agent]:
+        """``make_agent``, or the cluster's, which starts replicas (stopped when ``stack`` closes)."""
+        if self.cluster is None:
+            return make_agent
+        from maker.cluster import Cluster
+
+        cluster = Cluster(self.cluster)
+        stack.callback(cluster.close)
+        return cluster.agent
+
+    def speculation(self, make: Callable[[str], Agent] = make_agent) -> Any:
+        from maker.speculation import Speculation
+
+        if self.drafter is None:
+            if self.verifiers:
+                raise UserError("--verifier needs a --drafter whose drafts it checks")
+            return None
+        return Speculation(
+            drafter=make(self.drafter), verifiers=[make(v) for v in self.verifiers], mode=self.verify,
+            threshold=self.threshold, score_by=self.score_by, verify_k=self.verify_k, large_first=self.large_first,
+            entropy_threshold=self.entropy_threshold,
+        )
+
+    def voting(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in VOTING_OVERRIDES if getattr(self, k) is not None}
