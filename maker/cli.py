@@ -149,7 +149,9 @@ def workflows(as_json: bool) -> None:
 
     rows = []
     for name, wf in BUILTIN.items():
-        params = {n: {"type": str(f.annotation), "default": f.default, "help": f.description}
+        params = {n: {"type": str(f.annotation), "required": f.is_required(),
+                      "default": None if f.is_required() else f.get_default(call_default_factory=True),
+                      "help": f.description}
                   for n, f in wf.Params.model_fields.items()}
         rows.append({"name": name, "version": wf.version, "description": wf.description, "params": params})
 
@@ -157,7 +159,8 @@ def workflows(as_json: bool) -> None:
         for r in rows:
             click.echo(f"{r['name']} (v{r['version']}): {r['description']}")
             for n, p in r["params"].items():
-                click.echo(f"    --set {n}=...  default {p['default']!r}  {p['help'] or ''}")
+                default = "required" if p["required"] else f"default {p['default']!r}"
+                click.echo(f"    --set {n}=...  {default}  {p['help'] or ''}")
 
     _emit(rows, as_json, human)
 

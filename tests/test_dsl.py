@@ -131,7 +131,7 @@ def test_public_exports_are_pinned() -> None:
         assert getattr(maker, name) is not None
     from maker import agents, workflows
 
-    assert set(workflows.__all__) == {"Hanoi", "Addition", "Counting", "BUILTIN"}
+    assert set(workflows.__all__) == {"Hanoi", "Addition", "Counting", "Solve", "BUILTIN"}
     assert {"Agent", "Backend", "GenerateRequest", "Sample", "SimulatedBackend", "make_agent"} <= set(agents.__all__)
 
 

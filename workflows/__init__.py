@@ -3,7 +3,8 @@
 from maker.workflows.addition import Addition
 from maker.workflows.counting import Counting
 from maker.workflows.hanoi import Hanoi
+from maker.workflows.solve import Solve
 
-__all__ = ["Hanoi", "Addition", "Counting", "BUILTIN"]
+__all__ = ["Hanoi", "Addition", "Counting", "Solve", "BUILTIN"]
 
-BUILTIN = {wf.name: wf for wf in (Hanoi, Addition, Counting)}
+BUILTIN = {wf.name: wf for wf in (Hanoi, Addition, Counting, Solve)}

@@ -1,0 +1,235 @@
+"""Solve a task given in plain text by recursive decomposition: a voted, checkpointed task tree.
+
+Each node of the tree is a task. Its life:
+
+1. a voted decision, atomic or not (``classify``); a node at ``max_depth`` is solved
+   atomically without one;
+2. not atomic: decomposer agents propose sub-tasks and a composition rule, voted on by a
+   canonical key (``vote=key``: proposals that name the same problems with the same rule
+   are one vote), or sampled as ``candidates`` distinct proposals that judge agents pick
+   from by number, the picks tallied first-to-ahead-by-k (``vote=judge``); the children
+   are created from the winner (a winner with no sub-tasks makes the node atomic);
+3. atomic: solved by voted solver agents (``solve``);
+4. once every child has a result: the parent's result is a voted composition (``compose``).
+
+``next`` asks every call that is ready anywhere in the tree at once (a fan-out), so
+independent nodes are solved concurrently, and every decision is a committed step tagged
+with its node's path (``0``, ``0.1``, ``0.1.0``): a killed run resumes inside the tree and
+``maker replay`` replays it. For tasks the reference recognises (long multiplication,
+sorting integers) the workflow knows the ground truth of every call, which counts errors
+and drives simulated agents.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from maker.dsl import DONE, Done, MicrostepCall, State, Workflow
+from maker.workflows import _solve_steps as steps
+from maker.workflows._reference import recognize, same_answer
+from maker.workflows._solve_steps import Classify, Decomposition, Pick, Result, decomposition_key
+
+__all__ = ["Solve", "SolveParams", "TreeState", "Node"]
+
+
+class SolveParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(min_length=1, description="the task, in plain text")
+    max_depth: int = Field(5, ge=0, le=16, description="nodes this deep are solved without splitting (0: one-shot)")
+    max_children: int = Field(2, ge=2, le=16, description="most sub-tasks per split (more is red-flagged)")
+    vote: Literal["key", "judge"] = Field("key", description="decompositions voted by canonical key, or judged")
+    candidates: int = Field(5, ge=2, le=32, description="vote=judge: proposals sampled per node for the judges")
+    prompts: dict[str, str] = Field(default_factory=dict, description="prompt templates by role, over the defaults")
+
+
+class Node(BaseModel):
+    """One task of the tree and what has been decided about it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: int
+    path: str
+    """``0`` for the root, ``0.1`` for its second child, ..."""
+    parent: int | None = None
+    depth: int = 0
+    task: str
+    atomic: bool | None = None
+    how: str | None = None
+    """How the node's shape was settled: ``vote`` (atomic or not), ``depth limit``, ``key``, ``judge``,
+    ``unanimous`` (every candidate was the same), or ``no split`` (the winning proposal had no sub-tasks)."""
+    candidates: tuple[Decomposition, ...] = ()
+    """vote=judge: the distinct proposals the judges chose from, in the order first proposed."""
+    decomposition: Decomposition | None = None
+    children: tuple[int, ...] = ()
+    result: str | None = None
+
+
+class TreeState(State):
+    nodes: tuple[Node, ...]
+    max_depth: int
+    max_children: int
+    vote: Literal["key", "judge"]
+    candidates: int
+    prompts: dict[str, str]
+
+
+_Action = tuple[Node, str]
+
+
+def _pending(state: TreeState) -> list[_Action]:
+    """Every call ready in the tree, in node order: what ``next`` asks and ``apply`` receives answers for."""
+    out: list[_Action] = []
+    nodes = state.nodes
+    for node in nodes:
+        if node.result is not None:
+            continue
+        if node.atomic is None:
+            out.append((node, "classify"))
+        elif node.atomic:
+            out.append((node, "solve"))
+        elif node.decomposition is None:
+            if state.vote == "key":
+                out.append((node, "decompose"))
+            elif node.candidates:
+                out.append((node, "judge"))
+            else:
+                out += [(node, "propose")] * state.candidates
+        elif all(nodes[c].result is not None for c in node.children):
+            out.append((node, "compose"))
+    return out
+
+
+def _numbered(candidates: tuple[Decomposition, ...]) -> str:
+    return "\n".join(f"{i + 1}. subtasks = {json.dumps(d.subtasks)}; compose = {json.dumps(d.compose)}"
+                     for i, d in enumerate(candidates))
+
+
+class Solve(Workflow, name="solve", version=1):
+    """Recursive decomposition of a plain-text task into a tree of voted microsteps."""
+
+    description = "a plain-text task split by voted decompositions into a task tree; children solved concurrently"
+    Params = SolveParams
+    State = TreeState
+    microsteps = (steps.classify, steps.decompose, steps.propose, steps.judge, steps.solve, steps.compose)
+
+    def start(self, params: SolveParams) -> TreeState:
+        root = Node(id=0, path="0", task=params.task.strip())
+        if params.max_depth == 0:
+            root = root.model_copy(update={"atomic": True, "how": "depth limit"})
+        return TreeState(nodes=(root,), max_depth=params.max_depth, max_children=params.max_children,
+                         vote=params.vote, candidates=params.candidates, prompts=steps.check_prompts(params.prompts))
+
+    def next(self, state: TreeState) -> list[MicrostepCall] | Done:
+        if state.nodes[0].result is not None:
+            return DONE
+        return [self._call(state, node, action) for node, action in _pending(state)]
+
+    def _call(self, state: TreeState, node: Node, action: str) -> MicrostepCall:
+        prompts = state.prompts
+        if action == "classify":
+            call = steps.classify.ask(template=prompts["classify"], task=node.task)
+        elif action in ("decompose", "propose"):
+            ms = steps.decompose if action == "decompose" else steps.propose
+            call = ms.ask(template=prompts["decompose"], task=node.task, max_children=state.max_children)
+        elif action == "judge":
+            call = steps.judge.ask(template=prompts["judge"], task=node.task, candidates=_numbered(node.candidates),
+                                   count=len(node.candidates))
+        elif action == "solve":
+            call = steps.solve.ask(template=prompts["solve"], task=node.task)
+        else:
+            assert node.decomposition is not None
+            results = [state.nodes[c].result or "" for c in node.children]
+            parts = "\n".join(f"R{i + 1}. {state.nodes[c].task}\n    result: {r}"
+                              for i, (c, r) in enumerate(zip(node.children, results, strict=True)))
+            call = steps.compose.ask(template=prompts["compose"], task=node.task, parts=parts,
+                                     rule=node.decomposition.compose, subtasks=node.decomposition.subtasks,
+                                     results=results)
+        return call.tagged(node.path)
+
+    def apply(self, state: TreeState, answers: tuple[Any, ...]) -> TreeState:
+        nodes = list(state.nodes)
+        proposals: dict[int, list[Decomposition]] = {}
+        for (node, action), answer in zip(_pending(state), answers, strict=True):
+            i = node.id
+            if action == "classify":
+                nodes[i] = nodes[i].model_copy(update={"atomic": answer.atomic, "how": "vote"})
+            elif action in ("solve", "compose"):
+                nodes[i] = nodes[i].model_copy(update={"result": answer.result.strip()})
+            elif action == "decompose":
+                self._split(state, nodes, i, answer, "key")
+            elif action == "propose":
+                proposals.setdefault(i, []).append(answer)
+            else:
+                self._split(state, nodes, i, nodes[i].candidates[answer.choice - 1], "judge")
+        for i, found in proposals.items():
+            first_seen: dict[Any, Decomposition] = {}
+            for d in found:
+                first_seen.setdefault(decomposition_key(d), d)
+            distinct = list(first_seen.values())
+            if len(distinct) == 1:
+                self._split(state, nodes, i, distinct[0], "unanimous")
+            else:
+                nodes[i] = nodes[i].model_copy(update={"candidates": tuple(distinct)})
+        return state.model_copy(update={"nodes": tuple(nodes)})
+
+    @staticmethod
+    def _split(state: TreeState, nodes: list[Node], i: int, d: Decomposition, how: str) -> None:
+        parent = nodes[i]
+        if not d.subtasks:
+            nodes[i] = parent.model_copy(update={"atomic": True, "how": "no split", "decomposition": d})
+            return
+        depth = parent.depth + 1
+        children = []
+        for j, task in enumerate(d.subtasks):
+            child = Node(id=len(nodes), path=f"{parent.path}.{j}", parent=i, depth=depth, task=task.strip())
+            if depth >= state.max_depth:
+                child = child.model_copy(update={"atomic": True, "how": "depth limit"})
+            nodes.append(child)
+            children.append(child.id)
+        nodes[i] = parent.model_copy(update={"decomposition": d, "children": tuple(children), "how": how})
+
+    # -- ground truth, where the reference knows the task --------------------------------------------
+    def oracle(self, state: TreeState) -> tuple[Any, ...]:
+        return tuple(self._truth(state, node, action) for node, action in _pending(state))
+
+    @staticmethod
+    def _truth(state: TreeState, node: Node, action: str) -> Any:
+        problem = recognize(node.task)
+        if problem is None:
+            return None
+        if action == "classify":
+            return Classify(atomic=problem.atomic())
+        if action in ("decompose", "propose"):
+            if problem.atomic():
+                return Decomposition(subtasks=[], compose="")
+            ref = problem.split()
+            return Decomposition(subtasks=list(ref.subtasks), compose=ref.compose)
+        if action == "judge":
+            from maker.workflows._reference import Proposal
+
+            for n, d in enumerate(node.candidates):
+                ok = problem.atomic() if not d.subtasks else problem.check(Proposal(tuple(d.subtasks), d.compose))
+                if ok:
+                    return Pick(choice=n + 1)
+            return Pick(choice=1)  # none is right: the judges cannot do better than any
+        if action == "solve":
+            return Result(result=problem.answer())
+        assert node.decomposition is not None
+        results = [state.nodes[c].result or "" for c in node.children]
+        return Result(result=problem.compose(node.decomposition.compose, results) or problem.answer())
+
+    def solved(self, state: TreeState) -> bool | None:
+        root = state.nodes[0]
+        problem = recognize(root.task)
+        if problem is None or root.result is None:
+            return None
+        return same_answer(problem.answer(), root.result)
+
+    def result(self, state: TreeState) -> dict[str, Any]:
+        nodes = state.nodes
+        return {"answer": nodes[0].result, "nodes": len(nodes), "depth": max(n.depth for n in nodes),
+                "leaves": sum(1 for n in nodes if n.atomic)}
