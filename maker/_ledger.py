@@ -17,7 +17,7 @@ import structlog
 from pydantic import BaseModel
 
 from maker._decider import Decision
-from maker.dsl import MicrostepCall
+from maker.dsl import Microstep, MicrostepCall
 from maker.store import StepRow, Store
 from maker.voting import Voting
 
@@ -42,6 +42,7 @@ class Ledger:
     """Counters, pending rows and commits of one run (``store=None``: count only, as a rollout does)."""
 
     def __init__(self, *, store: Store | None, rid: int, run_id: str, labels: list[str], policies: dict[str, Voting],
+                 microsteps: Sequence[Microstep[Any]] = (),
                  detail: str = "summary", commit_every: int = 4096, commit_seconds: float = 0.5,
                  expected_steps: int | None = None, on_progress: Callable[[Progress], None] | None = None,
                  progress_seconds: float = 0.25, log_steps: bool = False) -> None:
@@ -50,6 +51,7 @@ class Ledger:
         self.run_id = run_id
         self.labels = labels
         self.policies = policies
+        self.candidates = sorted(ms.name for ms in microsteps if ms.candidate)
         self.commit_every = commit_every
         self.commit_seconds = commit_seconds
         self.expected_steps = expected_steps
@@ -91,7 +93,7 @@ class Ledger:
         correct: int | None = None
         if expected is not None:
             correct = int(call.microstep.vote_key(expected) == key)
-            if not correct:
+            if not correct and not call.microstep.candidate:
                 self.errors += 1
         n_calls = 0
         agent_calls = self.agent_calls
@@ -162,7 +164,8 @@ class Ledger:
         return {"agent_calls": list(self.agent_calls), "agents": self.labels,
                 "drafted": self.drafted, "accepted": self.accepted, "escalated": self.escalated,
                 "spare_samples": self.spare_samples, "spare_tokens": self.spare_tokens,
-                "voting": {name: {"rule": p.rule, "k": p.k} for name, p in self.policies.items()}}
+                "voting": {name: {"rule": p.rule, "k": p.k} for name, p in self.policies.items()},
+                "candidates": self.candidates}
 
     def agent_calls_by_label(self) -> dict[str, int]:
         return dict(zip(self.labels, self.agent_calls, strict=True))

@@ -114,6 +114,9 @@ class Microstep(Generic[A]):
         pattern: optional regex a valid response matches in full; backends with structured
             outputs (vLLM) constrain generation to it.
         stop: strings that end a response (the text from the stop string on is dropped).
+        candidate: its answers are candidates that a later microstep chooses among (a judge's pick),
+            not decisions: a candidate that differs from the ground truth is marked so in its step
+            record but is not one of the run's errors.
     """
 
     def __init__(
@@ -132,6 +135,7 @@ class Microstep(Generic[A]):
         difficulty: Callable[[Mapping[str, Any]], float] | None = None,
         pattern: str | None = None,
         stop: Sequence[str] = (),
+        candidate: bool = False,
     ) -> None:
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", name):
             raise WorkflowDefinitionError(f"microstep name must be an identifier, got {name!r}")
@@ -197,6 +201,7 @@ class Microstep(Generic[A]):
         if isinstance(stop, str) or not all(isinstance(x, str) and x for x in stop):
             raise WorkflowDefinitionError(f"microstep {name!r}: stop must be a list of non-empty strings, got {stop!r}")
         self.stop = tuple(stop)
+        self.candidate = bool(candidate)
 
     def __repr__(self) -> str:
         return f"Microstep({self.name!r}, schema={self.schema.__name__})"

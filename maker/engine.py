@@ -109,7 +109,7 @@ class Engine:
                                max_tokens=max_tokens, run_id=run_id)
         self.scheduler = Scheduler(workflow, self.decider, run_id=run_id)
         self.ledger = Ledger(store=store, rid=rid, run_id=run_id, labels=labels_of(self.agents, speculation),
-                             policies=self.policies, detail=detail, commit_every=commit_every,
+                             policies=self.policies, microsteps=workflow.microsteps, detail=detail, commit_every=commit_every,
                              commit_seconds=commit_seconds, expected_steps=expected_steps, on_progress=on_progress,
                              progress_seconds=progress_seconds, log_steps=log_steps)
         self.ahead: Any = None

@@ -175,10 +175,11 @@ def trace_stats(st: Store, record: RunRecord) -> dict[str, Any]:
     bin_rounds = bin_max = bin_flags = bin_n = 0
     bin_dur = 0.0
     seen = 0
+    candidates = set((record.stats or {}).get("candidates", []))  # their mismatches are not the run's errors
     cur = st.query(
-        "SELECT step, votes, rounds, samples, red_flags, agent, dur, correct, spec, tokens FROM steps"
+        "SELECT step, votes, rounds, samples, red_flags, agent, dur, correct, spec, tokens, microstep FROM steps"
         " WHERE run=? ORDER BY step", (record.id,))
-    for step, votes_s, rounds, n, flags_s, agent, dur, correct, spec, tok in cur:
+    for step, votes_s, rounds, n, flags_s, agent, dur, correct, spec, tok, microstep in cur:
         seen += 1
         votes = json.loads(votes_s)
         rounds_hist[rounds] += 1
@@ -194,7 +195,7 @@ def trace_stats(st: Store, record: RunRecord) -> dict[str, Any]:
                 flags_by_reason[reason] += c
                 nflags += c
         flagged += nflags
-        if correct is not None:
+        if correct is not None and microstep not in candidates:
             known += 1
             errors += correct == 0
         valid = sum(votes)

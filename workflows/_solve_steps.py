@@ -283,7 +283,7 @@ classify = Microstep("classify", prompt=_fill, schema=Classify, vote_key=lambda 
 decompose = Microstep("decompose", prompt=_fill, schema=Decomposition, vote_key=decomposition_key,
                       red_flags=_SPLIT_FLAGS, mistakes=_wrong_split)
 propose = Microstep("propose", prompt=_fill, schema=Decomposition, vote_key=decomposition_key,
-                    red_flags=_SPLIT_FLAGS, mistakes=_wrong_split,
+                    red_flags=_SPLIT_FLAGS, mistakes=_wrong_split, candidate=True,
                     voting=Voting(k=1, first_temperature=0.7, temperature=0.7, fixed=True))
 judge = Microstep("judge", prompt=_fill, schema=Pick, vote_key=lambda a: a.choice,
                   red_flags=[RedFlag("choice_range", _choice_range)], mistakes=_wrong_pick)
