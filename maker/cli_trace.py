@@ -45,14 +45,21 @@ def _open(store: str | None, run_id: str) -> tuple[Store, Any]:
 @click.argument("run_id")
 @click.option("--step", type=int, default=None, help="Show this step.")
 @click.option("--steps", "steps", default=None, help="Show steps A:B (B excluded; A: or :B leave a side open).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON record per line (the export format).")
+@click.option("--tree", is_flag=True,
+              help="The task tree (runs of a tree workflow such as solve): each node's task, decisions with their "
+                   "tallies, winning decomposition and result.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON record per line (the export format; with --tree, "
+              "one per node).")
 @_store_option
-def show(run_id: str, step: int | None, steps: str | None, as_json: bool, store: str | None) -> None:
+def show(run_id: str, step: int | None, steps: str | None, tree: bool, as_json: bool, store: str | None) -> None:
     """Every detail of some steps: input, samples, red flags, tallies, winner, speculation, timings."""
     from maker.trace import parse_range, step_records
 
     st, record = _open(store, run_id)
     with st:
+        if tree:
+            _show_tree(st, record, as_json)
+            return
         start, stop = parse_range(step, steps, record)
         if step is None and steps is None and stop - start > _DEFAULT_SHOWN:
             stop = start + _DEFAULT_SHOWN
@@ -63,6 +70,20 @@ def show(run_id: str, step: int | None, steps: str | None, as_json: bool, store:
                 click.echo(json.dumps(rec, separators=(",", ":")))
             else:
                 _show_step(rec)
+
+
+def _show_tree(st: Store, record: Any, as_json: bool) -> None:
+    from maker.trace_tree import task_tree, tree_text
+
+    nodes = task_tree(st, record)
+    if nodes is None:
+        raise UserError(f"run {record.run_id} has no task tree: its steps carry no node tags (workflow "
+                        f"{record.workflow}); show its steps with --steps A:B")
+    if as_json:
+        for n in nodes:
+            click.echo(json.dumps(n, separators=(",", ":")))
+    else:
+        click.echo(tree_text(nodes))
 
 
 def _show_step(r: dict[str, Any]) -> None:

@@ -231,8 +231,11 @@ def _step_section(rec: dict[str, Any]) -> str:
 
 
 # -- the page --------------------------------------------------------------------------------
-def render_report(stats: dict[str, Any], details: list[dict[str, Any]]) -> str:
-    """The report as an HTML string, from ``trace_stats`` and the step records of the steps to show."""
+def render_report(stats: dict[str, Any], details: list[dict[str, Any]], tree: list[dict[str, Any]] | None = None) -> str:
+    """The report as an HTML string, from ``trace_stats``, the step records of the steps to show and, for a
+    tree workflow's run, its task tree (:func:`maker.trace_tree.task_tree`)."""
+    from maker.trace_tree import tree_html
+
     by_step = {d["step"]: d for d in details}
     title = escape(f"maker report: {stats['run_id']}")
     head = (f"<h1>{title}</h1><p class=\"muted\">workflow {escape(str(stats['workflow']))}, "
@@ -242,6 +245,7 @@ def render_report(stats: dict[str, Any], details: list[dict[str, Any]]) -> str:
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
         f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{_CSS}</style></head><body>',
         head, "<h2>Statistics</h2>", _stats_table(stats, set(by_step)),
+        *(("<h2>Task tree</h2>", tree_html(tree)) if tree else ()),
         "<h2>Plots</h2>", _plots(stats),
         "<h2>Hardest steps</h2>", _hardest(stats, by_step),
         *(_step_section(by_step[s]) for s in sorted(by_step)),
@@ -254,6 +258,7 @@ def write_report(store_path: str | os.PathLike[str], run_id: str, out_path: str 
     """Render run ``run_id`` of the store at ``store_path`` to ``out_path``, atomically; returns the path."""
     from maker.store import Store
     from maker.trace import step_records, trace_stats
+    from maker.trace_tree import task_tree
 
     out = Path(out_path)
     if not out.parent.is_dir():
@@ -263,7 +268,8 @@ def write_report(store_path: str | os.PathLike[str], run_id: str, out_path: str 
         stats = trace_stats(st, record)
         hard = {h["step"] for h in stats["hardest"]["most_rounds"] + stats["hardest"]["most_disagreement"]}
         details = [rec for step in sorted(hard) for rec in step_records(st, record, step, step + 1, samples=True)]
-    page = render_report(stats, details)
+        tree = task_tree(st, record)
+    page = render_report(stats, details, tree)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
