@@ -74,6 +74,25 @@ def test_same_trace_as_in_process(local_ray: Any, tmp_path: Path, lookahead: int
         assert ahead is None
 
 
+@pytest.mark.parametrize("lookahead", [0, 1024])
+def test_tree_run_with_fan_outs_same_trace(local_ray: Any, tmp_path: Path, lookahead: int) -> None:
+    """A solve run (a task tree: every ready node's call asked at once, coalesced into one backend call) through
+    two replicas: the trace is the in-process one, with lookahead running the fan-outs ahead too."""
+    params = {"task": "Multiply 8479902459 by 2051802512", "vote": "judge"}
+    runs = {}
+    for name, cluster in (("here", None),
+                          ("there", ClusterOptions.build("auto", replicas=2, cpus=0.25, lookahead=lookahead))):
+        opts = RunOptions(agents=["simulated:p=0.95,seed=1,malformed=0.05"], k=3, seed=2, detail="samples",
+                          cluster=cluster)
+        with structlog.testing.capture_logs() as logs:
+            runs[name] = start_run("solve", params, opts, store=tmp_path / f"{name}.sqlite", run_id=name)
+    assert runs["there"].solved and runs["there"].result == runs["here"].result
+    assert _trace(tmp_path / "there.sqlite", "there") == _trace(tmp_path / "here.sqlite", "here")
+    ahead = _lookahead(logs)
+    if lookahead:
+        assert ahead is not None and not ahead["off"] and ahead["calls_served"] > 0
+
+
 def test_lookahead_turns_off_for_a_workflow_that_is_not_deterministic(local_ray: Any, tmp_path: Path) -> None:
     """Drifting puts the clock into its prompts from step 5: the replica's calls never match the driver's again.
     Three misses turn lookahead off with a warning, and the run finishes call by call."""
