@@ -66,6 +66,9 @@ class SimulatedConfig(BaseModel):
     """As a verifier: chance of accepting a correct draft."""
     fpr: float = Field(0.05, ge=0.0, le=1.0)
     """As a verifier: chance of accepting a wrong draft."""
+    roles: dict[str, float] = Field(default_factory=dict)
+    """Per-sample error rate by microstep name, over ``error`` (spec keys ``p_NAME=`` or ``error_NAME=``): one
+    agent that decomposes at p=0.85 and solves at p=0.95 is ``simulated:p=0.95,p_decompose=0.85``."""
 
     @model_validator(mode="after")
     def _rates(self) -> SimulatedConfig:
@@ -92,13 +95,24 @@ class SimulatedConfig(BaseModel):
             # red-flag path exercised in every preset run.
             values.update(error=error, tokens=tokens, overlong=0.001, malformed=0.001)
         options = dict(options)
+        roles: dict[str, float] = {}
+        for key in [k for k in options if k.startswith(("p_", "error_"))]:
+            kind, _, name = key.partition("_")
+            roles[name] = _rate(key, options.pop(key), kind == "p")
         if "p" in options:
-            p = options.pop("p")
-            if not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
-                raise UserError(f"p is the per-sample correct rate and must be in [0, 1], got {p!r}")
-            options["error"] = 1.0 - float(p)
+            options["error"] = _rate("p", options.pop("p"), True)
         values.update(options)
+        if roles:
+            values["roles"] = roles
         return cls.model_validate(values)
+
+
+def _rate(key: str, value: Any, is_p: bool) -> float:
+    """An error rate from a spec's ``p``-style (correct rate) or ``error``-style value."""
+    if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        what = "per-sample correct rate" if is_p else "per-sample error rate"
+        raise UserError(f"{key} is the {what} and must be in [0, 1], got {value!r}")
+    return 1.0 - float(value) if is_p else float(value)
 
 
 _RAMBLE = "Let me reason about this carefully before answering. "
@@ -171,7 +185,7 @@ class SimulatedBackend:
             )
         cfg = self.config
         ms = orc.microstep
-        error = cfg.error
+        error = cfg.roles.get(ms.name, cfg.error)
         if cfg.hard_fraction and uniform(derive(self._seed, orc.step), 0) < cfg.hard_fraction:
             error = cfg.hard_error
         if ms.difficulty is not None:  # a call worth w unit steps is right with probability p ** w

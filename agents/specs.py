@@ -64,7 +64,8 @@ def _simulated(spec: str, name: str | None, options: dict[str, Any]) -> Agent:
         config = SimulatedConfig.from_options(name, options)
     except ValidationError as exc:
         keys = ", ".join(SimulatedConfig.model_fields)
-        raise AgentSpecError(f"agent spec {spec!r}: {exc}\nsimulated keys: p, {keys}") from None
+        raise AgentSpecError(f"agent spec {spec!r}: {exc}\nsimulated keys: p, p_MICROSTEP, error_MICROSTEP, {keys}"
+                             ) from None
     except UserError as exc:
         raise AgentSpecError(f"agent spec {spec!r}: {exc}") from None
     return Agent(spec, SimulatedBackend(config, name=spec), info={"p": config.p, "valid": config.valid})

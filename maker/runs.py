@@ -324,7 +324,7 @@ async def drive(engine: Engine, wf: Workflow[Any, Any], state: Any, name: str, *
 def summarize(engine: Engine, name: str, status: str, solved: bool | None, result: Any, error: str | None) -> RunSummary:
     led = engine.ledger
     steps = led.steps - led.first_step
-    ks = {p.k for p in engine.policies.values()}
+    ks = {p.k for p in engine.policies.values() if not p.fixed} or {p.k for p in engine.policies.values()}
     return RunSummary(
         run_id=engine.run_id,
         workflow=name,

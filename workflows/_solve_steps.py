@@ -212,7 +212,7 @@ def _dependent(d: Decomposition, inputs: Mapping[str, Any]) -> str | None:
     for i, t in enumerate(d.subtasks):
         if _REFERS.search(t):
             return f"sub-task {i + 1} refers to another sub-task: {t[:80]!r}"
-    if d.subtasks and not re.search(r"R[0-9]", d.compose):
+    if d.subtasks and not re.search(r"R[0-9]", d.compose, re.IGNORECASE):
         return "the rule names no result R1, R2, ..."
     return None
 
