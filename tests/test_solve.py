@@ -24,7 +24,6 @@ from maker.trace_tree import tree_html
 from maker.voting import Voting
 from maker.workflows import _solve_steps as steps
 from maker.workflows._reference import recognize
-from maker.workflows._solve_steps import Decomposition
 
 ROOT = Path(__file__).resolve().parent.parent
 _SCRIPT = Path(sys.executable).with_name("maker")
