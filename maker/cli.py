@@ -409,7 +409,7 @@ def estimate(steps: int, p: float | None, error: float | None, target: float, va
     _emit(out, as_json, human)
 
 
-from maker import cli_jobs, cli_trace  # noqa: E402,F401  (register trace, replay, fork, submit and jobs on main)
+from maker import cli_eval, cli_jobs, cli_trace  # noqa: E402,F401  (each registers its commands on main)
 
 if __name__ == "__main__":  # pragma: no cover
     # `python -m maker.cli` runs this file as __main__, a second copy of the module; the trace and job
