@@ -109,7 +109,7 @@ class HFBackend:
     """Batched generation and scoring with a transformers causal LM."""
 
     def __init__(self, ref: str, *, device: str | None = None, name: str | None = None,
-                 max_batch: int = 32, threads: int | None = None, prefix_cache: int = 4) -> None:
+                 max_batch: int = 32, threads: int | None = None, prefix_cache: int = 4, chat: bool = False) -> None:
         self.torch = torch = _import_torch()
         self.source = resolve_model(ref)
         self.name = name or f"hf:{ref}"
@@ -120,6 +120,9 @@ class HFBackend:
         self.loaded_from_cache = False
         self.load_s = 0.0
         self.model, self.tokenizer = self._load()
+        self.chat = chat
+        if chat and not getattr(self.tokenizer, "chat_template", None):
+            raise AgentSpecError(f"{self.name}: chat=1 needs a model whose tokenizer has a chat template; this one has none")
         self._lock = threading.Lock()
         self.generated_tokens = 0
         self.busy_s = 0.0
@@ -205,8 +208,7 @@ class HFBackend:
     def _generate_group(self, requests: Sequence[GenerateRequest]) -> list[list[Sample]]:
         torch = self.torch
         tok = self.tokenizer
-        add = self._add_bos()
-        rows = [tok(r.prompt, add_special_tokens=add)["input_ids"] for r in requests]
+        rows = [self._ids(r.prompt) for r in requests]
         # One row per sample; each prompt is prefilled once and its cache repeated for its samples.
         owner = torch.tensor([i for i, r in enumerate(requests) for _ in range(r.n)], device=self.device)
         temps = [t for r in requests for t in r.temperatures]
@@ -350,8 +352,7 @@ class HFBackend:
         tok = self.tokenizer
         if len(prompts) != len(continuations):
             raise UserError("score needs one continuation per prompt")
-        add = self._add_bos()
-        p_ids = [tok(p, add_special_tokens=add)["input_ids"] for p in prompts]
+        p_ids = [self._ids(p) for p in prompts]
         c_ids = [tok(c, add_special_tokens=False)["input_ids"] for c in continuations]
         seqs = [p + c for p, c in zip(p_ids, c_ids, strict=True)]
         width = max(map(len, seqs))
@@ -396,10 +397,10 @@ class HFBackend:
 
     def _next_logprobs(self, prompt: str) -> Any:
         torch = self.torch
-        enc = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=self._add_bos()).to(self.device)
+        ids = torch.tensor([self._ids(prompt)], device=self.device)
         with self._lock, torch.inference_mode():
             t0 = time.perf_counter()
-            logp = torch.log_softmax(self.model(**enc, logits_to_keep=1).logits[0, -1].float(), -1)
+            logp = torch.log_softmax(self.model(input_ids=ids, logits_to_keep=1).logits[0, -1].float(), -1)
             self.busy_s += time.perf_counter() - t0
         return logp
 
@@ -411,6 +412,16 @@ class HFBackend:
                 raise UserError(f"{self.name}: the digit {d} is not a single token, so it cannot rate drafts")
             ids.append(enc[0])
         return ids
+
+    def _ids(self, prompt: str) -> list[int]:
+        """The prompt's token ids: as raw text, or (``chat=1``) as a user message in the model's chat template,
+        the assistant's turn opened."""
+        tok = self.tokenizer
+        if self.chat:
+            text = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                           tokenize=False)
+            return list(tok(text, add_special_tokens=False)["input_ids"])
+        return list(tok(prompt, add_special_tokens=self._add_bos())["input_ids"])
 
     def _add_bos(self) -> bool:
         return bool(getattr(self.tokenizer, "add_bos_token", True))

@@ -71,7 +71,7 @@ def _simulated(spec: str, name: str | None, options: dict[str, Any]) -> Agent:
     return Agent(spec, SimulatedBackend(config, name=spec), info={"p": config.p, "valid": config.valid})
 
 
-_HF_OPTIONS = {"device", "threads", "max_batch", "prefix_cache"}
+_HF_OPTIONS = {"device", "threads", "max_batch", "prefix_cache", "chat"}
 _HF_LOADED: dict[tuple[Any, ...], Any] = {}
 
 
@@ -87,7 +87,8 @@ def _hf(spec: str, name: str | None, options: dict[str, Any]) -> Agent:
     if backend is None:
         backend = _HF_LOADED[key] = HFBackend(name, device=options.get("device"), threads=options.get("threads"),
                                               max_batch=int(options.get("max_batch", 32)),
-                                              prefix_cache=int(options.get("prefix_cache", 4)))
+                                              prefix_cache=int(options.get("prefix_cache", 4)),
+                                              chat=bool(options.get("chat", 0)))
     return Agent(spec, backend)
 
 

@@ -178,22 +178,35 @@ def _progress(as_json: bool) -> Any:
     return ProgressDisplay(live=sys.stderr.isatty() and not as_json)
 
 
+def _new_run_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of a new run: voting and speculation, seed, run id, recording, commits, cluster, store, output."""
+    for opt in reversed([
+        click.option("--seed", type=int, default=0, show_default=True, help="Run seed."),
+        click.option("--run-id", default=None, help="Name of the run (default: generated and printed)."),
+        click.option("--detail", type=click.Choice(["summary", "samples"]), default="summary", show_default=True,
+                     help="What to record: one row per step, or also every sample."),
+        click.option("--commit-every", type=int, default=4096, show_default=True,
+                     help="Commit at least every N steps."),
+        click.option("--commit-seconds", type=float, default=0.5, show_default=True,
+                     help="... and at least every S seconds."),
+    ]):
+        f = opt(f)
+    return _voting_options(_cluster_options(_run_common(f)))
+
+
 @main.command()
 @click.argument("workflow")
 @click.option("--set", "sets", multiple=True, help="Workflow parameter NAME=VALUE (repeatable).")
-@_voting_options
-@click.option("--seed", type=int, default=0, show_default=True, help="Run seed.")
-@click.option("--run-id", default=None, help="Name of the run (default: generated and printed).")
-@click.option("--detail", type=click.Choice(["summary", "samples"]), default="summary", show_default=True,
-              help="What to record: one row per step, or also every sample.")
-@click.option("--commit-every", type=int, default=4096, show_default=True, help="Commit at least every N steps.")
-@click.option("--commit-seconds", type=float, default=0.5, show_default=True, help="... and at least every S seconds.")
-@_cluster_options
-@_run_common
-def run(workflow: str, sets: tuple[str, ...], agents: tuple[str, ...], seed: int, run_id: str | None, detail: str,
-        commit_every: int, commit_seconds: float, store: str | None, as_json: bool, log_level: str,
-        **voting: Any) -> None:
+@_new_run_options
+def run(workflow: str, sets: tuple[str, ...], **options: Any) -> None:
     """Run WORKFLOW (a built-in name or module:Class) to the end."""
+    _finish(*start(workflow, _parse_sets(sets), **options))
+
+
+def start(workflow: str, params: dict[str, Any], *, agents: tuple[str, ...], seed: int, run_id: str | None,
+          detail: str, commit_every: int, commit_seconds: float, store: str | None, as_json: bool, log_level: str,
+          **voting: Any) -> tuple[Any, bool]:
+    """Start a run from the command line's options; its summary, and whether to print it as JSON."""
     from maker._logging import configure_logging, get_logger
     from maker.runs import RunOptions, start_run
 
@@ -215,9 +228,9 @@ def run(workflow: str, sets: tuple[str, ...], agents: tuple[str, ...], seed: int
         get_logger(run_id=rid).info("run started", workflow=workflow, agents=list(agents), store=path)
 
     with _progress(as_json) as progress:
-        summary = start_run(workflow, _parse_sets(sets), options, store=path, run_id=run_id,
-                            on_start=started, on_progress=progress)
-    _finish(summary, as_json)
+        summary = start_run(workflow, params, options, store=path, run_id=run_id, on_start=started,
+                            on_progress=progress)
+    return summary, as_json
 
 
 @main.command()
@@ -409,7 +422,7 @@ def estimate(steps: int, p: float | None, error: float | None, target: float, va
     _emit(out, as_json, human)
 
 
-from maker import cli_eval, cli_jobs, cli_trace  # noqa: E402,F401  (each registers its commands on main)
+from maker import cli_eval, cli_jobs, cli_solve, cli_trace  # noqa: E402,F401  (each registers its commands on main)
 
 if __name__ == "__main__":  # pragma: no cover
     # `python -m maker.cli` runs this file as __main__, a second copy of the module; the trace and job

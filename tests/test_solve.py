@@ -277,3 +277,23 @@ def test_all_200_5x5_problems_exact_with_simulated_roles(tmp_path: Path) -> None
             wrong.append((line["id"], s.result["answer"], line["answer"], s.errors))
     assert len(lines) == 200 and wrong == []
     assert recognize(lines[0]["question"]) is not None
+
+
+def test_maker_solve_shortcut(tmp_path: Path) -> None:
+    db = tmp_path / "s.sqlite"
+    prompts = tmp_path / "prompts.toml"
+    prompts.write_text('solve = """Work this out: {task}\nEnd with: result = N"""\n')
+    out = subprocess.run([*MAKER, "solve", TASK, "--agent", "simulated:p=0.95,seed=2", "--vote", "judge",
+                          "--max-depth", "2", "--prompts", str(prompts), "--detail", "samples", "--run-id", "S",
+                          "--store", str(db)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.rstrip().endswith("answer: 1938528704")
+    with Store.open(db) as st_:
+        record = st_.run("S")
+        inputs = [r[13] for r in st_.steps(record.id) if r[14] == "solve"]
+    assert record.params["vote"] == "judge" and record.params["max_depth"] == 2
+    assert inputs and all(i.startswith("Work this out: Multiply") for i in inputs)
+    prompts.write_text('solve = "no placeholder"\n')
+    bad = subprocess.run([*MAKER, "solve", TASK, "--agent", "simulated:p=1", "--prompts", str(prompts),
+                          "--store", str(tmp_path / "bad.sqlite")], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "must use {task}" in bad.stderr and not (tmp_path / "bad.sqlite").exists()
