@@ -134,3 +134,17 @@ def test_requests_batched_together_prefill_their_common_prefix_once(backend: HFB
     assert fresh.prefilled_tokens < sum(lengths) - 30, "the common instructions ran once, not once per request"
     alone = [asyncio.run(fresh.generate([r]))[0] for r in reqs]
     assert [s[0].text for s in together] == [s[0].text for s in alone]
+
+
+def test_chat_option_sends_the_prompt_as_a_user_message(backend: HFBackend) -> None:
+    """chat=1: the prompt goes in the model's chat template with the assistant's turn opened; the same
+    greedy sample as the template written out by hand and sent raw."""
+    chat = HFBackend("smollm2-135m", threads=2, chat=True)
+    q = "What is the capital of France? Answer in one word."
+    templated = backend.tokenizer.decode(chat._ids(q))
+    assert templated.endswith(CHAT.format(q=q))  # after the template's own system message
+    req = GenerateRequest(q, [0.0], [3], 12)
+    by_hand = GenerateRequest(templated, [0.0], [3], 12)
+    (mine,) = asyncio.run(chat.generate([req]))
+    (raw,) = asyncio.run(backend.generate([by_hand]))
+    assert mine[0].text == raw[0].text and mine[0].text.strip()
