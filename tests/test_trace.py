@@ -202,6 +202,7 @@ def test_an_older_store_is_upgraded_in_place_and_readable(tmp_path) -> None:
         assert rec.workflow_ref == "hanoi"
         rows = list(step_records(st, rec))
     assert len(rows) == 15 and rows[0]["tokens"] is None and rows[0]["input"] is None
+    assert rows[0]["microstep"] is None and rows[0]["tag"] is None  # the columns versions 2 and 3 added
     assert replay_run("v1-hanoi", store=store).finished is True
 
 
