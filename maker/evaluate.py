@@ -183,25 +183,9 @@ class _Shared:
     answer_key: str
 
 
-def evaluate(
-    data: str | os.PathLike[str],
-    options: RunOptions | Mapping[str, Any],
-    *,
-    store: str | os.PathLike[str],
-    workflow: str = "solve",
-    param: str = "task",
-    answer_key: str = "answer",
-    params: Mapping[str, Any] | None = None,
-    concurrency: int = 8,
-    limit: int | None = None,
-    name: str | None = None,
-    on_start: Callable[[str, int, int], None] | None = None,
-    on_result: Callable[[ProblemRow, int, int], None] | None = None,
-) -> EvalSummary:
-    """Evaluate a workflow on a data set in a new event loop (see :func:`evaluate_async`)."""
-    return asyncio.run(evaluate_async(
-        data, options, store=store, workflow=workflow, param=param, answer_key=answer_key, params=params,
-        concurrency=concurrency, limit=limit, name=name, on_start=on_start, on_result=on_result))
+def evaluate(data: str | os.PathLike[str], options: RunOptions | Mapping[str, Any], **keywords: Any) -> EvalSummary:
+    """Evaluate a workflow on a data set in a new event loop; the keywords are :func:`evaluate_async`'s."""
+    return asyncio.run(evaluate_async(data, options, **keywords))
 
 
 async def evaluate_async(

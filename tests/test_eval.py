@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -18,9 +16,8 @@ from maker.evaluate import evaluate
 from maker.options import RunOptions
 from maker.store import Store
 from maker.workflows._reference import same_answer
+from tests._cli import maker_env, peek, run_maker
 
-_SCRIPT = Path(sys.executable).with_name("maker")
-MAKER = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "maker.cli"]
 DATA = Path(__file__).resolve().parent.parent / "data" / "maker-official"
 MUL5 = DATA / "bench_long_mul_5_5__200.jsonl"
 SORT = DATA / "bench_sort_len_500__50.jsonl"
@@ -28,15 +25,8 @@ AGENT = "simulated:p=0.95,seed=1"
 TIMEOUT = 120
 
 
-def _env(tmp: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["MAKER_STORE"] = str(tmp / "default-store-must-not-be-used.sqlite")
-    return env
-
-
 def _maker(*args: str | Path, tmp: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*MAKER, *map(str, args)], capture_output=True, text=True, env=_env(tmp),
-                          stdin=subprocess.DEVNULL, timeout=TIMEOUT, cwd=tmp)
+    return run_maker(*args, tmp=tmp, cwd=tmp)
 
 
 def _ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
@@ -97,19 +87,8 @@ def test_eval_twenty_problems_then_again_runs_nothing(tmp_path: Path) -> None:
 
 def _done_steps(db: Path, prefix: str) -> dict[str, int] | None:
     """Steps of the evaluation's finished runs, or None while the store is not readable yet."""
-    if not db.exists():
-        return None
-    try:
-        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=0.05)
-    except sqlite3.Error:
-        return None
-    try:
-        rows = con.execute("SELECT run_id, steps FROM runs WHERE status='done' AND run_id LIKE ?", (prefix + "/%",))
-        return dict(rows.fetchall())
-    except sqlite3.Error:  # the schema is being made, or a writer holds a lock
-        return None
-    finally:
-        con.close()
+    rows = peek(db, "SELECT run_id, steps FROM runs WHERE status='done' AND run_id LIKE ?", (prefix + "/%",))
+    return None if rows is None else dict(rows)
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
@@ -119,7 +98,7 @@ def test_killed_evaluation_resumes_and_finishes(tmp_path: Path) -> None:
             "--concurrency", "2", "--name", "killed", "--store", str(db), "--summary", "s.json"]
     with open(tmp_path / "first.err", "wb") as err:
         proc = subprocess.Popen([sys.executable, "-m", "maker.cli", *args], stdout=subprocess.DEVNULL, stderr=err,
-                                stdin=subprocess.DEVNULL, env=_env(tmp_path), cwd=tmp_path)
+                                stdin=subprocess.DEVNULL, env=maker_env(tmp_path), cwd=tmp_path)
     deadline = time.monotonic() + TIMEOUT  # a guard against a hang, not a timing assertion
     try:
         while (done := _done_steps(db, "killed")) is None or len(done) < 2:

@@ -12,9 +12,7 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,10 +27,9 @@ from maker.replay import fork_run, replay_run
 from maker.runs import resume_run, start_run
 from maker.store import Store
 from maker.workflows._reference import recognize
+from tests._cli import MAKER, peek
 
 ROOT = Path(__file__).resolve().parent.parent
-_SCRIPT = Path(sys.executable).with_name("maker")
-MAKER = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "maker.cli"]
 TASK_6X6 = "Multiply 877572 by 388389"
 
 
@@ -128,17 +125,8 @@ def test_a_fan_out_goes_to_the_backend_as_one_batched_call(tmp_path: Path) -> No
 
 # -- a killed tree run ------------------------------------------------------------------------------------------
 def _committed(db: Path, run_id: str) -> int:
-    if not db.exists():
-        return 0
-    try:
-        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=0.05)
-        try:
-            row = con.execute("SELECT steps FROM runs WHERE run_id=?", (run_id,)).fetchone()
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return 0
-    return int(row[0]) if row else 0
+    rows = peek(db, "SELECT steps FROM runs WHERE run_id=?", (run_id,))
+    return int(rows[0][0]) if rows else 0
 
 
 def test_sigkill_mid_tree_then_resume_gives_the_uninterrupted_tree(tmp_path: Path) -> None:

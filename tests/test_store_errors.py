@@ -5,22 +5,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-_SCRIPT = Path(sys.executable).with_name("maker")
-MAKER = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "maker.cli"]
-TIMEOUT = 120
+from tests._cli import MAKER, TIMEOUT, maker_env, run_maker
+
 DISKS = 11
 TOTAL = 2**DISKS - 1
 
@@ -31,15 +28,8 @@ FAILED_RUN = ["run", "hanoi", "--set", f"disks={DISKS}", "--agent", "simulated:p
               "--k", "5", "--seed", "2", "--run-id", "F"]
 
 
-def _env(tmp: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["MAKER_STORE"] = str(tmp / "default-store-must-not-be-used.sqlite")
-    return env
-
-
 def _maker(*args: str | Path, tmp: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*MAKER, *map(str, args)], capture_output=True, text=True, env=_env(tmp),
-                          stdin=subprocess.DEVNULL, timeout=TIMEOUT)
+    return run_maker(*args, tmp=tmp)
 
 
 def _digest(db: Path) -> dict[str, str | None]:
@@ -159,7 +149,7 @@ def test_resume_killed_run_with_other_params_is_refused(tmp_path: Path) -> None:
             "--run-id", "K", "--commit-seconds", "0.05", "--store", str(db)]
     with open(tmp_path / "run.stderr", "wb") as err:
         proc = subprocess.Popen([*MAKER, *args], stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL,
-                                env=_env(tmp_path))
+                                env=maker_env(tmp_path))
     deadline = time.monotonic() + TIMEOUT
     try:
         while proc.poll() is None and time.monotonic() < deadline:

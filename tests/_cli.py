@@ -1,0 +1,44 @@
+"""Running the real ``maker`` command in a subprocess, and peeking at a store another process is writing."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+_SCRIPT = Path(sys.executable).with_name("maker")
+MAKER = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "maker.cli"]
+TIMEOUT = 120
+
+
+def maker_env(tmp: Path) -> dict[str, str]:
+    """The environment with ``MAKER_STORE`` pointed at a file no test expects, so a forgotten --store shows."""
+    env = dict(os.environ)
+    env["MAKER_STORE"] = str(tmp / "default-store-must-not-be-used.sqlite")
+    return env
+
+
+def run_maker(*args: str | Path, tmp: Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*MAKER, *map(str, args)], capture_output=True, text=True, env=maker_env(tmp),
+                          stdin=subprocess.DEVNULL, timeout=TIMEOUT, cwd=cwd)
+
+
+def peek(db: Path, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]] | None:
+    """The rows of a read-only query, or None while the store is not readable yet (not made, schema being
+    written, a writer holding a lock)."""
+    if not db.exists():
+        return None
+    try:
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=0.05)
+    except sqlite3.Error:
+        return None
+    try:
+        return con.execute(sql, args).fetchall()
+    except sqlite3.Error:
+        return None
+    finally:
+        con.close()
