@@ -50,6 +50,8 @@ class Calibration(BaseModel):
     p_full: float | None
     note: str | None = None
     wall_s: float = 0.0
+    by_microstep: dict[str, dict[str, Any]] = {}
+    """Per microstep: samples, valid, correct, valid_rate and p (where any was valid)."""
 
 
 def _pick_states(wf: Workflow[Any, Any], params: BaseModel, n: int, seed: int, max_walk: int) -> tuple[list[Any], int]:
@@ -85,6 +87,7 @@ def calibrate(
     seed: int = 0,
     batch: int = 16,
     max_walk: int = 2_000_000,
+    max_tokens: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Calibration:
     from maker.runs import resolve_workflow
@@ -104,6 +107,7 @@ def calibrate(
     base = derive(seed, 0xCA1)
     correct = valid = tokens = 0
     flags: Counter[str] = Counter()
+    by: dict[str, list[int]] = {}  # microstep -> [samples, valid, correct]
     jobs = [(i, s) for i, s in enumerate(states)]
     # One sample per chosen step, `samples` in all: steps are cycled if the task is shorter.
     picks = [jobs[i % len(jobs)] for i in range(samples)]
@@ -125,19 +129,24 @@ def calibrate(
                         call, expected = calls[pick], expected[pick]
                     ms = call.microstep
                     temp = ms.voting.temperature if temperature is None else temperature
-                    reqs.append(GenerateRequest(call.prompt, [temp], [mix64(base + start + i)], ms.max_tokens,
+                    reqs.append(GenerateRequest(call.prompt, [temp], [mix64(base + start + i)], max_tokens or ms.max_tokens,
                                                 ms.stop, False, Oracle(ms, expected, j, call.inputs)))
                     meta.append((call, expected))
                 results = await agent.backend.generate(reqs)
                 for (call, expected), (sample,) in zip(meta, results, strict=True):
                     ms = call.microstep
                     tokens += sample.tokens
-                    parsed = Decider.read(ms, sample.text, sample.tokens, ms.max_tokens, call.inputs)
+                    parsed = Decider.read(ms, sample.text, sample.tokens, max_tokens or ms.max_tokens, call.inputs)
+                    mine = by.setdefault(ms.name, [0, 0, 0])
+                    mine[0] += 1
                     if parsed.flag is not None:
                         flags[flag_reason(parsed.flag)] += 1
                         continue
+                    right = int(parsed.key == ms.vote_key(expected))
                     valid += 1
-                    correct += int(parsed.key == ms.vote_key(expected))
+                    correct += right
+                    mine[1] += 1
+                    mine[2] += right
                 if on_progress:
                     on_progress(min(start + batch, len(picks)), len(picks))
         finally:
@@ -170,4 +179,6 @@ def calibrate(
     else:
         out["note"] = "every response was red-flagged"
     out["wall_s"] = round(time.perf_counter() - t0, 3)
+    out["by_microstep"] = {name: {"samples": n_, "valid": v, "correct": c, "valid_rate": v / n_,
+                                  "p": c / v if v else None} for name, (n_, v, c) in sorted(by.items())}
     return Calibration(**out)

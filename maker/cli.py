@@ -329,9 +329,11 @@ def runs(store: str | None, as_json: bool) -> None:
 @click.option("--target", type=float, default=0.95, show_default=True, help="Wanted chance of a fully correct run.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch", type=int, default=16, show_default=True, help="Steps per generate call.")
+@click.option("--max-tokens", type=int, default=None, help="Red-flag (and stop) responses longer than this "
+              "(default: each microstep's own limit).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def calibrate(workflow: str, agent: str, samples: int, sets: tuple[str, ...], temperature: float | None, target: float,
-              seed: int, batch: int, as_json: bool) -> None:
+              seed: int, batch: int, max_tokens: int | None, as_json: bool) -> None:
     """Measure an agent's per-sample correct rate p on random steps and recommend k (MAKER's pre-run check)."""
     from maker.calibrate import calibrate as run_calibration
 
@@ -342,7 +344,7 @@ def calibrate(workflow: str, agent: str, samples: int, sets: tuple[str, ...], te
             click.echo(f"\r{done}/{total} samples", err=True, nl=done == total)
 
     c = run_calibration(workflow, _parse_sets(sets), agent, samples=samples, temperature=temperature, target=target,
-                        seed=seed, batch=batch, on_progress=progress)
+                        seed=seed, batch=batch, max_tokens=max_tokens, on_progress=progress)
 
     def human() -> None:
         click.echo(f"{c.workflow} with {c.agent}: {c.samples} samples at temperature {c.temperature}")
@@ -353,6 +355,10 @@ def calibrate(workflow: str, agent: str, samples: int, sets: tuple[str, ...], te
             click.echo(f"for {c.steps_in_task:,} steps at target {c.target}: k = {c.k}, "
                        f"{c.calls_per_step:.3f} calls per step, {c.calls_total:,.0f} in total, "
                        f"chance of a fully correct run {c.p_full if c.p_full is not None else 'n/a'}")
+        if len(c.by_microstep) > 1:  # a workflow of several roles: each one's own figures
+            for name, m in c.by_microstep.items():
+                p = "-" if m["p"] is None else f"{m['p']:.3f}"
+                click.echo(f"  {name:<12} {m['samples']:>5} samples  valid {m['valid_rate']:.1%}  p {p}")
         if c.note:
             click.echo(f"note: {c.note}")
 

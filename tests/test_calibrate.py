@@ -57,3 +57,22 @@ def test_cli_calibrate_json() -> None:
 def test_cli_calibrate_needs_an_oracle() -> None:
     result = CliRunner().invoke(main, ["calibrate", "nosuch", "--agent", "simulated:p=0.9"])
     assert result.exit_code == 2 and "unknown workflow" in result.output
+
+
+def test_a_tree_workflow_is_measured_role_by_role() -> None:
+    """solve asks several microsteps, some of them in fan-outs: each role's p is measured apart, and the agent's
+    per-role rates show through (decompose at 0.6, everything else at 0.97)."""
+    c = calibrate("solve", {"task": "Multiply 8479902459 by 2051802512"},
+                  "simulated:p=0.97,p_decompose=0.6,seed=2,overlong=0.2,tokens=100", samples=1200, max_tokens=150)
+    by = c.by_microstep
+    assert set(by) == {"classify", "decompose", "solve", "compose"}
+    assert c.steps_in_task == 42  # the reference tree: 17 nodes (8 split, 9 solved) -> 17 + 8 + 9 + 8 voted steps
+    assert sum(m["samples"] for m in by.values()) == 1200
+    assert sum(m["valid"] for m in by.values()) == c.valid and sum(m["correct"] for m in by.values()) == c.correct
+    lo, hi = wilson_interval(by["decompose"]["correct"], by["decompose"]["valid"], z=3.29)
+    assert lo <= 0.6 <= hi
+    lo, hi = wilson_interval(by["classify"]["correct"], by["classify"]["valid"], z=3.29)
+    assert lo <= 0.97 <= hi
+    # max_tokens=150 instead of the microsteps' 750 and 4,096: the simulated over-long answers (past the limit)
+    # and nothing else are red-flagged as too long
+    assert set(c.red_flags) == {"too_long"} and 0.15 < 1 - c.valid_rate < 0.25
