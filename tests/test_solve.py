@@ -297,3 +297,16 @@ def test_maker_solve_shortcut(tmp_path: Path) -> None:
     bad = subprocess.run([*MAKER, "solve", TASK, "--agent", "simulated:p=1", "--prompts", str(prompts),
                           "--store", str(tmp_path / "bad.sqlite")], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "must use {task}" in bad.stderr and not (tmp_path / "bad.sqlite").exists()
+
+
+@pytest.mark.parametrize("name", ["bench_long_mul_6_6__200.jsonl", "bench_long_mul_10_10__200.jsonl",
+                                  "bench_sort_len_500__50.jsonl"])
+def test_the_other_maker_sets_exact_through_eval(name: str, tmp_path: Path) -> None:
+    """The same roles and k on the 6x6, 10x10 and sorting sets, through `maker eval`'s Python API."""
+    from maker.evaluate import evaluate
+
+    agent = "simulated:p=0.95,p_decompose=0.85,p_propose=0.85,p_judge=0.9,seed=11"
+    s = evaluate(ROOT / "data/maker-official" / name, {"agents": [agent], "k": 7}, store=tmp_path / "e.sqlite",
+                 concurrency=16)
+    assert s.problems == (50 if "sort" in name else 200)
+    assert s.correct == s.problems, [(r.id, r.got, r.error) for r in s.failures][:3]
