@@ -115,15 +115,15 @@ class Scheduler:
                 call = wf.next(state)
                 if isinstance(call, Done):
                     return state, step, "done", None
-                calls = [call] if type(call) is MicrostepCall else self._calls(call, step)
-                if len(calls) == 1:
+                if type(call) is MicrostepCall:  # decided as the chain decides it: on its own
                     expected = wf.oracle(state) if self.has_oracle else None
-                    answers: Any = (await self.decider.decide(step, calls[0], expected, None)).answer
-                else:
-                    expected_all = self._expected(state, len(calls), step) if self.has_oracle else [None] * len(calls)
-                    decisions = await self._together(step, calls, expected_all, [None] * len(calls))
-                    answers = tuple(d.answer for d in decisions)
-                state = wf.apply(state, answers)
+                    state = wf.apply(state, (await self.decider.decide(step, call, expected, None)).answer)
+                    step += 1
+                    continue
+                calls = self._calls(call, step)  # a fan-out, even of one call: together, answers as a tuple
+                expected_all = self._expected(state, len(calls), step) if self.has_oracle else [None] * len(calls)
+                decisions = await self._together(step, calls, expected_all, [None] * len(calls))
+                state = wf.apply(state, tuple(d.answer for d in decisions))
                 step += len(calls)
         except Exception as exc:  # the driver meets the same failure at this step and reports it
             return state, step, "error", f"{type(exc).__name__}: {exc}"[:500]

@@ -78,19 +78,31 @@ def test_same_trace_as_in_process(local_ray: Any, tmp_path: Path, lookahead: int
 def test_tree_run_with_fan_outs_same_trace(local_ray: Any, tmp_path: Path, lookahead: int) -> None:
     """A solve run (a task tree: every ready node's call asked at once, coalesced into one backend call) through
     two replicas: the trace is the in-process one, with lookahead running the fan-outs ahead too."""
+    from maker.agents import SimulatedBackend
+
     params = {"task": "Multiply 8479902459 by 2051802512", "vote": "judge"}
+    calls_here: list[int] = []
+    plain = SimulatedBackend.generate
+
+    async def counted(self: SimulatedBackend, requests: Any) -> Any:
+        calls_here.append(len(requests))
+        return await plain(self, requests)
+
     runs = {}
     for name, cluster in (("here", None),
                           ("there", ClusterOptions.build("auto", replicas=2, cpus=0.25, lookahead=lookahead))):
         opts = RunOptions(agents=["simulated:p=0.95,seed=1,malformed=0.05"], k=3, seed=2, detail="samples",
                           cluster=cluster)
-        with structlog.testing.capture_logs() as logs:
+        with structlog.testing.capture_logs() as logs, pytest.MonkeyPatch.context() as mp:
+            if cluster is None:
+                mp.setattr(SimulatedBackend, "generate", counted)
             runs[name] = start_run("solve", params, opts, store=tmp_path / f"{name}.sqlite", run_id=name)
     assert runs["there"].solved and runs["there"].result == runs["here"].result
     assert _trace(tmp_path / "there.sqlite", "there") == _trace(tmp_path / "here.sqlite", "here")
+    assert max(calls_here) > 1  # fan-outs went to the backend as batched calls
     ahead = _lookahead(logs)
-    if lookahead:
-        assert ahead is not None and not ahead["off"] and ahead["calls_served"] > 0
+    if lookahead:  # every batched call the driver made was answered from the replica's rollouts
+        assert ahead is not None and not ahead["off"] and ahead["calls_served"] == len(calls_here)
 
 
 def test_lookahead_turns_off_for_a_workflow_that_is_not_deterministic(local_ray: Any, tmp_path: Path) -> None:
