@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from tests._cli import peek
+
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 
 _SCRIPT = Path(sys.executable).with_name("maker")
@@ -44,19 +46,8 @@ def _maker(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 def _committed_steps(db: Path) -> int | None:
     """The run's committed step counter, or None while the store/run row is not readable yet."""
-    if not db.exists():
-        return None
-    try:
-        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=0.05)
-    except sqlite3.Error:
-        return None
-    try:
-        row = con.execute("SELECT steps FROM runs WHERE run_id=?", (RUN_ID,)).fetchone()
-    except sqlite3.Error:  # 'database is locked', 'no such table' while the schema is being made, ...
-        return None
-    finally:
-        con.close()
-    return None if row is None else int(row[0])
+    rows = peek(db, "SELECT steps FROM runs WHERE run_id=?", (RUN_ID,))
+    return int(rows[0][0]) if rows else None
 
 
 def _start(args: list[str], tmp: Path, name: str) -> tuple[subprocess.Popen[bytes], Path]:

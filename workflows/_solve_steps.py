@@ -21,7 +21,7 @@ from maker._parsing import FormatError
 from maker.dsl import Microstep, RedFlag
 from maker.errors import UserError
 from maker.voting import Voting
-from maker.workflows._reference import Problem, canonical_result, recognize, result_mistake
+from maker.workflows._reference import Problem, Proposal, canonical_result, recognize, result_mistake
 
 __all__ = ["PROMPTS", "PLACEHOLDERS", "Classify", "Decomposition", "Pick", "Result", "classify", "decompose",
            "propose", "judge", "solve", "compose", "check_prompts", "decomposition_key", "normal_task"]
@@ -261,8 +261,6 @@ def _solve_units(inputs: Mapping[str, Any]) -> float:
 
 
 def _compose_units(inputs: Mapping[str, Any]) -> float:
-    from maker.workflows._reference import Proposal
-
     problem = _problem(inputs)
     if problem is None:
         return 1.0

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from maker.dsl import DONE, Done, MicrostepCall, State, Workflow
 from maker.workflows import _solve_steps as steps
-from maker.workflows._reference import recognize, same_answer
+from maker.workflows._reference import Proposal, recognize, same_answer
 from maker.workflows._solve_steps import Classify, Decomposition, Pick, Result, decomposition_key
 
 __all__ = ["Solve", "SolveParams", "TreeState", "Node"]
@@ -209,8 +209,6 @@ class Solve(Workflow, name="solve", version=1):
             ref = problem.split()
             return Decomposition(subtasks=list(ref.subtasks), compose=ref.compose)
         if action == "judge":
-            from maker.workflows._reference import Proposal
-
             for n, d in enumerate(node.candidates):
                 ok = problem.atomic() if not d.subtasks else problem.check(Proposal(tuple(d.subtasks), d.compose))
                 if ok:
