@@ -23,7 +23,7 @@ from maker.errors import StepUndecidedError
 from maker.speculation import JudgeRequest, Speculation, digit_score
 from maker.voting import Voting, is_decided, samples_needed
 
-__all__ = ["Decider", "Decision", "Parsed", "flag_reason", "too_long", "TOO_LONG"]
+__all__ = ["Decider", "Decision", "Drafted", "Parsed", "flag_reason", "too_long", "TOO_LONG"]
 
 TOO_LONG = "too_long"
 _DRAFT_SALT = 0xD4AF7
@@ -78,6 +78,29 @@ class Decision:
         self.calls[agent] = self.calls.get(agent, 0) + n
 
 
+class Drafted:
+    """A step's route and draft (:meth:`Decider.draft`): the decision so far, the draft's text (None when the
+    step was routed straight to voting) and the draft read through the red flags."""
+
+    __slots__ = ("decision", "text", "parsed")
+
+    def __init__(self, decision: Decision, text: str | None, parsed: Parsed | None) -> None:
+        self.decision = decision
+        self.text = text
+        self.parsed = parsed
+
+    @property
+    def answer(self) -> Any:
+        """The draft's answer, or None when there is no usable draft (routed, or red-flagged)."""
+        p = self.parsed
+        return p.answer if p is not None and p.flag is None else None
+
+    @property
+    def usable(self) -> bool:
+        p = self.parsed
+        return p is not None and p.flag is None
+
+
 def flag_reason(flag: str) -> str:
     """The reason key of a red flag (``too_long``, ``format``, ``schema`` or a rule name)."""
     return flag.split(":", 1)[0]
@@ -105,14 +128,15 @@ class Decider:
         self._fronts = [fronts.setdefault(id(a.backend), Coalescing.over(a.backend)) for a in every]
 
     async def decide(self, step: int, call: MicrostepCall, expected: Any, samples_out: list[tuple[Any, ...]] | None,
-                     together: bool = False) -> Decision:
+                     together: bool = False, drafted: Drafted | None = None) -> Decision:
         """Decide one call: drafted and verified when the run speculates, else voted.
 
         ``together``: other calls are being decided at the same time, so requests go through the coalescing
-        fronts. ``samples_out`` receives one sample row per voted sample (detail level ``samples``).
+        fronts. ``samples_out`` receives one sample row per voted sample (detail level ``samples``). ``drafted``:
+        the :meth:`draft` of this very call, already made.
         """
         if self.spec is not None:
-            return await self._speculate(step, call, expected, samples_out, together)
+            return await self._speculate(step, call, expected, samples_out, together, drafted)
         return await self._vote(step, call, expected, samples_out, together)
 
     # -- voting -----------------------------------------------------------------------------------
@@ -217,55 +241,65 @@ class Decider:
             d.spare_tokens += sum(s.tokens for s in spare)
 
     # -- drafting and verifying ---------------------------------------------------------------------
-    async def _speculate(self, step: int, call: MicrostepCall, expected: Any,
-                         samples_out: list[tuple[Any, ...]] | None, together: bool) -> Decision:
-        """Draft, verify, and escalate to voting only when the draft is not confirmed."""
+    async def draft(self, step: int, call: MicrostepCall, expected: Any, together: bool = False) -> Drafted:
+        """The first part of a drafted step's decision: route it (the first steps, or an uncertain first token,
+        go straight to voting) or have the drafter write it. The speculative window drafts steps ahead this way,
+        and the step's decision goes on from what it found (:meth:`decide` with ``drafted``)."""
         spec = self.spec
         assert spec is not None
         ms: Microstep[Any] = call.microstep
-        policy = self.policies[ms.name]
         max_tokens = self.max_tokens or ms.max_tokens
-        prompt = call.prompt
         oracle = Oracle(ms, expected, step, call.inputs) if expected is not None else None
-        step_seed = mix64(self._seed ^ step)
         d_idx = len(self.agents)
         drafter = self._fronts[d_idx] if together else spec.drafter.backend
         d = Decision()
         info: dict[str, Any] = {}
         d.spec = info
-        routed = True
         if step < spec.large_first:
             info["route"] = "large_first"
-        else:
-            go = True
-            if spec.entropy_threshold is not None:
-                probe = GenerateRequest(prompt, [0.0], [0], max_tokens, ms.stop, False, oracle)
-                (entropy,) = await drafter.first_token_entropy([probe])
-                info["entropy"] = round(float(entropy), 4)
-                if entropy > spec.entropy_threshold:
-                    go = False
-                    info["route"] = "entropy"
-            if go:
-                routed = False
-                req = GenerateRequest(prompt, [policy.first_temperature], [mix64(step_seed ^ _DRAFT_SALT)], max_tokens,
-                                      ms.stop, False, oracle)
-                ((draft,),) = await drafter.generate([req])
-                d.called(d_idx)
-                d.tokens += draft.tokens
-                d.drafted = 1
-                parsed = self.read(ms, draft.text, draft.tokens, max_tokens, call.inputs)
-                if parsed.flag is not None:
-                    info["draft_flag"] = parsed.flag[:120]
-                    d.flag(flag_reason(parsed.flag))
-                    d.red_flags += 1
-                elif await self._verify(d, step_seed, call, draft.text, parsed, oracle, info, together):
-                    d.accepted = 1
-                    info["accepted"] = True
-                    d.answer, d.key, d.votes, d.rounds, d.samples, d.agent = parsed.answer, parsed.key, "[1]", 1, 1, d_idx
-                    return d
+            return Drafted(d, None, None)
+        if spec.entropy_threshold is not None:
+            probe = GenerateRequest(call.prompt, [0.0], [0], max_tokens, ms.stop, False, oracle)
+            (entropy,) = await drafter.first_token_entropy([probe])
+            info["entropy"] = round(float(entropy), 4)
+            if entropy > spec.entropy_threshold:
+                info["route"] = "entropy"
+                return Drafted(d, None, None)
+        seed = mix64(mix64(self._seed ^ step) ^ _DRAFT_SALT)
+        req = GenerateRequest(call.prompt, [self.policies[ms.name].first_temperature], [seed], max_tokens, ms.stop,
+                              False, oracle)
+        ((text,),) = await drafter.generate([req])
+        d.called(d_idx)
+        d.tokens += text.tokens
+        d.drafted = 1
+        parsed = self.read(ms, text.text, text.tokens, max_tokens, call.inputs)
+        if parsed.flag is not None:
+            info["draft_flag"] = parsed.flag[:120]
+            d.flag(flag_reason(parsed.flag))
+            d.red_flags += 1
+        return Drafted(d, text.text, parsed)
+
+    async def _speculate(self, step: int, call: MicrostepCall, expected: Any,
+                         samples_out: list[tuple[Any, ...]] | None, together: bool,
+                         drafted: Drafted | None) -> Decision:
+        """Draft (or take the draft made ahead), verify, and escalate to voting only when the draft is not
+        confirmed."""
+        if drafted is None:
+            drafted = await self.draft(step, call, expected, together)
+        d, parsed = drafted.decision, drafted.parsed
+        info = d.spec
+        assert info is not None
+        if drafted.text is not None and parsed is not None and parsed.flag is None:
+            oracle = Oracle(call.microstep, expected, step, call.inputs) if expected is not None else None
+            if await self._verify(d, mix64(self._seed ^ step), call, drafted.text, parsed, oracle, info, together):
+                d.accepted = 1
+                info["accepted"] = True
+                d.answer, d.key, d.votes, d.rounds, d.samples = parsed.answer, parsed.key, "[1]", 1, 1
+                d.agent = len(self.agents)
+                return d
         d.escalated = 1
         info["escalated"] = True
-        if not routed:  # the draft counts as a round and a sample of the step; a routed step never saw one
+        if drafted.text is not None:  # the draft counts as a round and a sample of the step; a routed step saw none
             d.rounds, d.samples = 1, 1
         return await self._vote(step, call, expected, samples_out, together, d)
 

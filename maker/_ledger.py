@@ -36,6 +36,8 @@ class Progress(BaseModel):
     max_rounds: int
     elapsed_s: float
     steps_per_s: float
+    wasted_calls: int = 0
+    """Model calls made for speculative steps that turned out off the chain's path (never committed)."""
 
 
 class Ledger:
@@ -74,6 +76,9 @@ class Ledger:
         self.agent_calls = [0] * len(labels)
         self.drafted = self.accepted = self.escalated = 0
         self.spare_samples = self.spare_tokens = 0
+        self.wasted_calls = self.wasted_tokens = 0
+        self.wasted_agent_calls = [0] * len(labels)
+        self.window_hits = self.window_misses = 0
 
     def restore(self, record: Any) -> None:
         """Counters as a run's record left them."""
@@ -85,6 +90,18 @@ class Ledger:
         self.agent_calls[: len(calls)] = calls[: len(self.agent_calls)]
         for name in ("drafted", "accepted", "escalated", "spare_samples", "spare_tokens"):
             setattr(self, name, stats.get(name, 0))
+        wasted = stats.get("wasted") or {}
+        self.wasted_calls, self.wasted_tokens = wasted.get("calls", 0), wasted.get("tokens", 0)
+        calls = wasted.get("agent_calls", [])
+        self.wasted_agent_calls[: len(calls)] = calls[: len(self.wasted_agent_calls)]
+        self.window_hits, self.window_misses = wasted.get("hits", 0), wasted.get("misses", 0)
+
+    def waste(self, spent: Decision) -> None:
+        """Count what a speculative transition that turned out off the chain's path cost (never committed)."""
+        for agent, n in spent.calls.items():
+            self.wasted_agent_calls[agent] += n
+            self.wasted_calls += n
+        self.wasted_tokens += spent.tokens
 
     # -- recording --------------------------------------------------------------------------------
     def add(self, step: int, call: MicrostepCall, d: Decision, expected: Any, t_start: float, dur: float) -> None:
@@ -145,6 +162,7 @@ class Ledger:
             run_id=self.run_id, steps=step, expected_steps=self.expected_steps, calls=self.calls,
             red_flags=self.red_flags, errors=self.errors, max_rounds=self.max_rounds,
             elapsed_s=elapsed, steps_per_s=done_here / elapsed if elapsed > 0 else 0.0,
+            wasted_calls=self.wasted_calls,
         ))
 
     # -- what the store and the summary read --------------------------------------------------------
@@ -164,6 +182,9 @@ class Ledger:
         return {"agent_calls": list(self.agent_calls), "agents": self.labels,
                 "drafted": self.drafted, "accepted": self.accepted, "escalated": self.escalated,
                 "spare_samples": self.spare_samples, "spare_tokens": self.spare_tokens,
+                "wasted": {"calls": self.wasted_calls, "tokens": self.wasted_tokens,
+                           "agent_calls": list(self.wasted_agent_calls), "hits": self.window_hits,
+                           "misses": self.window_misses},
                 "voting": {name: {"rule": p.rule, "k": p.k} for name, p in self.policies.items()},
                 "candidates": self.candidates}
 

@@ -21,10 +21,11 @@ from typing import Any
 
 from maker._decider import Decider, Decision
 from maker._ledger import Ledger
+from maker._window import Window
 from maker.dsl import Done, MicrostepCall, Workflow
 from maker.errors import RunError
 
-__all__ = ["Scheduler"]
+__all__ = ["Scheduler", "bad_calls"]
 
 
 class Scheduler:
@@ -37,8 +38,11 @@ class Scheduler:
         self.has_oracle = wf.has_oracle()
 
     # -- policies ---------------------------------------------------------------------------------
-    async def chain(self, state: Any, ledger: Ledger, ahead: Any = None) -> Any:
-        """Advance from ``state`` (after ``ledger.steps`` committed steps) until done; returns the final state."""
+    async def chain(self, state: Any, ledger: Ledger, ahead: Any = None, window: Window | None = None) -> Any:
+        """Advance from ``state`` (after ``ledger.steps`` committed steps) until done; returns the final state.
+
+        ``window``: decisions come from the speculative window (:mod:`maker._window`), which has them under way
+        before the chain gets there; they are the same decisions, recorded the same way."""
         wf = self.wf
         decide = self.decider.decide
         add = ledger.add
@@ -53,39 +57,50 @@ class Scheduler:
         pending = ledger.pending
         try:
             while True:
-                if ahead is not None:
-                    ahead.at(step, state)
-                call = wf.next(state)
-                if type(call) is MicrostepCall:  # one call: the common case, kept lean
-                    expected = wf.oracle(state) if has_oracle else None
-                    out: list[tuple[Any, ...]] | None = None if keep is None else []
+                if window is not None:
+                    t = await window.transition(step, state)
+                    if t is None:
+                        break
                     t_step = time.time()
                     ts = time.perf_counter()
-                    d = await decide(step, call, expected, out)
+                    decisions = await t.decisions()
                     dur = time.perf_counter() - ts
-                    # Only a transition whose answers applied cleanly is kept, so every commit's snapshot is the
-                    # state after exactly the steps it holds.
-                    state = wf.apply(state, d.answer)
-                    add(step, call, d, expected, t_step, dur)
-                    if out:
-                        keep.extend(out)  # type: ignore[union-attr]
-                    step += 1
-                elif isinstance(call, Done):
-                    break
+                    state = wf.apply(state, decisions[0].answer if t.single else tuple(d.answer for d in decisions))
+                    self._record(ledger, step, t.calls, decisions, t.expected, t.outs, t_step, dur)
+                    step += len(t.calls)
+                    window.advanced(step, state)
                 else:
-                    calls = self._calls(call, step)
-                    expected_all = self._expected(state, len(calls), step) if has_oracle else [None] * len(calls)
-                    t_step = time.time()
-                    ts = time.perf_counter()
-                    outs = [None if keep is None else [] for _ in calls]
-                    decisions = await self._together(step, calls, expected_all, outs)
-                    dur = time.perf_counter() - ts
-                    state = wf.apply(state, tuple(d.answer for d in decisions))
-                    for i, (c, d, e, o) in enumerate(zip(calls, decisions, expected_all, outs, strict=True)):
-                        add(step + i, c, d, e, t_step, dur)
-                        if o:
-                            keep.extend(o)  # type: ignore[union-attr]
-                    step += len(calls)
+                    if ahead is not None:
+                        ahead.at(step, state)
+                    call = wf.next(state)
+                    if type(call) is MicrostepCall:  # one call: the common case, kept lean
+                        expected = wf.oracle(state) if has_oracle else None
+                        out: list[tuple[Any, ...]] | None = None if keep is None else []
+                        t_step = time.time()
+                        ts = time.perf_counter()
+                        d = await decide(step, call, expected, out)
+                        dur = time.perf_counter() - ts
+                        # Only a transition whose answers applied cleanly is kept, so every commit's snapshot is
+                        # the state after exactly the steps it holds.
+                        state = wf.apply(state, d.answer)
+                        add(step, call, d, expected, t_step, dur)
+                        if out:
+                            keep.extend(out)  # type: ignore[union-attr]
+                        step += 1
+                    elif isinstance(call, Done):
+                        break
+                    else:
+                        calls = self._calls(call, step)
+                        n = len(calls)
+                        expected_all = self._expected(state, n, step) if has_oracle else [None] * n
+                        t_step = time.time()
+                        ts = time.perf_counter()
+                        outs: list[list[tuple[Any, ...]] | None] = [None if keep is None else [] for _ in calls]
+                        decisions = await self._together(step, calls, expected_all, outs)
+                        dur = time.perf_counter() - ts
+                        state = wf.apply(state, tuple(d.answer for d in decisions))
+                        self._record(ledger, step, calls, decisions, expected_all, outs, t_step, dur)
+                        step += n
                 # Commits are grouped, by count and by time; a slow model's steps are therefore committed as they
                 # come (one clock read per transition costs well under a microsecond).
                 now = time.monotonic()
@@ -97,6 +112,8 @@ class Scheduler:
                     ledger.report(step, time.perf_counter() - t0, step - first)
         finally:
             # Whatever stops the chain (done, a failure, Ctrl-C), what was decided is kept.
+            if window is not None:
+                window.close()
             wall = wall0 + time.perf_counter() - t0
             if pending:
                 ledger.commit(step, state, wall)
@@ -129,6 +146,17 @@ class Scheduler:
             return state, step, "error", f"{type(exc).__name__}: {exc}"[:500]
         return state, step, "steps", None
 
+    @staticmethod
+    def _record(ledger: Ledger, step: int, calls: Sequence[MicrostepCall], decisions: Sequence[Decision],
+                expected: Sequence[Any], outs: Sequence[list[tuple[Any, ...]] | None], t_step: float,
+                dur: float) -> None:
+        """Add a transition's decisions to the ledger, in step order, with their sample rows."""
+        keep = ledger.samples
+        for i, (c, d, e, o) in enumerate(zip(calls, decisions, expected, outs, strict=True)):
+            ledger.add(step + i, c, d, e, t_step, dur)
+            if o:
+                keep.extend(o)  # type: ignore[union-attr]
+
     # -- a fan-out --------------------------------------------------------------------------------
     async def _together(self, step: int, calls: Sequence[MicrostepCall], expected: Sequence[Any],
                         outs: Sequence[list[tuple[Any, ...]] | None]) -> list[Decision]:
@@ -145,16 +173,9 @@ class Scheduler:
         return results  # type: ignore[return-value]
 
     def _calls(self, asked: Any, step: int) -> list[MicrostepCall]:
-        name = type(self.wf).__name__
         if isinstance(asked, (list, tuple)) and asked and all(type(c) is MicrostepCall for c in asked):
             return list(asked)
-        if isinstance(asked, (list, tuple)) and not asked:
-            raise RunError(f"{name}.next() returned an empty list; return DONE when the task is finished",
-                           run_id=self.run_id, step=step)
-        raise RunError(
-            f"{name}.next() returned {asked!r}; return microstep.ask(...), a list of such calls (decided at "
-            f"the same time), or DONE", run_id=self.run_id, step=step,
-        )
+        raise bad_calls(self.wf, asked, step, self.run_id)
 
     def _expected(self, state: Any, n: int, step: int) -> list[Any]:
         expected = self.wf.oracle(state)
@@ -166,3 +187,13 @@ class Scheduler:
                 f"next() asked {n} calls, oracle() returned {expected!r}"[:400], run_id=self.run_id, step=step,
             )
         return list(expected)
+
+
+def bad_calls(wf: Workflow[Any, Any], asked: Any, step: int, run_id: str) -> RunError:
+    """The error for a ``next()`` that returned neither a call, nor a list of calls, nor DONE."""
+    name = type(wf).__name__
+    if isinstance(asked, (list, tuple)) and not asked:
+        return RunError(f"{name}.next() returned an empty list; return DONE when the task is finished",
+                        run_id=run_id, step=step)
+    return RunError(f"{name}.next() returned {asked!r}; return microstep.ask(...), a list of such calls (decided "
+                    f"at the same time), or DONE", run_id=run_id, step=step)

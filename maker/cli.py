@@ -62,6 +62,10 @@ def _voting_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--large-first", type=int, default=None, help="The first N steps always by the large model."),
         click.option("--entropy-threshold", type=float, default=None,
                      help="Route steps whose drafter first-token entropy exceeds this to the large model."),
+        click.option("--window", type=int, default=None, metavar="W",
+                     help="With --drafter: steps drafted and decided ahead of the chain, at most (default 64, "
+                          "adapted to how often drafts hold; 1: one step at a time). The trace is the same."),
+        click.option("--fixed-window", is_flag=True, default=None, help="Keep the window at --window, not adapted."),
     ]):
         f = opt(f)
     return f
@@ -282,6 +286,9 @@ def _finish(summary: Any, as_json: bool) -> None:
                    f"  max rounds {summary.max_rounds}")
         if summary.drafted or summary.escalated:
             click.echo(f"  drafts {summary.drafted:,}  accepted {summary.accepted:,}  escalated {summary.escalated:,}")
+            if summary.wasted_calls:
+                click.echo(f"  wasted {summary.wasted_calls:,} calls ({summary.wasted_calls / max(1, summary.steps):.3f}"
+                           f" per step), {summary.wasted_tokens:,} tokens, on steps drafted ahead off the chain's path")
             for label, n in summary.agent_calls.items():
                 click.echo(f"    {label}: {n:,} calls ({n / max(1, summary.steps):.3f} per step)")
         if summary.result:

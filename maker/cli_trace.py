@@ -163,6 +163,12 @@ def _stats_text(s: dict[str, Any]) -> str:
         sp2 = s["speculation"]
         lines.append(f"speculation       drafted {sp2['drafted']:,}, accepted {sp2['accepted']:,} "
                      f"(rate {sp2['acceptance_rate']}), escalated {sp2['escalated']:,}, routed {sp2['routed']}")
+        win = sp2.get("window")
+        if win:
+            lines.append(f"window            predictions held {win['predictions_held']:,}, missed "
+                         f"{win['predictions_missed']:,}; wasted {win['wasted_calls']:,} calls "
+                         f"({win['wasted_calls_per_step']} per step), {win['wasted_tokens']:,} tokens: "
+                         + ", ".join(f"{k} {v:,}" for k, v in win["wasted_by_agent"].items()))
     lines.append("hardest steps     most rounds: " + ", ".join(
         f"{h['step']} ({h['rounds']} rounds, {h['samples']} samples)" for h in s["hardest"]["most_rounds"][:5]))
     if s["hardest"]["most_disagreement"]:

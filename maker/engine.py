@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from maker._decider import Decider, flag_reason, too_long
 from maker._ledger import Ledger, Progress, labels_of
 from maker._scheduler import Scheduler
+from maker._window import Window
 from maker.agents import Agent
 from maker.dsl import Workflow
 from maker.errors import RunError
@@ -61,6 +62,11 @@ class RunSummary(BaseModel):
     """A fork's first step: ``steps`` counts the run's own steps from there."""
     spare_samples: int = 0
     """Samples generated ahead for rounds a step turned out not to need (not voted, not in ``calls``)."""
+    wasted_calls: int = 0
+    """Model calls made for steps the speculative window drafted ahead on a state the chain never reached."""
+    wasted_tokens: int = 0
+    wasted_agent_calls: dict[str, int] = {}
+    """``wasted_calls`` by agent (``agent 1: SPEC``, ``drafter: SPEC``, ``verifier 1: SPEC``)."""
     result: dict[str, Any] | None = None
     error: str | None = None
 
@@ -87,6 +93,8 @@ class Engine:
         progress_seconds: float = 0.25,
         log_steps: bool = False,
         speculation: Speculation | None = None,
+        window: int = 1,
+        adaptive_window: bool = True,
     ) -> None:
         if not agents:
             raise RunError("no agent given: pass at least one --agent", run_id=run_id)
@@ -112,13 +120,22 @@ class Engine:
                              policies=self.policies, microsteps=workflow.microsteps, detail=detail, commit_every=commit_every,
                              commit_seconds=commit_seconds, expected_steps=expected_steps, on_progress=on_progress,
                              progress_seconds=progress_seconds, log_steps=log_steps)
+        self.window = window if speculation is not None else 1
+        """Transitions a drafter runs ahead of the chain, at most (1: none; see :mod:`maker._window`)."""
+        self.adaptive_window = adaptive_window
         self.ahead: Any = None
         """Set by a cluster run: told each step and state, it has a replica run the chain ahead (see
         :mod:`maker.cluster.lookahead`)."""
 
     async def run_chain(self, state: Any) -> Any:
         """Advance from ``state`` (after the ledger's committed steps) until done; returns the final state."""
-        return await self.scheduler.chain(state, self.ledger, self.ahead)
+        window = None
+        if self.window > 1:
+            sched = self.scheduler
+            window = Window(self.wf, self.decider, cap=self.window, adaptive=self.adaptive_window,
+                            keep_samples=self.ledger.samples is not None, oracle=sched.has_oracle,
+                            expected=sched._expected, ledger=self.ledger)
+        return await self.scheduler.chain(state, self.ledger, self.ahead, window)
 
     # -- running ahead on a replica ---------------------------------------------------
     def recipe(self) -> dict[str, Any]:

@@ -12,7 +12,10 @@ from maker.agents import Agent, make_agent
 from maker.cluster.config import ClusterOptions
 from maker.errors import UserError
 
-__all__ = ["RunOptions", "VOTING_OVERRIDES"]
+__all__ = ["RunOptions", "VOTING_OVERRIDES", "DEFAULT_WINDOW"]
+
+DEFAULT_WINDOW = 64
+"""The speculative window's cap when none is given (measured: see bench/bench_pipeline.py)."""
 
 VOTING_OVERRIDES = ("rule", "k", "confidence", "max_rounds", "first_temperature", "temperature", "batch")
 
@@ -64,6 +67,12 @@ class RunOptions(BaseModel):
     """The first N steps are always voted by the large model."""
     entropy_threshold: float | None = Field(None, ge=0.0)
     """GlimpRouter: steps whose drafter first-token entropy exceeds this go straight to the large model."""
+    window: int | None = Field(None, ge=1, le=4096)
+    """With a drafter: transitions drafted and decided ahead of the chain, at most (1: one step at a time; default
+    64, or on a cluster whose one model serves every role, a replica running the chain ahead instead). The
+    committed trace is the same for every window."""
+    fixed_window: bool = False
+    """Keep the window at ``window`` instead of adapting it to how often the drafts hold."""
     log_steps: bool = Field(False, exclude=True)
     """Log one debug line per committed step (``--log-level debug``); not part of the run's record."""
     cluster: ClusterOptions | None = Field(None, exclude=True)

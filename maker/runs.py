@@ -21,7 +21,7 @@ from maker.cluster.config import ClusterOptions
 from maker.dsl import MicrostepCall, Workflow
 from maker.engine import Engine, Progress, RunSummary
 from maker.errors import RunError, RunMismatchError, StoreCorruptError, UserError
-from maker.options import VOTING_OVERRIDES, RunOptions
+from maker.options import DEFAULT_WINDOW, VOTING_OVERRIDES, RunOptions
 from maker.store import RunRecord, Store
 from maker.workflows import BUILTIN
 
@@ -276,12 +276,21 @@ def _engine(wf: Workflow[Any, Any], st: Store, rid: int, run_id: str, agents: li
         workflow=wf, store=st, rid=rid, run_id=run_id, agents=agents, seed=opts.seed, voting=opts.voting(),
         detail=opts.detail, max_tokens=opts.max_tokens, commit_every=opts.commit_every,
         commit_seconds=opts.commit_seconds, expected_steps=expected_steps, on_progress=on_progress,
-        log_steps=opts.log_steps, speculation=speculation,
+        log_steps=opts.log_steps, speculation=speculation, window=opts.window or DEFAULT_WINDOW,
+        adaptive_window=not opts.fixed_window,
     )
     if opts.cluster is not None:
         from maker.cluster.backend import attach
 
-        attach(engine, opts.cluster.lookahead)
+        # Both keep calls in flight ahead of the chain: a replica running the chain ahead (one model in every role)
+        # unless the window was asked for, or lookahead does not apply.
+        if (opts.window is not None and engine.window > 1) or attach(engine, opts.cluster.lookahead) is None:
+            if engine.window > 1:
+                import structlog
+
+                structlog.get_logger("maker").info("lookahead off: the speculative window runs ahead instead")
+        else:
+            engine.window = 1
     return engine
 
 
@@ -347,6 +356,9 @@ def summarize(engine: Engine, name: str, status: str, solved: bool | None, resul
         accepted=led.accepted,
         escalated=led.escalated,
         spare_samples=led.spare_samples,
+        wasted_calls=led.wasted_calls,
+        wasted_tokens=led.wasted_tokens,
+        wasted_agent_calls={k: n for k, n in zip(led.labels, led.wasted_agent_calls, strict=True) if n},
         first_step=led.first_step,
         result=result,
         error=error,

@@ -251,6 +251,14 @@ def trace_stats(st: Store, record: RunRecord) -> dict[str, Any]:
     if drafted or routes:
         spec_stats = {"drafted": drafted, "accepted": accepted, "escalated": escalated,
                       "acceptance_rate": round(accepted / drafted, 4) if drafted else None, "routed": dict(routes)}
+        wasted = (record.stats or {}).get("wasted") or {}
+        if wasted.get("calls") or wasted.get("hits") or wasted.get("misses"):
+            by = {labels[i] if i < len(labels) else f"agent #{i}": n
+                  for i, n in enumerate(wasted.get("agent_calls", [])) if n}
+            spec_stats["window"] = {"wasted_calls": wasted.get("calls", 0), "wasted_tokens": wasted.get("tokens", 0),
+                                    "wasted_calls_per_step": round(wasted.get("calls", 0) / seen, 4) if seen else 0.0,
+                                    "wasted_by_agent": by, "predictions_held": wasted.get("hits", 0),
+                                    "predictions_missed": wasted.get("misses", 0)}
     hardest_rounds = [{"step": -s, "rounds": r, "samples": n} for r, n, s in sorted(most_rounds, reverse=True)]
     hardest_split = [{"step": -s, "disagreement": d, "valid_votes": v} for d, v, s in sorted(most_split, reverse=True)
                      if d > 0]

@@ -139,6 +139,25 @@ def test_speculative_run_same_trace(local_ray: Any, tmp_path: Path) -> None:
     assert _trace(tmp_path / "there.sqlite", "there") == _trace(tmp_path / "here.sqlite", "here")
 
 
+def test_speculative_window_through_replicas(local_ray: Any, tmp_path: Path) -> None:
+    """A drafter and a large model on their own replicas, the window running 32 steps ahead: drafts, verifier
+    scores and escalation votes of many steps in flight at once through the routers, and the trace is the one
+    in-process, one step at a time."""
+    spec = {"drafter": "simulated:p=0.85,seed=5,call_s=0.001", "verifiers": ["simulated:seed=6,tpr=0.95,fpr=0.1"]}
+    agent = "simulated:p=0.995,seed=9,call_s=0.002"
+    runs = {}
+    for name, cluster, window in (("here", None, 1), ("there", ClusterOptions.build("auto", cpus=0.25), 32)):
+        opts = RunOptions(agents=[agent], k=2, seed=4, cluster=cluster, window=window, fixed_window=True,
+                          detail="samples", **spec)
+        with structlog.testing.capture_logs() as logs:
+            runs[name] = start_run("hanoi", {"disks": 7}, opts, store=tmp_path / f"{name}.sqlite", run_id=name)
+    assert any(e["event"].startswith("lookahead off: the speculative window") for e in logs)
+    assert runs["there"].accepted == runs["here"].accepted > 0
+    assert runs["there"].escalated == runs["here"].escalated > 0
+    assert runs["there"].wasted_calls > 0 and runs["here"].wasted_calls == 0
+    assert _trace(tmp_path / "there.sqlite", "there") == _trace(tmp_path / "here.sqlite", "here")
+
+
 def test_speculative_run_ahead_on_one_model(local_ray: Any, tmp_path: Path) -> None:
     """One model drafting, judging, routing by entropy and voting: a replica runs all of that ahead, and the
     trace (routes, verdicts, escalations) is the in-process one."""

@@ -1,0 +1,199 @@
+"""The speculative window: a fast drafter runs the chain ahead, and the decisions of the drafted steps go out together.
+
+A chain is sequential: step t+1's prompt needs step t's answer, so one step costs at least
+one model latency. With a drafter, the next state can be *predicted*: apply the draft of
+step t to its state, draft step t+1 on that, and so on, up to ``size`` transitions ahead.
+Each drafted transition's ordinary decision starts at once (verifier scores or votes, and
+escalation to voting if the draft is rejected), exactly as it would when the chain got
+there: same call, same seeds, same ground truth. Their requests go out concurrently and
+are batched. When the chain reaches a transition whose real state equals the predicted
+one, that decision is the one the chain would have made itself, so it is taken as it is;
+otherwise everything predicted from there on is dropped (and counted as wasted), and
+drafting starts again from the real state. Nothing speculative is ever committed: the
+ledger only ever sees the decisions of real states, in step order, so the trace is the
+one a run without a window makes.
+
+The window adapts as speculative decoding's draft lengths do: one transition more after
+each prediction that held, half as many after one that did not, up to ``cap``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+import structlog
+
+from maker._decider import Decider, Decision, Drafted
+from maker._ledger import Ledger
+from maker.dsl import Done, MicrostepCall, Workflow
+
+__all__ = ["Window", "Transition"]
+
+log = structlog.get_logger("maker")
+
+START = 4  # transitions in flight an adaptive window starts with
+
+
+class Transition:
+    """One transition asked on a (real or predicted) state: its calls, drafts and decisions in flight."""
+
+    __slots__ = ("step", "state", "calls", "single", "expected", "outs", "drafts", "tasks", "after")
+
+    def __init__(self, step: int, state: Any, calls: list[MicrostepCall], single: bool, expected: list[Any],
+                 outs: list[list[tuple[Any, ...]] | None]) -> None:
+        self.step = step
+        self.state = state
+        self.calls = calls
+        self.single = single
+        self.expected = expected
+        self.outs = outs
+        self.drafts: list[Drafted] = []
+        self.tasks: list[asyncio.Task[Decision]] = []
+        self.after: Any = None
+        """The state its drafts lead to (None: the drafts do not say, so nothing can be predicted past it)."""
+
+    async def decisions(self) -> list[Decision]:
+        """Its decisions; on failure, the error of the lowest step, after every call has finished."""
+        results = await asyncio.gather(*self.tasks, return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        return results  # type: ignore[return-value]
+
+    def drop(self) -> Decision:
+        """Cancel what is in flight; what it cost so far (its calls, tokens, red flags) as one Decision."""
+        spent = Decision()
+        for task, drafted in zip(self.tasks, self.drafts, strict=False):
+            if task.done() and not task.cancelled() and task.exception() is None:
+                d = task.result()
+            else:
+                task.cancel()
+                d = drafted.decision  # a drafted step's decision builds on its draft's: the calls made so far
+            for agent, n in d.calls.items():
+                spent.called(agent, n)
+            spent.tokens += d.tokens
+        return spent
+
+
+class Window:
+    """Keeps up to ``size`` transitions drafted and being decided ahead of the chain (``size`` <= ``cap``)."""
+
+    def __init__(self, wf: Workflow[Any, Any], decider: Decider, *, cap: int, adaptive: bool, keep_samples: bool,
+                 oracle: bool, expected: Any, ledger: Ledger) -> None:
+        self.wf = wf
+        self.decider = decider
+        self.cap = max(1, cap)
+        self.adaptive = adaptive
+        self.size = min(self.cap, START) if adaptive else self.cap
+        self.keep_samples = keep_samples
+        self.has_oracle = oracle
+        self._expected = expected  # the scheduler's oracle reader: (state, n, step) -> list
+        self.ledger = ledger  # counts what dropped transitions cost, and how often predictions held
+        self.ahead: deque[Transition] = deque()
+        self._runner: asyncio.Task[None] | None = None
+        self._room = asyncio.Event()
+
+    # -- what the chain calls ----------------------------------------------------------------------
+    async def transition(self, step: int, state: Any) -> Transition | None:
+        """The transition at this real step and state, its decisions under way (None: the workflow is done)."""
+        head = self.ahead[0] if self.ahead else None
+        if head is not None and head.step == step and head.state == state:
+            return head
+        self._drop_all()
+        t = await self._draft(step, state)
+        if t is None:
+            return None
+        self.ahead.append(t)
+        self._run_ahead()
+        return t
+
+    def advanced(self, step: int, state: Any) -> None:
+        """The chain applied the head transition and is at ``step`` with ``state``: keep what was predicted if it
+        holds, else drop it all."""
+        if self.ahead:
+            self.ahead.popleft()
+        head = self.ahead[0] if self.ahead else None
+        if head is None:
+            return
+        if head.step == step and head.state == state:
+            self.ledger.window_hits += 1
+            if self.adaptive and self.size < self.cap:
+                self.size += 1
+        else:
+            self.ledger.window_misses += 1
+            if self.adaptive:
+                self.size = max(1, self.size // 2)
+            self._drop_all()
+        self._room.set()
+
+    def close(self) -> None:
+        """Stop drafting and drop whatever is in flight (the chain ended, or failed)."""
+        self._drop_all()
+
+    # -- inside ------------------------------------------------------------------------------------
+    def _drop_all(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            self._runner = None
+        while self.ahead:
+            self.ledger.waste(self.ahead.pop().drop())
+
+    def _run_ahead(self) -> None:
+        if self._runner is None and self.size > 1:
+            self._runner = asyncio.get_running_loop().create_task(self._predict())
+
+    async def _predict(self) -> None:
+        """Draft transitions on predicted states while there is room in the window and the drafts say where the
+        chain goes next."""
+        try:
+            while True:
+                while len(self.ahead) >= self.size:
+                    self._room.clear()
+                    await self._room.wait()
+                last = self.ahead[-1]
+                if last.after is None:
+                    return  # a draft that was routed away, red-flagged or not applicable: the chain must get there
+                t = await self._draft(last.step + len(last.calls), last.after, predicted=True)
+                if t is None:
+                    return
+                self.ahead.append(t)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a predicted state the workflow cannot work on: the real chain will tell
+            log.debug("speculative window stopped drafting", error=f"{type(exc).__name__}: {exc}"[:300])
+
+    async def _draft(self, step: int, state: Any, predicted: bool = False) -> Transition | None:
+        wf = self.wf
+        asked = wf.next(state)
+        if isinstance(asked, Done):
+            return None
+        single = type(asked) is MicrostepCall
+        calls: list[MicrostepCall] = [asked] if single else list(asked)
+        if not single and not (calls and all(type(c) is MicrostepCall for c in calls)):
+            if predicted:
+                return None
+            from maker._scheduler import bad_calls
+
+            raise bad_calls(wf, asked, step, self.decider.run_id)
+        if not self.has_oracle:
+            expected: list[Any] = [None] * len(calls)
+        elif single:
+            expected = [wf.oracle(state)]
+        else:
+            expected = self._expected(state, len(calls), step)
+        outs: list[list[tuple[Any, ...]] | None] = [[] if self.keep_samples else None for _ in calls]
+        t = Transition(step, state, calls, single, expected, outs)
+        decider = self.decider
+        t.drafts = list(await asyncio.gather(*(decider.draft(step + i, c, e, True)
+                                               for i, (c, e) in enumerate(zip(calls, expected, strict=True)))))
+        loop = asyncio.get_running_loop()
+        t.tasks = [loop.create_task(decider.decide(step + i, c, e, o, True, drafted=dr))
+                   for i, (c, e, o, dr) in enumerate(zip(calls, expected, outs, t.drafts, strict=True))]
+        if all(dr.usable for dr in t.drafts):
+            try:
+                t.after = wf.apply(state, t.drafts[0].answer if single else tuple(dr.answer for dr in t.drafts))
+            except Exception:  # the drafts do not apply: nothing to predict from
+                t.after = None
+        return t
