@@ -10,6 +10,7 @@ once and the :class:`~maker._ledger.Ledger` adds each one when it is recorded.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,7 +46,7 @@ class Decision:
     """One decided call and what deciding it cost."""
 
     __slots__ = ("answer", "key", "votes", "rounds", "samples", "flags", "agent", "spec", "tokens", "calls",
-                 "red_flags", "spare_samples", "spare_tokens", "drafted", "accepted", "escalated")
+                 "red_flags", "spare_samples", "spare_tokens", "drafted", "accepted", "escalated", "issued")
 
     def __init__(self) -> None:
         self.answer: Any = None
@@ -63,6 +64,9 @@ class Decision:
         self.tokens = 0
         self.calls: dict[int, int] = {}
         """Model calls by agent index."""
+        self.issued: dict[int, int] = {}
+        """Samples and verdicts asked for, by agent index, counted when asked (spare and unanswered ones too):
+        what a decision dropped half way (a speculative step off the chain's path) cost."""
         self.red_flags = 0
         self.spare_samples = 0
         self.spare_tokens = 0
@@ -77,17 +81,23 @@ class Decision:
     def called(self, agent: int, n: int = 1) -> None:
         self.calls[agent] = self.calls.get(agent, 0) + n
 
+    def issue(self, agent: int, n: int = 1) -> None:
+        self.issued[agent] = self.issued.get(agent, 0) + n
+
 
 class Drafted:
     """A step's route and draft (:meth:`Decider.draft`): the decision so far, the draft's text (None when the
     step was routed straight to voting) and the draft read through the red flags."""
 
-    __slots__ = ("decision", "text", "parsed")
+    __slots__ = ("decision", "text", "parsed", "on_reject")
 
     def __init__(self, decision: Decision, text: str | None, parsed: Parsed | None) -> None:
         self.decision = decision
         self.text = text
         self.parsed = parsed
+        self.on_reject: Any = None
+        """Called when the verifiers turn the draft down (before escalation): the speculative window stops
+        building on it at once instead of when the escalated vote is in."""
 
     @property
     def answer(self) -> Any:
@@ -177,6 +187,7 @@ class Decider:
                     seeds = [mix64(step_seed + i) for i in range(lo, hi)]
                     temps = [t_first if i == 0 else t_rest for i in range(lo, hi)]
                     req = GenerateRequest(prompt, temps, seeds, max_tokens, ms.stop, False, oracle)
+                    d.issue(agent_idx, hi - lo)
                     (more,) = await generate([req])
                     spare += more
                 batch = spare[:need]
@@ -268,6 +279,7 @@ class Decider:
         seed = mix64(mix64(self._seed ^ step) ^ _DRAFT_SALT)
         req = GenerateRequest(call.prompt, [self.policies[ms.name].first_temperature], [seed], max_tokens, ms.stop,
                               False, oracle)
+        d.issue(d_idx)
         ((text,),) = await drafter.generate([req])
         d.called(d_idx)
         d.tokens += text.tokens
@@ -297,6 +309,8 @@ class Decider:
                 d.answer, d.key, d.votes, d.rounds, d.samples = parsed.answer, parsed.key, "[1]", 1, 1
                 d.agent = len(self.agents)
                 return d
+            if drafted.on_reject is not None:
+                drafted.on_reject()
         d.escalated = 1
         info["escalated"] = True
         if drafted.text is not None:  # the draft counts as a round and a sample of the step; a routed step saw none
@@ -312,20 +326,27 @@ class Decider:
         info["verdicts"] = verdicts
         backends = [self._fronts[base + i] if together else v.backend for i, v in enumerate(spec.verifiers)]
         if spec.mode == "score":
-            margin = 0
-            for i, backend in enumerate(backends):
-                seed = mix64(step_seed ^ _VERIFY_SALT ^ i)
-                (digits,) = await backend.judge([JudgeRequest(call.prompt, draft, seed, oracle)])
-                d.called(base + i)
-                score = digit_score(digits, spec.score_by)
-                ok = score >= spec.threshold
-                verdicts.append([i, round(score, 3), ok])
-                margin += 1 if ok else -1
-                left = len(backends) - i - 1
-                if margin >= spec.verify_k:
-                    return True
-                if margin <= -spec.verify_k or margin + left < spec.verify_k:
-                    return False  # decided, or acceptance is out of reach: no more verifier calls
+            # Verifiers are asked in order and tallied in order, stopping as soon as the margin decides. The ones
+            # that could still be needed go out together (as many as the accepts still wanted), so k verifiers
+            # cost one latency; any asked past the decision are set apart as spare, never tallied.
+            margin = i = 0
+            n = len(backends)
+            while i < n:
+                ask = range(i, min(n, i + max(1, spec.verify_k - margin)))
+                for j in ask:
+                    d.issue(base + j)
+                answers = await asyncio.gather(*(backends[j].judge(
+                    [JudgeRequest(call.prompt, draft, mix64(step_seed ^ _VERIFY_SALT ^ j), oracle)]) for j in ask))
+                for j, (digits,) in zip(ask, answers, strict=True):
+                    d.called(base + j)
+                    score = digit_score(digits, spec.score_by)
+                    ok = score >= spec.threshold
+                    verdicts.append([j, round(score, 3), ok])
+                    margin += 1 if ok else -1
+                    i = j + 1
+                    if margin >= spec.verify_k or margin <= -spec.verify_k or margin + (n - i) < spec.verify_k:
+                        d.spare_samples += ask.stop - i  # asked together, not needed: not tallied, not calls
+                        return margin >= spec.verify_k  # else decided, or acceptance is out of reach
             return False
         # vote: the draft is one vote; verifiers answer the step themselves, round-robin.
         ms = call.microstep
@@ -338,6 +359,7 @@ class Decider:
             i = j % len(backends)
             seed = mix64(step_seed ^ _VERIFY_SALT ^ (j + 1))
             req = GenerateRequest(call.prompt, [policy.temperature], [seed], max_tokens, ms.stop, False, oracle)
+            d.issue(base + i)
             ((s,),) = await backends[i].generate([req])
             d.called(base + i)
             d.tokens += s.tokens

@@ -70,8 +70,8 @@ class Transition:
                 d = task.result()
             else:
                 task.cancel()
-                d = drafted.decision  # a drafted step's decision builds on its draft's: the calls made so far
-            for agent, n in d.calls.items():
+                d = drafted.decision  # a drafted step's decision builds on its draft's: what it asked so far
+            for agent, n in d.issued.items():  # requests sent, answered or not: each was paid for
                 spent.called(agent, n)
             spent.tokens += d.tokens
         return spent
@@ -94,6 +94,7 @@ class Window:
         self.ahead: deque[Transition] = deque()
         self._runner: asyncio.Task[None] | None = None
         self._room = asyncio.Event()
+        self._paused = False
 
     # -- what the chain calls ----------------------------------------------------------------------
     async def transition(self, step: int, state: Any) -> Transition | None:
@@ -126,6 +127,7 @@ class Window:
             if self.adaptive:
                 self.size = max(1, self.size // 2)
             self._drop_all()
+        self._paused = False
         self._room.set()
 
     def close(self) -> None:
@@ -133,7 +135,14 @@ class Window:
         self._drop_all()
 
     # -- inside ------------------------------------------------------------------------------------
+    def _rejected(self, t: Transition) -> None:
+        """The verifiers turned down a draft of ``t``: what is predicted past it most likely rests on a wrong
+        draft. Draft no further until the escalated vote is in (it may still agree with the draft)."""
+        if t in self.ahead:
+            self._paused = True
+
     def _drop_all(self) -> None:
+        self._paused = False
         if self._runner is not None:
             self._runner.cancel()
             self._runner = None
@@ -149,7 +158,7 @@ class Window:
         chain goes next."""
         try:
             while True:
-                while len(self.ahead) >= self.size:
+                while len(self.ahead) >= self.size or self._paused:
                     self._room.clear()
                     await self._room.wait()
                 last = self.ahead[-1]
@@ -188,6 +197,8 @@ class Window:
         decider = self.decider
         t.drafts = list(await asyncio.gather(*(decider.draft(step + i, c, e, True)
                                                for i, (c, e) in enumerate(zip(calls, expected, strict=True)))))
+        for dr in t.drafts:
+            dr.on_reject = lambda t=t: self._rejected(t)
         loop = asyncio.get_running_loop()
         t.tasks = [loop.create_task(decider.decide(step + i, c, e, o, True, drafted=dr))
                    for i, (c, e, o, dr) in enumerate(zip(calls, expected, outs, t.drafts, strict=True))]
