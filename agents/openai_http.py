@@ -3,11 +3,18 @@
 Spec: ``openai:MODEL@http://host:port/v1[,api=chat|completions,key_env=OPENAI_API_KEY,concurrency=8,
 timeout=60,retries=4]``. The key is read from the environment variable ``key_env`` names and is
 never logged or recorded; a run's record keeps the spec, which holds only the variable's name.
+
+Speculative drafting's verifier and router calls (``judge``, ``first_token_entropy``) are one ``max_tokens=1``
+request each, reading the top 20 next-token log-probabilities back (``logprobs=20`` on the completions API,
+``top_logprobs=20`` on the chat API), so the server must return them: vLLM does, and so does the OpenAI API
+with ``api=chat`` (its completions endpoint caps logprobs at 5); against one that does not (``maker serve``,
+for now) they fail with a clear, non-retryable error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -18,6 +25,9 @@ from maker.errors import AgentSpecError, RunError
 __all__ = ["OpenAIBackend", "BackendHTTPError"]
 
 _TRANSIENT = {408, 409, 425, 429, 500, 502, 503, 504}
+_TOP = 20  # next-token log-probs asked for when rating a draft or measuring entropy (the APIs' usual maximum)
+_FLOOR_GAP = 5.0  # a digit missing from the top list: this far below the least likely token listed
+_FLOOR = -30.0  # ... or this, when the list is empty of finite values
 
 
 class BackendHTTPError(RunError):
@@ -104,6 +114,42 @@ class OpenAIBackend:
         tokens = len(logprobs) if logprobs else choice.get("completion_tokens") or _estimate_tokens(text)
         return Sample(str(text), int(tokens), logprobs, choice.get("finish_reason") or "stop")
 
+    async def judge(self, requests: Sequence[Any]) -> list[list[float]]:
+        """Log-probabilities of the digits 0-9 as the next token after each SpecReason rating prompt: one
+        ``max_tokens=1`` request per draft, sent together. A digit the server does not list gets a floor."""
+        from maker.speculation import judge_prompt
+
+        tops = await asyncio.gather(*(self._top(judge_prompt(r.prompt, r.draft), r.seed) for r in requests))
+        return [_digit_logprobs(top) for top in tops]
+
+    async def first_token_entropy(self, requests: Sequence[GenerateRequest]) -> list[float]:
+        """Entropy (nats) of the first token after each prompt, over its top 20 log-probs renormalised."""
+        tops = await asyncio.gather(*(self._top(r.prompt, r.seeds[0] if r.seeds else 0) for r in requests))
+        return [_entropy([lp for _, lp in top]) for top in tops]
+
+    async def _top(self, prompt: str, seed: int) -> list[tuple[str, float]]:
+        """The top next-token candidates after ``prompt`` and their log-probabilities (one greedy token)."""
+        body: dict[str, Any] = {"model": self.model, "n": 1, "temperature": 0.0, "max_tokens": 1,
+                                "seed": int(seed % (2**31))}
+        if self.api == "chat":
+            path = "/chat/completions"
+            body.update(messages=[{"role": "user", "content": prompt}], logprobs=True, top_logprobs=_TOP)
+        else:
+            path = "/completions"
+            body.update(prompt=prompt, logprobs=_TOP, echo=False)
+        data = await self._post(path, body)
+        try:
+            top = _top_of(data["choices"][0], self.api == "chat")
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise BackendHTTPError(f"{self.name}: response has no readable top log-probabilities ({exc!r})",
+                                   retryable=True) from None
+        if not top:
+            raise BackendHTTPError(
+                f"{self.name}: the server returned no top log-probabilities; rating drafts (--verify score) and "
+                f"--entropy-threshold need a server that honours "
+                f"{'top_logprobs' if self.api == 'chat' else 'logprobs'}={_TOP}", retryable=False)
+        return top
+
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         httpx = self._httpx
         last = ""
@@ -139,6 +185,51 @@ class OpenAIBackend:
                 continue
             return data
         raise BackendHTTPError(f"{self.name}: gave up after {self.retries + 1} tries (last: {last})", retryable=True)
+
+
+def _top_of(choice: dict[str, Any], chat: bool) -> list[tuple[str, float]]:
+    """The first generated token's top list: chat ``logprobs.content[0].top_logprobs`` (a list of
+    ``{token, logprob}``), completions ``logprobs.top_logprobs[0]`` (a ``{token: logprob}`` map, or a list)."""
+    lp = choice.get("logprobs") or {}
+    if chat:
+        content = lp.get("content") or []
+        entries: Any = (content[0].get("top_logprobs") or []) if content else []
+    else:
+        tops = lp.get("top_logprobs") or []
+        entries = (tops[0] or {}) if tops else {}
+    if isinstance(entries, dict):
+        return [(str(t), float(v)) for t, v in entries.items()]
+    return [(str(e["token"]), float(e["logprob"])) for e in entries]
+
+
+def _digit_logprobs(top: list[tuple[str, float]]) -> list[float]:
+    """Log-probabilities of "0".."9" from a top list. A digit may come as " 7" (with the space a tokenizer
+    attaches); its spellings are one answer, so their probabilities add."""
+    found: dict[int, float] = {}
+    for token, lp in top:
+        t = token.strip()
+        if len(t) == 1 and t in "0123456789":
+            d = int(t)
+            found[d] = lp if d not in found else _logaddexp(found[d], lp)
+    finite = [lp for _, lp in top if math.isfinite(lp)]
+    floor = min(finite) - _FLOOR_GAP if finite else _FLOOR
+    return [found.get(d, floor) for d in range(10)]
+
+
+def _entropy(logprobs: list[float]) -> float:
+    """Entropy in nats of the distribution the log-probs give, renormalised over them."""
+    finite = [lp for lp in logprobs if math.isfinite(lp)]
+    if not finite:
+        return 0.0
+    top = max(finite)
+    weights = [math.exp(lp - top) for lp in finite]
+    total = sum(weights)
+    return -sum(w / total * math.log(w / total) for w in weights if w > 0)
+
+
+def _logaddexp(a: float, b: float) -> float:
+    hi, lo = max(a, b), min(a, b)
+    return hi if lo == -math.inf else hi + math.log1p(math.exp(lo - hi))
 
 
 def _brief(text: str) -> str:
