@@ -68,7 +68,8 @@ def _simulated(spec: str, name: str | None, options: dict[str, Any]) -> Agent:
                              ) from None
     except UserError as exc:
         raise AgentSpecError(f"agent spec {spec!r}: {exc}") from None
-    return Agent(spec, SimulatedBackend(config, name=spec), info={"p": config.p, "valid": config.valid})
+    return Agent(spec, SimulatedBackend(config, name=spec),
+                 info={"p": config.p, "valid": config.valid, "tpr": config.tpr, "fpr": config.fpr})
 
 
 _HF_OPTIONS = {"device", "threads", "max_batch", "prefix_cache", "chat"}

@@ -3,6 +3,7 @@
 Steps are chosen at random (seeded) along the workflow's ground-truth chain; each gets one
 sample at the voting temperature; the report gives p among valid responses with a 95%
 Wilson interval, the red-flag rate, tokens per call, and the k and cost a full run needs.
+A verifier is measured by :mod:`maker.calibrate_verifier`.
 """
 
 from __future__ import annotations
@@ -182,3 +183,6 @@ def calibrate(
     out["by_microstep"] = {name: {"samples": n_, "valid": v, "correct": c, "valid_rate": v / n_,
                                   "p": c / v if v else None} for name, (n_, v, c) in sorted(by.items())}
     return Calibration(**out)
+
+
+# -- verifiers ---------------------------------------------------------------------------------------

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from maker import voting as vm
 from maker.errors import MakerError, RunError, UserError
 from maker.store import Store, default_store_path
 
@@ -226,6 +224,8 @@ def start(workflow: str, params: dict[str, Any], *, agents: tuple[str, ...], see
     except Exception as exc:
         raise UserError(f"bad run options: {exc}") from None
     path = _store_path(store)
+    if options.drafter is not None:
+        _preflight(workflow, params, options)
 
     def started(rid: str) -> None:
         click.echo(f"run_id: {rid}  (store {path})", err=True)
@@ -235,6 +235,21 @@ def start(workflow: str, params: dict[str, Any], *, agents: tuple[str, ...], see
         summary = start_run(workflow, params, options, store=path, run_id=run_id, on_start=started,
                             on_progress=progress)
     return summary, as_json
+
+
+def _preflight(workflow: str, params: dict[str, Any], options: Any) -> None:
+    """A speculative run's error estimate before it starts, and a warning naming the fix when at least half a
+    wrong step is expected (maker.preflight.preflight)."""
+    from maker._logging import get_logger
+    from maker.preflight import preflight
+    from maker.runs import resolve_workflow
+
+    wf_cls = resolve_workflow(workflow)
+    steps = wf_cls().expected_steps(wf_cls.parse_params(params))
+    text, expected_wrong = preflight(options, None, steps, workflow=wf_cls)
+    if text:
+        click.echo(text, err=True)
+        get_logger().info("speculation estimate", expected_wrong_steps=expected_wrong, warning="warning:" in text)
 
 
 @main.command()
@@ -328,51 +343,6 @@ def runs(store: str | None, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("workflow")
-@click.option("--agent", "agent", required=True, help="Agent spec to measure.")
-@click.option("--samples", type=int, default=100, show_default=True, help="How many steps to sample (one sample each).")
-@click.option("--set", "sets", multiple=True, help="Workflow parameter NAME=VALUE (repeatable).")
-@click.option("--temperature", type=float, default=None, help="Sampling temperature (default: the microstep's voting temperature).")
-@click.option("--target", type=float, default=0.95, show_default=True, help="Wanted chance of a fully correct run.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--batch", type=int, default=16, show_default=True, help="Steps per generate call.")
-@click.option("--max-tokens", type=int, default=None, help="Red-flag (and stop) responses longer than this "
-              "(default: each microstep's own limit).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def calibrate(workflow: str, agent: str, samples: int, sets: tuple[str, ...], temperature: float | None, target: float,
-              seed: int, batch: int, max_tokens: int | None, as_json: bool) -> None:
-    """Measure an agent's per-sample correct rate p on random steps and recommend k (MAKER's pre-run check)."""
-    from maker.calibrate import calibrate as run_calibration
-
-    live = sys.stderr.isatty() and not as_json
-
-    def progress(done: int, total: int) -> None:
-        if live:
-            click.echo(f"\r{done}/{total} samples", err=True, nl=done == total)
-
-    c = run_calibration(workflow, _parse_sets(sets), agent, samples=samples, temperature=temperature, target=target,
-                        seed=seed, batch=batch, max_tokens=max_tokens, on_progress=progress)
-
-    def human() -> None:
-        click.echo(f"{c.workflow} with {c.agent}: {c.samples} samples at temperature {c.temperature}")
-        if c.p is not None:
-            click.echo(f"p = {c.p:.4f}  (95% interval {c.p_low:.4f} .. {c.p_high:.4f}; {c.correct}/{c.valid} valid correct)")
-        click.echo(f"valid {c.valid_rate:.2%}  red flags {c.red_flags or 'none'}  tokens per call {c.tokens_per_call:.1f}")
-        if c.k is not None:
-            click.echo(f"for {c.steps_in_task:,} steps at target {c.target}: k = {c.k}, "
-                       f"{c.calls_per_step:.3f} calls per step, {c.calls_total:,.0f} in total, "
-                       f"chance of a fully correct run {c.p_full if c.p_full is not None else 'n/a'}")
-        if len(c.by_microstep) > 1:  # a workflow of several roles: each one's own figures
-            for name, m in c.by_microstep.items():
-                p = "-" if m["p"] is None else f"{m['p']:.3f}"
-                click.echo(f"  {name:<12} {m['samples']:>5} samples  valid {m['valid_rate']:.1%}  p {p}")
-        if c.note:
-            click.echo(f"note: {c.note}")
-
-    _emit(c.model_dump(mode="json"), as_json, human)
-
-
-@main.command()
 @click.option("--agent", "agent", required=True, help="Backend to serve, e.g. hf:smollm2-135m.")
 @click.option("--model-name", default=None, help="Model id clients must send (default: the agent spec).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback unless you ask).")
@@ -397,45 +367,7 @@ def serve(agent: str, model_name: str | None, host: str, port: int, api_key_env:
         server.server_close()
 
 
-@main.command()
-@click.option("--steps", type=int, required=True, help="Number of steps s in the task.")
-@click.option("--p", "p", type=float, default=None, help="Per-sample correct rate p.")
-@click.option("--error", type=float, default=None, help="Per-sample error rate 1-p (instead of --p).")
-@click.option("--target", type=float, default=0.95, show_default=True, help="Wanted chance of a fully correct run.")
-@click.option("--valid", type=float, default=1.0, show_default=True, help="Fraction of responses not red-flagged.")
-@click.option("--k", type=int, default=None, help="Also evaluate this k.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def estimate(steps: int, p: float | None, error: float | None, target: float, valid: float, k: int | None,
-             as_json: bool) -> None:
-    """Plan a run: k_min, expected calls and the chance of a fully correct run (MAKER section 3)."""
-    if (p is None) == (error is None):
-        raise UserError("give exactly one of --p or --error")
-    if p is None:
-        assert error is not None
-        p = 1.0 - error
-    try:
-        kmin = vm.k_min(steps, p, target)
-        chosen = k or kmin
-        out = {
-            "steps": steps, "p": p, "error": 1 - p, "target": target, "valid": valid, "k_min": kmin, "k": chosen,
-            "p_step": vm.step_success(p, chosen), "p_full": vm.run_success(p, chosen, steps),
-            "calls_per_step": vm.expected_calls(p, chosen, valid),
-            "calls_total": vm.expected_calls(p, chosen, valid) * steps,
-        }
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-
-    def human() -> None:
-        click.echo(f"steps {steps:,}  p {p:.6g} (1-p {1 - p:.6g})  target {target}")
-        click.echo(f"k_min = {kmin}" + (f"  (evaluating k = {chosen})" if k else ""))
-        click.echo(f"per-step success {out['p_step']:.12g}")
-        click.echo(f"chance of a fully correct run {out['p_full']:.6f}")
-        click.echo(f"expected calls per step {out['calls_per_step']:.4f}, in total {math.ceil(out['calls_total']):,}")
-
-    _emit(out, as_json, human)
-
-
-from maker import cli_eval, cli_jobs, cli_solve, cli_trace  # noqa: E402,F401  (each registers its commands on main)
+from maker import cli_eval, cli_jobs, cli_plan, cli_solve, cli_trace  # noqa: E402,F401  (each registers its commands on main)
 
 if __name__ == "__main__":  # pragma: no cover
     # `python -m maker.cli` runs this file as __main__, a second copy of the module; the trace and job

@@ -122,3 +122,20 @@ def test_window_without_a_drafter_changes_nothing(tmp_path: Path) -> None:
     a = start_run("hanoi", {"disks": 5}, {"agents": ["simulated:p=0.9,seed=1"], "window": 32}, store=db, run_id="a")
     b = start_run("hanoi", {"disks": 5}, {"agents": ["simulated:p=0.9,seed=1"], "window": 1}, store=db, run_id="b")
     assert _trace(db, "a") == _trace(db, "b") and a.wasted_calls == b.wasted_calls == 0
+
+
+def test_a_speculative_run_prints_its_error_estimate_and_warns_naming_the_fix(tmp_path: Path) -> None:
+    base = ["run", "hanoi", "--set", "disks=8", "--agent", "simulated:p=0.998,seed=1", "--drafter",
+            "simulated:p=0.9,seed=2", "--store", tmp_path / "p.sqlite"]
+    one = run_maker(*base, "--verifier", "simulated:seed=3,tpr=0.99,fpr=0.05", tmp=tmp_path)
+    assert one.returncode == 0, one.stderr
+    lines = one.stderr.splitlines()
+    estimate = next(ln for ln in lines if ln.startswith("speculation estimate: 255 steps"))
+    assert "expected wrong steps 1.3" in estimate
+    warning = next(ln for ln in lines if ln.startswith("warning:"))
+    assert "--verify-k 3" in warning and lines.index(warning) < next(
+        i for i, ln in enumerate(lines) if ln.startswith("run_id:"))  # before the run starts
+    four = [a for i in range(4) for a in ("--verifier", f"simulated:seed={10 + i},tpr=0.99,fpr=0.05")]
+    safe = run_maker(*base, *four, "--verify-k", "4", tmp=tmp_path)
+    assert safe.returncode == 0, safe.stderr
+    assert "speculation estimate" in safe.stderr and "warning:" not in safe.stderr
