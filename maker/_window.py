@@ -13,8 +13,13 @@ drafting starts again from the real state. Nothing speculative is ever committed
 ledger only ever sees the decisions of real states, in step order, so the trace is the
 one a run without a window makes.
 
-The window adapts as speculative decoding's draft lengths do: one transition more after
-each prediction that held, half as many after one that did not, up to ``cap``.
+The window adapts to how often predictions hold, as adaptive draft lengths do in
+speculative decoding: with a share ``a`` of the recent predictions holding, about
+``L = a / (1 - a)`` transitions hold in a row, and the window keeps ``1 + 0.4 L`` in flight
+(at least two, at most ``cap``). A miss then drops about 0.4 L transitions, once every L:
+whatever the drafter, the calls wasted per step stay near 0.4 of a transition's own calls
+(its verifier calls), so a poor drafter gets a short window and a good one a long one.
+Measured trade-off (``bench/bench_pipeline.py``): a larger share runs faster and wastes more.
 """
 
 from __future__ import annotations
@@ -33,7 +38,10 @@ __all__ = ["Window", "Transition"]
 
 log = structlog.get_logger("maker")
 
-START = 4  # transitions in flight an adaptive window starts with
+FLOOR = 2  # the least an adaptive window keeps in flight: with nothing predicted, nothing shows that more would hold
+SHARE = 0.4  # the share of the expected run of predictions that hold which an adaptive window keeps in flight
+RECENT = 64  # predictions the hold rate is measured over
+PRIOR = (7, 1)  # held, missed: a start of 1 + 0.5 * 7 = 4.5 transitions until the run's own figures come in
 
 
 class Transition:
@@ -86,7 +94,8 @@ class Window:
         self.decider = decider
         self.cap = max(1, cap)
         self.adaptive = adaptive
-        self.size = min(self.cap, START) if adaptive else self.cap
+        self._recent: deque[bool] = deque(maxlen=RECENT)
+        self.size = self._fit() if adaptive else self.cap
         self.keep_samples = keep_samples
         self.has_oracle = oracle
         self._expected = expected  # the scheduler's oracle reader: (state, n, step) -> list
@@ -118,17 +127,23 @@ class Window:
         head = self.ahead[0] if self.ahead else None
         if head is None:
             return
-        if head.step == step and head.state == state:
+        held = head.step == step and head.state == state
+        if held:
             self.ledger.window_hits += 1
-            if self.adaptive and self.size < self.cap:
-                self.size += 1
         else:
             self.ledger.window_misses += 1
-            if self.adaptive:
-                self.size = max(1, self.size // 2)
             self._drop_all()
+        if self.adaptive:
+            self._recent.append(held)
+            self.size = self._fit()
         self._paused = False
         self._room.set()
+
+    def _fit(self) -> int:
+        """The adaptive size: half the expected run of predictions that hold, at the recent hold rate."""
+        held = PRIOR[0] + sum(self._recent)
+        missed = PRIOR[1] + len(self._recent) - sum(self._recent)
+        return max(min(FLOOR, self.cap), min(self.cap, round(1 + SHARE * held / missed)))
 
     def close(self) -> None:
         """Stop drafting and drop whatever is in flight (the chain ended, or failed)."""
