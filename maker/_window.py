@@ -41,7 +41,7 @@ log = structlog.get_logger("maker")
 FLOOR = 2  # the least an adaptive window keeps in flight: with nothing predicted, nothing shows that more would hold
 SHARE = 0.4  # the share of the expected run of predictions that hold which an adaptive window keeps in flight
 RECENT = 64  # predictions the hold rate is measured over
-PRIOR = (7, 1)  # held, missed: a start of 1 + 0.5 * 7 = 4.5 transitions until the run's own figures come in
+PRIOR = (7, 1)  # held, missed: a start of 1 + 0.4 * 7, about 4 transitions, until the run's own figures come in
 
 
 class Transition:
@@ -103,7 +103,7 @@ class Window:
         self.ahead: deque[Transition] = deque()
         self._runner: asyncio.Task[None] | None = None
         self._room = asyncio.Event()
-        self._paused = False
+        self._paused: Transition | None = None  # a transition whose draft the verifiers turned down
 
     # -- what the chain calls ----------------------------------------------------------------------
     async def transition(self, step: int, state: Any) -> Transition | None:
@@ -136,11 +136,12 @@ class Window:
         if self.adaptive:
             self._recent.append(held)
             self.size = self._fit()
-        self._paused = False
+        if self._paused is not None and self._paused not in self.ahead:
+            self._paused = None  # its escalated vote is in, and the chain went on from it
         self._room.set()
 
     def _fit(self) -> int:
-        """The adaptive size: half the expected run of predictions that hold, at the recent hold rate."""
+        """The adaptive size: 1 + SHARE of the expected run of predictions that hold, at the recent hold rate."""
         held = PRIOR[0] + sum(self._recent)
         missed = PRIOR[1] + len(self._recent) - sum(self._recent)
         return max(min(FLOOR, self.cap), min(self.cap, round(1 + SHARE * held / missed)))
@@ -153,11 +154,11 @@ class Window:
     def _rejected(self, t: Transition) -> None:
         """The verifiers turned down a draft of ``t``: what is predicted past it most likely rests on a wrong
         draft. Draft no further until the escalated vote is in (it may still agree with the draft)."""
-        if t in self.ahead:
-            self._paused = True
+        if t in self.ahead and self._paused is None:
+            self._paused = t
 
     def _drop_all(self) -> None:
-        self._paused = False
+        self._paused = None
         if self._runner is not None:
             self._runner.cancel()
             self._runner = None
@@ -173,7 +174,7 @@ class Window:
         chain goes next."""
         try:
             while True:
-                while len(self.ahead) >= self.size or self._paused:
+                while len(self.ahead) >= self.size or self._paused is not None:
                     self._room.clear()
                     await self._room.wait()
                 last = self.ahead[-1]
