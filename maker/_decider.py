@@ -96,8 +96,8 @@ class Drafted:
         self.text = text
         self.parsed = parsed
         self.on_reject: Any = None
-        """Called when the verifiers turn the draft down (before escalation): the speculative window stops
-        building on it at once instead of when the escalated vote is in."""
+        """Called when the verifiers turn the draft down (before escalation): the speculative window drafts no
+        further past it until its escalated vote is in."""
 
     @property
     def answer(self) -> Any:
