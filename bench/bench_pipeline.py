@@ -6,7 +6,9 @@ drafts: two verifier passes of it (independent draws, TPR 0.99, FPR 0.01 each), 
 (``--verify-k 2``). The drafter is simulated at 5 ms per call, for p in {0.9, 0.95, 0.99}.
 
 For each drafter: steps/s of large-model voting alone, of speculative drafting one step at a
-time (window 1), with fixed windows 4, 16 and 64, and with the adaptive window (cap 64);
+time (window 1), with fixed windows 4, 16 and 64, with the adaptive window (cap 64), and with
+the adaptive window and voted drafts (``--draft-k 2``: four drafter samples a call, the draft
+the first answer ahead by 2);
 large-model calls per step (voting plus verification) and wasted ones (made for drafted steps
 off the chain's path); errors. Beside each figure, the ceilings: the drafter's own step rate
 (1 / 5 ms = 200 steps/s), the window's (W steps per 50 ms), and the accepted run length
@@ -69,6 +71,7 @@ def _configs(p: float) -> dict[str, dict[str, Any]]:
         "window 16": {**spec, "window": 16, "fixed_window": True},
         "window 64": {**spec, "window": 64, "fixed_window": True},
         "adaptive (cap 64)": {**spec, "window": 64},
+        "adaptive, voted drafts (--draft-k 2)": {**spec, "window": 64, "draft_k": 2},
     }
 
 
@@ -132,8 +135,11 @@ def _openai(disks: int, base: float, p: float, tmp: str) -> dict[str, str]:
                 "verifiers": [f"openai:v@{verifier.url},concurrency=64"] * 2, "verify_k": 2}
         voting = _run(disks, {"agents": opts["agents"], "k": 3}, f"{tmp}/oa-v.sqlite")
         adaptive = _run(disks, {**opts, "window": 64}, f"{tmp}/oa-a.sqlite")
+        voted = _run(disks, {**opts, "window": 64, "draft_k": 2}, f"{tmp}/oa-d.sqlite")
     return {"openai loopback, voting alone": f"{voting['steps_per_s']} steps/s; errors {voting['errors']}",
-            f"openai loopback, drafter p={p}, adaptive": _line(adaptive, voting["steps_per_s"], None)}
+            f"openai loopback, drafter p={p}, adaptive": _line(adaptive, voting["steps_per_s"], None),
+            f"openai loopback, drafter p={p}, adaptive, voted drafts (--draft-k 2)":
+                _line(voted, voting["steps_per_s"], None)}
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from maker._rng import derive, mix64
 from maker.agents import Agent, GenerateRequest, Oracle
 from maker.dsl import Microstep, MicrostepCall
 from maker.errors import StepUndecidedError
-from maker.speculation import JudgeRequest, Speculation, digit_score
+from maker.speculation import DRAFT_CALLS, JudgeRequest, Speculation, digit_score
 from maker.voting import Voting, is_decided, samples_needed
 
 __all__ = ["Decider", "Decision", "Drafted", "Parsed", "flag_reason", "too_long", "TOO_LONG"]
@@ -277,8 +277,10 @@ class Decider:
                 info["route"] = "entropy"
                 return Drafted(d, None, None)
         seed = mix64(mix64(self._seed ^ step) ^ _DRAFT_SALT)
-        req = GenerateRequest(call.prompt, [self.policies[ms.name].first_temperature], [seed], max_tokens, ms.stop,
-                              False, oracle)
+        policy = self.policies[ms.name]
+        if spec.draft_k > 1:
+            return await self._draft_vote(d, info, drafter, seed, policy, call, max_tokens, oracle)
+        req = GenerateRequest(call.prompt, [policy.first_temperature], [seed], max_tokens, ms.stop, False, oracle)
         d.issue(d_idx)
         ((text,),) = await drafter.generate([req])
         d.called(d_idx)
@@ -290,6 +292,56 @@ class Decider:
             d.flag(flag_reason(parsed.flag))
             d.red_flags += 1
         return Drafted(d, text.text, parsed)
+
+    async def _draft_vote(self, d: Decision, info: dict[str, Any], drafter: Any, seed: int, policy: Voting,
+                          call: MicrostepCall, max_tokens: int, oracle: Any) -> Drafted:
+        """A voted draft: the drafter's samples, ``draft_batch`` a call, tallied first-to-ahead-by-``draft_k``
+        (red-flagged ones set aside). The draft is the winner's first sample; a tally still split after
+        :data:`DRAFT_CALLS` calls routes the step to voting."""
+        spec = self.spec
+        assert spec is not None
+        ms: Microstep[Any] = call.microstep
+        d_idx = len(self.agents)
+        k = spec.draft_k
+        batch = spec.draft_batch or 2 * k
+        counts: dict[Any, int] = {}
+        first: dict[Any, tuple[str, Parsed]] = {}
+        flagged: tuple[str, Parsed] | None = None
+        idx = 0
+        d.drafted = 1
+        for _ in range(DRAFT_CALLS):
+            seeds = [seed if i == 0 else mix64(seed + i) for i in range(idx, idx + batch)]
+            temps = [policy.first_temperature if i == 0 else policy.temperature for i in range(idx, idx + batch)]
+            d.issue(d_idx, batch)
+            (texts,) = await drafter.generate([GenerateRequest(call.prompt, temps, seeds, max_tokens, ms.stop, False,
+                                                               oracle)])
+            d.called(d_idx, batch)
+            idx += batch
+            for s in texts:
+                d.tokens += s.tokens
+                parsed = self.read(ms, s.text, s.tokens, max_tokens, call.inputs)
+                if parsed.flag is not None:
+                    d.flag(flag_reason(parsed.flag))
+                    d.red_flags += 1
+                    if flagged is None:
+                        flagged = (s.text, parsed)
+                    continue
+                counts[parsed.key] = counts.get(parsed.key, 0) + 1
+                first.setdefault(parsed.key, (s.text, parsed))
+            if counts:
+                ranked = sorted(counts.values(), reverse=True)
+                if ranked[0] - (ranked[1] if len(ranked) > 1 else 0) >= k:
+                    leader = max(counts, key=counts.__getitem__)
+                    info["draft_votes"] = "[" + ",".join(map(str, ranked)) + "]"
+                    text, parsed = first[leader]
+                    return Drafted(d, text, parsed)
+        if counts:
+            info["draft_votes"] = "[" + ",".join(map(str, sorted(counts.values(), reverse=True))) + "]"
+            info["route"] = "draft_split"
+            return Drafted(d, None, None)
+        assert flagged is not None
+        info["draft_flag"] = (flagged[1].flag or "")[:120]
+        return Drafted(d, flagged[0], flagged[1])
 
     async def _speculate(self, step: int, call: MicrostepCall, expected: Any,
                          samples_out: list[tuple[Any, ...]] | None, together: bool,

@@ -79,6 +79,7 @@ class Ledger:
         self.wasted_calls = self.wasted_tokens = 0
         self.wasted_agent_calls = [0] * len(labels)
         self.window_hits = self.window_misses = 0
+        self.window_waited = self.window_went_on = 0
 
     def restore(self, record: Any) -> None:
         """Counters as a run's record left them."""
@@ -95,6 +96,7 @@ class Ledger:
         calls = wasted.get("agent_calls", [])
         self.wasted_agent_calls[: len(calls)] = calls[: len(self.wasted_agent_calls)]
         self.window_hits, self.window_misses = wasted.get("hits", 0), wasted.get("misses", 0)
+        self.window_waited, self.window_went_on = wasted.get("waited", 0), wasted.get("went_on", 0)
 
     def waste(self, spent: Decision) -> None:
         """Count what a speculative transition that turned out off the chain's path cost (never committed)."""
@@ -184,7 +186,8 @@ class Ledger:
                 "spare_samples": self.spare_samples, "spare_tokens": self.spare_tokens,
                 "wasted": {"calls": self.wasted_calls, "tokens": self.wasted_tokens,
                            "agent_calls": list(self.wasted_agent_calls), "hits": self.window_hits,
-                           "misses": self.window_misses},
+                           "misses": self.window_misses, "waited": self.window_waited,
+                           "went_on": self.window_went_on},
                 "voting": {name: {"rule": p.rule, "k": p.k} for name, p in self.policies.items()},
                 "candidates": self.candidates}
 

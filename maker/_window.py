@@ -20,6 +20,13 @@ speculative decoding: with a share ``a`` of the recent predictions holding, abou
 whatever the drafter, the calls wasted per step stay near 0.4 of a transition's own calls
 (its verifier calls), so a poor drafter gets a short window and a good one a long one.
 Measured trade-off (``bench/bench_pipeline.py``): a larger share runs faster and wastes more.
+
+A rejected draft escalates to voting, which takes a large-model latency. Whether the window
+waits for that vote depends on what rejections have meant so far in the run: when most
+rejected drafts were overturned by their vote (a drafter that errs more often than the
+verifiers reject a right draft), it waits, since what lies past the draft is most likely
+wasted; when most were upheld (false rejects), it keeps drafting and verifying past it, and
+the vote's latency is hidden behind the steps after it.
 """
 
 from __future__ import annotations
@@ -42,12 +49,14 @@ FLOOR = 2  # the least an adaptive window keeps in flight: with nothing predicte
 SHARE = 0.4  # the share of the expected run of predictions that hold which an adaptive window keeps in flight
 RECENT = 64  # predictions the hold rate is measured over
 PRIOR = (7, 1)  # held, missed: a start of 1 + 0.4 * 7, about 4 transitions, until the run's own figures come in
+REJECTS = 32  # rejected drafts the share overturned by their vote is measured over
+REJECT_PRIOR = (1, 1)  # overturned, upheld: until the run's own figures come in, a rejected draft is a coin toss
 
 
 class Transition:
     """One transition asked on a (real or predicted) state: its calls, drafts and decisions in flight."""
 
-    __slots__ = ("step", "state", "calls", "single", "expected", "outs", "drafts", "tasks", "after")
+    __slots__ = ("step", "state", "calls", "single", "expected", "outs", "drafts", "tasks", "after", "rejected")
 
     def __init__(self, step: int, state: Any, calls: list[MicrostepCall], single: bool, expected: list[Any],
                  outs: list[list[tuple[Any, ...]] | None]) -> None:
@@ -61,6 +70,8 @@ class Transition:
         self.tasks: list[asyncio.Task[Decision]] = []
         self.after: Any = None
         """The state its drafts lead to (None: the drafts do not say, so nothing can be predicted past it)."""
+        self.rejected = False
+        """The verifiers turned one of its drafts down (its vote may still agree with the draft)."""
 
     async def decisions(self) -> list[Decision]:
         """Its decisions; on failure, the error of the lowest step, after every call has finished."""
@@ -104,6 +115,7 @@ class Window:
         self._runner: asyncio.Task[None] | None = None
         self._room = asyncio.Event()
         self._paused: Transition | None = None  # a transition whose draft the verifiers turned down
+        self._overturned: deque[bool] = deque(maxlen=REJECTS)  # per rejected draft: did its vote overturn it
 
     # -- what the chain calls ----------------------------------------------------------------------
     async def transition(self, step: int, state: Any) -> Transition | None:
@@ -122,12 +134,13 @@ class Window:
     def advanced(self, step: int, state: Any) -> None:
         """The chain applied the head transition and is at ``step`` with ``state``: keep what was predicted if it
         holds, else drop it all."""
-        if self.ahead:
-            self.ahead.popleft()
+        done = self.ahead.popleft() if self.ahead else None
         head = self.ahead[0] if self.ahead else None
         if head is None:
             return
         held = head.step == step and head.state == state
+        if done is not None and done.rejected:
+            self._overturned.append(not held)
         if held:
             self.ledger.window_hits += 1
         else:
@@ -152,10 +165,23 @@ class Window:
 
     # -- inside ------------------------------------------------------------------------------------
     def _rejected(self, t: Transition) -> None:
-        """The verifiers turned down a draft of ``t``: what is predicted past it most likely rests on a wrong
-        draft. Draft no further until the escalated vote is in (it may still agree with the draft)."""
-        if t in self.ahead and self._paused is None:
+        """The verifiers turned down a draft of ``t``. When the recent rejected drafts were mostly overturned by
+        their vote, what is predicted past it most likely rests on a wrong draft: draft no further until the vote
+        is in. When they were mostly upheld (the verifiers' false rejects outnumber the drafter's errors, as with
+        a voted draft), keep going: the vote will most likely agree, and the steps past it are then ready."""
+        t.rejected = True
+        if t not in self.ahead or self._paused is not None:
+            return  # the chain is past it already, or the window waits at an earlier rejected draft
+        if self.overturn_share() >= 0.5:
             self._paused = t
+            self.ledger.window_waited += 1
+        else:
+            self.ledger.window_went_on += 1
+
+    def overturn_share(self) -> float:
+        """The share of recent rejected drafts that their vote overturned (with a prior of one each way)."""
+        over = REJECT_PRIOR[0] + sum(self._overturned)
+        return over / (sum(REJECT_PRIOR) + len(self._overturned))
 
     def _drop_all(self) -> None:
         self._paused = None

@@ -161,6 +161,8 @@ def _calibrate_verifier(workflow: str, params: dict[str, Any], verifier: str, *,
 @click.option("--verify-k", type=int, default=None, help="Verdict margin that accepts a draft (default 1).")
 @click.option("--verify", type=click.Choice(["score", "vote"]), default=None, help="Verification mode (default score).")
 @click.option("--verifier-p", type=float, default=None, help="Vote mode: a verifier's per-sample correct rate.")
+@click.option("--draft-k", type=int, default=None, help="Drafts voted among the drafter's samples at this margin "
+              "(default 1: one sample).")
 @click.option("--verifiers-are-large", is_flag=True, default=False,
               help="The verifiers are the large model: count their calls as large-model calls.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -206,7 +208,7 @@ def _speculative_estimate(out: dict[str, Any], given: dict[str, Any]) -> list[st
     drafter_p, mode = given["drafter_p"], given["verify"] or "score"
     named = {"--drafter-valid": "drafter_valid", "--tpr": "tpr", "--fpr": "fpr", "--verifiers": "n_verifiers",
              "--verify-k": "verify_k", "--verify": "verify", "--verifier-p": "verifier_p",
-             "--verifiers-are-large": "verifiers_are_large"}
+             "--verifiers-are-large": "verifiers_are_large", "--draft-k": "draft_k"}
     if drafter_p is None:
         stray = [flag for flag, key in named.items() if given[key] not in (None, False)]
         if stray:
@@ -227,6 +229,9 @@ def _speculative_estimate(out: dict[str, Any], given: dict[str, Any]) -> list[st
         raise UserError("--verify vote needs --verifier-p, the verifiers' per-sample correct rate")
     if n < 0 or vk < 1:
         raise UserError(f"need --verifiers >= 0 and --verify-k >= 1, got {n} and {vk}")
+    dk = 1 if given["draft_k"] is None else given["draft_k"]
+    if dk < 1:
+        raise UserError(f"--draft-k must be >= 1, got {dk}")
     if mode == "score" and vk > n:
         raise UserError(f"--verify-k {vk} > --verifiers {n}: no draft could ever be accepted (every step would "
                         f"escalate); use --verify-k {max(1, n)} or more verifiers")
@@ -235,7 +240,7 @@ def _speculative_estimate(out: dict[str, Any], given: dict[str, Any]) -> list[st
             raise UserError(f"{flag} is a rate in [0, 1], got {value}")
     args: dict[str, Any] = dict(drafter_p=drafter_p, drafter_valid=given["drafter_valid"] or 1.0, p=out["p"],
                                 k=out["k"], valid=out["valid"], steps=out["steps"], mode=mode, tpr=tpr, fpr=fpr,
-                                verifier_p=vp, verifiers_are_large=given["verifiers_are_large"])
+                                verifier_p=vp, verifiers_are_large=given["verifiers_are_large"], draft_k=dk)
     try:
         est = speculation_estimate(verifiers=n, verify_k=vk, **args)
         ens = smallest_ensemble(target=out["target"], verifiers=n, verify_k=vk, **args)
@@ -248,7 +253,8 @@ def _speculative_estimate(out: dict[str, Any], given: dict[str, Any]) -> list[st
     if ens.verify_k_at_n is not None:
         ensemble.append(f"--verify-k {ens.verify_k_at_n} with {n} verifiers")
     return [
-        f"speculative: {mode}, {n} verifier{'s' if n != 1 else ''}, verify-k {vk}; drafter p {drafter_p:g}, {rates}",
+        f"speculative: {mode}, {n} verifier{'s' if n != 1 else ''}, verify-k {vk}; drafter p {drafter_p:g}"
+        + (f" voted at draft-k {dk} (a draft right with {est.draft_p:.6g})" if dk > 1 else "") + f", {rates}",
         f"  accepted {est.accept_rate:.2%}  escalated {est.escalation_rate:.2%}",
         f"  per-step error {est.step_error:.3g} (voting {est.voting_step_error:.3g}); whole-run error "
         f"{1 - est.p_full:.6f} (voting {1 - est.voting_p_full:.6f})",

@@ -105,6 +105,8 @@ def _show_step(r: dict[str, Any]) -> None:
         head = f"  speculation  routed to voting ({route})" if route else f"  speculation  drafted by {spec['drafter']}"
         if "entropy" in spec:
             head += f", first-token entropy {spec['entropy']}"
+        if spec.get("draft_votes"):
+            head += f", drafter's votes {spec['draft_votes']}"
         if spec.get("draft_flag"):
             head += f", draft red-flagged: {spec['draft_flag']}"
         click.echo(head + (", accepted" if spec.get("accepted") else "") + (", escalated" if spec.get("escalated") else ""))
@@ -169,6 +171,8 @@ def _stats_text(s: dict[str, Any]) -> str:
                          f"{win['predictions_missed']:,}; wasted {win['wasted_calls']:,} calls "
                          f"({win['wasted_calls_per_step']} per step), {win['wasted_tokens']:,} tokens: "
                          + ", ".join(f"{k} {v:,}" for k, v in win["wasted_by_agent"].items()))
+            lines.append(f"                  at a rejected draft: waited for its vote {win['rejected_drafts_waited_at']:,} "
+                         f"times, drafted on past it {win['rejected_drafts_passed']:,} times")
     lines.append("hardest steps     most rounds: " + ", ".join(
         f"{h['step']} ({h['rounds']} rounds, {h['samples']} samples)" for h in s["hardest"]["most_rounds"][:5]))
     if s["hardest"]["most_disagreement"]:

@@ -63,6 +63,11 @@ class RunOptions(BaseModel):
     """Expected digit or most likely digit."""
     verify_k: int = Field(1, ge=1)
     """Verdict margin that accepts (or rejects) a draft."""
+    draft_k: int = Field(1, ge=1, le=64)
+    """Drafts are voted among the drafter's own samples, first-to-ahead-by-this (1: the drafter's one sample)."""
+    draft_batch: int | None = Field(None, ge=1, le=4096)
+    """Samples asked of the drafter per call when ``draft_k`` > 1 (default ``2 * draft_k``: one call nearly
+    always decides, so the drafter's vote costs one drafter latency)."""
     large_first: int = Field(0, ge=0)
     """The first N steps are always voted by the large model."""
     entropy_threshold: float | None = Field(None, ge=0.0)
@@ -99,7 +104,7 @@ class RunOptions(BaseModel):
         return Speculation(
             drafter=make(self.drafter), verifiers=[make(v) for v in self.verifiers], mode=self.verify,
             threshold=self.threshold, score_by=self.score_by, verify_k=self.verify_k, large_first=self.large_first,
-            entropy_threshold=self.entropy_threshold,
+            entropy_threshold=self.entropy_threshold, draft_k=self.draft_k, draft_batch=self.draft_batch,
         )
 
     def voting(self) -> dict[str, Any]:

@@ -93,7 +93,8 @@ def preflight(options: RunOptions, agents_info: Mapping[str, Mapping[str, Any]] 
     common: dict[str, Any] = dict(
         drafter_p=float(drafter["p"]), drafter_valid=float(drafter.get("valid", 1.0)),
         p=float(large.get("p", 1.0)), k=k, valid=float(large.get("valid", 1.0)), max_rounds=max_rounds,
-        large_first=options.large_first, verifiers_are_large=bool(options.verifiers) and all(
+        large_first=options.large_first, draft_k=options.draft_k, draft_batch=options.draft_batch,
+        verifiers_are_large=bool(options.verifiers) and all(
             v == options.agents[0] for v in options.verifiers))
     n, vk = len(options.verifiers), options.verify_k
     if mode == "score":

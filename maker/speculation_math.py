@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from maker.speculation import DRAFT_CALLS
 from maker.voting import expected_calls, step_success
 
 __all__ = [
@@ -48,6 +49,8 @@ __all__ = [
     "Ensemble",
     "smallest_ensemble",
     "ENSEMBLE_BOUND",
+    "DraftVote",
+    "draft_vote",
 ]
 
 ENSEMBLE_BOUND = 64
@@ -247,7 +250,11 @@ class SpeculationEstimate(BaseModel):
     verify_k: int
     """Verdict margin."""
     drafter_p: float
-    """Drafter's correct rate among valid drafts."""
+    """Drafter's correct rate among valid drafts (per sample)."""
+    draft_k: int = 1
+    """The drafter's own voting margin (1: one sample is the draft)."""
+    draft_p: float | None = None
+    """A draft's correct rate among valid drafts: ``drafter_p``, or its vote's at ``draft_k``."""
     drafter_valid: float
     """Drafter's share of drafts not red-flagged."""
     p: float
@@ -286,6 +293,60 @@ class SpeculationEstimate(BaseModel):
     """Plain voting: expected large-model calls per step."""
 
 
+class DraftVote(BaseModel):
+    """How a voted draft comes out (:func:`draft_vote`)."""
+
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
+
+    right: float
+    """Chance the vote decides for the right answer."""
+    wrong: float
+    """Chance it decides for a wrong one."""
+    split: float
+    """Chance the tally is still split after the last call (the step goes to voting)."""
+    flagged: float
+    """Chance every sample is red-flagged (the step goes to voting)."""
+    samples: float
+    """Expected drafter samples per step."""
+
+
+def draft_vote(p: float, k: int, batch: int, *, valid: float = 1.0, calls: int = DRAFT_CALLS) -> DraftVote:
+    """A voted draft, exactly: ``batch`` samples a call, each red-flagged with ``1 - valid`` and otherwise right
+    with ``p``, the tally checked after each call for a lead of ``k``, at most ``calls`` calls. Every wrong
+    sample is taken to give the same wrong answer (the worst case). A dynamic program over the tally's lead."""
+    if not 0 <= p <= 1 or not 0 <= valid <= 1 or k < 1 or batch < 1 or calls < 1:
+        raise ValueError(f"need p and valid in [0, 1], k, batch, calls >= 1; got {p}, {valid}, {k}, {batch}, {calls}")
+    # per call: the chance of r right and w wrong samples among `batch` (the rest red-flagged)
+    counted: list[tuple[int, bool, float]] = []
+    for r in range(batch + 1):
+        for w in range(batch - r + 1):
+            f = batch - r - w
+            pr = (math.comb(batch, r) * math.comb(batch - r, w) * (valid * p) ** r * (valid * (1 - p)) ** w
+                  * (1 - valid) ** f)
+            if pr:
+                counted.append((r - w, r + w > 0, pr))
+    live: dict[tuple[int, bool], float] = {(0, False): 1.0}  # (lead of the right answer, any valid sample yet)
+    right = wrong = 0.0
+    made = 0.0
+    for _ in range(calls):
+        made += sum(live.values())
+        nxt: dict[tuple[int, bool], float] = {}
+        for (lead, seen), pr in live.items():
+            for dl, any_valid, q in counted:
+                lead2 = lead + dl
+                if lead2 >= k:
+                    right += pr * q
+                elif lead2 <= -k:
+                    wrong += pr * q
+                else:
+                    key = (lead2, seen or any_valid)
+                    nxt[key] = nxt.get(key, 0.0) + pr * q
+        live = nxt
+    split = sum(pr for (_, seen), pr in live.items() if seen)
+    flagged = sum(pr for (_, seen), pr in live.items() if not seen)
+    return DraftVote(right=right, wrong=wrong, split=split, flagged=flagged, samples=batch * made)
+
+
 def _p_full(error: float, steps: int) -> float:
     if error >= 1.0:
         return 0.0 if steps else 1.0
@@ -296,7 +357,8 @@ def speculation_estimate(*, drafter_p: float, p: float, k: int, steps: int, mode
                          tpr: Rates | None = None, fpr: Rates | None = None, verifier_p: Rates | None = None,
                          verifier_valid: Rates = 1.0, verifiers: int = 1, verify_k: int = 1,
                          drafter_valid: float = 1.0, valid: float = 1.0, max_rounds: int = 100,
-                         verifiers_are_large: bool = False, large_first: int = 0) -> SpeculationEstimate:
+                         verifiers_are_large: bool = False, large_first: int = 0, draft_k: int = 1,
+                         draft_batch: int | None = None) -> SpeculationEstimate:
     """The speculative run's error and cost, from the agents' rates.
 
     ``drafter_p``/``drafter_valid``: the drafter's correct rate among valid drafts and its valid rate.
@@ -305,11 +367,23 @@ def speculation_estimate(*, drafter_p: float, p: float, k: int, steps: int, mode
     escalated voting. ``verifiers_are_large``: the verifiers' calls are large-model calls too.
     ``large_first``: the first steps are voted without a draft. Routing by entropy is not modelled (it sends
     more steps to voting, whose error is usually the smaller one).
+
+    ``draft_k`` > 1: each draft is voted among the drafter's own samples (:func:`draft_vote`); a tally left
+    split, or every sample red-flagged, sends the step to voting.
     """
     if not 0 <= drafter_p <= 1 or not 0 < drafter_valid <= 1:
         raise ValueError(f"drafter p must be in [0, 1] and its valid rate in (0, 1], got {drafter_p}, {drafter_valid}")
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
+    if draft_k < 1 or (draft_batch is not None and draft_batch < 1):
+        raise ValueError(f"draft_k and draft_batch must be >= 1, got {draft_k} and {draft_batch}")
+    drafter_samples = 1.0
+    draft_p, draft_valid = drafter_p, drafter_valid
+    if draft_k > 1:
+        vote = draft_vote(drafter_p, draft_k, draft_batch or 2 * draft_k, valid=drafter_valid)
+        draft_valid = vote.right + vote.wrong
+        draft_p = vote.right / draft_valid if draft_valid else 0.0
+        drafter_samples = vote.samples
     if mode == "score":
         if tpr is None or fpr is None:
             raise ValueError("score mode needs the verifiers' TPR and FPR")
@@ -322,7 +396,7 @@ def speculation_estimate(*, drafter_p: float, p: float, k: int, steps: int, mode
         raise ValueError(f"mode must be 'score' or 'vote', got {mode!r}")
     vote_error = 1.0 - step_success(p, k)
     vote_calls = expected_calls(p, k, valid)
-    right, wrong = drafter_valid * drafter_p, drafter_valid * (1.0 - drafter_p)
+    right, wrong = draft_valid * draft_p, draft_valid * (1.0 - draft_p)
     accept = right * ver.accept_right + wrong * ver.accept_wrong
     wrong_draft = wrong * ver.accept_wrong
     ver_calls = right * ver.calls_right + wrong * ver.calls_wrong
@@ -333,11 +407,12 @@ def speculation_estimate(*, drafter_p: float, p: float, k: int, steps: int, mode
     step_error = wrong_draft + escalate * vote_error
     large = escalate * vote_calls + (ver_calls if verifiers_are_large else 0.0)
     return SpeculationEstimate(
-        mode=mode, steps=steps, verifiers=verifiers, verify_k=verify_k, drafter_p=drafter_p,
+        mode=mode, steps=steps, verifiers=verifiers, verify_k=verify_k, drafter_p=drafter_p, draft_k=draft_k,
+        draft_p=draft_p,
         drafter_valid=drafter_valid, p=p, k=k, verification=ver, accept_rate=accept, escalation_rate=escalate,
         wrong_draft_error=wrong_draft, voting_error_share=escalate * vote_error, step_error=step_error,
         expected_wrong=steps * step_error, p_full=_p_full(step_error, steps), large_calls_per_step=large,
-        drafter_calls_per_step=1.0 - f, verifier_calls_per_step=ver_calls, voting_step_error=vote_error,
+        drafter_calls_per_step=(1.0 - f) * drafter_samples, verifier_calls_per_step=ver_calls, voting_step_error=vote_error,
         voting_expected_wrong=steps * vote_error, voting_p_full=_p_full(vote_error, steps),
         voting_calls_per_step=vote_calls,
     )
@@ -365,8 +440,8 @@ def smallest_ensemble(*, drafter_p: float, p: float, k: int, steps: int, target:
                       mode: Literal["score", "vote"] = "score", tpr: float | None = None, fpr: float | None = None,
                       verifier_p: float | None = None, verifier_valid: float = 1.0, verifiers: int = 1,
                       verify_k: int = 1, drafter_valid: float = 1.0, valid: float = 1.0, max_rounds: int = 100,
-                      verifiers_are_large: bool = False, large_first: int = 0,
-                      bound: int = ENSEMBLE_BOUND) -> Ensemble:
+                      verifiers_are_large: bool = False, large_first: int = 0, draft_k: int = 1,
+                      draft_batch: int | None = None, bound: int = ENSEMBLE_BOUND) -> Ensemble:
     """The smallest n (at the given ``verify_k``), the smallest unanimous K (n = verify_k = K), and the smallest
     verify_k at the given n that give :func:`speculation_estimate`'s ``p_full >= target``. Each is None when
     nothing up to ``bound`` reaches it (a drafter or verifiers too weak, or large-model voting at k that
@@ -376,7 +451,7 @@ def smallest_ensemble(*, drafter_p: float, p: float, k: int, steps: int, target:
     common: dict[str, Any] = dict(drafter_p=drafter_p, p=p, k=k, steps=steps, mode=mode, tpr=tpr, fpr=fpr,
                                   verifier_p=verifier_p, verifier_valid=verifier_valid, drafter_valid=drafter_valid,
                                   valid=valid, max_rounds=max_rounds, verifiers_are_large=verifiers_are_large,
-                                  large_first=large_first)
+                                  large_first=large_first, draft_k=draft_k, draft_batch=draft_batch)
 
     def meets(n: int, vk: int) -> bool:
         return speculation_estimate(verifiers=n, verify_k=vk, **common).p_full >= target

@@ -258,7 +258,9 @@ def trace_stats(st: Store, record: RunRecord) -> dict[str, Any]:
             spec_stats["window"] = {"wasted_calls": wasted.get("calls", 0), "wasted_tokens": wasted.get("tokens", 0),
                                     "wasted_calls_per_step": round(wasted.get("calls", 0) / seen, 4) if seen else 0.0,
                                     "wasted_by_agent": by, "predictions_held": wasted.get("hits", 0),
-                                    "predictions_missed": wasted.get("misses", 0)}
+                                    "predictions_missed": wasted.get("misses", 0),
+                                    "rejected_drafts_waited_at": wasted.get("waited", 0),
+                                    "rejected_drafts_passed": wasted.get("went_on", 0)}
     hardest_rounds = [{"step": -s, "rounds": r, "samples": n} for r, n, s in sorted(most_rounds, reverse=True)]
     hardest_split = [{"step": -s, "disagreement": d, "valid_votes": v} for d, v, s in sorted(most_split, reverse=True)
                      if d > 0]

@@ -46,6 +46,10 @@ CASES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         "agents": ["simulated:p=0.55,seed=8,call_s=0.001", "simulated:p=0.99,seed=9,call_s=0.002"],
         "drafter": "simulated:p=0.7,seed=10,call_s=0.0005", "verifiers": ["simulated:seed=11,tpr=0.9,fpr=0.1"],
         "max_rounds": 2, "k": 3}),
+    "voted drafts, false rejects": ("hanoi", {"disks": 7}, {
+        "agents": ["simulated:p=0.99,seed=15,call_s=0.002"],
+        "drafter": "simulated:p=0.65,seed=16,malformed=0.05,spread=2,call_s=0.0005", "draft_k": 2, "draft_batch": 3,
+        "verifiers": ["simulated:seed=17,tpr=0.85,fpr=0.1,call_s=0.002"], "k": 2}),
     "fan-out (a task tree)": ("solve", {"task": "Multiply 8479902459 by 2051802512"}, {
         "agents": ["simulated:p=0.95,seed=12,malformed=0.03,call_s=0.002"],
         "drafter": "simulated:p=0.85,seed=13,call_s=0.0005", "verifiers": ["simulated:seed=14,tpr=0.95,fpr=0.1"],
