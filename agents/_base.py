@@ -37,6 +37,9 @@ class GenerateRequest:
     stop: Sequence[str] = ()
     logprobs: bool = False
     oracle: Oracle | None = None
+    """Ground truth, for simulated agents only (and error counts); real backends never read it."""
+    pattern: str | None = None
+    """The microstep's regex of a valid response, for backends with structured outputs (vLLM)."""
 
     @property
     def n(self) -> int:
@@ -48,6 +51,11 @@ class GenerateRequest:
         for i, t in enumerate(self.temperatures):
             groups.setdefault(t, []).append(i)
         return groups
+
+
+def estimate_tokens(text: str) -> int:
+    """Tokens a text takes, about: four characters a token (what a server that reports none is taken to use)."""
+    return max(1, -(-len(text) // 4))
 
 
 @dataclass(slots=True)
@@ -76,6 +84,21 @@ class Backend(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Judging(Protocol):
+    """A backend that can rate drafts (``--verify score``): the log-probabilities of the digits 0-9 as the next
+    token after each SpecReason rating prompt. Every bundled backend has it."""
+
+    async def judge(self, requests: Sequence[Any]) -> list[list[float]]: ...
+
+
+@runtime_checkable
+class EntropyProbing(Protocol):
+    """A backend that can measure the entropy of a prompt's first token (``--entropy-threshold``)."""
+
+    async def first_token_entropy(self, requests: Sequence[GenerateRequest]) -> list[float]: ...
 
 
 @dataclass(slots=True)

@@ -9,25 +9,31 @@ request each, reading the top 20 next-token log-probabilities back (``logprobs=2
 ``top_logprobs=20`` on the chat API), so the server must return them: vLLM does, and so does the OpenAI API
 with ``api=chat`` (its completions endpoint caps logprobs at 5); against one that does not (``maker serve``,
 for now) they fail with a clear, non-retryable error.
+
+Samples that share a temperature go out as one request with ``n``. Some servers answer one choice whatever
+``n`` asks; the first such answer is noticed, logged once, and from then on every sample is its own request
+(seeded with its own seed), so the run goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 from collections.abc import Sequence
 from typing import Any
 
-from maker.agents._base import GenerateRequest, Sample
+import structlog
+
+from maker.agents._base import GenerateRequest, Sample, estimate_tokens
+from maker.agents._logprobs import TOP as _TOP
+from maker.agents._logprobs import digit_logprobs, entropy
 from maker.errors import AgentSpecError, RunError
 
 __all__ = ["OpenAIBackend", "BackendHTTPError"]
 
 _TRANSIENT = {408, 409, 425, 429, 500, 502, 503, 504}
-_TOP = 20  # next-token log-probs asked for when rating a draft or measuring entropy (the APIs' usual maximum)
-_FLOOR_GAP = 5.0  # a digit missing from the top list: this far below the least likely token listed
-_FLOOR = -30.0  # ... or this, when the list is empty of finite values
+
+log = structlog.get_logger("maker")
 
 
 class BackendHTTPError(RunError):
@@ -58,6 +64,8 @@ class OpenAIBackend:
         self._client = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout)
         self._sem = asyncio.Semaphore(concurrency)
         self._httpx = httpx
+        self.honours_n: bool | None = None
+        """Whether the server returns ``n`` choices when asked for them (None: not asked yet)."""
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -76,6 +84,32 @@ class OpenAIBackend:
         return [s for s in out if s is not None]
 
     async def _call(self, req: GenerateRequest, temperature: float, idx: list[int]) -> list[Sample]:
+        if len(idx) > 1 and self.honours_n is False:
+            return await self._one_by_one(req, temperature, idx)
+        samples = await self._ask(req, temperature, idx)
+        if len(idx) > 1 and self.honours_n is None:
+            if len(samples) == len(idx):
+                self.honours_n = True
+            elif len(samples) == 1:
+                if self.honours_n is None:
+                    log.warning("the server returns one choice whatever n asks; sending one request per sample",
+                                backend=self.name, asked=len(idx))
+                self.honours_n = False
+                return samples + await self._one_by_one(req, temperature, idx[1:])
+        if len(samples) != len(idx):
+            raise BackendHTTPError(f"{self.name}: asked for {len(idx)} choices, got {len(samples)}", retryable=True)
+        return samples
+
+    async def _one_by_one(self, req: GenerateRequest, temperature: float, idx: list[int]) -> list[Sample]:
+        """One request per sample, each with its own seed: for a server that ignores ``n``."""
+        answers = await asyncio.gather(*(self._ask(req, temperature, [i]) for i in idx))
+        for got in answers:
+            if len(got) != 1:
+                raise BackendHTTPError(f"{self.name}: asked for 1 choice, got {len(got)}", retryable=True)
+        return [got[0] for got in answers]
+
+    async def _ask(self, req: GenerateRequest, temperature: float, idx: list[int]) -> list[Sample]:
+        """One request for the samples ``idx`` (``n = len(idx)``, seeded with the first one's seed)."""
         body: dict[str, Any] = {
             "model": self.model, "n": len(idx), "temperature": temperature, "max_tokens": req.max_tokens + 1,
             "seed": int(req.seeds[idx[0]] % (2**31)),
@@ -98,7 +132,7 @@ class OpenAIBackend:
             samples = [self._sample(c, data) for c in choices]
         except (KeyError, TypeError, ValueError) as exc:
             raise BackendHTTPError(f"{self.name}: response is not an OpenAI completion ({exc!r})", retryable=True) from None
-        if len(samples) != len(idx):
+        if not samples or len(samples) > len(idx):
             raise BackendHTTPError(f"{self.name}: asked for {len(idx)} choices, got {len(samples)}", retryable=True)
         return samples
 
@@ -111,7 +145,7 @@ class OpenAIBackend:
             text = choice["text"]
             lp = choice.get("logprobs") or {}
             logprobs = list(lp.get("token_logprobs") or []) or None
-        tokens = len(logprobs) if logprobs else choice.get("completion_tokens") or _estimate_tokens(text)
+        tokens = len(logprobs) if logprobs else choice.get("completion_tokens") or estimate_tokens(text)
         return Sample(str(text), int(tokens), logprobs, choice.get("finish_reason") or "stop")
 
     async def judge(self, requests: Sequence[Any]) -> list[list[float]]:
@@ -120,12 +154,12 @@ class OpenAIBackend:
         from maker.speculation import judge_prompt
 
         tops = await asyncio.gather(*(self._top(judge_prompt(r.prompt, r.draft), r.seed) for r in requests))
-        return [_digit_logprobs(top) for top in tops]
+        return [digit_logprobs(top) for top in tops]
 
     async def first_token_entropy(self, requests: Sequence[GenerateRequest]) -> list[float]:
         """Entropy (nats) of the first token after each prompt, over its top 20 log-probs renormalised."""
         tops = await asyncio.gather(*(self._top(r.prompt, r.seeds[0] if r.seeds else 0) for r in requests))
-        return [_entropy([lp for _, lp in top]) for top in tops]
+        return [entropy([lp for _, lp in top]) for top in tops]
 
     async def _top(self, prompt: str, seed: int) -> list[tuple[str, float]]:
         """The top next-token candidates after ``prompt`` and their log-probabilities (one greedy token)."""
@@ -202,39 +236,6 @@ def _top_of(choice: dict[str, Any], chat: bool) -> list[tuple[str, float]]:
     return [(str(e["token"]), float(e["logprob"])) for e in entries]
 
 
-def _digit_logprobs(top: list[tuple[str, float]]) -> list[float]:
-    """Log-probabilities of "0".."9" from a top list. A digit may come as " 7" (with the space a tokenizer
-    attaches); its spellings are one answer, so their probabilities add."""
-    found: dict[int, float] = {}
-    for token, lp in top:
-        t = token.strip()
-        if len(t) == 1 and t in "0123456789":
-            d = int(t)
-            found[d] = lp if d not in found else _logaddexp(found[d], lp)
-    finite = [lp for _, lp in top if math.isfinite(lp)]
-    floor = min(finite) - _FLOOR_GAP if finite else _FLOOR
-    return [found.get(d, floor) for d in range(10)]
-
-
-def _entropy(logprobs: list[float]) -> float:
-    """Entropy in nats of the distribution the log-probs give, renormalised over them."""
-    finite = [lp for lp in logprobs if math.isfinite(lp)]
-    if not finite:
-        return 0.0
-    top = max(finite)
-    weights = [math.exp(lp - top) for lp in finite]
-    total = sum(weights)
-    return -sum(w / total * math.log(w / total) for w in weights if w > 0)
-
-
-def _logaddexp(a: float, b: float) -> float:
-    hi, lo = max(a, b), min(a, b)
-    return hi if lo == -math.inf else hi + math.log1p(math.exp(lo - hi))
-
-
 def _brief(text: str) -> str:
     return text.strip().replace("\n", " ")[:200]
 
-
-def _estimate_tokens(text: str) -> int:
-    return max(1, len(text) // 4)

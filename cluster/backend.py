@@ -1,7 +1,7 @@
 """Connecting to Ray, starting the replicas of each model, and the Ray-backed backend the engine uses.
 
 ``Cluster(options).agent(spec)`` returns an :class:`~maker.agents.Agent` whose backend has
-the same methods as an in-process one (``generate``, and ``judge``, ``score``,
+the same methods as an in-process one (``generate``, and ``judge`` and
 ``first_token_entropy`` where the model has them); the engine cannot tell the difference.
 """
 
@@ -97,9 +97,6 @@ class RayBackend:
 
     async def first_token_entropy(self, requests: Sequence[GenerateRequest]) -> list[float]:
         return await self._call("first_token_entropy", requests)
-
-    async def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[list[float]]:
-        return await self._call("score", list(zip(prompts, continuations, strict=True)))
 
     async def aclose(self) -> None:
         if self.ahead is not None:

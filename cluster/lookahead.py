@@ -45,11 +45,9 @@ MAX_MISSES = 3
 
 
 def _one(method: str, r: Any) -> Any:
-    if method == "score":
-        return r
     if isinstance(r, GenerateRequest):
         oracle = r.oracle
-        return (r.prompt, tuple(r.temperatures), tuple(r.seeds), r.max_tokens, tuple(r.stop), r.logprobs,
+        return (r.prompt, tuple(r.temperatures), tuple(r.seeds), r.max_tokens, tuple(r.stop), r.logprobs, r.pattern,
                 None if oracle is None else oracle.step)
     return (r.prompt, r.draft, r.seed, None if r.oracle is None else r.oracle.step)  # a JudgeRequest
 
@@ -80,10 +78,6 @@ class Recorder:
 
     async def first_token_entropy(self, requests: Sequence[GenerateRequest]) -> Any:
         return await self._record("first_token_entropy", requests, self.inner.first_token_entropy(requests))
-
-    async def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> Any:
-        pairs = list(zip(prompts, continuations, strict=True))
-        return await self._record("score", pairs, self.inner.score(prompts, continuations))
 
     async def aclose(self) -> None:  # the replica's backend outlives a rollout
         pass

@@ -14,8 +14,8 @@ from typing import Any
 
 __all__ = ["Replica", "MicrostepRef", "METHODS"]
 
-# Backend methods a replica serves; ``score`` takes (prompt, continuation) pairs.
-METHODS = ("generate", "judge", "first_token_entropy", "score")
+# Backend methods a replica serves.
+METHODS = ("generate", "judge", "first_token_entropy")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -53,10 +53,7 @@ class Replica:
 
             raise UserError(f"{self.spec}: this backend has no {method}")
         payloads = [await self._inflate(p) for _, p in items]
-        if method == "score":
-            results = await fn([p[0] for p in payloads], [p[1] for p in payloads])
-        else:
-            results = await fn(payloads)
+        results = await fn(payloads)
         return [(rid, r) for (rid, _), r in zip(items, results, strict=True)]
 
     async def rollout(self, recipe: Any, state: Any, step: int, steps: int) -> dict[str, Any]:

@@ -186,7 +186,7 @@ class Decider:
                     hi = idx + max(need, len(spare) + fill)
                     seeds = [mix64(step_seed + i) for i in range(lo, hi)]
                     temps = [t_first if i == 0 else t_rest for i in range(lo, hi)]
-                    req = GenerateRequest(prompt, temps, seeds, max_tokens, ms.stop, False, oracle)
+                    req = GenerateRequest(prompt, temps, seeds, max_tokens, ms.stop, False, oracle, ms.pattern)
                     d.issue(agent_idx, hi - lo)
                     (more,) = await generate([req])
                     spare += more
@@ -270,7 +270,7 @@ class Decider:
             info["route"] = "large_first"
             return Drafted(d, None, None)
         if spec.entropy_threshold is not None:
-            probe = GenerateRequest(call.prompt, [0.0], [0], max_tokens, ms.stop, False, oracle)
+            probe = GenerateRequest(call.prompt, [0.0], [0], max_tokens, ms.stop, False, oracle, ms.pattern)
             (entropy,) = await drafter.first_token_entropy([probe])
             info["entropy"] = round(float(entropy), 4)
             if entropy > spec.entropy_threshold:
@@ -280,7 +280,7 @@ class Decider:
         policy = self.policies[ms.name]
         if spec.draft_k > 1:
             return await self._draft_vote(d, info, drafter, seed, policy, call, max_tokens, oracle)
-        req = GenerateRequest(call.prompt, [policy.first_temperature], [seed], max_tokens, ms.stop, False, oracle)
+        req = GenerateRequest(call.prompt, [policy.first_temperature], [seed], max_tokens, ms.stop, False, oracle, ms.pattern)
         d.issue(d_idx)
         ((text,),) = await drafter.generate([req])
         d.called(d_idx)
@@ -314,7 +314,7 @@ class Decider:
             temps = [policy.first_temperature if i == 0 else policy.temperature for i in range(idx, idx + batch)]
             d.issue(d_idx, batch)
             (texts,) = await drafter.generate([GenerateRequest(call.prompt, temps, seeds, max_tokens, ms.stop, False,
-                                                               oracle)])
+                                                               oracle, ms.pattern)])
             d.called(d_idx, batch)
             idx += batch
             for s in texts:
@@ -410,7 +410,7 @@ class Decider:
                 break
             i = j % len(backends)
             seed = mix64(step_seed ^ _VERIFY_SALT ^ (j + 1))
-            req = GenerateRequest(call.prompt, [policy.temperature], [seed], max_tokens, ms.stop, False, oracle)
+            req = GenerateRequest(call.prompt, [policy.temperature], [seed], max_tokens, ms.stop, False, oracle, ms.pattern)
             d.issue(base + i)
             ((s,),) = await backends[i].generate([req])
             d.called(base + i)

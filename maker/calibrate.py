@@ -131,7 +131,7 @@ def calibrate(
                     ms = call.microstep
                     temp = ms.voting.temperature if temperature is None else temperature
                     reqs.append(GenerateRequest(call.prompt, [temp], [mix64(base + start + i)], max_tokens or ms.max_tokens,
-                                                ms.stop, False, Oracle(ms, expected, j, call.inputs)))
+                                                ms.stop, False, Oracle(ms, expected, j, call.inputs), ms.pattern))
                     meta.append((call, expected))
                 results = await agent.backend.generate(reqs)
                 for (call, expected), (sample,) in zip(meta, results, strict=True):

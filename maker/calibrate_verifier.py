@@ -180,7 +180,8 @@ def calibrate_verifier(
                 if dra is not None:
                     reqs = [GenerateRequest(call.prompt, [call.microstep.voting.first_temperature],
                                             [mix64(d_base + i)], max_tokens or call.microstep.max_tokens,
-                                            call.microstep.stop, False, Oracle(call.microstep, expected, i, call.inputs))
+                                            call.microstep.stop, False, Oracle(call.microstep, expected, i, call.inputs),
+                                            call.microstep.pattern)
                             for i, call, expected in group]
                     drafts = [(s.text, s.tokens) for (s,) in await dra.backend.generate(reqs)]
                 else:
@@ -207,7 +208,7 @@ def calibrate_verifier(
                     reqs_v = [GenerateRequest(call.prompt, [call.microstep.voting.temperature if temperature is None
                                                             else temperature], [mix64(v_base + i)],
                                               max_tokens or call.microstep.max_tokens, call.microstep.stop, False,
-                                              Oracle(call.microstep, expected, i, call.inputs))
+                                              Oracle(call.microstep, expected, i, call.inputs), call.microstep.pattern)
                               for i, call, expected, _, _, _ in judged]
                     answers = await ver.backend.generate(reqs_v) if reqs_v else []
                     verdicts = []

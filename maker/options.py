@@ -101,11 +101,31 @@ class RunOptions(BaseModel):
             if self.verifiers:
                 raise UserError("--verifier needs a --drafter whose drafts it checks")
             return None
+        drafter, verifiers = make(self.drafter), [make(v) for v in self.verifiers]
+        _check_abilities(self, drafter, verifiers)
         return Speculation(
-            drafter=make(self.drafter), verifiers=[make(v) for v in self.verifiers], mode=self.verify,
+            drafter=drafter, verifiers=verifiers, mode=self.verify,
             threshold=self.threshold, score_by=self.score_by, verify_k=self.verify_k, large_first=self.large_first,
             entropy_threshold=self.entropy_threshold, draft_k=self.draft_k, draft_batch=self.draft_batch,
         )
 
     def voting(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in VOTING_OVERRIDES if getattr(self, k) is not None}
+
+
+def _check_abilities(options: RunOptions, drafter: Agent, verifiers: list[Agent]) -> None:
+    """Refuse, before anything is written, a speculative run whose agents lack what it will ask of them."""
+    from maker.agents import EntropyProbing, Judging
+
+    if options.verify == "score":
+        for v in verifiers:
+            if not isinstance(v.backend, Judging):
+                raise UserError(
+                    f"verifier {v.spec} cannot rate drafts (its backend has no judge(): no next-token "
+                    f"log-probabilities); verify with votes instead (verify='vote', --verify vote), or serve it "
+                    f"from a backend that returns log-probabilities")
+    if options.entropy_threshold is not None and not isinstance(drafter.backend, EntropyProbing):
+        raise UserError(
+            f"drafter {drafter.spec} cannot measure its first token's entropy (its backend has no "
+            f"first_token_entropy()); leave out entropy_threshold (--entropy-threshold), or use a backend that "
+            f"returns log-probabilities")

@@ -86,6 +86,38 @@ def test_a_voted_run_through_http_solves_six_disks(tmp_path: Path, api: str) -> 
     assert server.kinds == {"step": server.requests} and server.choices >= 3 * 63
 
 
+def test_a_server_that_ignores_n_gets_one_request_per_sample_and_the_run_goes_on(tmp_path: Path) -> None:
+    """Some servers answer one choice whatever n asks: the first short answer is noticed and logged once, every
+    later sample is its own request, and the run completes as through a server that honours n."""
+    with HanoiServer(error=0.01, latency_s=0.0, ignore_n=True) as server:
+        proc = run_maker("run", "hanoi", "--set", "disks=5", "--agent", f"openai:m@{server.url}", "--k", "3",
+                         "--seed", "7", "--run-id", "one", "--store", tmp_path / "runs.sqlite", "--json",
+                         tmp=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["status"] == "done" and summary["solved"] is True and summary["steps"] == 31
+    warnings = [line for line in proc.stderr.splitlines() if "one choice whatever n asks" in line]
+    assert len(warnings) == 1, proc.stderr[-2000:]
+    # after the first request that asked for several (and got one), one request per sample drawn
+    assert server.choices == server.requests == summary["calls"] + summary["spare_samples"]
+
+    async def ask() -> list[list[Any]]:
+        backend = OpenAIBackend("m", server2.url)
+        try:
+            req = GenerateRequest(_chain(3)[0][0], [0.5] * 4, [11, 12, 13, 14], 64)
+            first = await backend.generate([req])
+            assert backend.honours_n is False
+            again = await backend.generate([req])
+            return [first[0], again[0]]
+        finally:
+            await backend.aclose()
+
+    with HanoiServer(error=0.3, latency_s=0.0, ignore_n=True) as server2:
+        first, again = asyncio.run(ask())
+    assert len(first) == len(again) == 4 and first == again, "the same seeds give the same samples, in order"
+    assert [s.text for s in first] == [server2.answer(_chain(3)[0][0], seed, 0).text for seed in (11, 12, 13, 14)]
+
+
 def test_a_speculative_run_drafts_verifies_escalates_and_replays_the_same(tmp_path: Path) -> None:
     summaries, traces = [], []
     # The verifier's server is also the large model the rejected drafts escalate to. The servers keep no state

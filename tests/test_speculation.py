@@ -144,3 +144,32 @@ def test_real_model_run_accepts_or_escalates_by_score(tmp_path, threshold: float
     if not accepted:
         assert s.escalated == 4 and s.agent_calls[f"agent 1: {model}"] >= 4 * 2
         assert s.agent_calls[f"drafter: {model}"] == 4 and s.agent_calls[f"verifier 1: {model}"] == 4
+
+
+def test_agents_that_lack_an_ability_the_run_needs_are_refused_before_it_starts() -> None:
+    """A backend with only generate() cannot rate drafts or measure entropy: the run is refused, naming the fix."""
+    from maker.agents import Agent, make_agent
+    from maker.errors import UserError
+    from maker.options import RunOptions
+
+    class GenerateOnly:
+        name = "generate-only"
+
+        async def generate(self, requests):  # type: ignore[no-untyped-def]
+            return [[] for _ in requests]
+
+        async def aclose(self) -> None:
+            return None
+
+    def make(spec: str) -> Agent:
+        return Agent(spec, GenerateOnly()) if spec.startswith("plain") else make_agent(spec)
+
+    base = {"agents": [LARGE], "drafter": "simulated:p=0.9", "verifiers": ["plain-verifier"]}
+    with pytest.raises(UserError, match=r"verifier plain-verifier cannot rate drafts.*--verify vote"):
+        RunOptions(**base).speculation(make)
+    assert RunOptions(**base, verify="vote").speculation(make).mode == "vote"
+    with pytest.raises(UserError, match=r"drafter plain-drafter cannot measure .*--entropy-threshold"):
+        RunOptions(agents=[LARGE], drafter="plain-drafter", entropy_threshold=1.0).speculation(make)
+    spec = RunOptions(agents=[LARGE], drafter="simulated:p=0.9", verifiers=["simulated:tpr=0.9,fpr=0.1"],
+                      entropy_threshold=1.0).speculation(make)
+    assert spec.entropy_threshold == 1.0
