@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import inspect
 import os
 import sys
 import threading
@@ -120,6 +121,9 @@ class HFBackend:
         self.loaded_from_cache = False
         self.load_s = 0.0
         self.model, self.tokenizer = self._load()
+        # transformers renamed the forward pass's cache argument (past_key_values -> cache); the old name still
+        # works for a while but warns on every load, so pass whichever this version's model takes.
+        self._cache_kw = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self.chat = chat
         if chat and not getattr(self.tokenizer, "chat_template", None):
             raise AgentSpecError(f"{self.name}: chat=1 needs a model whose tokenizer has a chat template; this one has none")
@@ -232,7 +236,7 @@ class HFBackend:
             if shared:
                 cache.batch_repeat_interleave(len(rows))
             pos = ((mask.cumsum(-1) - 1).clamp(min=0))[:, shared:]
-            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, **{self._cache_kw: cache},
                                 use_cache=True, logits_to_keep=1).logits[:, -1, :]
             self.prefilled_tokens += int(mask[:, shared:].sum())
             cache.reorder_cache(owner)
@@ -265,7 +269,7 @@ class HFBackend:
                 step_ids = torch.tensor([[c] for c in chosen], device=self.device)
                 mask = torch.cat([mask, torch.ones((n_rows, 1), dtype=mask.dtype, device=self.device)], dim=1)
                 logits = self.model(input_ids=step_ids, attention_mask=mask, position_ids=next_pos,
-                                    past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
+                                    **{self._cache_kw: cache}, use_cache=True, logits_to_keep=1).logits[:, -1, :]
                 next_pos = next_pos + 1
         out: list[list[Sample]] = []
         r = 0
@@ -320,7 +324,7 @@ class HFBackend:
             ids = torch.tensor([first[hit:shared]], device=self.device)
             pos = torch.arange(hit, shared, device=self.device).unsqueeze(0)
             # Only the cache is wanted here: logits_to_keep=1 spares the vocabulary projection of every position.
-            self.model(input_ids=ids, position_ids=pos, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            self.model(input_ids=ids, position_ids=pos, **{self._cache_kw: cache}, use_cache=True, logits_to_keep=1)
             self.prefilled_tokens += shared - hit
         key = tuple(first[:shared])
         if self.prefix_cache and key not in self._prefixes:

@@ -39,3 +39,6 @@ def test_readme_main_job_on_the_bundled_model(tmp_path) -> None:
     summary = json.loads(proc.stdout)
     assert summary["steps"] == 8 and summary["errors"] == 0 and summary["solved"] is True
     assert summary["calls_per_step"] >= 4, "ahead-by-4 needs at least four votes per step"
+    # quiet output: no library warnings (e.g. transformers' deprecations) among the run's own log lines
+    noise = [ln for ln in proc.stderr.splitlines() if "Warning" in ln or "warnings.warn" in ln]
+    assert not noise, "\n".join(noise)
