@@ -12,11 +12,14 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+import structlog
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from maker._rng import derive, uniform
-from maker.agents._base import GenerateRequest, Sample
+from maker.agents._base import GenerateRequest, Sample, estimate_tokens
 from maker.errors import UserError
+
+log = structlog.get_logger("maker")
 
 __all__ = ["SimulatedConfig", "SimulatedBackend", "PRESETS"]
 
@@ -52,8 +55,10 @@ class SimulatedConfig(BaseModel):
     """Chance a response runs past the token limit."""
     malformed: float = Field(0.0, ge=0.0, le=1.0)
     """Chance a response is not in the answer format."""
-    tokens: int = Field(500, ge=1)
-    """Mean tokens per response (reported, not written out)."""
+    tokens: int | None = Field(None, ge=1)
+    """Tokens per response. None (the default): the text it writes, about four characters a token, so a
+    microstep's ``max_tokens`` means what it means for a real model. A number: a mean, each response drawn within
+    25% of it (reported, not written out); the model presets carry their model's published mean."""
     call_s: float = Field(0.0, ge=0.0)
     """Latency of one generate call, seconds."""
     token_s: float = Field(0.0, ge=0.0)
@@ -127,6 +132,7 @@ class SimulatedBackend:
         self._seed = derive(0x5EED, config.seed)
         self.calls = 0
         self.samples = 0
+        self._checked: set[str] = set()  # microsteps whose mistakes were compared with the right answer
 
     async def generate(self, requests: Sequence[GenerateRequest]) -> list[list[Sample]]:
         out = [self._one(req) for req in requests]
@@ -190,6 +196,8 @@ class SimulatedBackend:
             error = cfg.hard_error
         if ms.difficulty is not None:  # a call worth w unit steps is right with probability p ** w
             error = 1.0 - (1.0 - error) ** ms.difficulty_of(orc.inputs or {})
+        if error and ms.name not in self._checked:
+            self._check_mistakes(orc)
         flag_cut = cfg.overlong + cfg.malformed
         correct: str | None = None
         wrong: dict[int, str] = {}
@@ -198,15 +206,16 @@ class SimulatedBackend:
         for s in req.seeds:
             sd = s ^ self._seed
             u = uniform(sd, 0)
-            tokens = int(tokens_mean * (0.75 + 0.5 * uniform(sd, 1))) or 1
+            tokens = 0 if tokens_mean is None else int(tokens_mean * (0.75 + 0.5 * uniform(sd, 1))) or 1
             if u < flag_cut:
                 if correct is None:
                     correct = ms.render(orc.answer)
                 if u < cfg.overlong:
                     text = _RAMBLE * 8 + correct
                     tokens = req.max_tokens + 1 + int(uniform(sd, 2) * req.max_tokens)
-                else:
-                    text = self._malformed(ms, correct, int(uniform(sd, 2) * 3))
+                    samples.append(Sample(text, tokens))
+                    continue
+                text = self._malformed(ms, correct, int(uniform(sd, 2) * 3))
             elif error and uniform(sd, 3) < error:
                 j = int(uniform(sd, 4) * cfg.spread)
                 text = wrong.get(j)
@@ -216,9 +225,26 @@ class SimulatedBackend:
                 if correct is None:
                     correct = ms.render(orc.answer)
                 text = correct
-            samples.append(Sample(text, tokens))
+            samples.append(Sample(text, tokens or estimate_tokens(text)))
         self.samples += len(samples)
         return samples
+
+    def _check_mistakes(self, orc: Any) -> None:
+        """At a microstep's first step: a mistake that votes like the right answer would make this agent's
+        errors count as right, and the simulated error rate silently 0. Say so, once."""
+        ms = orc.microstep
+        self._checked.add(ms.name)
+        try:
+            right = ms.vote_key(orc.answer)
+            same = [j for j in range(min(self.config.spread, 8))
+                    if ms.vote_key(ms.mistake(orc.answer, j, orc.inputs or {})) == right]
+        except Exception:  # a workflow without mistakes() fails where the agent errs, with its own message
+            return
+        if same:
+            log.warning(f"microstep {ms.name!r}: mistakes() gave an answer that votes like the right one (mistake "
+                        f"{same[0]} at step {orc.step}); this agent's errors on it count as right, so its simulated "
+                        f"error rate is 0. Make mistakes() return an answer whose vote key differs",
+                        agent=self.name, microstep=ms.name)
 
     @staticmethod
     def _malformed(ms: Any, correct: str, kind: int) -> str:

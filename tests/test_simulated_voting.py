@@ -147,3 +147,67 @@ def test_addition_past_the_int_digit_limit(tmp_path: Path) -> None:
     summary = _run(tmp_path / "runs.sqlite", "long", 1.0, 1, digits=4_400)
     assert summary.status == "done"
     assert summary.solved is True
+
+
+def test_mistakes_that_vote_like_the_right_answer_are_named_at_the_first_step(tmp_path: Path) -> None:
+    """mistakes() that gives the right answer back would make every simulated error count as right (an error
+    rate of 0 without a word): the agent says so once, at the microstep's first step."""
+    import structlog
+
+    from examples.countdown import Countdown, Next, decrement
+
+    class Sloppy(Countdown, name="sloppy-countdown", version=1):
+        pass
+
+    honest = decrement.mistakes
+    with structlog.testing.capture_logs() as logs:
+        decrement.mistakes = lambda right, i: Next(value=right.value)  # votes like the right answer
+        try:
+            s = start_run(Sloppy, {"start": 6}, {"agents": ["simulated:p=0.5,seed=1"], "k": 2},
+                          store=tmp_path / "s.sqlite")
+        finally:
+            decrement.mistakes = honest
+        clean = start_run(Sloppy, {"start": 6}, {"agents": ["simulated:p=0.5,seed=1"], "k": 2},
+                          store=tmp_path / "s.sqlite")
+    warned = [e for e in logs if "votes like the right one" in e["event"]]
+    assert len(warned) == 1 and warned[0]["microstep"] == "decrement" and "step 0" in warned[0]["event"]
+    assert s.errors == 0 and s.calls == 2 * s.steps, "every 'error' voted with the right answer"
+    assert clean.calls > s.calls, "honest mistakes cost votes at p = 0.5"
+
+
+def test_a_simulated_responses_tokens_are_its_texts_unless_tokens_is_given(tmp_path: Path) -> None:
+    """By default max_tokens means for a simulated agent what it means for a model: the text's length in tokens
+    (about four characters a token); tokens=N draws a count around N instead, and the presets carry theirs."""
+    import sqlite3
+
+    from maker.agents._base import estimate_tokens
+
+    db = tmp_path / "t.sqlite"
+    start_run("hanoi", {"disks": 4}, {"agents": ["simulated:p=0.9,seed=1,malformed=0.1"], "k": 2,
+                                      "detail": "samples"}, store=db, run_id="text")
+    start_run("hanoi", {"disks": 4}, {"agents": ["simulated:p=0.9,seed=1,tokens=300"], "k": 2, "detail": "samples"},
+              store=db, run_id="mean")
+    con = sqlite3.connect(db)
+    try:
+        rows = {rid: con.execute("SELECT s.tokens, s.text FROM samples s JOIN runs r ON r.id = s.run "
+                                 "WHERE r.run_id = ?", (rid,)).fetchall() for rid in ("text", "mean")}
+    finally:
+        con.close()
+    assert rows["text"] and all(tok == estimate_tokens(body) for tok, body in rows["text"])
+    assert all(225 <= tok <= 375 for tok, _ in rows["mean"])
+    # a limit below the texts' length flags every one as too long, as it would a real model's
+    import asyncio
+
+    from maker._decider import Decider
+    from maker.agents import GenerateRequest, Oracle, make_agent
+    from maker.workflows.hanoi import Hanoi, HanoiParams
+
+    wf = Hanoi()
+    state = wf.start(HanoiParams(disks=3))
+    call = wf.next(state)
+    req = GenerateRequest(call.prompt, [0.1] * 4, [1, 2, 3, 4], 5, (), False,
+                          Oracle(call.microstep, wf.oracle(state), 0, call.inputs))
+    (samples,) = asyncio.run(make_agent("simulated:p=0.99,seed=1").backend.generate([req]))
+    assert all(s.tokens > 5 for s in samples)
+    assert all(Decider.read(call.microstep, s.text, s.tokens, 5, call.inputs).flag.startswith("too_long")
+               for s in samples)
