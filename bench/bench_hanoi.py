@@ -5,7 +5,14 @@ in a child process against a fresh SQLite store, and reports wall time, microsec
 the child's peak memory, and calls per step next to the theoretical expectation for the
 preset's p, k and red-flag rate.
 
-    python bench/bench_hanoi.py [--disks 20] [--agent simulated:gpt-4.1-mini] [--k 3] [--json]
+In the same run, ``shared/tools/floor_hanoi.py`` (a straight-line Python loop doing one Hanoi
+step's unavoidable work: prompt, digest, three simulated samples, strict parse, ahead-by-3 vote,
+apply, a grouped SQLite commit in WAL) does the same number of steps, and the engine's time per
+step is given as a ratio to it. Absolute times differ between machines; the ratio is what
+carries. ``--floor PATH`` points at the floor script (default: ``../shared/tools/floor_hanoi.py``
+beside the repository); without it the floor is left out.
+
+    python bench/bench_hanoi.py [--disks 20] [--agent simulated:gpt-4.1-mini] [--k 3] [--floor PATH] [--json]
 """
 
 from __future__ import annotations
@@ -26,6 +33,19 @@ from maker.agents import make_agent
 from maker.voting import expected_calls, run_success
 
 TARGET_S = 60.0
+FLOOR = Path(__file__).resolve().parents[2] / "shared" / "tools" / "floor_hanoi.py"
+
+
+def _floor(script: Path, disks: int, tmp: str) -> dict[str, float] | None:
+    """The straight-line floor's figures for the same number of steps (None: the script is not there)."""
+    if not script.is_file():
+        return None
+    proc = subprocess.run([sys.executable, str(script), str(disks), str(Path(tmp) / "floor.sqlite")],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(proc.stderr, file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> int:
@@ -34,6 +54,7 @@ def main() -> int:
     ap.add_argument("--agent", default="simulated:gpt-4.1-mini")
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--floor", type=Path, default=FLOOR, help="the straight-line floor script (default: %(default)s)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -50,6 +71,7 @@ def main() -> int:
             return proc.returncode
         summary = json.loads(proc.stdout)
         store_mb = store.stat().st_size / 2**20
+        floor = _floor(args.floor, args.disks, tmp)
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     theory = expected_calls(info["p"], args.k, info["valid"])
     steps = summary["steps"]
@@ -74,6 +96,11 @@ def main() -> int:
         "k": args.k,
         "p_full_theory": round(run_success(info["p"], args.k, steps), 5),
     }
+    if floor is not None:
+        out["floor_us_per_step"] = floor["us_per_step"]
+        out["engine_vs_floor"] = round(out["us_per_step"] / floor["us_per_step"], 2)
+    else:
+        out["floor"] = f"not run: {args.floor} not found"
     emit(out, args.json)
     return 0
 
