@@ -278,10 +278,12 @@ def _render_result(r: Result) -> str:
 # -- the microsteps --------------------------------------------------------------------------------
 classify = Microstep("classify", prompt=_fill, schema=Classify, vote_key=lambda a: a.atomic,
                      mistakes=lambda right, i: Classify(atomic=not right.atomic))
+# A split of a long list writes the list out again in its subtasks (500 integers are about 900 tokens), so the
+# decomposing steps get the same room as the solving ones.
 decompose = Microstep("decompose", prompt=_fill, schema=Decomposition, vote_key=decomposition_key,
-                      red_flags=_SPLIT_FLAGS, mistakes=_wrong_split)
+                      red_flags=_SPLIT_FLAGS, mistakes=_wrong_split, max_tokens=4096)
 propose = Microstep("propose", prompt=_fill, schema=Decomposition, vote_key=decomposition_key,
-                    red_flags=_SPLIT_FLAGS, mistakes=_wrong_split, candidate=True,
+                    red_flags=_SPLIT_FLAGS, mistakes=_wrong_split, candidate=True, max_tokens=4096,
                     voting=Voting(k=1, first_temperature=0.7, temperature=0.7, fixed=True))
 judge = Microstep("judge", prompt=_fill, schema=Pick, vote_key=lambda a: a.choice,
                   red_flags=[RedFlag("choice_range", _choice_range)], mistakes=_wrong_pick)
