@@ -16,7 +16,7 @@ _SHOWN = 60
 
 @main.command("eval")
 @click.argument("data")
-@click.option("--workflow", default="solve", show_default=True, help="Workflow: a built-in name or module:Class.")
+@click.option("--workflow", default="solve", show_default=True, help="Workflow: a built-in name, module:Class or file.py:Class.")
 @click.option("--param", default="task", show_default=True, help="Workflow parameter that takes each question.")
 @click.option("--answer-key", default="answer", show_default=True,
               help="Key of the workflow's result that holds the answer to score.")
