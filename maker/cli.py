@@ -26,17 +26,33 @@ def _store_path(store: str | None) -> str:
     return str(store) if store else str(default_store_path())
 
 
-def _parse_sets(items: tuple[str, ...]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _parse_sets(items: tuple[str, ...], workflow: Any) -> dict[str, Any]:
+    """``--set NAME=VALUE`` items as workflow parameters, each value read by the parameter's declared type of
+    ``workflow`` (a class or how to find it; see maker._params)."""
+    texts: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UserError(f"--set takes NAME=VALUE, got {item!r}")
-        try:
-            out[key.strip()] = json.loads(value)
-        except ValueError:
-            out[key.strip()] = value
-    return out
+        texts[key.strip()] = value
+    if not texts:
+        return {}
+    from maker._loading import resolve_workflow
+    from maker._params import read_params
+
+    wf_cls = resolve_workflow(workflow) if isinstance(workflow, str) else workflow
+    return read_params(wf_cls.Params, texts)
+
+
+def _recorded_sets(items: tuple[str, ...], store: str, run_id: str) -> dict[str, Any]:
+    """``--set`` items of a resume or fork, read by the parameter types of the workflow that made ``run_id``."""
+    if not items:
+        return {}
+    from maker._loading import recorded_workflow
+
+    with Store.open(store) as st:
+        record = st.run(run_id)
+    return _parse_sets(items, recorded_workflow(record))
 
 
 def _voting_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -205,8 +221,8 @@ def _new_run_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--set", "sets", multiple=True, help="Workflow parameter NAME=VALUE (repeatable).")
 @_new_run_options
 def run(workflow: str, sets: tuple[str, ...], **options: Any) -> None:
-    """Run WORKFLOW (a built-in name or module:Class) to the end."""
-    _finish(*start(workflow, _parse_sets(sets), **options))
+    """Run WORKFLOW (a built-in name, module:Class or path/to/file.py:Class) to the end."""
+    _finish(*start(workflow, _parse_sets(sets, workflow), **options))
 
 
 def start(workflow: str, params: dict[str, Any], *, agents: tuple[str, ...], seed: int, run_id: str | None,
@@ -275,8 +291,8 @@ def resume(run_id: str, sets: tuple[str, ...], agents: tuple[str, ...], store: s
     path = _store_path(store)
     get_logger(run_id=run_id).info("resuming", store=path, overrides=overrides)
     with _progress(as_json) as progress:
-        summary = resume_run(run_id, store=path, params=_parse_sets(sets) or None, overrides=overrides,
-                             on_progress=progress, cluster=placement)
+        summary = resume_run(run_id, store=path, params=_recorded_sets(sets, path, run_id) or None,
+                             overrides=overrides, on_progress=progress, cluster=placement)
     _finish(summary, as_json)
 
 

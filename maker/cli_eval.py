@@ -87,7 +87,7 @@ def eval_(data: str, workflow: str, param: str, answer_key: str, sets: tuple[str
 
     try:
         summary = evaluate(data, options, store=path, workflow=workflow, param=param, answer_key=answer_key,
-                           params=_parse_sets(sets), concurrency=concurrency, limit=limit, name=name,
+                           params=_parse_sets(sets, workflow), concurrency=concurrency, limit=limit, name=name,
                            on_start=started, on_result=finished)
     except KeyboardInterrupt:
         if not names:
