@@ -163,30 +163,6 @@ def main() -> None:
     """maker: long chains of LLM microsteps, voted on and checkpointed."""
 
 
-@main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def workflows(as_json: bool) -> None:
-    """List the built-in workflows and their parameters."""
-    from maker.workflows import BUILTIN
-
-    rows = []
-    for name, wf in BUILTIN.items():
-        params = {n: {"type": str(f.annotation), "required": f.is_required(),
-                      "default": None if f.is_required() else f.get_default(call_default_factory=True),
-                      "help": f.description}
-                  for n, f in wf.Params.model_fields.items()}
-        rows.append({"name": name, "version": wf.version, "description": wf.description, "params": params})
-
-    def human() -> None:
-        for r in rows:
-            click.echo(f"{r['name']} (v{r['version']}): {r['description']}")
-            for n, p in r["params"].items():
-                default = "required" if p["required"] else f"default {p['default']!r}"
-                click.echo(f"    --set {n}=...  {default}  {p['help'] or ''}")
-
-    _emit(rows, as_json, human)
-
-
 def _run_common(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option("--json", "as_json", is_flag=True, help="Print one JSON summary at the end.")(f)
     f = click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))(f)
@@ -387,7 +363,8 @@ def serve(agent: str, model_name: str | None, host: str, port: int, api_key_env:
         server.server_close()
 
 
-from maker import cli_eval, cli_jobs, cli_plan, cli_solve, cli_trace  # noqa: E402,F401  (each registers its commands on main)
+# each registers its commands on main
+from maker import cli_eval, cli_jobs, cli_plan, cli_solve, cli_trace, cli_workflows  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     # `python -m maker.cli` runs this file as __main__, a second copy of the module; the trace and job
