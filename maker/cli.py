@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -132,15 +134,40 @@ def _emit(obj: Any, as_json: bool, human: Callable[[], None]) -> None:
         human()
 
 
+def as_flags(message: str) -> str:
+    """A library message as the command line shows it: an option the library names by its key (`max_rounds`,
+    `agents`) becomes the flag that sets it (--max-rounds, --agent)."""
+    flags = _flags()
+    return re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: flags.get(m[1], m[0]), message)
+
+
+@functools.cache
+def _flags() -> dict[str, str]:
+    """Option key -> flag, read off every command's options (their names are the Python API's keywords), and the
+    keys whose flag is named otherwise: workflow parameters, a cluster placement's resources."""
+    flags = {"params": "--set", "cpus": "--replica-cpus", "gpus": "--replica-gpus"}
+
+    def walk(cmd: click.Command) -> None:
+        for p in cmd.params:
+            long = [o for o in p.opts if o.startswith("--")]
+            if isinstance(p, click.Option) and p.name and long:
+                flags.setdefault(p.name, long[0])
+        for sub in getattr(cmd, "commands", {}).values():
+            walk(sub)
+
+    walk(main)
+    return flags
+
+
 class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except RunError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {as_flags(str(exc))}", err=True)
             sys.exit(1)
         except MakerError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {as_flags(str(exc))}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted; committed steps are saved (maker resume RUN_ID continues)", err=True)

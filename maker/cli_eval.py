@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from maker.cli import _parse_sets, _run_common, _store_path, _term_as_interrupt, _voting_options, main
+from maker.cli import _parse_sets, _run_common, _store_path, _term_as_interrupt, _voting_options, as_flags, main
 from maker.errors import UserError
 
 _SHOWN = 60
@@ -81,7 +81,7 @@ def eval_(data: str, workflow: str, param: str, answer_key: str, sets: tuple[str
     def finished(row: Any, done: int, total: int) -> None:
         detail = "  (recorded)" if row.reused else ""
         if not row.correct:
-            detail += f"  {_cut(row.error, 120)}" if row.error else f"  got {_cut(row.got)}"
+            detail += f"  {_cut(as_flags(row.error), 120)}" if row.error else f"  got {_cut(row.got)}"
         click.echo(f"[{done:>{len(str(total))}}/{total}] {row.id}  {_outcome(row)}  {row.calls:,} calls  "
                    f"{row.wall_s:.2f} s{detail}", err=True)
 

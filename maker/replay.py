@@ -176,7 +176,7 @@ def _diverged(st: Store, rec: RunRecord, step: int, digest: str, call: Microstep
         detail = "\n".join(diff[:12]) or "the microstep differs (same prompt text)"
     else:
         detail = (f"microstep {call.microstep.name!r}, replayed prompt starts {prompt[:160]!r}. The run did not keep "
-                  f"its inputs (detail 'summary'); record with --detail samples to see the text that differs.")
+                  f"its inputs (detail 'summary'); record with `detail` samples to see the text that differs.")
     raise NondeterminismError(
         f"run {rec.run_id}, step {step}: nondeterminism: the recomputed microstep input has digest {call.digest()}, "
         f"the trace recorded {digest}. The workflow's next() is not a pure function of its state, or its code "

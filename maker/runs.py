@@ -167,7 +167,7 @@ def _check_identity(record: RunRecord, wf_cls: type[Workflow[Any, Any]], params:
             shown = ", ".join(f"{k}: recorded {a!r}, given {b!r}" for k, (a, b) in diff.items())
             raise RunMismatchError(
                 f"run {record.run_id} was started with different parameters ({shown}); "
-                f"resume without --set, or start a new run"
+                f"resume without `params`, or start a new run"
             )
 
 
