@@ -179,8 +179,8 @@ class OpenAIBackend:
                                    retryable=True) from None
         if not top:
             raise BackendHTTPError(
-                f"{self.name}: the server returned no top log-probabilities; rating drafts (--verify score) and "
-                f"--entropy-threshold need a server that honours "
+                f"{self.name}: the server returned no top log-probabilities; rating drafts (`verify` score) and "
+                f"routing by entropy (`entropy_threshold`) need a server that honours "
                 f"{'top_logprobs' if self.api == 'chat' else 'logprobs'}={_TOP}", retryable=False)
         return top
 

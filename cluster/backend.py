@@ -172,8 +172,8 @@ class Cluster:
             raise UserError(
                 f"{spec}: its {place.replicas} replica(s) were not running after {self.options.start_timeout:.0f} s; "
                 f"each asks for {place.cpus} CPU and {place.gpus} GPU, and the cluster has "
-                f"{free.get('CPU', 0):g} CPU and {free.get('GPU', 0):g} GPU free. Ask for less (--replica-cpus, "
-                f"--replica-gpus, --replicas) or add nodes."
+                f"{free.get('CPU', 0):g} CPU and {free.get('GPU', 0):g} GPU free. Ask for fewer replicas or less per "
+                f"replica (`replicas`, `cpus`, `gpus`) or add nodes."
             ) from None
         except Exception as exc:  # the backend could not start in the actor (missing model, bad option, ...)
             for a in actors:

@@ -10,6 +10,7 @@ from maker.engine import Progress, RunSummary
 from maker.errors import (
     AgentSpecError,
     MakerError,
+    NondeterminismError,
     RunError,
     RunMismatchError,
     RunNotFoundError,
@@ -19,6 +20,7 @@ from maker.errors import (
     UserError,
     WorkflowDefinitionError,
 )
+from maker.replay import ReplayResult, fork_run, replay_run
 from maker.runs import RunOptions, resume_run, start_run
 from maker.store import Store, default_store_path
 from maker.voting import Voting
@@ -38,6 +40,9 @@ __all__ = [
     "Progress",
     "start_run",
     "resume_run",
+    "replay_run",
+    "fork_run",
+    "ReplayResult",
     "Store",
     "default_store_path",
     "MakerError",
@@ -50,4 +55,5 @@ __all__ = [
     "StoreCorruptError",
     "RunMismatchError",
     "RunNotFoundError",
+    "NondeterminismError",
 ]

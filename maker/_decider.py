@@ -238,7 +238,8 @@ class Decider:
         raise StepUndecidedError(
             f"step {step}: no answer won the vote within {policy.max_rounds} rounds "
             f"(agents tried: {', '.join(a.spec for a in self.agents)}). Committed steps are saved; "
-            f"resume with `maker resume {self.run_id}` and a larger --max-rounds or another --agent to escalate to.",
+            f"resume it (`maker resume {self.run_id}`) with a larger `max_rounds`, or with another agent to "
+            f"escalate to (`agents`).",
             run_id=self.run_id,
             step=step,
             agent=self.agents[-1].spec,

@@ -98,7 +98,7 @@ def calibrate(
     if not wf_cls.has_oracle():
         raise UserError(f"workflow {wf_cls.name!r} has no oracle(state), so answers cannot be checked")
     if samples < 1:
-        raise UserError("--samples must be at least 1")
+        raise UserError(f"`samples` must be at least 1, got {samples}")
     p = wf_cls.parse_params(params)
     wf = wf_cls()
     states, steps_in_task = _pick_states(wf, p, samples, seed, max_walk)

@@ -137,15 +137,15 @@ def calibrate_verifier(
     if not wf_cls.has_oracle():
         raise UserError(f"workflow {wf_cls.name!r} has no oracle(state), so drafts cannot be labelled right or wrong")
     if samples < 1:
-        raise UserError("--samples must be at least 1")
+        raise UserError(f"`samples` must be at least 1, got {samples}")
     if drafter is not None and drafter_p is not None:
-        raise UserError("give --drafter (to measure its p) or --drafter-p (to assume one), not both")
+        raise UserError("give a drafter to measure its p (`drafter`) or a p to assume (`drafter_p`), not both")
     if drafter_p is not None and not 0.0 <= drafter_p <= 1.0:
-        raise UserError(f"--drafter-p is a rate in [0, 1], got {drafter_p}")
+        raise UserError(f"`drafter_p` is a rate in [0, 1], got {drafter_p}")
     if verifiers < 1 or verify_k < 1:
-        raise UserError(f"need --verifiers >= 1 and --verify-k >= 1, got {verifiers} and {verify_k}")
+        raise UserError(f"need at least one verifier and `verify_k` >= 1, got {verifiers} and {verify_k}")
     if mode == "score" and verify_k > verifiers:
-        raise UserError(f"--verify-k {verify_k} > --verifiers {verifiers}: no draft could ever be accepted")
+        raise UserError(f"`verify_k` {verify_k} is more than the {verifiers} verifier(s): no draft could ever be accepted")
     large = None
     if agent is not None:
         large = calibrate(wf_cls, params, agent, samples=samples, temperature=temperature, target=target, seed=seed,
@@ -158,7 +158,7 @@ def calibrate_verifier(
     ver = make_agent(verifier_spec)
     dra = make_agent(drafter) if drafter is not None else None
     if mode == "score" and not hasattr(ver.backend, "judge"):
-        raise UserError(f"verifier {verifier_spec!r} cannot rate drafts (its backend has no judge); use --verify vote")
+        raise UserError(f"verifier {verifier_spec!r} cannot rate drafts (its backend has no judge); verify by vote instead")
     d_base, v_base = derive(seed, 0xD4AF7), derive(seed, 0x5E1F1)
     picks = [(i, states[i % len(states)]) for i in range(samples)]
     right = wrong = acc_right = acc_wrong = v_answers = v_valid = v_correct = d_right = d_total = 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -26,17 +28,33 @@ def _store_path(store: str | None) -> str:
     return str(store) if store else str(default_store_path())
 
 
-def _parse_sets(items: tuple[str, ...]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _parse_sets(items: tuple[str, ...], workflow: Any) -> dict[str, Any]:
+    """``--set NAME=VALUE`` items as workflow parameters, each value read by the parameter's declared type of
+    ``workflow`` (a class or how to find it; see maker._params)."""
+    texts: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UserError(f"--set takes NAME=VALUE, got {item!r}")
-        try:
-            out[key.strip()] = json.loads(value)
-        except ValueError:
-            out[key.strip()] = value
-    return out
+        texts[key.strip()] = value
+    if not texts:
+        return {}
+    from maker._loading import resolve_workflow
+    from maker._params import read_params
+
+    wf_cls = resolve_workflow(workflow) if isinstance(workflow, str) else workflow
+    return read_params(wf_cls.Params, texts)
+
+
+def _recorded_sets(items: tuple[str, ...], store: str, run_id: str) -> dict[str, Any]:
+    """``--set`` items of a resume or fork, read by the parameter types of the workflow that made ``run_id``."""
+    if not items:
+        return {}
+    from maker._loading import recorded_workflow
+
+    with Store.open(store) as st:
+        record = st.run(run_id)
+    return _parse_sets(items, recorded_workflow(record))
 
 
 def _voting_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -116,15 +134,40 @@ def _emit(obj: Any, as_json: bool, human: Callable[[], None]) -> None:
         human()
 
 
+def as_flags(message: str) -> str:
+    """A library message as the command line shows it: an option the library names by its key (`max_rounds`,
+    `agents`) becomes the flag that sets it (--max-rounds, --agent)."""
+    flags = _flags()
+    return re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: flags.get(m[1], m[0]), message)
+
+
+@functools.cache
+def _flags() -> dict[str, str]:
+    """Option key -> flag, read off every command's options (their names are the Python API's keywords), and the
+    keys whose flag is named otherwise: workflow parameters, a cluster placement's resources."""
+    flags = {"params": "--set", "cpus": "--replica-cpus", "gpus": "--replica-gpus"}
+
+    def walk(cmd: click.Command) -> None:
+        for p in cmd.params:
+            long = [o for o in p.opts if o.startswith("--")]
+            if isinstance(p, click.Option) and p.name and long:
+                flags.setdefault(p.name, long[0])
+        for sub in getattr(cmd, "commands", {}).values():
+            walk(sub)
+
+    walk(main)
+    return flags
+
+
 class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except RunError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {as_flags(str(exc))}", err=True)
             sys.exit(1)
         except MakerError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {as_flags(str(exc))}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted; committed steps are saved (maker resume RUN_ID continues)", err=True)
@@ -145,30 +188,6 @@ def _term_as_interrupt() -> None:
 @click.version_option(package_name="maker")
 def main() -> None:
     """maker: long chains of LLM microsteps, voted on and checkpointed."""
-
-
-@main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def workflows(as_json: bool) -> None:
-    """List the built-in workflows and their parameters."""
-    from maker.workflows import BUILTIN
-
-    rows = []
-    for name, wf in BUILTIN.items():
-        params = {n: {"type": str(f.annotation), "required": f.is_required(),
-                      "default": None if f.is_required() else f.get_default(call_default_factory=True),
-                      "help": f.description}
-                  for n, f in wf.Params.model_fields.items()}
-        rows.append({"name": name, "version": wf.version, "description": wf.description, "params": params})
-
-    def human() -> None:
-        for r in rows:
-            click.echo(f"{r['name']} (v{r['version']}): {r['description']}")
-            for n, p in r["params"].items():
-                default = "required" if p["required"] else f"default {p['default']!r}"
-                click.echo(f"    --set {n}=...  {default}  {p['help'] or ''}")
-
-    _emit(rows, as_json, human)
 
 
 def _run_common(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -205,8 +224,8 @@ def _new_run_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--set", "sets", multiple=True, help="Workflow parameter NAME=VALUE (repeatable).")
 @_new_run_options
 def run(workflow: str, sets: tuple[str, ...], **options: Any) -> None:
-    """Run WORKFLOW (a built-in name or module:Class) to the end."""
-    _finish(*start(workflow, _parse_sets(sets), **options))
+    """Run WORKFLOW (a built-in name, module:Class or path/to/file.py:Class) to the end."""
+    _finish(*start(workflow, _parse_sets(sets, workflow), **options))
 
 
 def start(workflow: str, params: dict[str, Any], *, agents: tuple[str, ...], seed: int, run_id: str | None,
@@ -275,8 +294,8 @@ def resume(run_id: str, sets: tuple[str, ...], agents: tuple[str, ...], store: s
     path = _store_path(store)
     get_logger(run_id=run_id).info("resuming", store=path, overrides=overrides)
     with _progress(as_json) as progress:
-        summary = resume_run(run_id, store=path, params=_parse_sets(sets) or None, overrides=overrides,
-                             on_progress=progress, cluster=placement)
+        summary = resume_run(run_id, store=path, params=_recorded_sets(sets, path, run_id) or None,
+                             overrides=overrides, on_progress=progress, cluster=placement)
     _finish(summary, as_json)
 
 
@@ -371,7 +390,8 @@ def serve(agent: str, model_name: str | None, host: str, port: int, api_key_env:
         server.server_close()
 
 
-from maker import cli_eval, cli_jobs, cli_plan, cli_solve, cli_trace  # noqa: E402,F401  (each registers its commands on main)
+# each registers its commands on main
+from maker import cli_eval, cli_jobs, cli_plan, cli_solve, cli_trace, cli_workflows  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     # `python -m maker.cli` runs this file as __main__, a second copy of the module; the trace and job

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from maker.cli import _parse_sets, _run_common, _store_path, _term_as_interrupt, _voting_options, main
+from maker.cli import _parse_sets, _run_common, _store_path, _term_as_interrupt, _voting_options, as_flags, main
 from maker.errors import UserError
 
 _SHOWN = 60
@@ -16,7 +16,7 @@ _SHOWN = 60
 
 @main.command("eval")
 @click.argument("data")
-@click.option("--workflow", default="solve", show_default=True, help="Workflow: a built-in name or module:Class.")
+@click.option("--workflow", default="solve", show_default=True, help="Workflow: a built-in name, module:Class or file.py:Class.")
 @click.option("--param", default="task", show_default=True, help="Workflow parameter that takes each question.")
 @click.option("--answer-key", default="answer", show_default=True,
               help="Key of the workflow's result that holds the answer to score.")
@@ -81,13 +81,13 @@ def eval_(data: str, workflow: str, param: str, answer_key: str, sets: tuple[str
     def finished(row: Any, done: int, total: int) -> None:
         detail = "  (recorded)" if row.reused else ""
         if not row.correct:
-            detail += f"  {_cut(row.error, 120)}" if row.error else f"  got {_cut(row.got)}"
+            detail += f"  {_cut(as_flags(row.error), 120)}" if row.error else f"  got {_cut(row.got)}"
         click.echo(f"[{done:>{len(str(total))}}/{total}] {row.id}  {_outcome(row)}  {row.calls:,} calls  "
                    f"{row.wall_s:.2f} s{detail}", err=True)
 
     try:
         summary = evaluate(data, options, store=path, workflow=workflow, param=param, answer_key=answer_key,
-                           params=_parse_sets(sets), concurrency=concurrency, limit=limit, name=name,
+                           params=_parse_sets(sets, workflow), concurrency=concurrency, limit=limit, name=name,
                            on_start=started, on_result=finished)
     except KeyboardInterrupt:
         if not names:

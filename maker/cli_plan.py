@@ -52,9 +52,9 @@ def calibrate(workflow: str, agent: str | None, samples: int, sets: tuple[str, .
             click.echo(f"\r{done}/{total} samples", err=True, nl=done == total)
 
     if verifier is not None:
-        _calibrate_verifier(workflow, _parse_sets(sets), verifier, agent=agent, samples=samples, temperature=temperature,
-                            target=target, seed=seed, batch=batch, max_tokens=max_tokens, as_json=as_json,
-                            progress=progress, **spec)
+        _calibrate_verifier(workflow, _parse_sets(sets, workflow), verifier, agent=agent, samples=samples,
+                            temperature=temperature, target=target, seed=seed, batch=batch, max_tokens=max_tokens,
+                            as_json=as_json, progress=progress, **spec)
         return
     stray = [f"--{k.replace('_', '-')}" for k, v in spec.items() if v is not None]
     if stray:
@@ -62,8 +62,8 @@ def calibrate(workflow: str, agent: str | None, samples: int, sets: tuple[str, .
                         f"--verifier SPEC (the verifier whose TPR and FPR are measured)")
     if agent is None:
         raise UserError("give --agent SPEC to measure its p (or --verifier SPEC to measure a verifier's TPR and FPR)")
-    c = run_calibration(workflow, _parse_sets(sets), agent, samples=samples, temperature=temperature, target=target,
-                        seed=seed, batch=batch, max_tokens=max_tokens, on_progress=progress)
+    c = run_calibration(workflow, _parse_sets(sets, workflow), agent, samples=samples, temperature=temperature,
+                        target=target, seed=seed, batch=batch, max_tokens=max_tokens, on_progress=progress)
     _emit(c.model_dump(mode="json"), as_json, lambda: _print_calibration(c))
 
 

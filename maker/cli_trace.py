@@ -13,8 +13,8 @@ from maker.cli import (
     _emit,
     _finish,
     _overrides,
-    _parse_sets,
     _progress,
+    _recorded_sets,
     _run_common,
     _store_option,
     _store_path,
@@ -275,6 +275,6 @@ def fork(run_id: str, from_step: int, sets: tuple[str, ...], agents: tuple[str, 
         click.echo(f"run_id: {rid}  (forked from {run_id} at step {from_step}; store {path})", err=True)
 
     with _progress(as_json) as progress:
-        summary = fork_run(run_id, from_step, store=path, params=_parse_sets(sets) or None, overrides=overrides,
-                           new_id=new_id, on_start=started, on_progress=progress)
+        summary = fork_run(run_id, from_step, store=path, params=_recorded_sets(sets, path, run_id) or None,
+                           overrides=overrides, new_id=new_id, on_start=started, on_progress=progress)
     _finish(summary, as_json)

@@ -97,7 +97,7 @@ class Engine:
         adaptive_window: bool = True,
     ) -> None:
         if not agents:
-            raise RunError("no agent given: pass at least one --agent", run_id=run_id)
+            raise RunError("no agent given: give at least one agent spec (`agents`)", run_id=run_id)
         self.wf = workflow
         self.store = store
         self.rid = rid

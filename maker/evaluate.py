@@ -217,9 +217,9 @@ async def evaluate_async(
     extra = dict(params or {})
     if param not in wf_cls.Params.model_fields:
         raise UserError(f"workflow {wf_cls.name!r} has no parameter {param!r} to take each question; its parameters "
-                        f"are {', '.join(wf_cls.Params.model_fields) or '(none)'}: pass --param NAME")
+                        f"are {', '.join(wf_cls.Params.model_fields) or '(none)'}: name the one that takes it (`param`)")
     if param in extra:
-        raise UserError(f"--set {param}=... would be replaced by each problem's question; leave it out")
+        raise UserError(f"parameter {param} (`params`) would be replaced by each problem's question; leave it out")
     name = name or default_name(data)
     jobs = [_job(p, name, param, extra, opts, wf_cls, data) for p in problems]
     existing = _existing(store, jobs, wf_cls)
@@ -276,10 +276,10 @@ def _existing(store: str | os.PathLike[str], jobs: list[_Job],
         problem = _mismatch(record, wanted[rid], wf_cls)
         if problem:
             raise UserError(f"run {rid} of an earlier evaluation under this name was made with {problem}; rerun with "
-                            f"the settings it was started with, or give a new --name")
+                            f"the settings it was started with, or give a new `name`")
         if record.status == "running" and is_live(record) and record.pid != os.getpid():
             raise UserError(f"run {rid} is being run by process {record.pid}; stop that evaluation first "
-                            f"(or give a new --name)")
+                            f"(or give a new `name`)")
     return found
 
 
@@ -370,7 +370,7 @@ def _row(sh: _Shared, job: _Job, record: RunRecord | None, *, reused: bool = Fal
             correct = same_answer(expected, got)
         else:
             keys = ", ".join(map(repr, result)) or "none"
-            error = f"the workflow's result has no key {sh.answer_key!r} (it has {keys}); pass --answer-key"
+            error = f"the workflow's result has no key {sh.answer_key!r} (it has {keys}); name its key (`answer_key`)"
     elif error is None:
         error = f"run {record.status}"
     return ProblemRow(id=job.problem.id, run_id=job.run_id, status=record.status, correct=correct, expected=expected,

@@ -99,7 +99,7 @@ class RunOptions(BaseModel):
 
         if self.drafter is None:
             if self.verifiers:
-                raise UserError("--verifier needs a --drafter whose drafts it checks")
+                raise UserError("verifiers (`verifiers`) need a drafter (`drafter`) whose drafts they check")
             return None
         drafter, verifiers = make(self.drafter), [make(v) for v in self.verifiers]
         _check_abilities(self, drafter, verifiers)

@@ -21,12 +21,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from maker._loading import recorded_workflow
 from maker._reapply import Row, SplitTransition, WorkflowEnded, calls_of, reapply
 from maker.agents import make_agent
 from maker.dsl import Done, MicrostepCall, Workflow
 from maker.engine import Progress, RunSummary
 from maker.errors import NondeterminismError, StoreCorruptError, UserError
-from maker.runs import _check_identity, _drive, _engine, _options, new_run_id, resolve_workflow, state_from_snapshot
+from maker.runs import _check_identity, _drive, _engine, _options, new_run_id, state_from_snapshot
 from maker.store import RunRecord, Store
 
 __all__ = ["ReplayResult", "replay_run", "fork_run"]
@@ -46,7 +47,7 @@ class ReplayResult(BaseModel):
 
 
 def _workflow(record: RunRecord) -> Workflow[Any, Any]:
-    wf_cls = resolve_workflow(record.workflow_ref or record.workflow)
+    wf_cls = recorded_workflow(record)
     _check_identity(record, wf_cls, None)
     return wf_cls()
 
@@ -175,7 +176,7 @@ def _diverged(st: Store, rec: RunRecord, step: int, digest: str, call: Microstep
         detail = "\n".join(diff[:12]) or "the microstep differs (same prompt text)"
     else:
         detail = (f"microstep {call.microstep.name!r}, replayed prompt starts {prompt[:160]!r}. The run did not keep "
-                  f"its inputs (detail 'summary'); record with --detail samples to see the text that differs.")
+                  f"its inputs (detail 'summary'); record with `detail` samples to see the text that differs.")
     raise NondeterminismError(
         f"run {rec.run_id}, step {step}: nondeterminism: the recomputed microstep input has digest {call.digest()}, "
         f"the trace recorded {digest}. The workflow's next() is not a pure function of its state, or its code "

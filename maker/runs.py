@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import os
 import secrets
-import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -15,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from maker._loading import canonical_ref, recorded_workflow, resolve_workflow, workflow_ref
 from maker._reapply import Row, WorkflowEnded, reapply
 from maker.agents import Agent
 from maker.cluster.config import ClusterOptions
@@ -23,36 +22,9 @@ from maker.engine import Engine, Progress, RunSummary
 from maker.errors import RunError, RunMismatchError, StoreCorruptError, UserError
 from maker.options import DEFAULT_WINDOW, VOTING_OVERRIDES, RunOptions
 from maker.store import RunRecord, Store
-from maker.workflows import BUILTIN
 
 __all__ = ["RunOptions", "start_run", "resume_run", "resolve_workflow", "new_run_id", "shown_status", "VOTING_OVERRIDES",
            "new_run", "reopen_run", "drive"]
-
-
-def resolve_workflow(name: str) -> type[Workflow[Any, Any]]:
-    """A built-in workflow by name, or ``package.module:ClassName`` for your own."""
-    if name in BUILTIN:
-        return BUILTIN[name]
-    if ":" in name:
-        module, _, attr = name.partition(":")
-        # Like other runners of user code (uvicorn, celery): modules in the working directory are found.
-        if os.getcwd() not in sys.path and "" not in sys.path:
-            sys.path.insert(0, os.getcwd())
-        try:
-            obj = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
-            raise UserError(f"cannot load workflow {name!r}: {exc}") from None
-        if isinstance(obj, type) and issubclass(obj, Workflow):
-            return obj
-        raise UserError(f"{name!r} is not a maker Workflow subclass")
-    raise UserError(f"unknown workflow {name!r}; built in: {', '.join(BUILTIN)} (or give module:Class)")
-
-
-def workflow_ref(wf_cls: type[Workflow[Any, Any]]) -> str:
-    """How a run records where its workflow code is: a built-in name, or ``module:Class``."""
-    if BUILTIN.get(wf_cls.name) is wf_cls:
-        return wf_cls.name
-    return f"{wf_cls.__module__}:{wf_cls.__qualname__}"
 
 
 def new_run_id(workflow: str) -> str:
@@ -85,8 +57,9 @@ def start_run(
         agents = [make(s) for s in opts.agents]  # and so do bad agent specs
         spec = opts.speculation(make)
         st = stack.enter_context(Store.create(store))
+        ref = canonical_ref(workflow) if isinstance(workflow, str) else None  # a file by its absolute path
         engine, wf, state = new_run(wf_cls, params, opts, st=st, agents=agents, speculation=spec, run_id=run_id,
-                                    ref=workflow if isinstance(workflow, str) else None, on_progress=on_progress)
+                                    ref=ref, on_progress=on_progress)
         if on_start:
             on_start(engine.run_id)
         return _drive(engine, wf, state, wf_cls.name)
@@ -158,7 +131,7 @@ def reopen_run(st: Store, record: RunRecord, *, agents: list[Agent], speculation
 
 def _resumable(record: RunRecord, params: Mapping[str, Any] | None,
                overrides: Mapping[str, Any] | None) -> tuple[type[Workflow[Any, Any]], RunOptions]:
-    wf_cls = resolve_workflow(record.workflow_ref or record.workflow)
+    wf_cls = recorded_workflow(record)
     _check_identity(record, wf_cls, params)
     if record.status == "done":
         raise UserError(f"run {record.run_id} already finished ({record.steps} steps); nothing to resume")
@@ -183,9 +156,9 @@ def _reopened(st: Store, record: RunRecord, wf_cls: type[Workflow[Any, Any]], op
 def _check_identity(record: RunRecord, wf_cls: type[Workflow[Any, Any]], params: Mapping[str, Any] | None) -> None:
     if wf_cls.version != record.workflow_version:
         raise RunMismatchError(
-            f"run {record.run_id} was made by {record.workflow} version {record.workflow_version}, "
-            f"but the installed workflow is version {wf_cls.version}; its steps would not mean the same. "
-            f"Fork a new run instead."
+            f"run {record.run_id} was made by {record.workflow_ref or record.workflow} version "
+            f"{record.workflow_version}, but that workflow is now version {wf_cls.version}; its steps would not "
+            f"mean the same. Fork a new run instead."
         )
     if params:
         given = wf_cls.parse_params({**record.params, **params}).model_dump(mode="json")
@@ -194,7 +167,7 @@ def _check_identity(record: RunRecord, wf_cls: type[Workflow[Any, Any]], params:
             shown = ", ".join(f"{k}: recorded {a!r}, given {b!r}" for k, (a, b) in diff.items())
             raise RunMismatchError(
                 f"run {record.run_id} was started with different parameters ({shown}); "
-                f"resume without --set, or start a new run"
+                f"resume without `params`, or start a new run"
             )
 
 

@@ -187,7 +187,7 @@ STEP_COLUMNS = ("step", "digest", "answer", "votes", "rounds", "samples", "red_f
 def _damaged(path: Path, exc: BaseException) -> StoreCorruptError:
     return StoreCorruptError(
         f"store {path} is damaged ({exc}); nothing was changed. Restore it from a copy, "
-        f"or start a new run with --store pointing elsewhere."
+        f"or start a new run in another store (`store`)."
     )
 
 
@@ -218,7 +218,7 @@ class Store:
         """Open an existing store; verify it first and refuse a damaged or foreign file untouched."""
         p = Path(path)
         if not p.is_file():
-            raise StoreError(f"no store at {p}; pass --store PATH or set MAKER_STORE")
+            raise StoreError(f"no store at {p}; give the path of an existing store (`store`, or $MAKER_STORE)")
         version = cls.verify(p)
         if version < SCHEMA_VERSION:
             cls._migrate(p, version)

@@ -50,7 +50,7 @@ def parse_range(step: int | None, steps: str | None, record: RunRecord) -> tuple
     """``--step N`` or ``--steps A:B`` (B exclusive; either side may be left out) as ``(start, stop)``."""
     first, end = record.first_step, record.steps
     if step is not None and steps is not None:
-        raise UserError("give --step or --steps, not both")
+        raise UserError("give `step` or `steps`, not both")
     if step is not None:
         start, stop = step, step + 1
     elif steps is not None:
@@ -59,7 +59,7 @@ def parse_range(step: int | None, steps: str | None, record: RunRecord) -> tuple
             start = int(a) if a.strip() else first
             stop = (int(b) if b.strip() else end) if sep else start + 1
         except ValueError:
-            raise UserError(f"--steps {steps!r}: expected A:B, A: or :B with whole numbers") from None
+            raise UserError(f"`steps` {steps!r}: expected A:B, A: or :B with whole numbers") from None
     else:
         start, stop = first, end
     if start < 0 or stop < start:
