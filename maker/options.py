@@ -122,10 +122,10 @@ def _check_abilities(options: RunOptions, drafter: Agent, verifiers: list[Agent]
             if not isinstance(v.backend, Judging):
                 raise UserError(
                     f"verifier {v.spec} cannot rate drafts (its backend has no judge(): no next-token "
-                    f"log-probabilities); verify with votes instead (verify='vote', --verify vote), or serve it "
-                    f"from a backend that returns log-probabilities")
+                    f"log-probabilities); set `verify` to vote (the verifiers answer the step themselves), or "
+                    f"serve it from a backend that returns log-probabilities")
     if options.entropy_threshold is not None and not isinstance(drafter.backend, EntropyProbing):
         raise UserError(
             f"drafter {drafter.spec} cannot measure its first token's entropy (its backend has no "
-            f"first_token_entropy()); leave out entropy_threshold (--entropy-threshold), or use a backend that "
-            f"returns log-probabilities")
+            f"first_token_entropy()); leave out `entropy_threshold`, or use a backend that returns "
+            f"log-probabilities")

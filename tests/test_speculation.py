@@ -165,10 +165,10 @@ def test_agents_that_lack_an_ability_the_run_needs_are_refused_before_it_starts(
         return Agent(spec, GenerateOnly()) if spec.startswith("plain") else make_agent(spec)
 
     base = {"agents": [LARGE], "drafter": "simulated:p=0.9", "verifiers": ["plain-verifier"]}
-    with pytest.raises(UserError, match=r"verifier plain-verifier cannot rate drafts.*--verify vote"):
+    with pytest.raises(UserError, match=r"verifier plain-verifier cannot rate drafts.*set `verify` to vote"):
         RunOptions(**base).speculation(make)
     assert RunOptions(**base, verify="vote").speculation(make).mode == "vote"
-    with pytest.raises(UserError, match=r"drafter plain-drafter cannot measure .*--entropy-threshold"):
+    with pytest.raises(UserError, match=r"drafter plain-drafter cannot measure .*leave out `entropy_threshold`"):
         RunOptions(agents=[LARGE], drafter="plain-drafter", entropy_threshold=1.0).speculation(make)
     spec = RunOptions(agents=[LARGE], drafter="simulated:p=0.9", verifiers=["simulated:tpr=0.9,fpr=0.1"],
                       entropy_threshold=1.0).speculation(make)
