@@ -17,6 +17,7 @@ from maker.errors import (
     StoreCorruptError,
     StoreError,
     UserError,
+    WorkflowCodeError,
     WorkflowDefinitionError,
 )
 from maker.runs import RunOptions, resume_run, start_run
@@ -46,6 +47,7 @@ __all__ = [
     "AgentSpecError",
     "RunError",
     "StepUndecidedError",
+    "WorkflowCodeError",
     "StoreError",
     "StoreCorruptError",
     "RunMismatchError",

@@ -125,7 +125,7 @@ def test_public_exports_are_pinned() -> None:
         "DONE", "Done", "FormatError", "Microstep", "MicrostepCall", "RedFlag", "State", "Workflow", "Voting",
         "RunOptions", "RunSummary", "Progress", "start_run", "resume_run", "Store", "default_store_path",
         "MakerError", "UserError", "WorkflowDefinitionError", "AgentSpecError", "RunError", "StepUndecidedError",
-        "StoreError", "StoreCorruptError", "RunMismatchError", "RunNotFoundError",
+        "WorkflowCodeError", "StoreError", "StoreCorruptError", "RunMismatchError", "RunNotFoundError",
     ])
     for name in maker.__all__:
         assert getattr(maker, name) is not None
