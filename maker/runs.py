@@ -21,7 +21,7 @@ from maker.cluster.config import ClusterOptions
 from maker.dsl import MicrostepCall, Workflow
 from maker.engine import Engine, Progress, RunSummary
 from maker.errors import RunError, RunMismatchError, StoreCorruptError, UserError
-from maker.options import DEFAULT_WINDOW, VOTING_OVERRIDES, RunOptions
+from maker.options import DEFAULT_WINDOW, VOTING_OVERRIDES, RunOptions, options_error
 from maker.store import RunRecord, Store
 from maker.workflows import BUILTIN
 
@@ -63,7 +63,7 @@ def _options(values: Mapping[str, Any]) -> RunOptions:
     try:
         return RunOptions.model_validate(dict(values))
     except ValidationError as exc:
-        raise UserError(f"bad run options:\n{exc}") from None
+        raise options_error(exc) from None
 
 
 def start_run(
