@@ -18,6 +18,7 @@ from maker.errors import (
     StoreCorruptError,
     StoreError,
     UserError,
+    WorkflowCodeError,
     WorkflowDefinitionError,
 )
 from maker.replay import ReplayResult, fork_run, replay_run
@@ -51,6 +52,7 @@ __all__ = [
     "AgentSpecError",
     "RunError",
     "StepUndecidedError",
+    "WorkflowCodeError",
     "StoreError",
     "StoreCorruptError",
     "RunMismatchError",

@@ -17,10 +17,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from maker._batching import Coalescing
+from maker._failures import EARLY_SAMPLES, Attempt, code_error, undecided_error, unknown_microstep
 from maker._rng import derive, mix64
 from maker.agents import Agent, GenerateRequest, Oracle
 from maker.dsl import Microstep, MicrostepCall
-from maker.errors import StepUndecidedError
+from maker.errors import WorkflowCodeError
 from maker.speculation import DRAFT_CALLS, JudgeRequest, Speculation, digit_score
 from maker.voting import Voting, is_decided, samples_needed
 
@@ -46,7 +47,8 @@ class Decision:
     """One decided call and what deciding it cost."""
 
     __slots__ = ("answer", "key", "votes", "rounds", "samples", "flags", "agent", "spec", "tokens", "calls",
-                 "red_flags", "spare_samples", "spare_tokens", "drafted", "accepted", "escalated", "issued")
+                 "red_flags", "spare_samples", "spare_tokens", "drafted", "accepted", "escalated", "issued",
+                 "examples")
 
     def __init__(self) -> None:
         self.answer: Any = None
@@ -71,11 +73,17 @@ class Decision:
         self.spare_samples = 0
         self.spare_tokens = 0
         self.drafted = self.accepted = self.escalated = 0
+        self.examples: dict[str, str] | None = None
+        """The first red flag's text of each reason (what a failed step's error quotes)."""
 
-    def flag(self, reason: str, n: int = 1) -> None:
+    def flag(self, reason: str, n: int = 1, text: str | None = None) -> None:
         flags = self.flags
         if flags is None:
             flags = self.flags = {}
+        if reason not in flags and text is not None:
+            if self.examples is None:
+                self.examples = {}
+            self.examples[reason] = text
         flags[reason] = flags.get(reason, 0) + n
 
     def called(self, agent: int, n: int = 1) -> None:
@@ -124,9 +132,11 @@ class Decider:
     """Decides calls for one run: its agents, speculation settings, seed and voting policies."""
 
     def __init__(self, *, agents: Sequence[Agent], speculation: Speculation | None, seed: int,
-                 policies: dict[str, Voting], max_tokens: int | None, run_id: str = "") -> None:
+                 policies: dict[str, Voting], max_tokens: int | None, run_id: str = "", workflow: Any = None) -> None:
         self.agents = list(agents)
         self.run_id = run_id
+        self.workflow = workflow
+        """The workflow whose calls are decided (named in errors)."""
         self.spec = speculation
         self.policies = policies
         self.max_tokens = max_tokens
@@ -145,9 +155,26 @@ class Decider:
         fronts. ``samples_out`` receives one sample row per voted sample (detail level ``samples``). ``drafted``:
         the :meth:`draft` of this very call, already made.
         """
-        if self.spec is not None:
-            return await self._speculate(step, call, expected, samples_out, together, drafted)
-        return await self._vote(step, call, expected, samples_out, together)
+        try:
+            if self.spec is not None:
+                return await self._speculate(step, call, expected, samples_out, together, drafted)
+            return await self._vote(step, call, expected, samples_out, together)
+        except WorkflowCodeError as exc:
+            raise self._at(exc, step, call, samples_out) from exc.__cause__
+
+    def _at(self, exc: WorkflowCodeError, step: int, call: MicrostepCall,
+            samples_out: list[tuple[Any, ...]] | None = None) -> BaseException:
+        """A red-flag rule's crash (raised where no step is known) as the error of this step."""
+        if exc.step is not None or exc.__cause__ is None:
+            return exc
+        return code_error(exc.__cause__, exc.method, workflow=self.workflow, step=step, run_id=self.run_id,
+                          kind="red_flag", attempt=Attempt("red_flag", [call], [], [samples_out]))
+
+    def _policy(self, ms: Microstep[Any], step: int) -> Voting:
+        try:
+            return self.policies[ms.name]
+        except KeyError:
+            raise unknown_microstep(ms, workflow=self.workflow, step=step, known=list(self.policies)) from None
 
     # -- voting -----------------------------------------------------------------------------------
     async def _vote(self, step: int, call: MicrostepCall, expected: Any, samples_out: list[tuple[Any, ...]] | None,
@@ -155,7 +182,10 @@ class Decider:
         if d is None:
             d = Decision()
         ms: Microstep[Any] = call.microstep
-        policy = self.policies[ms.name]
+        try:
+            policy = self.policies[ms.name]
+        except KeyError:
+            policy = self._policy(ms, step)
         max_tokens = self.max_tokens or ms.max_tokens
         prompt = call.prompt
         inputs = call.inputs
@@ -170,6 +200,7 @@ class Decider:
         t_first = policy.first_temperature
         t_rest = policy.temperature
         calls = d.calls
+        early = 0
         for agent_idx, agent in enumerate(self.agents):
             generate = (self._fronts[agent_idx] if together else agent.backend).generate
             counts: dict[Any, int] = {}
@@ -179,6 +210,8 @@ class Decider:
             fill = policy.batch or need
             spare: list[Any] = []  # samples already generated for the rounds to come, in index order
             agent_rounds = 0
+            agent_first = idx
+            early = 0
             while agent_rounds < policy.max_rounds:
                 agent_rounds += 1
                 if len(spare) < need:
@@ -206,7 +239,7 @@ class Decider:
                         flag = parsed.flag
                         key = parsed.key
                     if flag is not None:
-                        d.flag(flag_reason(flag))
+                        d.flag(flag_reason(flag), 1, flag)
                         d.red_flags += 1
                     else:
                         counts[key] = counts.get(key, 0) + 1
@@ -232,18 +265,23 @@ class Decider:
                         d.samples += idx
                         d.agent = agent_idx
                         return d
+                asked = idx - agent_first
+                if asked >= EARLY_SAMPLES and sum(counts.values()) * 20 <= asked:
+                    early = asked  # nearly every sample red-flagged: more rounds of the same would not decide it
+                    break
                 need = samples_needed(policy, top, second)
             rounds += agent_rounds
             self._drop(d, spare)
-        raise StepUndecidedError(
-            f"step {step}: no answer won the vote within {policy.max_rounds} rounds "
-            f"(agents tried: {', '.join(a.spec for a in self.agents)}). Committed steps are saved; "
-            f"resume it (`maker resume {self.run_id}`) with a larger `max_rounds`, or with another agent to "
-            f"escalate to (`agents`).",
-            run_id=self.run_id,
-            step=step,
-            agent=self.agents[-1].spec,
-        )
+        d.rounds += rounds
+        d.samples += idx
+        d.agent = len(self.agents) - 1
+        tally = sorted(counts.values(), reverse=True)
+        d.votes = "[" + ",".join(map(str, tally)) + "]"
+        err = undecided_error(step=step, call=call, decision=d, votes=d.votes, agents=[a.spec for a in self.agents],
+                              policy=policy, max_tokens=max_tokens, run_id=self.run_id, workflow=self.workflow,
+                              early=early, kept=samples_out is not None, examples=d.examples or {})
+        err.attempt = Attempt("undecided", [call], [d], [samples_out])  # type: ignore[attr-defined]
+        raise err
 
     @staticmethod
     def _drop(d: Decision, spare: list[Any]) -> None:
@@ -257,6 +295,12 @@ class Decider:
         """The first part of a drafted step's decision: route it (the first steps, or an uncertain first token,
         go straight to voting) or have the drafter write it. The speculative window drafts steps ahead this way,
         and the step's decision goes on from what it found (:meth:`decide` with ``drafted``)."""
+        try:
+            return await self._draft(step, call, expected, together)
+        except WorkflowCodeError as exc:
+            raise self._at(exc, step, call) from exc.__cause__
+
+    async def _draft(self, step: int, call: MicrostepCall, expected: Any, together: bool) -> Drafted:
         spec = self.spec
         assert spec is not None
         ms: Microstep[Any] = call.microstep
@@ -278,7 +322,7 @@ class Decider:
                 info["route"] = "entropy"
                 return Drafted(d, None, None)
         seed = mix64(mix64(self._seed ^ step) ^ _DRAFT_SALT)
-        policy = self.policies[ms.name]
+        policy = self._policy(ms, step)
         if spec.draft_k > 1:
             return await self._draft_vote(d, info, drafter, seed, policy, call, max_tokens, oracle)
         req = GenerateRequest(call.prompt, [policy.first_temperature], [seed], max_tokens, ms.stop, False, oracle, ms.pattern)

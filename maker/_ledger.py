@@ -10,6 +10,7 @@ between transitions, so every snapshot is the state after exactly the steps it h
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -153,6 +154,35 @@ class Ledger:
         self.pending.clear()
         if self.samples:
             self.samples.clear()
+
+    def failed(self, exc: BaseException) -> None:
+        """Keep what a failed transition got to (``exc.attempt``: its calls, decisions, samples) in the store's
+        failures. Nothing of it is counted: the run's counters stay the sums over its committed steps."""
+        step = getattr(exc, "step", None)
+        attempt = getattr(exc, "attempt", None)
+        if self.store is None or step is None or attempt is None:
+            return
+        t = time.time()
+        error = str(exc)
+        rows: list[tuple[Any, ...]] = []
+        for i, (call, d, out) in enumerate(zip(attempt.calls, attempt.decisions, attempt.outs, strict=True)):
+            ms = call.microstep
+            answer = votes = flags = None
+            rounds = samples = agent = tokens = calls = None
+            if d is not None:
+                answer = None if d.key is None else ms.answer_json(d.answer)
+                votes, rounds, samples, agent, tokens = d.votes or None, d.rounds, d.samples, d.agent, d.tokens
+                flags = None if d.flags is None else json.dumps(d.flags)
+                calls = sum(d.calls.values())
+            detail = None if not out else json.dumps(
+                [[idx, rnd, a, temp, tok, text, flag, None if vote is None else json.loads(vote)]
+                 for _s, idx, rnd, a, temp, tok, text, flag, vote in out])
+            rows.append((step + i, t, attempt.kind, error, ms.name, call.tag,
+                         call.digest(), call.prompt, answer, votes, rounds, samples, flags, agent, tokens, calls,
+                         detail))
+        if not rows:
+            rows.append((step, t, attempt.kind, error, *([None] * 13)))
+        self.store.record_failures(self.rid, rows)
 
     def _label(self, i: int) -> str:
         return self.labels[i].split(": ", 1)[-1] if 0 <= i < len(self.labels) else f"agent #{i}"

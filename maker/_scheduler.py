@@ -10,6 +10,9 @@ trace is the same whichever call finishes first.
 The chain commits (through the :class:`~maker._ledger.Ledger`); a rollout, which a
 cluster replica runs to go ahead of the driver, decides and applies the same way and
 commits nothing.
+
+The workflow's own code (``next``, ``apply``, ``oracle``) is called inside ``try`` blocks, which cost nothing until
+something raises: a crash becomes a :class:`~maker.errors.WorkflowCodeError` naming the method and the step.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from maker._decider import Decider, Decision
+from maker._failures import Attempt, code_error, state_error
 from maker._ledger import Ledger
 from maker._window import Window
 from maker.dsl import Done, MicrostepCall, Workflow
-from maker.errors import RunError
+from maker.errors import RunError, WorkflowCodeError
 
 __all__ = ["Scheduler", "bad_calls"]
 
@@ -36,6 +40,7 @@ class Scheduler:
         self.decider = decider
         self.run_id = run_id
         self.has_oracle = wf.has_oracle()
+        self.state_cls = type(wf).State
 
     # -- policies ---------------------------------------------------------------------------------
     async def chain(self, state: Any, ledger: Ledger, ahead: Any = None, window: Window | None = None) -> Any:
@@ -55,6 +60,8 @@ class Scheduler:
         commit_every = ledger.commit_every
         commit_seconds = ledger.commit_seconds
         pending = ledger.pending
+        state_cls = self.state_cls
+        crash = self.crash
         try:
             while True:
                 if window is not None:
@@ -65,16 +72,28 @@ class Scheduler:
                     ts = time.perf_counter()
                     decisions = await t.decisions()
                     dur = time.perf_counter() - ts
-                    state = wf.apply(state, decisions[0].answer if t.single else tuple(d.answer for d in decisions))
+                    try:
+                        new = wf.apply(state, decisions[0].answer if t.single else tuple(d.answer for d in decisions))
+                    except Exception as exc:
+                        raise crash("apply", exc, step, t.calls, decisions, t.outs) from exc
+                    if type(new) is not state_cls:
+                        self._check_state(new, step, t.calls, decisions, t.outs)
+                    state = new
                     self._record(ledger, step, t.calls, decisions, t.expected, t.outs, t_step, dur)
                     step += len(t.calls)
                     window.advanced(step, state)
                 else:
                     if ahead is not None:
                         ahead.at(step, state)
-                    call = wf.next(state)
+                    try:
+                        call = wf.next(state)
+                    except Exception as exc:
+                        raise crash("next", exc, step) from exc
                     if type(call) is MicrostepCall:  # one call: the common case, kept lean
-                        expected = wf.oracle(state) if has_oracle else None
+                        try:
+                            expected = wf.oracle(state) if has_oracle else None
+                        except Exception as exc:
+                            raise crash("oracle", exc, step, [call]) from exc
                         out: list[tuple[Any, ...]] | None = None if keep is None else []
                         t_step = time.time()
                         ts = time.perf_counter()
@@ -82,7 +101,13 @@ class Scheduler:
                         dur = time.perf_counter() - ts
                         # Only a transition whose answers applied cleanly is kept, so every commit's snapshot is
                         # the state after exactly the steps it holds.
-                        state = wf.apply(state, d.answer)
+                        try:
+                            new = wf.apply(state, d.answer)
+                        except Exception as exc:
+                            raise crash("apply", exc, step, [call], [d], [out]) from exc
+                        if type(new) is not state_cls:
+                            self._check_state(new, step, [call], [d], [out])
+                        state = new
                         add(step, call, d, expected, t_step, dur)
                         if out:
                             keep.extend(out)  # type: ignore[union-attr]
@@ -98,7 +123,13 @@ class Scheduler:
                         outs: list[list[tuple[Any, ...]] | None] = [None if keep is None else [] for _ in calls]
                         decisions = await self._together(step, calls, expected_all, outs)
                         dur = time.perf_counter() - ts
-                        state = wf.apply(state, tuple(d.answer for d in decisions))
+                        try:
+                            new = wf.apply(state, tuple(d.answer for d in decisions))
+                        except Exception as exc:
+                            raise crash("apply", exc, step, calls, decisions, outs) from exc
+                        if type(new) is not state_cls:
+                            self._check_state(new, step, calls, decisions, outs)
+                        state = new
                         self._record(ledger, step, calls, decisions, expected_all, outs, t_step, dur)
                         step += n
                 # Commits are grouped, by count and by time; a slow model's steps are therefore committed as they
@@ -172,13 +203,34 @@ class Scheduler:
                 raise r
         return results  # type: ignore[return-value]
 
+    # -- the workflow's own code failing ------------------------------------------------------------
+    def crash(self, method: str, exc: BaseException, step: int, calls: Sequence[MicrostepCall] = (),
+              decisions: Sequence[Decision] = (), outs: Sequence[list[tuple[Any, ...]] | None] = ()
+              ) -> WorkflowCodeError:
+        """The error for the workflow's ``method`` raising ``exc`` at ``step``, with how far the transition got."""
+        names = sorted({c.microstep.name for c in calls})
+        return code_error(exc, f"{type(self.wf).__name__}.{method}", workflow=self.wf, step=step, run_id=self.run_id,
+                          kind=method, microstep=", ".join(names) or None,
+                          attempt=Attempt(method, calls, decisions, outs))
+
+    def _check_state(self, new: Any, step: int, calls: Sequence[MicrostepCall], decisions: Sequence[Decision],
+                     outs: Sequence[list[tuple[Any, ...]] | None]) -> None:
+        """``apply`` returned something other than exactly the workflow's State: a subclass passes, anything else
+        is an error at this step (nothing of the transition is kept)."""
+        if not isinstance(new, self.state_cls):
+            raise state_error(new, workflow=self.wf, step=step, run_id=self.run_id,
+                              attempt=Attempt("apply", calls, decisions, outs))
+
     def _calls(self, asked: Any, step: int) -> list[MicrostepCall]:
         if isinstance(asked, (list, tuple)) and asked and all(type(c) is MicrostepCall for c in asked):
             return list(asked)
         raise bad_calls(self.wf, asked, step, self.run_id)
 
     def _expected(self, state: Any, n: int, step: int) -> list[Any]:
-        expected = self.wf.oracle(state)
+        try:
+            expected = self.wf.oracle(state)
+        except Exception as exc:
+            raise self.crash("oracle", exc, step) from exc
         if expected is None:
             return [None] * n
         if not isinstance(expected, (list, tuple)) or len(expected) != n:

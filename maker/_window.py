@@ -100,7 +100,7 @@ class Window:
     """Keeps up to ``size`` transitions drafted and being decided ahead of the chain (``size`` <= ``cap``)."""
 
     def __init__(self, wf: Workflow[Any, Any], decider: Decider, *, cap: int, adaptive: bool, keep_samples: bool,
-                 oracle: bool, expected: Any, ledger: Ledger) -> None:
+                 oracle: bool, expected: Any, ledger: Ledger, crash: Any = None) -> None:
         self.wf = wf
         self.decider = decider
         self.cap = max(1, cap)
@@ -110,6 +110,7 @@ class Window:
         self.keep_samples = keep_samples
         self.has_oracle = oracle
         self._expected = expected  # the scheduler's oracle reader: (state, n, step) -> list
+        self._crash = crash  # the scheduler's error for workflow code that raised: (method, exc, step) -> error
         self.ledger = ledger  # counts what dropped transitions cost, and how often predictions held
         self.ahead: deque[Transition] = deque()
         self._runner: asyncio.Task[None] | None = None
@@ -217,7 +218,12 @@ class Window:
 
     async def _draft(self, step: int, state: Any, predicted: bool = False) -> Transition | None:
         wf = self.wf
-        asked = wf.next(state)
+        try:
+            asked = wf.next(state)
+        except Exception as exc:
+            if predicted or self._crash is None:
+                raise
+            raise self._crash("next", exc, step) from exc
         if isinstance(asked, Done):
             return None
         single = type(asked) is MicrostepCall
@@ -231,7 +237,12 @@ class Window:
         if not self.has_oracle:
             expected: list[Any] = [None] * len(calls)
         elif single:
-            expected = [wf.oracle(state)]
+            try:
+                expected = [wf.oracle(state)]
+            except Exception as exc:
+                if predicted or self._crash is None:
+                    raise
+                raise self._crash("oracle", exc, step, calls) from exc
         else:
             expected = self._expected(state, len(calls), step)
         outs: list[list[tuple[Any, ...]] | None] = [[] if self.keep_samples else None for _ in calls]

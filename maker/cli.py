@@ -232,7 +232,10 @@ def start(workflow: str, params: dict[str, Any], *, agents: tuple[str, ...], see
           detail: str, commit_every: int, commit_seconds: float, store: str | None, as_json: bool, log_level: str,
           **voting: Any) -> tuple[Any, bool]:
     """Start a run from the command line's options; its summary, and whether to print it as JSON."""
+    from pydantic import ValidationError
+
     from maker._logging import configure_logging, get_logger
+    from maker.options import options_error
     from maker.runs import RunOptions, start_run
 
     configure_logging(level=log_level)
@@ -244,8 +247,8 @@ def start(workflow: str, params: dict[str, Any], *, agents: tuple[str, ...], see
         options = RunOptions(agents=list(agents), seed=seed, detail=detail, commit_every=commit_every,
                              commit_seconds=commit_seconds, log_steps=log_level == "debug", cluster=placement,
                              **{k: v for k, v in voting.items() if v is not None})
-    except Exception as exc:
-        raise UserError(f"bad run options: {exc}") from None
+    except ValidationError as exc:
+        raise options_error(exc) from None
     path = _store_path(store)
     if options.drafter is not None:
         _preflight(workflow, params, options)

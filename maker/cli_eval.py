@@ -51,10 +51,12 @@ def eval_(data: str, workflow: str, param: str, answer_key: str, sets: tuple[str
     Exit status 0 when the evaluation ran, however many problems came out wrong or failed (the
     table and --summary say which); 2 for bad input, before anything runs; 130 when interrupted.
     """
+    from pydantic import ValidationError
+
     from maker._logging import configure_logging
     from maker.eval_report import write_eval_report
     from maker.evaluate import evaluate
-    from maker.options import RunOptions
+    from maker.options import RunOptions, options_error
 
     configure_logging(level=log_level)
     _term_as_interrupt()
@@ -66,8 +68,8 @@ def eval_(data: str, workflow: str, param: str, answer_key: str, sets: tuple[str
     try:
         options = RunOptions(agents=list(agents), seed=seed, detail=detail, log_steps=log_level == "debug",
                              **{k: v for k, v in voting.items() if v is not None})
-    except Exception as exc:
-        raise UserError(f"bad run options: {exc}") from None
+    except ValidationError as exc:
+        raise options_error(exc) from None
     path = _store_path(store)
 
     names: list[str] = []

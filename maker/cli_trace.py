@@ -52,14 +52,22 @@ def _open(store: str | None, run_id: str) -> tuple[Store, Any]:
               "one per node).")
 @_store_option
 def show(run_id: str, step: int | None, steps: str | None, tree: bool, as_json: bool, store: str | None) -> None:
-    """Every detail of some steps: input, samples, red flags, tallies, winner, speculation, timings."""
-    from maker.trace import parse_range, step_records
+    """Every detail of some steps: input, samples, red flags, tallies, winner, speculation, timings; with --step, a
+    failed attempt at that step too (a vote no agent decided, workflow code that raised)."""
+    from maker.trace import failure_records, parse_range, step_records
 
     st, record = _open(store, run_id)
     with st:
         if tree:
             _show_tree(st, record, as_json)
             return
+        failed = failure_records(st, record, step, step + 1) if step is not None else []
+        if failed and step is not None and step >= record.steps:  # the run stopped there: nothing committed at it
+            for f in failed:
+                _show_failure(f, as_json)
+            return
+        if step is None:
+            _note_failure(st, record, run_id)
         start, stop = parse_range(step, steps, record)
         if step is None and steps is None and stop - start > _DEFAULT_SHOWN:
             stop = start + _DEFAULT_SHOWN
@@ -70,6 +78,48 @@ def show(run_id: str, step: int | None, steps: str | None, tree: bool, as_json: 
                 click.echo(json.dumps(rec, separators=(",", ":")))
             else:
                 _show_step(rec)
+        for f in failed:  # earlier attempts at a step that a resume then committed
+            _show_failure(f, as_json)
+
+
+def _note_failure(st: Store, record: Any, run_id: str) -> None:
+    """Point at the step a failed run stopped at, which no step range shows (it was never committed)."""
+    from maker.trace import failure_records
+
+    if record.status != "failed":
+        return
+    failed = failure_records(st, record, record.steps, record.steps + 1)
+    if failed:
+        click.echo(f"step {record.steps} failed ({failed[-1]['kind']}); `maker trace show {run_id} --step "
+                   f"{record.steps}` shows the attempt", err=True)
+
+
+def _show_failure(r: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(r, separators=(",", ":")))
+        return
+    head = f"step {r['step']}  FAILED ({r['kind']}), not committed"
+    if r["agent"] is not None:
+        tokens = f"  {r['tokens']} tokens" if r["tokens"] is not None else ""
+        head += f"  last agent {r['agent']}  {r['rounds']} round(s)  {r['samples']} samples{tokens}"
+    click.echo(head)
+    if r["microstep"] is not None:
+        click.echo(f"  microstep {r['microstep']}" + (f"  tag {r['tag']}" if r["tag"] else ""))
+        click.echo(f"  digest   {r['digest']}")
+    if r["input"] is not None:
+        lines = r["input"].rstrip("\n").splitlines()
+        click.echo("  input    " + "\n           ".join(lines[:40]) + ("\n           ..." if len(lines) > 40 else ""))
+    if r["answer"] is not None:
+        click.echo(f"  answer   {json.dumps(r['answer'])}")
+    if r["agent"] is not None:
+        click.echo(f"  votes    {json.dumps(r['votes'])}  (the last agent's tally, highest first)")
+    if r["red_flags"]:
+        click.echo("  red flags " + ", ".join(f"{k} {v}" for k, v in r["red_flags"].items()))
+    click.echo("  error    " + "\n           ".join(r["error"].splitlines()))
+    _show_samples(r)
+    if not r["sample_detail"] and r["samples"]:
+        click.echo("  (samples not recorded: run with --detail samples to keep them)")
+    click.echo("")
 
 
 def _show_tree(st: Store, record: Any, as_json: bool) -> None:
@@ -113,15 +163,19 @@ def _show_step(r: dict[str, Any]) -> None:
         for v in spec["verdicts"]:
             score = f" score {v['score']}" if "score" in v else ""
             click.echo(f"    {v['verifier']}{score}: {'accept' if v['accept'] else 'reject'}")
+    _show_samples(r)
+    if not r.get("sample_detail") and r["samples"]:
+        click.echo("  (samples not recorded: run with --detail samples to keep them)")
+    click.echo("")
+
+
+def _show_samples(r: dict[str, Any]) -> None:
     for s in r.get("sample_detail", []):
         verdict = f"RED FLAG {s['red_flag']}" if s["red_flag"] else f"vote {json.dumps(s['vote'])}"
         text = s["text"].replace("\n", "\\n")
         click.echo(f"  #{s['idx']:<3} round {s['round'] + 1}  {s['agent']}  T={s['temperature']}  {s['tokens']} tok  "
                    f"{verdict[:120]}")
         click.echo(f"       {text[:160]}{'...' if len(text) > 160 else ''}")
-    if not r.get("sample_detail") and r["samples"]:
-        click.echo("  (samples not recorded: run with --detail samples to keep them)")
-    click.echo("")
 
 
 @trace.command()

@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from maker._parsing import FormatError, parse_fields, render_fields
-from maker.errors import UserError, WorkflowDefinitionError
+from maker.errors import UserError, WorkflowCodeError, WorkflowDefinitionError
 from maker.voting import Voting
 
 __all__ = [
@@ -232,12 +232,18 @@ class Microstep(Generic[A]):
         return self._render(answer)
 
     def check_flags(self, answer: A, inputs: Mapping[str, Any]) -> str | None:
-        """Name and reason of the first user red flag that fires, else None."""
+        """Name and reason of the first user red flag that fires, else None.
+
+        A rule that raises is a bug in the rule (it sees answers that already fit the schema), not a verdict on
+        the sample: it stops the run with a :class:`~maker.errors.WorkflowCodeError` (the engine adds the step).
+        """
         for flag in self.red_flags:
             try:
                 reason = flag.check(answer, inputs)
-            except Exception as exc:  # a rule that crashes flags the sample instead of the run
-                reason = f"rule raised {type(exc).__name__}: {exc}"
+            except Exception as exc:
+                method = f"red-flag rule {flag.name!r} of microstep {self.name!r}"
+                raise WorkflowCodeError(f"{method} raised {type(exc).__name__}: {exc}"[:600], method=method,
+                                        workflow="") from exc
             if reason:
                 return f"{flag.name}: {reason}" if isinstance(reason, str) else flag.name
         return None

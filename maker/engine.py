@@ -114,7 +114,7 @@ class Engine:
         self._max_tokens = max_tokens
         self._voting = voting
         self.decider = Decider(agents=self.agents, speculation=speculation, seed=seed, policies=self.policies,
-                               max_tokens=max_tokens, run_id=run_id)
+                               max_tokens=max_tokens, run_id=run_id, workflow=workflow)
         self.scheduler = Scheduler(workflow, self.decider, run_id=run_id)
         self.ledger = Ledger(store=store, rid=rid, run_id=run_id, labels=labels_of(self.agents, speculation),
                              policies=self.policies, microsteps=workflow.microsteps, detail=detail, commit_every=commit_every,
@@ -134,7 +134,7 @@ class Engine:
             sched = self.scheduler
             window = Window(self.wf, self.decider, cap=self.window, adaptive=self.adaptive_window,
                             keep_samples=self.ledger.samples is not None, oracle=sched.has_oracle,
-                            expected=sched._expected, ledger=self.ledger)
+                            expected=sched._expected, crash=sched.crash, ledger=self.ledger)
         return await self.scheduler.chain(state, self.ledger, self.ahead, window)
 
     # -- running ahead on a replica ---------------------------------------------------

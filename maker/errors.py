@@ -6,10 +6,13 @@ Three audiences:
   definition, bad agent spec, bad parameters). Fix the code or command.
 * :class:`RunError` -- a run failed while working. Carries the run id, step
   index and agent, and says whether resuming may succeed (``retryable``).
+  :class:`WorkflowCodeError` is the workflow's own code failing at a step.
 * :class:`StoreError` -- the durable record cannot be trusted or does not match.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 __all__ = [
     "MakerError",
@@ -18,6 +21,7 @@ __all__ = [
     "AgentSpecError",
     "RunError",
     "StepUndecidedError",
+    "WorkflowCodeError",
     "StoreError",
     "StoreCorruptError",
     "RunMismatchError",
@@ -65,9 +69,37 @@ class RunError(MakerError):
 
 
 class StepUndecidedError(RunError):
-    """No answer won the vote within the round limit and no agent was left to escalate to."""
+    """No answer won the vote within the round limit and no agent was left to escalate to.
+
+    The message names the red flags by reason and the likeliest fix; the step's attempt (its tally, red flags and,
+    at detail level ``samples``, its samples) is kept in the store (``maker trace show RUN --step N``).
+    """
 
     retryable = True
+
+    def __init__(self, message: str, *, flags: dict[str, int] | None = None, votes: str = "", samples: int = 0,
+                 **where: Any) -> None:
+        super().__init__(message, **where)
+        self.flags = dict(flags or {})
+        """Red-flagged samples of the step by reason (``format``, ``schema``, ``too_long`` or a rule's name)."""
+        self.votes = votes
+        """The last agent's tally when it gave up, highest first: ``[3,3,1]`` (``[]``: no valid sample)."""
+        self.samples = samples
+
+
+class WorkflowCodeError(RunError):
+    """The workflow's own code failed at a step: ``next``, ``apply``, ``oracle`` or a red-flag rule raised, or
+    ``apply`` returned something that is not the workflow's ``State``.
+
+    The message names the method, the workflow and the step and shows the user's frame; the original exception is
+    the ``__cause__``. Committed steps are kept: fix the code, then resume.
+    """
+
+    def __init__(self, message: str, *, method: str, workflow: str, **where: Any) -> None:
+        super().__init__(message, **where)
+        self.method = method
+        """What raised: ``Hanoi.apply``, ``red-flag rule 'ordered' of microstep 'pair'``."""
+        self.workflow = workflow
 
 
 class StoreError(MakerError):

@@ -6,13 +6,13 @@ import contextlib
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from maker.agents import Agent, make_agent
 from maker.cluster.config import ClusterOptions
 from maker.errors import UserError
 
-__all__ = ["RunOptions", "VOTING_OVERRIDES", "DEFAULT_WINDOW"]
+__all__ = ["RunOptions", "VOTING_OVERRIDES", "DEFAULT_WINDOW", "options_error"]
 
 DEFAULT_WINDOW = 64
 """The speculative window's cap when none is given (measured: see bench/bench_pipeline.py)."""
@@ -129,3 +129,31 @@ def _check_abilities(options: RunOptions, drafter: Agent, verifiers: list[Agent]
             f"drafter {drafter.spec} cannot measure its first token's entropy (its backend has no "
             f"first_token_entropy()); leave out `entropy_threshold`, or use a backend that returns "
             f"log-probabilities")
+
+
+def options_error(exc: ValidationError) -> UserError:
+    """pydantic's report on bad run options as one line naming each option by its key: ``bad run option `k` 0:
+    must be greater than or equal to 1`` (the command line shows it as ``--k 0``)."""
+    parts, unknown = [], []
+    for err in exc.errors():
+        loc = err.get("loc") or ("?",)
+        field = str(loc[0])
+        if err.get("type") == "extra_forbidden":
+            known = ", ".join(f for f in RunOptions.model_fields if not RunOptions.model_fields[f].exclude)
+            unknown.append(f"unknown run option {field!r} (known: {known})")
+            continue
+        flag = f"`{field}`"
+        if len(loc) > 1:
+            flag += f" (item {loc[1]})" if isinstance(loc[1], int) else ""
+        value = err.get("input")
+        shown = value if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)
+        msg = str(err.get("msg", "is not valid"))
+        for said, says in (("Input should be", "must be"), ("List should have", "must have"),
+                           ("Value error, ", "")):
+            if msg.startswith(said):
+                msg = says + msg[len(said):]
+                break
+        else:
+            msg = msg[:1].lower() + msg[1:]
+        parts.append(f"{flag} {str(shown)[:80]}: {msg}")
+    return UserError("; ".join((["bad run option " + "; ".join(parts)] if parts else []) + unknown))

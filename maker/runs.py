@@ -20,7 +20,7 @@ from maker.cluster.config import ClusterOptions
 from maker.dsl import MicrostepCall, Workflow
 from maker.engine import Engine, Progress, RunSummary
 from maker.errors import RunError, RunMismatchError, StoreCorruptError, UserError
-from maker.options import DEFAULT_WINDOW, VOTING_OVERRIDES, RunOptions
+from maker.options import DEFAULT_WINDOW, VOTING_OVERRIDES, RunOptions, options_error
 from maker.store import RunRecord, Store
 
 __all__ = ["RunOptions", "start_run", "resume_run", "resolve_workflow", "new_run_id", "shown_status", "VOTING_OVERRIDES",
@@ -35,7 +35,7 @@ def _options(values: Mapping[str, Any]) -> RunOptions:
     try:
         return RunOptions.model_validate(dict(values))
     except ValidationError as exc:
-        raise UserError(f"bad run options:\n{exc}") from None
+        raise options_error(exc) from None
 
 
 def start_run(
@@ -291,16 +291,28 @@ async def drive(engine: Engine, wf: Workflow[Any, Any], state: Any, name: str, *
         result = wf.result(final)
     except RunError as exc:
         status, error = "failed", str(exc)
+        _keep_failure(engine, exc)
         st.set_status(engine.rid, status, error=error)
         raise
     except asyncio.CancelledError:
         st.set_status(engine.rid, "interrupted", error="interrupted")
         raise
-    except Exception as exc:  # workflow code raised: committed steps stay, the run is marked failed
+    except Exception as exc:  # anything else (a backend, a definition error met mid-run): committed steps stay
         st.set_status(engine.rid, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
     st.set_status(engine.rid, status, solved=None if solved is None else int(solved), result=result)
     return summarize(engine, name, status, solved, result, error)
+
+
+def _keep_failure(engine: Engine, exc: RunError) -> None:
+    """Record the failed step's attempt; a failure to do so is logged, never raised over the run's own error."""
+    try:
+        engine.ledger.failed(exc)
+    except Exception as bad:  # the store may be what failed
+        import structlog
+
+        structlog.get_logger("maker").warning("failed step not recorded", run_id=engine.run_id, step=exc.step,
+                                              error=f"{type(bad).__name__}: {bad}"[:300])
 
 
 def summarize(engine: Engine, name: str, status: str, solved: bool | None, result: Any, error: str | None) -> RunSummary:

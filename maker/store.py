@@ -11,6 +11,9 @@ Tables (schema version 3; see ``docs/trace-format.md``):
 * ``snapshots`` -- the workflow state (JSON) after a commit, so resume never replays the chain.
 * ``samples``   -- every sample with its text and red-flag reason (only at detail level ``samples``).
 * ``events``    -- resumes, overrides and failures.
+* ``failures``  -- one row per failed attempt at a step (a vote no agent decided, workflow code that raised):
+                   what it got to, apart from the committed steps, so resume, replay and fork never see it.
+                   Made when a store is opened for writing; a store without it has no failures recorded.
 
 Steps, their samples and the snapshot of a commit are written in one transaction, so a
 crash loses only the uncommitted tail, never half of a commit.
@@ -32,7 +35,7 @@ from typing import Any
 
 from maker.errors import RunNotFoundError, StoreCorruptError, StoreError
 
-__all__ = ["Store", "RunRecord", "StepRow", "STEP_COLUMNS", "default_store_path", "SCHEMA_VERSION"]
+__all__ = ["Store", "RunRecord", "StepRow", "STEP_COLUMNS", "FAILURE_COLUMNS", "default_store_path", "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = 3
 
@@ -129,6 +132,34 @@ ALTER TABLE steps ADD COLUMN tag TEXT;
 
 _UPGRADABLE = {1, *(_MIGRATIONS)}
 
+# Added beside the versioned schema: made (if missing) whenever a store is opened for writing, so older stores get
+# it without an upgrade and older makers still read the stores that have it.
+_FAILURES = """
+CREATE TABLE IF NOT EXISTS failures (
+    run INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    t REAL NOT NULL,
+    kind TEXT NOT NULL,
+    error TEXT NOT NULL,
+    microstep TEXT,
+    tag TEXT,
+    digest TEXT,
+    input TEXT,
+    answer TEXT,
+    votes TEXT,
+    rounds INTEGER,
+    samples INTEGER,
+    red_flags TEXT,
+    agent INTEGER,
+    tokens INTEGER,
+    calls INTEGER,
+    sample_detail TEXT
+);
+CREATE INDEX IF NOT EXISTS failures_step ON failures (run, step);
+"""
+FAILURE_COLUMNS = ("step", "t", "kind", "error", "microstep", "tag", "digest", "input", "answer", "votes", "rounds",
+                   "samples", "red_flags", "agent", "tokens", "calls", "sample_detail")
+
 
 def default_store_path() -> Path:
     """``$MAKER_STORE``, else ``$XDG_DATA_HOME/maker/runs.sqlite`` (``~/.local/share/...``)."""
@@ -209,7 +240,8 @@ class Store:
         conn = cls._connect(p)
         # One transaction: a store either has its whole schema and version or nothing.
         conn.executescript(
-            f"BEGIN;{_SCHEMA}INSERT OR REPLACE INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');COMMIT;"
+            f"BEGIN;{_SCHEMA}{_FAILURES}INSERT OR REPLACE INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');"
+            f"COMMIT;"
         )
         return cls(p, conn)
 
@@ -223,6 +255,13 @@ class Store:
         if version < SCHEMA_VERSION:
             cls._migrate(p, version)
         conn = cls._connect(p) if write else cls._connect_ro(p)
+        if write and not conn.execute("SELECT 1 FROM sqlite_master WHERE name='failures'").fetchone():
+            try:
+                conn.executescript(f"BEGIN IMMEDIATE;{_FAILURES}COMMIT;")
+            except sqlite3.Error as exc:
+                conn.close()
+                raise StoreError(f"store {p}: cannot add the failures table ({exc}); open it with write access") \
+                    from None
         return cls(p, conn)
 
     @classmethod
@@ -430,6 +469,27 @@ class Store:
         return list(self._conn.execute(
             "SELECT idx, round, agent, temperature, tokens, text, flag, vote FROM samples WHERE run=? AND step=? ORDER BY idx",
             (rid, step)))
+
+    # -- failed attempts -------------------------------------------------------------
+    def record_failures(self, rid: int, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Keep failed attempts (rows of :data:`FAILURE_COLUMNS`); the committed steps and counters are untouched."""
+        with self._tx() as c:
+            c.executemany(f"INSERT INTO failures VALUES ({rid},{','.join('?' * len(FAILURE_COLUMNS))})", rows)
+
+    def failures(self, rid: int, start: int = 0, stop: int | None = None) -> list[dict[str, Any]]:
+        """The failed attempts at steps in ``[start, stop)``, oldest first (none in a store that has no table)."""
+        q = f"SELECT {', '.join(FAILURE_COLUMNS)} FROM failures WHERE run=? AND step>=?"
+        args: list[Any] = [rid, start]
+        if stop is not None:
+            q += " AND step<?"
+            args.append(stop)
+        try:
+            rows = self._conn.execute(q + " ORDER BY rowid", args).fetchall()
+        except sqlite3.OperationalError as exc:  # a store made before failures were kept, opened read-only
+            if "no such table" in str(exc):
+                return []
+            raise StoreError(f"store {self.path}: {exc}") from None
+        return [dict(zip(FAILURE_COLUMNS, r, strict=True)) for r in rows]
 
     def red_flag_reasons(self, rid: int) -> dict[str, int]:
         out: dict[str, int] = {}

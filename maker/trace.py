@@ -25,8 +25,8 @@ from maker.errors import UserError
 from maker.store import RunRecord, Store
 from maker.voting import expected_calls, wilson_interval
 
-__all__ = ["TRACE_FORMAT", "agent_labels", "step_records", "trace_stats", "export_jsonl", "export_parquet",
-           "parse_range"]
+__all__ = ["TRACE_FORMAT", "agent_labels", "step_records", "failure_records", "trace_stats", "export_jsonl",
+           "export_parquet", "parse_range"]
 
 TRACE_FORMAT = 2
 _POINTS = 400  # points per series in the statistics (and the report's plots)
@@ -111,6 +111,42 @@ def step_records(st: Store, record: RunRecord, start: int = 0, stop: int | None 
                 for idx, rnd, a, temp, tok, body, flag, vote in st.samples(record.id, step)
             ]
         yield rec
+
+
+def failure_records(st: Store, record: RunRecord, start: int = 0, stop: int | None = None) -> list[dict[str, Any]]:
+    """The failed attempts at steps in ``[start, stop)``, oldest first: what each got to (never a committed step;
+    ``failed`` is true and ``kind`` says what failed: ``undecided``, ``next``, ``apply``, ``oracle``, ``red_flag``)."""
+    labels = agent_labels(record)
+    out = []
+    for f in st.failures(record.id, start, stop):
+        agent = f["agent"]
+        rec: dict[str, Any] = {
+            "run_id": record.run_id,
+            "step": f["step"],
+            "failed": True,
+            "kind": f["kind"],
+            "error": f["error"],
+            "t": f["t"],
+            "microstep": f["microstep"],
+            "tag": f["tag"],
+            "digest": f["digest"],
+            "input": f["input"],
+            "answer": json.loads(f["answer"]) if f["answer"] else None,
+            "votes": json.loads(f["votes"]) if f["votes"] else [],
+            "rounds": f["rounds"],
+            "samples": f["samples"],
+            "tokens": f["tokens"],
+            "calls": f["calls"],
+            "red_flags": json.loads(f["red_flags"]) if f["red_flags"] else {},
+            "agent": None if agent is None else labels[agent] if 0 <= agent < len(labels) else f"agent #{agent}",
+            "sample_detail": [
+                {"idx": idx, "round": rnd, "agent": labels[a] if 0 <= a < len(labels) else f"agent #{a}",
+                 "temperature": temp, "tokens": tok, "text": body, "red_flag": flag, "vote": vote}
+                for idx, rnd, a, temp, tok, body, flag, vote in json.loads(f["sample_detail"] or "[]")
+            ],
+        }
+        out.append(rec)
+    return out
 
 
 def _speculation(info: dict[str, Any], labels: list[str]) -> dict[str, Any]:

@@ -175,7 +175,7 @@ BAD_RUNS = {
                         ["bad parameters for workflow 'hanoi'", "disks"]),
     "param-out-of-range": (["hanoi", "--set", "disks=0", "--agent", AGENT], ["disks", "greater than or equal to 1"]),
     "unknown-workflow": (["nosuch", "--agent", AGENT], ["unknown workflow 'nosuch'", "hanoi", "addition"]),
-    "bad-voting-option": (["hanoi", "--agent", AGENT, "--k", "0"], ["bad run options", "greater than or equal to 1"]),
+    "bad-voting-option": (["hanoi", "--agent", AGENT, "--k", "0"], ["bad run option --k 0", "greater than or equal to 1"]),
 }
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from maker import StepUndecidedError
+from maker import StepUndecidedError, WorkflowCodeError
 from maker.agents import SimulatedBackend
 from maker.runs import start_run
 from maker.store import Store
@@ -125,8 +125,9 @@ def test_a_crash_in_workflow_code_keeps_committed_steps_and_marks_the_run_failed
             return super().apply(state, answer)
 
     store = tmp_path / "s.sqlite"
-    with pytest.raises(ZeroDivisionError):
+    with pytest.raises(WorkflowCodeError) as info:
         start_run(Brittle, {"start": 20}, {"agents": ["simulated:p=0.99"]}, store=store, run_id="b")
+    assert isinstance(info.value.__cause__, ZeroDivisionError) and info.value.step == 7
     with Store.open(store) as st:
         rec = st.run("b")
         assert rec.status == "failed" and "ZeroDivisionError: bug in apply" in rec.error

@@ -31,6 +31,7 @@ EXPORTS = [
     "AgentSpecError",
     "RunError",
     "StepUndecidedError",
+    "WorkflowCodeError",
     "StoreError",
     "StoreCorruptError",
     "RunMismatchError",
