@@ -105,6 +105,36 @@ def test_tree_run_with_fan_outs_same_trace(local_ray: Any, tmp_path: Path, looka
         assert ahead is not None and not ahead["off"] and ahead["calls_served"] == len(calls_here)
 
 
+def test_lookahead_keys_tell_apart_every_field_a_model_sees() -> None:
+    """A recorded answer stands only for the identical request. Two requests that differ in one field have
+    different keys, the seeds above all: same prompt, other seeds is other samples (a resumed or re-routed
+    chain asks for the draws of its own step and sample indices), for generate and for judge calls alike."""
+    import dataclasses
+
+    from maker.agents import GenerateRequest, Oracle
+    from maker.cluster.lookahead import request_key
+    from maker.speculation import JudgeRequest
+    from maker.workflows.counting import NextNumber, next_number
+
+    oracle = Oracle(next_number, NextNumber(value=4), 7)
+    later = dataclasses.replace(oracle, step=8)
+    gen = GenerateRequest("Counting: 1, 2, 3,", [0.0, 0.1], [11, 12], 8, [","], False, oracle)
+    judge = JudgeRequest("Counting: 1, 2, 3,", " 4,", 99, oracle)
+    other = {
+        "generate": (gen, {"seeds": [11, 13], "prompt": "Counting: 2, 3, 4,", "temperatures": [0.0, 0.2],
+                           "max_tokens": 9, "stop": [";"], "logprobs": True, "oracle": later}),
+        "judge": (judge, {"seed": 98, "prompt": "Counting: 2, 3, 4,", "draft": " 5,", "oracle": later}),
+    }
+    for method, (req, changes) in other.items():
+        key = request_key(method, [req])
+        assert request_key(method, [dataclasses.replace(req)]) == key
+        for field, value in changes.items():
+            assert request_key(method, [dataclasses.replace(req, **{field: value})]) != key, (method, field)
+    # a batched call: one request's seeds differ
+    batch = request_key("generate", [gen, dataclasses.replace(gen, seeds=[11, 13])])
+    assert batch != request_key("generate", [gen, gen])
+
+
 def test_lookahead_turns_off_for_a_workflow_that_is_not_deterministic(local_ray: Any, tmp_path: Path) -> None:
     """Drifting puts the clock into its prompts from step 5: the replica's calls never match the driver's again.
     Three misses turn lookahead off with a warning, and the run finishes call by call."""
