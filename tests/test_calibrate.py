@@ -46,12 +46,20 @@ def test_same_seed_same_measurement() -> None:
 
 
 def test_cli_calibrate_json() -> None:
-    result = CliRunner().invoke(main, ["calibrate", "hanoi", "--set", "disks=20", "--agent", "simulated:gpt-4.1-mini",
+    result = CliRunner().invoke(main, ["calibrate", "hanoi", "--set", "disks=16", "--agent", "simulated:gpt-4.1-mini",
                                        "--samples", "500", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert data["steps_in_task"] == 2**20 - 1
-    assert {"p", "p_low", "p_high", "valid_rate", "red_flags", "tokens_per_call", "k", "calls_per_step"} <= set(data)
+    assert data["steps_in_task"] == 2**16 - 1 and data["samples"] == 500
+    # the measurement itself, the same as calibrate() makes with the command's defaults
+    same = calibrate("hanoi", {"disks": 16}, "simulated:gpt-4.1-mini", samples=500).model_dump(mode="json")
+    assert {k: v for k, v in data.items() if k != "wall_s"} == {k: v for k, v in same.items() if k != "wall_s"}
+    low, high = wilson_interval(data["correct"], data["valid"], z=3.29)
+    assert low <= 1 - 0.0022 <= high  # the preset's rate
+    assert (data["p_low"], data["p_high"]) == pytest.approx(wilson_interval(data["correct"], data["valid"]))
+    assert data["valid"] + sum(data["red_flags"].values()) == 500
+    assert data["k"] == k_min(2**16 - 1, data["p"], 0.95)
+    assert data["calls_per_step"] == pytest.approx(expected_calls(data["p"], data["k"], data["valid_rate"]))
 
 
 def test_cli_calibrate_needs_an_oracle() -> None:

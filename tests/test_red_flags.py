@@ -343,9 +343,11 @@ def test_engine_records_every_red_flag(tmp_path: Path) -> None:
                 counted[prefix] += 1
             recorded = Counter(json.loads(flags_json)) if flags_json is not None else Counter()
             assert recorded == counted, f"step {step}: red_flags {flags_json} but samples table has {dict(counted)}"
-            # The winning answer got the leading vote count among the unflagged samples.
-            winners = sum(1 for s in samples if s[7] == row[2])
-            assert row[3].startswith(f"[{winners}")
+            # The tally is the unflagged samples' votes, the winning answer's first, then the others' largest first.
+            votes = Counter(s[7] for s in samples if s[6] is None)
+            tally = [votes.pop(row[2]), *sorted(votes.values(), reverse=True)]
+            assert row[3] == "[" + ",".join(map(str, tally)) + "]", (step, row[3], tally)
+            assert tally[0] - (tally[1] if len(tally) > 1 else 0) == summary.k, "each round asks for no more than k"
             total_flags += counted
 
     assert sum(total_flags.values()) == summary.red_flags == record.red_flags

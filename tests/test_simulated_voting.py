@@ -10,15 +10,19 @@ seed choices, while an off-by-one in k moves the error rate by many interval wid
 
 from __future__ import annotations
 
+import asyncio
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from maker.agents import GenerateRequest, Oracle, make_agent
 from maker.runs import start_run
 from maker.store import Store
 from maker.voting import expected_calls, step_success
+from maker.workflows.counting import NextNumber, next_number
 
 Z999 = 3.2905267314919255  # two-sided 99.9% normal quantile
 
@@ -211,3 +215,19 @@ def test_a_simulated_responses_tokens_are_its_texts_unless_tokens_is_given(tmp_p
     assert all(s.tokens > 5 for s in samples)
     assert all(Decider.read(call.microstep, s.text, s.tokens, 5, call.inputs).flag.startswith("too_long")
                for s in samples)
+
+
+@pytest.mark.parametrize("spread", [1, 2, 3])
+def test_wrong_answers_spread_over_that_many_mistakes(spread: int) -> None:
+    """A simulated agent's errors fall evenly on ``spread`` distinct wrong answers (the microstep's first
+    ``spread`` mistakes), so with ``spread`` > 1 the wrong votes split and a vote is easier to win."""
+    right = NextNumber(value=4)
+    n = 3000
+    req = GenerateRequest("Counting: 1, 2, 3,", [0.1] * n, list(range(n)), next_number.max_tokens, [","], False,
+                          Oracle(next_number, right, 0, {}))
+    (samples,) = asyncio.run(make_agent(f"simulated:p=0,spread={spread},seed=4").backend.generate([req]))
+    counts = Counter(s.text for s in samples)
+    assert set(counts) == {next_number.render(next_number.mistake(right, j, {})) for j in range(spread)}
+    share = 1 / spread
+    for c in counts.values():  # a 99.9% binomial interval around n / spread
+        assert abs(c - n * share) <= Z999 * math.sqrt(n * share * (1 - share)) + 1e-9, counts

@@ -10,6 +10,7 @@ import pytest
 from maker.runs import start_run
 from maker.speculation import digit_score, judge_prompt
 from maker.store import Store
+from tests._cli import run_maker
 
 LARGE = "simulated:p=0.998,seed=1"
 
@@ -38,9 +39,9 @@ def test_long_simulated_run_records_every_decision(tmp_path) -> None:
             assert len(info["verdicts"]) == 4 and all(ok for _, _, ok in info["verdicts"])
         else:
             assert info["escalated"] and agent == 0
-            assert any(not ok for _, _, ok in info["verdicts"])
-            # a rejected draft stopped further verification once acceptance was out of reach
-            assert len(info["verdicts"]) <= 4
+            # all four must accept, so the first reject puts acceptance out of reach and is the last verdict
+            oks = [ok for _, _, ok in info["verdicts"]]
+            assert oks[-1] is False and all(oks[:-1]), oks
     assert sum(1 for a, *_ in rows if a == drafter_idx) == s.accepted
 
 
@@ -54,6 +55,43 @@ def test_perfect_verifier_accepts_exactly_the_correct_drafts(tmp_path) -> None:
         (verdict,) = info["verdicts"]
         assert verdict[2] == bool(info.get("accepted"))
     assert 0.6 < s.accepted / s.steps < 0.8
+
+
+def test_more_verifiers_than_verify_k(tmp_path) -> None:
+    """Three verifiers at verify-k 1: the first verdict decides (accepts minus rejects reaches +1 or -1), so a
+    rejected draft is never rescued by a second verifier's accept."""
+    store = tmp_path / "s.sqlite"
+    verifiers = [f"simulated:tpr=0.9,fpr=0.3,seed={20 + i}" for i in range(3)]
+    s = start_run("addition", {"digits": 300}, {"agents": [LARGE], "drafter": "simulated:p=0.7,seed=4",
+                                              "verifiers": verifiers, "verify_k": 1}, store=store, run_id="k1")
+    _, rows = _steps(store, "k1")
+    assert len(rows) == s.steps == s.drafted == s.accepted + s.escalated
+    for agent, _, info, _ in rows:
+        ((j, _score, ok),) = info["verdicts"]
+        assert j == 0 and ok == bool(info.get("accepted")) and (agent == 1) == ok
+    assert 0 < s.escalated and s.agent_calls[f"verifier 1: {verifiers[0]}"] == s.steps
+    assert s.agent_calls[f"verifier 2: {verifiers[1]}"] == s.agent_calls[f"verifier 3: {verifiers[2]}"] == 0
+
+
+@pytest.mark.parametrize("threshold, accepted", [(2.0, True), (8.9, False)])
+def test_threshold_decides_which_scores_accept(tmp_path, threshold: float, accepted: bool) -> None:
+    """A simulated verifier scores about 8.9 where it accepts and 2.1 where it rejects (under the default 7).
+    At ``--threshold 2`` every draft passes, at 8.9 none does."""
+    store = tmp_path / "s.sqlite"
+    out = run_maker("run", "addition", "--set", "digits=60", "--agent", LARGE, "--drafter", "simulated:p=0.7,seed=4",
+                    "--verifier", "simulated:tpr=0.9,fpr=0.1,seed=6", "--threshold", str(threshold),
+                    "--store", store, "--run-id", "t", "--json", tmp=tmp_path)
+    assert out.returncode == 0, out.stderr
+    s = json.loads(out.stdout)
+    _, rows = _steps(store, "t")
+    scores = [info["verdicts"][0][1] for _, _, info, _ in rows]
+    assert any(score < 7 for score in scores) and any(score > 7 for score in scores)
+    for agent, _, info, _ in rows:
+        ((_, score, ok),) = info["verdicts"]
+        assert ok == (score >= threshold) == accepted and bool(info.get("accepted")) == accepted
+        assert agent == (1 if accepted else 0)
+    assert len(rows) == s["steps"] >= 60
+    assert (s["accepted"], s["escalated"]) == ((s["steps"], 0) if accepted else (0, s["steps"]))
 
 
 def test_a_lax_verifier_lets_wrong_drafts_through(tmp_path) -> None:

@@ -1,7 +1,8 @@
 """The guarantees of speculative drafting (:mod:`maker.speculation_math`), checked three ways.
 
 The dynamic programs are compared with brute-force enumeration of every verdict sequence, walked
-by a literal copy of the decider's rules, in exact rational arithmetic; their limits and
+by a literal copy of the decider's rules (the copy itself checked against ``Decider._verify`` on
+every short sequence), in exact rational arithmetic; their limits and
 monotonicity are property-tested; and the whole-run estimate is compared with the wrong steps and
 calls that real simulated speculative runs commit. ``maker estimate``, ``maker calibrate
 --verifier`` and the pre-run warning are exercised as users meet them.
@@ -9,21 +10,25 @@ calls that real simulated speculative runs commit. ``maker estimate``, ``maker c
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import math
 from fractions import Fraction
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from maker.agents import make_agent
+from maker._decider import Decider, Decision
+from maker.agents import Oracle, make_agent
 from maker.cli import main
 from maker.options import RunOptions
 from maker.preflight import known_rates, preflight
 from maker.runs import start_run
+from maker.speculation import Speculation
 from maker.speculation_math import (
     accept_probability,
     score_verification,
@@ -34,7 +39,8 @@ from maker.speculation_math import (
     vote_verification,
     vote_verifier_calls,
 )
-from maker.voting import expected_samples, step_success, wilson_interval
+from maker.voting import Voting, expected_samples, step_success, wilson_interval
+from maker.workflows.counting import NextNumber, next_number
 
 RATE = st.fractions(min_value=0, max_value=1, max_denominator=12)
 LOW_RATE = st.fractions(min_value=0, max_value=Fraction(1, 2), max_denominator=12)
@@ -116,6 +122,58 @@ def test_vote_walk_equals_every_answer_sequence(agree, valid, verify_k, max_roun
     accept, calls = _vote_brute(agree, valids, verify_k, max_rounds)
     assert vote_accept_probability(agree, n, verify_k, max_rounds=max_rounds, valid=valids) == accept
     assert vote_verifier_calls(agree, n, verify_k, max_rounds=max_rounds, valid=valids) == calls
+
+
+# -- the copies above against the real decider ----------------------------------------------------------
+# Simulated agents that always give one verdict or one kind of answer: with tpr=1 a verifier accepts the (right)
+# draft, with tpr=0 it rejects it; in vote mode p=1 answers like the draft, p=0 (spread 1) otherwise, and
+# malformed=1 is red-flagged.
+_SCORE_AGENT = {True: "simulated:tpr=1,fpr=1", False: "simulated:tpr=0,fpr=0"}
+_VOTE_AGENT = {"a": "simulated:p=1", "d": "simulated:p=0,spread=1", "f": "simulated:p=1,malformed=1"}
+
+
+def _real_verify(verifiers: list[str], verify_k: int, mode: Any) -> tuple[bool, list[Any], Decision]:
+    """``Decider._verify`` itself on a right draft of a counting step: (accepted, verdicts, decision)."""
+    spec = Speculation(drafter=make_agent("simulated:seed=1"), verifiers=[make_agent(v) for v in verifiers],
+                       mode=mode, verify_k=verify_k)
+    decider = Decider(agents=[make_agent("simulated:seed=2")], speculation=spec, seed=0,
+                      policies={next_number.name: Voting(max_rounds=1)}, max_tokens=10**6)  # no answer is too long
+    call = next_number.ask(recent="1, 2, 3")
+    right = NextNumber(value=4)
+    draft = next_number.render(right)
+    parsed = Decider.read(next_number, draft, 1, next_number.max_tokens, call.inputs)
+    d, info = Decision(), {}
+    ok = asyncio.run(decider._verify(d, 0, call, draft, parsed, Oracle(next_number, right, 0, call.inputs), info,
+                                     False))
+    return ok, info["verdicts"], d
+
+
+@pytest.mark.parametrize("verify_k", [1, 2, 3])
+def test_the_decider_tallies_verdicts_as_the_score_walk(verify_k: int) -> None:
+    """Every verdict sequence of up to five verifiers, most of them more than ``verify_k``: the decider accepts,
+    asks and records exactly as the walk the probabilities are computed from; a reject takes a point off."""
+    for n in range(6):
+        for seq in itertools.product((True, False), repeat=n):
+            ok, verdicts, d = _real_verify([_SCORE_AGENT[v] for v in seq], verify_k, "score")
+            accepted, calls = _score_decider(seq, verify_k)
+            assert (ok, len(verdicts)) == (accepted, calls), seq
+            assert [(j, good) for j, _score, good in verdicts] == list(enumerate(seq[:calls]))
+            assert sum(d.calls.values()) == calls and sum(d.issued.values()) == calls + d.spare_samples
+    # with one verifier too many, a tie is no acceptance: reject then accept is rejected at the first verdict
+    ok, verdicts, _ = _real_verify([_SCORE_AGENT[False], _SCORE_AGENT[True], _SCORE_AGENT[True]], 1, "score")
+    assert not ok and [good for *_, good in verdicts] == [False]
+
+
+@pytest.mark.parametrize("verify_k", [1, 2, 3])
+def test_the_decider_tallies_answers_as_the_vote_walk(verify_k: int) -> None:
+    """Vote mode, one answer from each of up to four verifiers: the same acceptance and answers as the walk."""
+    for n in range(5):
+        for seq in itertools.product("adf", repeat=n):
+            ok, verdicts, d = _real_verify([_VOTE_AGENT[a] for a in seq], verify_k, "vote")
+            accepted, calls = _vote_decider(seq, verify_k)
+            assert (ok, len(verdicts)) == (accepted, calls), seq
+            assert verdicts == [[j, a == "a"] for j, a in enumerate(seq[:calls])]
+            assert sum(d.calls.values()) == calls
 
 
 # -- closed forms, limits, monotonicity ---------------------------------------------------------------
