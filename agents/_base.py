@@ -107,7 +107,6 @@ class Agent:
 
     spec: str
     backend: Backend
-    role: str = "solver"
     info: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -440,10 +440,3 @@ class Workflow(Generic[P, S]):
             fields = ", ".join(f"{n}: {f.annotation.__name__ if isinstance(f.annotation, type) else f.annotation}"
                                for n, f in cls.Params.model_fields.items())
             raise UserError(f"bad parameters for workflow {cls.name!r} ({fields}):\n{exc}") from None
-
-    @classmethod
-    def microstep(cls, name: str) -> Microstep[Any]:
-        for step in cls.microsteps:
-            if step.name == name:
-                return step
-        raise UserError(f"workflow {cls.name!r} has no microstep {name!r}")

@@ -30,9 +30,7 @@ from maker.speculation import Speculation
 from maker.store import Store
 from maker.voting import Voting
 
-__all__ = ["Engine", "Progress", "RunSummary", "DETAIL_LEVELS", "flag_reason", "too_long"]
-
-DETAIL_LEVELS = ("summary", "samples")
+__all__ = ["Engine", "Progress", "RunSummary", "flag_reason", "too_long"]
 
 
 class RunSummary(BaseModel):

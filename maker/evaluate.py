@@ -236,7 +236,7 @@ async def evaluate_async(
             if spec not in built:
                 a = make(spec)
                 front: Any = Coalescing.over(_Counted(a.backend, tally))
-                built[spec] = Agent(a.spec, front, a.role, a.info)
+                built[spec] = Agent(a.spec, front, a.info)
             return built[spec]
 
         try:
