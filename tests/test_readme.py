@@ -61,3 +61,28 @@ def test_readme_dsl_example_is_the_shipped_example() -> None:
         stripped = line.split("#")[0].rstrip()
         if stripped:
             assert stripped.strip() in example, f"README line not in examples/countdown.py: {stripped!r}"
+
+
+API_DOC = ROOT / "docs" / "python-api.md"
+
+
+def test_the_python_api_example_runs(tmp_path: Path) -> None:
+    """docs/python-api.md's complete example, as a user would paste it into a script."""
+    code = re.search(r"```python\n(.*?)```", API_DOC.read_text(), flags=re.S)
+    assert code is not None
+    script = tmp_path / "example.py"
+    script.write_text(code.group(1))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                          env={**os.environ, "MAKER_STORE": str(tmp_path / "unused.sqlite")})
+    assert proc.returncode == 0, proc.stderr
+    assert "63 steps" in proc.stdout and "stopped at step" in proc.stdout
+    assert "['demo', 'weak', 'demo-k5']" in proc.stdout
+
+
+def test_the_python_api_reference_names_every_option_and_summary_field() -> None:
+    from maker import RunOptions, RunSummary
+
+    doc = API_DOC.read_text()
+    missing = [f for f in [*RunOptions.model_fields, *RunSummary.model_fields] if f"`{f}`" not in doc]
+    assert not missing, f"docs/python-api.md does not describe {missing}"
+    assert "docs/python-api.md" in README
