@@ -48,7 +48,8 @@ class Ledger:
                  microsteps: Sequence[Microstep[Any]] = (),
                  detail: str = "summary", commit_every: int = 4096, commit_seconds: float = 0.5,
                  expected_steps: int | None = None, on_progress: Callable[[Progress], None] | None = None,
-                 progress_seconds: float = 0.25, log_steps: bool = False) -> None:
+                 progress_seconds: float = 0.25, log_steps: bool = False,
+                 snapshot_every: int | None = None) -> None:
         self.store = store
         self.rid = rid
         self.run_id = run_id
@@ -57,6 +58,8 @@ class Ledger:
         self.candidates = sorted(ms.name for ms in microsteps if ms.candidate)
         self.commit_every = commit_every
         self.commit_seconds = commit_seconds
+        self.snapshot_every = snapshot_every
+        """Keep the first snapshot of every stretch of this many steps and the latest (None: keep every one)."""
         self.expected_steps = expected_steps
         self.on_progress = on_progress
         self.progress_seconds = progress_seconds
@@ -146,7 +149,7 @@ class Ledger:
         self.wall_s = wall_s
         if self.store is not None:
             self.store.commit(self.rid, self.pending, self.samples or (), (step, state.model_dump_json()),
-                              self.counters())
+                              self.counters(), self.snapshot_every)
             if self._log is not None:
                 for r in self.pending:
                     self._log.debug("step committed", step=r[0], votes=r[3], rounds=r[4], samples=r[5],

@@ -214,6 +214,10 @@ def _new_run_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="Commit at least every N steps."),
         click.option("--commit-seconds", type=float, default=0.5, show_default=True,
                      help="... and at least every S seconds."),
+        click.option("--snapshots", default=None, metavar="all|every:N",
+                     help="State snapshots kept (one is taken per commit): all, or the first, the latest and the "
+                          "first of every N steps (default every:16384). Resume, replay and fork re-apply the "
+                          "recorded answers after the nearest one."),
     ]):
         f = opt(f)
     return _voting_options(_cluster_options(_run_common(f)))
@@ -230,7 +234,7 @@ def run(workflow: str, sets: tuple[str, ...], **options: Any) -> None:
 
 def start(workflow: str, params: dict[str, Any], *, agents: tuple[str, ...], seed: int, run_id: str | None,
           detail: str, commit_every: int, commit_seconds: float, store: str | None, as_json: bool, log_level: str,
-          **voting: Any) -> tuple[Any, bool]:
+          snapshots: str | None = None, **voting: Any) -> tuple[Any, bool]:
     """Start a run from the command line's options; its summary, and whether to print it as JSON."""
     from pydantic import ValidationError
 
@@ -246,7 +250,7 @@ def start(workflow: str, params: dict[str, Any], *, agents: tuple[str, ...], see
     try:
         options = RunOptions(agents=list(agents), seed=seed, detail=detail, commit_every=commit_every,
                              commit_seconds=commit_seconds, log_steps=log_level == "debug", cluster=placement,
-                             **{k: v for k, v in voting.items() if v is not None})
+                             **{k: v for k, v in {**voting, "snapshots": snapshots}.items() if v is not None})
     except ValidationError as exc:
         raise options_error(exc) from None
     path = _store_path(store)
@@ -349,11 +353,14 @@ def runs(store: str | None, as_json: bool) -> None:
     path = _store_path(store)
     with Store.open(path) as st:
         records = st.runs()
+        kept = st.snapshot_sizes()
+        size = st.disk_bytes()
     rows = [{
         "run_id": r.run_id, "workflow": r.workflow, "status": shown_status(r), "steps": r.steps,
         "expected_steps": r.expected_steps, "errors": r.errors, "solved": r.solved, "calls": r.calls,
         "params": r.params, "agents": r.config.get("agents"), "parent": r.parent_run_id,
-        "parent_step": r.parent_step, "error": r.error,
+        "parent_step": r.parent_step, "error": r.error, "snapshots": kept.get(r.id, (0, 0))[0],
+        "snapshot_bytes": kept.get(r.id, (0, 0))[1],
     } for r in records]
 
     def human() -> None:
@@ -363,9 +370,18 @@ def runs(store: str | None, as_json: bool) -> None:
             total = f"/{r['expected_steps']:,}" if r["expected_steps"] else ""
             fork = f"  forked from {r['parent']} at step {r['parent_step']}" if r["parent"] else ""
             click.echo(f"{r['run_id']}  {r['workflow']}  {r['status']}  {r['steps']:,}{total} steps  "
-                       f"errors {r['errors']}  agents {','.join(r['agents'] or [])}{fork}")
+                       f"errors {r['errors']}  agents {','.join(r['agents'] or [])}  "
+                       f"snapshots {r['snapshots']} ({_size(r['snapshot_bytes'])}){fork}")
+        click.echo(f"store {path}: {_size(size)} on disk")
 
     _emit(rows, as_json, human)
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
 
 
 @main.command()

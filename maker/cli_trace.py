@@ -308,10 +308,11 @@ def replay(run_id: str, as_json: bool, store: str | None) -> None:
 @click.option("--seed", type=int, default=None, help="Run seed (default: the parent's).")
 @click.option("--run-id", "new_id", default=None, help="Name of the new run (default: generated).")
 @click.option("--detail", type=click.Choice(["summary", "samples"]), default=None, help="What to record (default: the parent's).")
+@click.option("--snapshots", default=None, metavar="all|every:N", help="State snapshots kept (default: the parent's).")
 @_run_common
 def fork(run_id: str, from_step: int, sets: tuple[str, ...], agents: tuple[str, ...], seed: int | None,
-         new_id: str | None, detail: str | None, store: str | None, as_json: bool, log_level: str,
-         **voting: Any) -> None:
+         new_id: str | None, detail: str | None, snapshots: str | None, store: str | None, as_json: bool,
+         log_level: str, **voting: Any) -> None:
     """A new run from RUN_ID's state before --from-step, with new settings, linked to its parent."""
     from maker._logging import configure_logging
     from maker.cli import _term_as_interrupt
@@ -320,7 +321,7 @@ def fork(run_id: str, from_step: int, sets: tuple[str, ...], agents: tuple[str, 
     configure_logging(level=log_level)
     _term_as_interrupt()
     overrides = _overrides(voting, agents, log_level)
-    for name, value in (("seed", seed), ("detail", detail)):
+    for name, value in (("seed", seed), ("detail", detail), ("snapshots", snapshots)):
         if value is not None:
             overrides[name] = value
     path = _store_path(store)

@@ -93,6 +93,7 @@ class Engine:
         speculation: Speculation | None = None,
         window: int = 1,
         adaptive_window: bool = True,
+        snapshot_every: int | None = None,
     ) -> None:
         if not agents:
             raise RunError("no agent given: give at least one agent spec (`agents`)", run_id=run_id)
@@ -117,7 +118,8 @@ class Engine:
         self.ledger = Ledger(store=store, rid=rid, run_id=run_id, labels=labels_of(self.agents, speculation),
                              policies=self.policies, microsteps=workflow.microsteps, detail=detail, commit_every=commit_every,
                              commit_seconds=commit_seconds, expected_steps=expected_steps, on_progress=on_progress,
-                             progress_seconds=progress_seconds, log_steps=log_steps)
+                             progress_seconds=progress_seconds, log_steps=log_steps,
+                             snapshot_every=snapshot_every)
         self.window = window if speculation is not None else 1
         """Transitions a drafter runs ahead of the chain, at most (1: none; see :mod:`maker._window`)."""
         self.adaptive_window = adaptive_window

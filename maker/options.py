@@ -6,16 +6,21 @@ import contextlib
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from maker.agents import Agent, make_agent
 from maker.cluster.config import ClusterOptions
 from maker.errors import UserError
 
-__all__ = ["RunOptions", "VOTING_OVERRIDES", "DEFAULT_WINDOW", "options_error"]
+__all__ = ["RunOptions", "VOTING_OVERRIDES", "DEFAULT_WINDOW", "DEFAULT_SNAPSHOTS", "options_error"]
 
 DEFAULT_WINDOW = 64
 """The speculative window's cap when none is given (measured: see bench/bench_pipeline.py)."""
+
+DEFAULT_SNAPSHOTS = "every:16384"
+"""The state snapshots a run keeps when none is asked: a fork or replay re-applies at most about 16,384 + one
+commit's steps (a fraction of a second), and a state that grows with the run no longer makes the store grow with
+the square of its length (see bench/bench_snapshots.py)."""
 
 VOTING_OVERRIDES = ("rule", "k", "confidence", "max_rounds", "first_temperature", "temperature", "batch")
 
@@ -51,6 +56,10 @@ class RunOptions(BaseModel):
     """Commit at least every this many steps."""
     commit_seconds: float = Field(0.5, gt=0)
     """... and at least this often, in seconds."""
+    snapshots: str = DEFAULT_SNAPSHOTS
+    """Which state snapshots the store keeps (one is taken at every commit): ``all``, or ``every:N``: the run's
+    first and latest, and the first one taken in each stretch of N steps. Resume, replay and fork start from the
+    nearest earlier snapshot and re-apply the recorded answers after it, so every step stays reachable."""
     drafter: str | None = None
     """Speculative drafting: the small model that drafts each step (then --agent is the large model)."""
     verifiers: list[str] = Field(default_factory=list)
@@ -83,6 +92,19 @@ class RunOptions(BaseModel):
     cluster: ClusterOptions | None = Field(None, exclude=True)
     """Serve every agent's model from Ray replica actors (``--cluster``); where models run is not part of
     the run's record: the same seed gives the same trace in-process or on a cluster."""
+
+    @field_validator("snapshots")
+    @classmethod
+    def _snapshot_policy(cls, value: str) -> str:
+        kind, _, n = value.partition(":")
+        if value != "all" and not (kind == "every" and n.isdigit() and int(n) >= 1):
+            raise ValueError(f"must be 'all' or 'every:N' with N a number of steps, 1 or more "
+                             f"(default {DEFAULT_SNAPSHOTS})")
+        return value
+
+    def snapshot_every(self) -> int | None:
+        """N of ``every:N``; None keeps every snapshot."""
+        return None if self.snapshots == "all" else int(self.snapshots.partition(":")[2])
 
     def agent_maker(self, stack: contextlib.ExitStack) -> Callable[[str], Agent]:
         """``make_agent``, or the cluster's, which starts replicas (stopped when ``stack`` closes)."""

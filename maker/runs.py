@@ -250,7 +250,7 @@ def _engine(wf: Workflow[Any, Any], st: Store, rid: int, run_id: str, agents: li
         detail=opts.detail, max_tokens=opts.max_tokens, commit_every=opts.commit_every,
         commit_seconds=opts.commit_seconds, expected_steps=expected_steps, on_progress=on_progress,
         log_steps=opts.log_steps, speculation=speculation, window=opts.window or DEFAULT_WINDOW,
-        adaptive_window=not opts.fixed_window,
+        adaptive_window=not opts.fixed_window, snapshot_every=opts.snapshot_every(),
     )
     if opts.cluster is not None:
         from maker.cluster.backend import attach

@@ -8,7 +8,9 @@ Tables (schema version 3; see ``docs/trace-format.md``):
                    whether the answer matched the workflow's ground truth, speculation
                    record, tokens, the microstep's name and the call's tag, and the prompt
                    itself at detail level ``samples``.
-* ``snapshots`` -- the workflow state (JSON) after a commit, so resume never replays the chain.
+* ``snapshots`` -- the workflow state (JSON) after a commit, so resume never replays the chain; a run's
+                   ``snapshots`` option bounds how many are kept (the run's first, the latest, one per
+                   stretch of N steps).
 * ``samples``   -- every sample with its text and red-flag reason (only at detail level ``samples``).
 * ``events``    -- resumes, overrides and failures.
 * ``failures``  -- one row per failed attempt at a step (a vote no agent decided, workflow code that raised):
@@ -423,15 +425,43 @@ class Store:
         samples: Sequence[tuple[Any, ...]],
         snapshot: tuple[int, str],
         counters: dict[str, Any],
+        snapshot_every: int | None = None,
     ) -> None:
-        """Write a group of steps, their samples, the state after them and the run counters atomically."""
+        """Write a group of steps, their samples, the state after them and the run counters atomically.
+
+        ``snapshot_every=N`` bounds the snapshots kept (None keeps them all): see :meth:`_thin_snapshots`.
+        """
         with self._tx() as c:
             c.executemany(f"INSERT INTO steps VALUES ({rid},{','.join('?' * len(STEP_COLUMNS))})", steps)
             if samples:
                 c.executemany(f"INSERT INTO samples VALUES ({rid},?,?,?,?,?,?,?,?,?)", samples)
             c.execute("INSERT OR REPLACE INTO snapshots VALUES (?,?,?)", (rid, snapshot[0], snapshot[1]))
+            if snapshot_every is not None:
+                self._thin_snapshots(c, rid, snapshot[0], snapshot_every)
             sets = ", ".join(f"{k}=?" for k in counters)
             c.execute(f"UPDATE runs SET {sets}, updated=? WHERE id=?", (*counters.values(), time.time(), rid))
+
+    @staticmethod
+    def _thin_snapshots(c: sqlite3.Connection, rid: int, step: int, every: int) -> None:
+        """Drop the snapshot before the one just taken at ``step`` unless it is the first of its stretch of
+        ``every`` steps. What stays is the run's first snapshot, the first of each stretch and the latest, so
+        the nearest snapshot before any step is at most ``every`` steps and one commit's back."""
+        prev = c.execute("SELECT max(step) FROM snapshots WHERE run=? AND step<?", (rid, step)).fetchone()[0]
+        if prev is None:
+            return
+        if c.execute("SELECT 1 FROM snapshots WHERE run=? AND step>=? AND step<?",
+                     (rid, prev // every * every, prev)).fetchone() is not None:
+            c.execute("DELETE FROM snapshots WHERE run=? AND step=?", (rid, prev))
+
+    def snapshot_sizes(self) -> dict[int, tuple[int, int]]:
+        """Run row id -> (snapshots kept, their bytes)."""
+        return {rid: (int(n), int(size or 0)) for rid, n, size in self._conn.execute(
+            "SELECT run, count(*), sum(length(CAST(state AS BLOB))) FROM snapshots GROUP BY run")}
+
+    def disk_bytes(self) -> int:
+        """The store's size on disk: its file and the write-ahead log beside it."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        return self.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
 
     def _tx(self) -> _Tx:
         return _Tx(self._conn, self.path)

@@ -37,8 +37,9 @@ def _copy(name: str, tmp_path: Path) -> Path:
 @pytest.fixture(scope="module")
 def hanoi(tmp_path_factory) -> Path:
     store = tmp_path_factory.mktemp("trace") / "s.sqlite"
-    start_run("hanoi", {"disks": 6}, {"agents": [AGENT], "k": 3, "detail": "samples", "commit_every": 9},
-              store=store, run_id="h")
+    # Every snapshot kept: replay checks the state at each of the seven commits.
+    options = {"agents": [AGENT], "k": 3, "detail": "samples", "commit_every": 9, "snapshots": "all"}
+    start_run("hanoi", {"disks": 6}, options, store=store, run_id="h")
     return store
 
 
@@ -138,8 +139,8 @@ def test_replay_catches_an_apply_that_reads_hidden_state(tmp_path) -> None:
     from tests.fixtures import drifting
 
     store = tmp_path / "s.sqlite"
-    start_run("tests.fixtures.drifting:Leaky", {"steps": 10}, {"agents": ["simulated:p=0.95,seed=1"], "commit_every": 3},
-              store=store, run_id="leaky")
+    options = {"agents": ["simulated:p=0.95,seed=1"], "commit_every": 3, "snapshots": "all"}
+    start_run("tests.fixtures.drifting:Leaky", {"steps": 10}, options, store=store, run_id="leaky")
     assert replay_run("leaky", store=store).steps == 10
     drifting.BONUS = 1
     try:
