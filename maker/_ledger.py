@@ -77,6 +77,10 @@ class Ledger:
         self.max_rounds = 0
         self.tokens = 0
         self.wall_s = 0.0
+        """The run's wall time over all its segments (the start and every resume), up to the last commit."""
+        self.segment_first_step = 0
+        self.segment_wall_from = 0.0
+        """Where this process's segment began: the step, and ``wall_s`` as the segments before left it."""
         self.agent_calls = [0] * len(labels)
         self.drafted = self.accepted = self.escalated = 0
         self.spare_samples = self.spare_tokens = 0
@@ -101,6 +105,11 @@ class Ledger:
         self.wasted_agent_calls[: len(calls)] = calls[: len(self.wasted_agent_calls)]
         self.window_hits, self.window_misses = wasted.get("hits", 0), wasted.get("misses", 0)
         self.window_waited, self.window_went_on = wasted.get("waited", 0), wasted.get("went_on", 0)
+
+    def begin_segment(self) -> None:
+        """Mark where this process's part of the run begins (a start, a resume or a fork)."""
+        self.segment_first_step = self.steps
+        self.segment_wall_from = self.wall_s
 
     def waste(self, spent: Decision) -> None:
         """Count what a speculative transition that turned out off the chain's path cost (never committed)."""

@@ -322,10 +322,15 @@ def _finish(summary: Any, as_json: bool) -> None:
     data = summary.model_dump(mode="json")
     from maker._logging import get_logger
 
-    get_logger(run_id=summary.run_id).info("run finished", **{k: data[k] for k in ("steps", "errors", "solved", "calls", "wall_s")})
+    get_logger(run_id=summary.run_id).info("run finished", **{k: data[k] for k in (
+        "steps", "errors", "solved", "calls", "wall_s", "segment_steps", "segment_wall_s")})
 
     def human() -> None:
-        click.echo(f"run {summary.run_id}: {summary.status}, {summary.steps:,} steps in {summary.wall_s:.1f} s")
+        line = f"run {summary.run_id}: {summary.status}, {summary.steps:,} steps in {summary.wall_s:.1f} s"
+        if summary.segment_steps != summary.steps or summary.segment_wall_s != summary.wall_s:
+            line += (f" in all (this resume: {summary.segment_steps:,} steps in {summary.segment_wall_s:.1f} s,"
+                     f" from step {summary.first_step + summary.steps - summary.segment_steps:,})")
+        click.echo(line)
         click.echo(f"  errors {summary.errors}  solved {summary.solved}")
         click.echo(f"  calls {summary.calls:,} ({summary.calls_per_step:.4f} per step)  red flags {summary.red_flags:,}"
                    f"  max rounds {summary.max_rounds}")

@@ -49,6 +49,8 @@ class RunSummary(BaseModel):
     max_rounds: int
     tokens: int
     wall_s: float
+    """The run's wall time in total: the start's and every resume's, each up to its last commit (time spent on
+    steps a crash lost is not counted). ``segment_wall_s`` is this process's part alone."""
     k: int | None
     agents: list[str]
     store: str
@@ -65,6 +67,10 @@ class RunSummary(BaseModel):
     wasted_tokens: int = 0
     wasted_agent_calls: dict[str, int] = {}
     """``wasted_calls`` by agent (``agent 1: SPEC``, ``drafter: SPEC``, ``verifier 1: SPEC``)."""
+    segment_steps: int = 0
+    """Steps committed by this process: by this start, resume or fork alone (``steps`` counts the run's)."""
+    segment_wall_s: float = 0.0
+    """Wall time of this process's segment alone; equals ``wall_s`` unless the run was resumed."""
     result: dict[str, Any] | None = None
     error: str | None = None
 
@@ -129,6 +135,7 @@ class Engine:
 
     async def run_chain(self, state: Any) -> Any:
         """Advance from ``state`` (after the ledger's committed steps) until done; returns the final state."""
+        self.ledger.begin_segment()
         window = None
         if self.window > 1:
             sched = self.scheduler

@@ -345,6 +345,8 @@ def summarize(engine: Engine, name: str, status: str, solved: bool | None, resul
         wasted_tokens=led.wasted_tokens,
         wasted_agent_calls={k: n for k, n in zip(led.labels, led.wasted_agent_calls, strict=True) if n},
         first_step=led.first_step,
+        segment_steps=led.steps - led.segment_first_step,
+        segment_wall_s=round(led.wall_s - led.segment_wall_from, 3),
         result=result,
         error=error,
     )
