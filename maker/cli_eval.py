@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from maker.cli import _parse_sets, _run_common, _store_path, _term_as_interrupt, _voting_options, as_flags, main
+from maker._cli_common import _parse_sets, _run_common, _store_path, _term_as_interrupt, _voting_options, as_flags, main
 from maker.errors import UserError
 
 _SHOWN = 60

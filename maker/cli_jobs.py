@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from maker.cli import _emit, main
+from maker._cli_common import _emit, main
 from maker.errors import UserError
 
 # Never shipped to the cluster with the working directory (on top of what .gitignore excludes).
@@ -91,7 +91,7 @@ def submit(workflow: str, run_args: tuple[str, ...], address: str | None, workin
     there, and it keeps its store on the cluster: give --store an absolute path that the
     head node can write (default: the store path of the user running the cluster).
     """
-    from maker.cli import run as run_command
+    from maker.cli_run import run as run_command
     from maker.runs import new_run_id, resolve_workflow
 
     args = list(run_args)

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from maker import voting as vm
-from maker.cli import _emit, _parse_sets, main
+from maker._cli_common import _emit, _parse_sets, main
 from maker.errors import UserError
 
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import click
 
-from maker.cli import _finish, _new_run_options, main, start
+from maker._cli_common import _finish, _new_run_options, main
+from maker.cli_run import start
 from maker.errors import UserError
 
 

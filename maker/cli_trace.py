@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from maker.cli import (
+from maker._cli_common import (
     _emit,
     _finish,
     _overrides,
@@ -314,8 +314,8 @@ def fork(run_id: str, from_step: int, sets: tuple[str, ...], agents: tuple[str, 
          new_id: str | None, detail: str | None, snapshots: str | None, store: str | None, as_json: bool,
          log_level: str, **voting: Any) -> None:
     """A new run from RUN_ID's state before --from-step, with new settings, linked to its parent."""
+    from maker._cli_common import _term_as_interrupt
     from maker._logging import configure_logging
-    from maker.cli import _term_as_interrupt
     from maker.replay import fork_run
 
     configure_logging(level=log_level)

@@ -8,7 +8,7 @@ from typing import Any
 import click
 from pydantic_core import to_jsonable_python
 
-from maker.cli import _emit, main
+from maker._cli_common import _emit, main
 
 
 @main.command()

@@ -251,3 +251,18 @@ def test_runs_on_missing_store(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "no store at" in proc.stderr
     assert not missing.exists()
+
+
+def test_command_modules_import_the_shared_pieces_not_the_entry_point() -> None:
+    """maker.cli only assembles the commands: no command module imports it back (no import cycle)."""
+    import ast
+    from pathlib import Path
+
+    pkg = Path(__file__).resolve().parent.parent / "maker"
+    modules = sorted(pkg.glob("cli_*.py")) + [pkg / "_cli_common.py"]
+    assert len(modules) >= 8
+    for path in modules:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert node.module != "maker.cli", f"{path.name} imports maker.cli"
+                assert not (node.module == "maker" and any(a.name == "cli" for a in node.names)), path.name
