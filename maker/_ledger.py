@@ -145,12 +145,13 @@ class Ledger:
         if d.rounds > self.max_rounds:
             self.max_rounds = d.rounds
         ms = call.microstep
-        self.pending.append((
+        # tuple.__new__ makes the named row at a plain tuple's cost: this runs once a step
+        self.pending.append(tuple.__new__(StepRow, (
             step, call.digest(), ms.answer_json(d.answer), d.votes, d.rounds, d.samples,
             None if d.flags is None else json.dumps(d.flags), d.agent, t_start, dur, correct,
             None if d.spec is None else json.dumps(d.spec), d.tokens, call.prompt if self.keep_input else None,
             ms.name, call.tag,
-        ))
+        )))
 
     def commit(self, step: int, state: Any, wall_s: float) -> None:
         """Write the pending rows with the state reached after them (``step`` steps committed)."""
@@ -161,8 +162,8 @@ class Ledger:
                               self.counters(), self.snapshot_every)
             if self._log is not None:
                 for r in self.pending:
-                    self._log.debug("step committed", step=r[0], votes=r[3], rounds=r[4], samples=r[5],
-                                    red_flags=r[6], agent=self._label(r[7]), correct=r[10])
+                    self._log.debug("step committed", step=r.step, votes=r.votes, rounds=r.rounds, samples=r.samples,
+                                    red_flags=r.red_flags, agent=self._label(r.agent), correct=r.correct)
         self.pending.clear()
         if self.samples:
             self.samples.clear()

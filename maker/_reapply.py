@@ -11,22 +11,30 @@ wording to the caller.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from maker.dsl import MicrostepCall, Workflow
 from maker.errors import StoreCorruptError
 
 __all__ = ["Row", "reapply", "WorkflowEnded", "SplitTransition"]
 
-Row = tuple[Any, int, str, str]
-"""(owner: whose trace the step is in, step, input digest, answer JSON)."""
+class Row(NamedTuple):
+    """A recorded step as re-applying needs it."""
+
+    owner: Any
+    """Whose trace the step is in (a run's record, or its id)."""
+    step: int
+    digest: str
+    """The recorded prompt's digest."""
+    answer: str
+    """The decided answer, as JSON."""
 
 
 class WorkflowEnded(Exception):
     """The workflow is done, or asks nothing it can be given, where the records have another step."""
 
     def __init__(self, row: Row, asked: Any) -> None:
-        super().__init__(f"step {row[1]}")
+        super().__init__(f"step {row.step}")
         self.row = row
         self.asked = asked
 
@@ -68,8 +76,8 @@ def reapply(
     it = iter(rows)
     step = start
     for row in it:
-        if row[1] != step:
-            raise StoreCorruptError(f"run {_name(row[0])}: step {step} is missing from the store (next is {row[1]})")
+        if row.step != step:
+            raise StoreCorruptError(f"run {_name(row.owner)}: step {step} is missing from the store (next is {row.step})")
         asked = next_(state)
         calls = calls_of(asked)
         if calls is None:
@@ -78,20 +86,20 @@ def reapply(
         for _ in range(len(calls) - 1):
             more = next(it, None)
             if more is None:
-                raise SplitTransition(row[0], step, len(calls))
-            if more[1] != step + len(group):
+                raise SplitTransition(row.owner, step, len(calls))
+            if more.step != step + len(group):
                 raise StoreCorruptError(
-                    f"run {_name(more[0])}: step {step + len(group)} is missing from the store (next is {more[1]})")
+                    f"run {_name(more.owner)}: step {step + len(group)} is missing from the store (next is {more.step})")
             group.append(more)
         answers = []
         for r, call in zip(group, calls, strict=True):
             if check is not None:
                 check(r, call)
-            answers.append(call.microstep.load_answer(r[3]))
+            answers.append(call.microstep.load_answer(r.answer))
         state = apply(state, answers[0] if type(asked) is MicrostepCall else tuple(answers))
         step += len(calls)
         if after is not None:
-            after(step, state, row[0])
+            after(step, state, row.owner)
     return state, step
 
 

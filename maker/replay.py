@@ -62,7 +62,7 @@ def _lineage(st: Store, record: RunRecord) -> list[RunRecord]:
     return chain
 
 
-def _rows(st: Store, lineage: list[RunRecord], stop: int) -> Iterator[tuple[RunRecord, int, str, str]]:
+def _rows(st: Store, lineage: list[RunRecord], stop: int) -> Iterator[Row]:
     """(owning run, step, digest, answer JSON) for steps 0..stop-1 along a fork lineage."""
     for i, rec in enumerate(lineage):
         lo = rec.first_step
@@ -72,7 +72,7 @@ def _rows(st: Store, lineage: list[RunRecord], stop: int) -> Iterator[tuple[RunR
         cur = st.query("SELECT step, digest, answer FROM steps WHERE run=? AND step>=? AND step<? ORDER BY step",
                        (rec.id, lo, end))
         for step, digest, answer in cur:
-            yield rec, step, digest, answer
+            yield Row(rec, step, digest, answer)
 
 
 def _snapshots(st: Store, lineage: list[RunRecord]) -> dict[int, tuple[str, str]]:
@@ -103,7 +103,7 @@ def replay_run(run_id: str, *, store: str | os.PathLike[str],
         total = record.steps
 
         def check(row: Row, call: MicrostepCall) -> None:
-            rec, step_i, digest = row[0], row[1], row[2]
+            rec, step_i, digest = row.owner, row.step, row.digest
             if rec.run_id in checked_runs and call.digest() != digest:
                 _diverged(st, rec, step_i, digest, call)
 
@@ -120,7 +120,7 @@ def replay_run(run_id: str, *, store: str | os.PathLike[str],
         try:
             state, step = reapply(wf, state, _rows(st, lineage, total), 0, check=check, after=after)
         except WorkflowEnded as exc:
-            rec, step_i, digest = exc.row[0], exc.row[1], exc.row[2]
+            rec, step_i, digest = exc.row.owner, exc.row.step, exc.row.digest
             raise NondeterminismError(
                 f"run {rec.run_id}, step {step_i}: the workflow is done ({exc.asked!r}) but the trace has a step here",
                 run_id=rec.run_id, step=step_i, expected=digest, actual="DONE", detail="the chain ended early") from None

@@ -229,18 +229,19 @@ def state_from_snapshot(
         raise StoreCorruptError(f"run {record.run_id}: the state snapshot at step {snap_step} is unreadable: {exc}") from None
 
     def check(row: Row, call: MicrostepCall) -> None:
-        if call.digest() != row[2]:
+        if call.digest() != row.digest:
             if mismatch is not None:
-                mismatch(row[1], row[2], call)
+                mismatch(row.step, row.digest, call)
             raise StoreCorruptError(
-                f"run {record.run_id}: step {row[1]} input digest {call.digest()} does not match the recorded {row[2]}"
+                f"run {record.run_id}: step {row.step} input digest {call.digest()} does not match the recorded "
+                f"{row.digest}"
             )
 
-    rows = ((record, r[0], r[1], r[2]) for r in st.steps(record.id, snap_step, stop))
+    rows = (Row(record, r.step, r.digest, r.answer) for r in st.steps(record.id, snap_step, stop))
     try:
         return reapply(wf, state, rows, snap_step, check=check)[0]
     except WorkflowEnded as exc:
-        raise StoreCorruptError(f"run {record.run_id}: the workflow ended before recorded step {exc.row[1]}") from None
+        raise StoreCorruptError(f"run {record.run_id}: the workflow ended before recorded step {exc.row.step}") from None
 
 
 def _engine(wf: Workflow[Any, Any], st: Store, rid: int, run_id: str, agents: list[Any], speculation: Any,

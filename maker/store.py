@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from maker.errors import RunNotFoundError, StoreCorruptError, StoreError
 
@@ -207,14 +207,40 @@ class RunRecord:
         return self.parent_step or 0
 
 
-# step, digest, answer, votes, rounds, samples, red_flags, agent, t_start, dur, correct, spec, tokens, input,
-# microstep, tag
-StepRow = tuple[
-    int, str, str, str, int, int, str | None, int, float, float, int | None, str | None, int | None, str | None,
-    str | None, str | None,
-]
-STEP_COLUMNS = ("step", "digest", "answer", "votes", "rounds", "samples", "red_flags", "agent", "t_start", "dur",
-                "correct", "spec", "tokens", "input", "microstep", "tag")
+class StepRow(NamedTuple):
+    """One committed step, as the ``steps`` table holds it (the columns in order)."""
+
+    step: int
+    digest: str
+    """The prompt's digest: resume, replay and fork check the recomputed prompt against it."""
+    answer: str
+    """The decided answer, as JSON."""
+    votes: str
+    """The tally, winner first: ``[3,1]``."""
+    rounds: int
+    samples: int
+    red_flags: str | None
+    """Red flags by reason, as JSON (None: none)."""
+    agent: int
+    """Index of the deciding agent (voting agents, then the drafter, then the verifiers)."""
+    t_start: float
+    dur: float
+    correct: int | None
+    """1 or 0 against the workflow's ground truth; None without one."""
+    spec: str | None
+    """The speculation record, as JSON (None: the run does not draft)."""
+    tokens: int | None
+    input: str | None
+    """The prompt, when the run keeps inputs."""
+    microstep: str | None
+    tag: str | None
+
+
+STEP_COLUMNS = StepRow._fields
+
+
+def _step_row(_cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> StepRow:
+    return tuple.__new__(StepRow, row)
 
 
 def _damaged(path: Path, exc: BaseException) -> StoreCorruptError:
@@ -489,7 +515,9 @@ class Store:
         if stop is not None:
             q += " AND step<?"
             args.append(stop)
-        yield from self._conn.execute(q + " ORDER BY step", args)
+        cur = self._conn.execute(q + " ORDER BY step", args)
+        cur.row_factory = _step_row
+        yield from cur
 
     def query(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
         """A read query for the trace tools; iterate the cursor to stream its rows."""
