@@ -210,11 +210,11 @@ class Decider:
                     tokens += s.tokens
                 else:
                     if len(prefetched) == k:
-                        parsed = cache[text] = self.parse(ms, ms.parse, ms.vote_key, bool(ms.red_flags), text, inputs)
-                        if parsed.flag is None:
+                        read = cache[text] = self.parse(ms, ms.parse, ms.vote_key, bool(ms.red_flags), text, inputs)
+                        if read.flag is None:
                             d.calls[0] = k
                             d.tokens = tokens
-                            d.answer, d.key, d.votes = parsed.answer, parsed.key, f"[{k}]"
+                            d.answer, d.key, d.votes = read.answer, read.key, f"[{k}]"
                             d.rounds = 1
                             d.samples = k
                             return d

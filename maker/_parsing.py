@@ -26,7 +26,7 @@ class FormatError(ValueError):
 # ``(.+?)[ \t`]*$`` matches, at a fifth of the cost.
 _LINE = re.compile(r"^[ \t>*`-]*([A-Za-z_][A-Za-z0-9_]*)[ \t]*=[ \t]*(.+)$", re.MULTILINE)
 _TRAILING = " \t`"
-_scan = json.JSONDecoder().scan_once
+_scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # what json.loads reads a value with
 
 
 def parse_fields(text: str, fields: Iterable[str]) -> dict[str, Any]:
