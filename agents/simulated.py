@@ -121,6 +121,10 @@ def _rate(key: str, value: Any, is_p: bool) -> float:
 
 
 _RAMBLE = "Let me reason about this carefully before answering. "
+_M = 0xFFFFFFFFFFFFFFFF
+_INV = 1.0 / 18446744073709551616.0
+_SLOT1 = 1 * 0xD1B54A32D192ED03 & _M  # uniform(sd, 1) mixes sd with this
+_SLOT3 = 3 * 0xD1B54A32D192ED03 & _M
 
 
 class SimulatedBackend:
@@ -191,40 +195,63 @@ class SimulatedBackend:
             )
         cfg = self.config
         ms = orc.microstep
-        error = cfg.roles.get(ms.name, cfg.error)
-        if cfg.hard_fraction and uniform(derive(self._seed, orc.step), 0) < cfg.hard_fraction:
+        error = cfg.roles.get(ms.name, cfg.error) if cfg.roles else cfg.error
+        seed = self._seed
+        if cfg.hard_fraction and uniform(derive(seed, orc.step), 0) < cfg.hard_fraction:
             error = cfg.hard_error
         if ms.difficulty is not None:  # a call worth w unit steps is right with probability p ** w
             error = 1.0 - (1.0 - error) ** ms.difficulty_of(orc.inputs or {})
         if error and ms.name not in self._checked:
             self._check_mistakes(orc)
-        flag_cut = cfg.overlong + cfg.malformed
+        overlong = cfg.overlong
+        flag_cut = overlong + cfg.malformed
         correct: str | None = None
-        wrong: dict[int, str] = {}
+        wrong: dict[int, str] | None = None
         samples: list[Sample] = []
         tokens_mean = cfg.tokens
+        # Every draw is uniform(sd, slot) of maker._rng, written out here (this runs for every simulated sample,
+        # and the calls cost as much as the arithmetic): mix64(sd ^ slot * 0xD1B54A32D192ED03 & M) / 2**64.
         for s in req.seeds:
-            sd = s ^ self._seed
-            u = uniform(sd, 0)
-            tokens = 0 if tokens_mean is None else int(tokens_mean * (0.75 + 0.5 * uniform(sd, 1))) or 1
+            sd = s ^ seed
+            x = (sd + 0x9E3779B97F4A7C15) & _M  # slot 0
+            x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M
+            x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M
+            u = (x ^ (x >> 31)) * _INV
+            if tokens_mean is None:
+                tokens = 0
+            else:
+                x = ((sd ^ _SLOT1) + 0x9E3779B97F4A7C15) & _M
+                x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M
+                x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M
+                tokens = int(tokens_mean * (0.75 + 0.5 * ((x ^ (x >> 31)) * _INV))) or 1
             if u < flag_cut:
                 if correct is None:
                     correct = ms.render(orc.answer)
-                if u < cfg.overlong:
+                if u < overlong:
                     text = _RAMBLE * 8 + correct
                     tokens = req.max_tokens + 1 + int(uniform(sd, 2) * req.max_tokens)
                     samples.append(Sample(text, tokens))
                     continue
                 text = self._malformed(ms, correct, int(uniform(sd, 2) * 3))
-            elif error and uniform(sd, 3) < error:
-                j = int(uniform(sd, 4) * cfg.spread)
-                text = wrong.get(j)
-                if text is None:
-                    text = wrong[j] = ms.render(ms.mistake(orc.answer, j, orc.inputs or {}))
             else:
-                if correct is None:
-                    correct = ms.render(orc.answer)
-                text = correct
+                if error:
+                    x = ((sd ^ _SLOT3) + 0x9E3779B97F4A7C15) & _M
+                    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M
+                    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M
+                    wrong_now = (x ^ (x >> 31)) * _INV < error
+                else:
+                    wrong_now = False
+                if wrong_now:
+                    j = int(uniform(sd, 4) * cfg.spread)
+                    if wrong is None:
+                        wrong = {}
+                    text = wrong.get(j)  # type: ignore[assignment]
+                    if text is None:
+                        text = wrong[j] = ms.render(ms.mistake(orc.answer, j, orc.inputs or {}))
+                else:
+                    if correct is None:
+                        correct = ms.render(orc.answer)
+                    text = correct
             samples.append(Sample(text, tokens or estimate_tokens(text)))
         self.samples += len(samples)
         return samples

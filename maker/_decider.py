@@ -179,8 +179,6 @@ class Decider:
     # -- voting -----------------------------------------------------------------------------------
     async def _vote(self, step: int, call: MicrostepCall, expected: Any, samples_out: list[tuple[Any, ...]] | None,
                     together: bool, d: Decision | None = None) -> Decision:
-        if d is None:
-            d = Decision()
         ms: Microstep[Any] = call.microstep
         try:
             policy = self.policies[ms.name]
@@ -191,9 +189,37 @@ class Decider:
         inputs = call.inputs
         step_seed = mix64(self._seed ^ step)
         oracle = Oracle(ms, expected, step, inputs) if expected is not None else None
+        cache: dict[str, Parsed] = {}
+        prefetched: list[Any] | None = None
+        if d is None:
+            d = Decision()
+            if samples_out is None and policy.rule == "ahead_by_k" and (policy.batch or 0) <= policy.k:
+                # The common case, kept lean: the first agent's first round, k samples of one valid text, decides
+                # the step. Anything else goes on below with these samples as that round's, asked for as it asks.
+                k = policy.k
+                seeds = [mix64(step_seed + i) for i in range(k)]
+                temps = [policy.first_temperature] + [policy.temperature] * (k - 1)
+                req = GenerateRequest(prompt, temps, seeds, max_tokens, ms.stop, False, oracle, ms.pattern)
+                d.issued[0] = k
+                (prefetched,) = await (self._fronts[0] if together else self.agents[0].backend).generate([req])
+                text = prefetched[0].text if prefetched else ""
+                tokens = 0
+                for s in prefetched:
+                    if s.text != text or s.tokens > max_tokens:
+                        break
+                    tokens += s.tokens
+                else:
+                    if len(prefetched) == k:
+                        read = cache[text] = self.parse(ms, ms.parse, ms.vote_key, bool(ms.red_flags), text, inputs)
+                        if read.flag is None:
+                            d.calls[0] = k
+                            d.tokens = tokens
+                            d.answer, d.key, d.votes = read.answer, read.key, f"[{k}]"
+                            d.rounds = 1
+                            d.samples = k
+                            return d
         idx = 0
         rounds = 0
-        cache: dict[str, Parsed] = {}
         parse = ms.parse
         vote_key = ms.vote_key
         user_flags = bool(ms.red_flags)
@@ -215,13 +241,16 @@ class Decider:
             while agent_rounds < policy.max_rounds:
                 agent_rounds += 1
                 if len(spare) < need:
-                    lo = idx + len(spare)
-                    hi = idx + max(need, len(spare) + fill)
-                    seeds = [mix64(step_seed + i) for i in range(lo, hi)]
-                    temps = [t_first if i == 0 else t_rest for i in range(lo, hi)]
-                    req = GenerateRequest(prompt, temps, seeds, max_tokens, ms.stop, False, oracle, ms.pattern)
-                    d.issue(agent_idx, hi - lo)
-                    (more,) = await generate([req])
+                    if prefetched is not None:  # this very round's request, made above
+                        more, prefetched = prefetched, None
+                    else:
+                        lo = idx + len(spare)
+                        hi = idx + max(need, len(spare) + fill)
+                        seeds = [mix64(step_seed + i) for i in range(lo, hi)]
+                        temps = [t_first if i == 0 else t_rest for i in range(lo, hi)]
+                        req = GenerateRequest(prompt, temps, seeds, max_tokens, ms.stop, False, oracle, ms.pattern)
+                        d.issue(agent_idx, hi - lo)
+                        (more,) = await generate([req])
                     spare += more
                 batch = spare[:need]
                 del spare[:need]

@@ -261,6 +261,8 @@ class Microstep(Generic[A]):
         return 1.0 if self.difficulty is None else float(self.difficulty(inputs))
 
     def answer_json(self, answer: A) -> str:
+        if type(answer).model_dump_json is _MODEL_DUMP_JSON:  # what it does, less its keyword handling: every step
+            return answer.__pydantic_serializer__.to_json(answer).decode()
         return answer.model_dump_json()
 
     def load_answer(self, data: str) -> A:
@@ -271,6 +273,9 @@ class Microstep(Generic[A]):
 
     def _render_fields(self, answer: A) -> str:
         return render_fields(answer.model_dump(mode="json"))
+
+
+_MODEL_DUMP_JSON = BaseModel.model_dump_json
 
 
 def _takes(fn: Callable[..., Any], n: int) -> bool:

@@ -163,3 +163,19 @@ def test_hanoi_mistakes_are_distinct_valid_wrong_answers() -> None:
             text = hanoi_move.render(hanoi_move.mistakes(right, j))
             assert hanoi_move.check_flags(hanoi_move.parse(text), call.inputs) is None
         state = wf.apply(state, right)
+
+
+def test_hanoi_builds_states_and_answers_as_model_construct_does() -> None:
+    from maker.workflows.hanoi import Hanoi, HanoiAnswer, HanoiParams, HanoiState
+
+    wf = Hanoi()
+    state = wf.start(HanoiParams(disks=4, steps=9))
+    for _ in range(5):
+        right = wf.oracle(state)
+        new = wf.apply(state, right)
+        for got, cls in ((right, HanoiAnswer), (new, HanoiState)):
+            want = cls.model_construct(**dict(got))
+            assert type(got) is cls and got == want and repr(got) == repr(want)
+            assert got.model_fields_set == want.model_fields_set and got.model_dump_json() == want.model_dump_json()
+            assert (got.__pydantic_extra__, got.__pydantic_private__) == (want.__pydantic_extra__, None)
+        state = new

@@ -8,6 +8,7 @@ is recorded with its reason and that the counters agree with the samples table.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from maker._decider import TOO_LONG, Decider, Parsed
+from maker._parsing import parse_fields
 from maker.dsl import FormatError, Microstep, RedFlag
 from maker.errors import WorkflowCodeError
 from maker.runs import start_run
@@ -357,3 +359,43 @@ def test_engine_records_every_red_flag(tmp_path: Path) -> None:
     n = summary.calls
     half = 3.2905 * (0.4 * 0.6 / n) ** 0.5
     assert abs(summary.red_flag_rate - 0.4) <= half, (summary.red_flag_rate, n)
+
+
+_LAZY_LINE = re.compile(r"^[ \t>*`-]*([A-Za-z_][A-Za-z0-9_]*)[ \t]*=[ \t]*(.+?)[ \t`]*$", re.MULTILINE)
+
+
+def _reference_parse_fields(text: str, fields: tuple[str, ...]) -> dict[str, Any]:
+    """The default parser as first written (a lazy value and json.loads): the fast one must read texts the same."""
+    found = {name: value for name, value in _LAZY_LINE.findall(text) if name in fields}
+    missing = [f for f in fields if f not in found]
+    if missing:
+        raise FormatError(f"missing line(s) {', '.join(f'{m} = ...' for m in missing)}")
+    out = {}
+    for name in fields:
+        try:
+            out[name] = json.loads(found[name])
+        except (ValueError, RecursionError):
+            raise FormatError(f"value of {name} is not valid JSON: {found[name][:60]!r}") from None
+    return out
+
+
+_LINE_PIECES = st.sampled_from(["move = ", "x = ", "\nx = 1\n", "move", "x", "next_state", " ", "\t", "=", "`", "> ", "- ", "*", "\n", "\r\n", "\r",
+                                "[1, 2]", "[[3], []]", "7", "-1.5e3", '"a b"', "null", "true", "{", "}", "[", "]",
+                                ",", "\ufeff", "\x0c", "NaN", "1 2", "[1]  ` `", "=="])
+
+
+@given(st.lists(_LINE_PIECES, max_size=24).map("".join))
+@settings(max_examples=3000, deadline=None)
+@example("move = ``\nx = 1")
+@example("move =   \nx = [1]  ``\nmove = [1, 2]\t` ")
+def test_default_parser_reads_texts_as_the_lazy_pattern_does(text: str) -> None:
+    fields = ("move", "x")
+    try:
+        want: Any = _reference_parse_fields(text, fields)
+    except FormatError as exc:
+        want = str(exc)
+    try:
+        got: Any = parse_fields(text, fields)
+    except FormatError as exc:
+        got = str(exc)
+    assert repr(got) == repr(want)  # NaN != NaN, but its repr is its repr

@@ -11,7 +11,7 @@ of disks is even and on peg 1 when it is odd, after exactly 2**n - 1 moves.
 from __future__ import annotations
 
 from itertools import chain
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -20,6 +20,7 @@ from maker.dsl import DONE, Done, Microstep, MicrostepCall, RedFlag, State, Work
 __all__ = ["Hanoi", "HanoiState", "HanoiAnswer", "HanoiParams", "hanoi_move", "strategy_move"]
 
 Pegs = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+M = TypeVar("M", bound=BaseModel)
 
 PROMPT = """\
 You are one step of a long Towers of Hanoi solution with {disks} disks on pegs 0, 1 and 2.
@@ -82,6 +83,20 @@ def strategy_move(pegs: Pegs, previous: tuple[int, int, int] | None) -> tuple[in
         return (pegs[b][-1], b, a)
     assert one is not None  # every peg but disk 1's is empty
     return (1, one, (one + 1) % 3)
+
+
+_set = object.__setattr__
+
+
+def _construct(cls: type[M], **fields: Any) -> M:
+    """``cls.model_construct(**fields)`` given every field in declared order, for a model with no aliases, extra
+    fields, private attributes or post-init hook (Hanoi's two), in a third of the time: it runs twice a step."""
+    m = cls.__new__(cls)
+    _set(m, "__dict__", fields)
+    _set(m, "__pydantic_fields_set__", set(fields))
+    _set(m, "__pydantic_extra__", None)
+    _set(m, "__pydantic_private__", None)
+    return m
 
 
 def _render(answer: HanoiAnswer) -> str:
@@ -154,13 +169,14 @@ class Hanoi(Workflow, name="hanoi", version=1):
 
     def apply(self, state: HanoiState, answer: HanoiAnswer) -> HanoiState:
         pegs = tuple(tuple(p) for p in answer.next_state)
-        return HanoiState.model_construct(
-            disks=state.disks, limit=state.limit, pegs=pegs, previous_move=tuple(answer.move), step=state.step + 1
+        return _construct(
+            HanoiState, disks=state.disks, limit=state.limit, pegs=pegs, previous_move=tuple(answer.move),
+            step=state.step + 1,
         )
 
     def oracle(self, state: HanoiState) -> HanoiAnswer:
         move = strategy_move(state.pegs, state.previous_move)
-        return HanoiAnswer.model_construct(move=move, next_state=_apply_move(state.pegs, move))
+        return _construct(HanoiAnswer, move=move, next_state=_apply_move(state.pegs, move))
 
     def solved(self, state: HanoiState) -> bool | None:
         if state.limit is not None:  # a partial run: correct iff every step matched the strategy (errors == 0)
