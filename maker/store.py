@@ -439,10 +439,6 @@ class Store:
         with self._tx() as c:
             c.execute("INSERT INTO events VALUES (?,?,?,?)", (rid, time.time(), kind, json.dumps(data)))
 
-    def events(self, rid: int) -> list[tuple[float, str, dict[str, Any]]]:
-        return [(t, k, json.loads(d)) for t, k, d in self._conn.execute(
-            "SELECT t, kind, data FROM events WHERE run=? ORDER BY rowid", (rid,))]
-
     # -- commits ---------------------------------------------------------------------
     def commit(
         self,
@@ -548,13 +544,6 @@ class Store:
                 return []
             raise StoreError(f"store {self.path}: {exc}") from None
         return [dict(zip(FAILURE_COLUMNS, r, strict=True)) for r in rows]
-
-    def red_flag_reasons(self, rid: int) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for (flags,) in self._conn.execute("SELECT red_flags FROM steps WHERE run=? AND red_flags IS NOT NULL", (rid,)):
-            for k, v in json.loads(flags).items():
-                out[k] = out.get(k, 0) + v
-        return out
 
 
 class _Tx:
