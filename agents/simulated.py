@@ -202,6 +202,7 @@ class SimulatedBackend:
         correct: str | None = None
         wrong: dict[int, str] = {}
         samples: list[Sample] = []
+        text: str | None  # a str by the time it is used: wrong.get() misses are rendered
         tokens_mean = cfg.tokens
         for s in req.seeds:
             sd = s ^ self._seed
