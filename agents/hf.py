@@ -142,10 +142,11 @@ class HFBackend:
 
         # Off a terminal, maker's own output is JSON lines; the loaders' bars would break that.
         if not sys.stderr.isatty():
-            hf_logging.disable_progress_bar()
+            hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # transformers leaves it unannotated
         t0 = time.perf_counter()
         src = self.source
         dtype = self.torch.float32 if self.device == "cpu" else self.torch.bfloat16
+        model: Any  # transformers' annotations of a loaded model are partial (nn.Module's __setattr__, to, eval)
         if src.gguf_file is None:
             model = AutoModelForCausalLM.from_pretrained(src.directory, dtype=dtype)
             tok = AutoTokenizer.from_pretrained(src.directory)
@@ -329,7 +330,8 @@ class HFBackend:
         key = tuple(first[:shared])
         if self.prefix_cache and key not in self._prefixes:
             # Tensors are kept by reference: later updates of a cache build new ones, never write these.
-            self._prefixes[key] = [(layer.keys, layer.values) for layer in cache.layers]
+            # The layers are attention layers (keys, values); transformers' type also admits linear-attention ones.
+            self._prefixes[key] = [(layer.keys, layer.values) for layer in cache.layers]  # type: ignore[union-attr]
             while len(self._prefixes) > self.prefix_cache:
                 self._prefixes.popitem(last=False)
         return cache, shared

@@ -208,6 +208,7 @@ class SimulatedBackend:
         correct: str | None = None
         wrong: dict[int, str] | None = None
         samples: list[Sample] = []
+        text: str | None  # a str by the time it is used: wrong.get() misses are rendered
         tokens_mean = cfg.tokens
         # Every draw is uniform(sd, slot) of maker._rng, written out here (this runs for every simulated sample,
         # and the calls cost as much as the arithmetic): mix64(sd ^ slot * 0xD1B54A32D192ED03 & M) / 2**64.

@@ -46,7 +46,7 @@ def _loopback_only() -> None:
     default from Ray 2.59.)
     """
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    constants = sys.modules.get("ray._private.ray_constants")
+    constants: Any = sys.modules.get("ray._private.ray_constants")  # a module: its attributes are not known here
     if constants is not None and hasattr(constants, "ENABLE_RAY_CLUSTER"):
         constants.ENABLE_RAY_CLUSTER = os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"].lower() in ("1", "true")
 
@@ -82,7 +82,7 @@ class RayBackend:
             held = self._microsteps[id(ms)] = (ms, MicrostepRef(self.cluster.ray.put(ms)))
         return dataclasses.replace(payload, oracle=dataclasses.replace(oracle, microstep=held[1]))
 
-    async def _call(self, method: str, requests: Sequence[Any]) -> Any:
+    async def _call(self, method: str, requests: Sequence[Any]) -> list[Any]:
         if self.ahead is not None:
             out = await self.ahead.take(method, requests)
             if out is not None:

@@ -19,13 +19,13 @@ class Placement(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    replicas: int = Field(1, ge=1, le=1024)
+    replicas: int = Field(default=1, ge=1, le=1024)
     """Replica actors hosting this model; the router balances requests over them."""
-    cpus: float = Field(1.0, ge=0.0)
+    cpus: float = Field(default=1.0, ge=0.0)
     """CPUs each replica reserves."""
-    gpus: float = Field(0.0, ge=0.0)
+    gpus: float = Field(default=0.0, ge=0.0)
     """GPUs each replica reserves; a fraction lets models share one GPU (0.5 + 0.5)."""
-    max_inflight: int = Field(4, ge=1, le=1024)
+    max_inflight: int = Field(default=4, ge=1, le=1024)
     """Actor calls in flight per replica; past this, requests wait and are batched (backpressure)."""
 
 

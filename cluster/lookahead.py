@@ -113,7 +113,7 @@ class Lookahead:
         self.size = min(FIRST_STEPS, max_steps)
         self.current: _Chunk | None = None
         self.next: _Chunk | None = None
-        self.calls: deque[tuple[tuple[Any, ...], Any]] = deque()
+        self.calls: deque[tuple[tuple[Any, ...], list[Any]]] = deque()
         self.replica = 0
         self.misses = 0
         self.off = False
@@ -142,7 +142,7 @@ class Lookahead:
         self.current = self._launch(step, state)
 
     # -- called by the Ray backend for every model call ------------------------------------
-    async def take(self, method: str, requests: Sequence[Any]) -> Any:
+    async def take(self, method: str, requests: Sequence[Any]) -> list[Any] | None:
         """The recorded answer to this exact call, or None (and the call goes to the router)."""
         cur = self.current
         if cur is None:

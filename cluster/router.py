@@ -165,10 +165,10 @@ class Router:
         slot.failures = 0
         by_id = {item.rid: item for item in batch}
         for rid, result in results:
-            item = by_id.get(rid)
-            if item is None or item.future.done():  # answered already (a retry's twin): taken once
+            answered = by_id.get(rid)
+            if answered is None or answered.future.done():  # answered already (a retry's twin): taken once
                 continue
-            item.future.set_result(result)
+            answered.future.set_result(result)
 
     def _requeue(self, slot: _Slot, batch: list[_Item], exc: BaseException) -> None:
         again = []

@@ -47,7 +47,7 @@ class Coalescing:
 
     async def _submit(self, method: str, requests: Sequence[Any]) -> list[Any]:
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
+        fut: asyncio.Future[list[Any]] = loop.create_future()
         queue = self._waiting.get(method)
         if queue is None:
             queue = self._waiting[method] = []

@@ -273,7 +273,7 @@ class Decider:
                     else:
                         counts[key] = counts.get(key, 0) + 1
                         if key not in winners:
-                            winners[key] = parsed.answer
+                            winners[key] = parsed.answer  # type: ignore[union-attr]  # no flag: parsed was read
                     if samples_out is not None:
                         samples_out.append(
                             (step, idx, rounds + agent_rounds - 1, agent_idx, t_first if idx == 0 else t_rest,
@@ -345,7 +345,8 @@ class Decider:
             return Drafted(d, None, None)
         if spec.entropy_threshold is not None:
             probe = GenerateRequest(call.prompt, [0.0], [0], max_tokens, ms.stop, False, oracle, ms.pattern)
-            (entropy,) = await drafter.first_token_entropy([probe])
+            # options.py admits a threshold only for an EntropyProbing drafter, which Backend does not declare.
+            (entropy,) = await drafter.first_token_entropy([probe])  # type: ignore[union-attr]
             info["entropy"] = round(float(entropy), 4)
             if entropy > spec.entropy_threshold:
                 info["route"] = "entropy"
@@ -461,7 +462,8 @@ class Decider:
                 ask = range(i, min(n, i + max(1, spec.verify_k - margin)))
                 for j in ask:
                     d.issue(base + j)
-                answers = await asyncio.gather(*(backends[j].judge(
+                # Score mode: options.py admits only Judging verifiers, which Backend does not declare.
+                answers = await asyncio.gather(*(backends[j].judge(  # type: ignore[union-attr]
                     [JudgeRequest(call.prompt, draft, mix64(step_seed ^ _VERIFY_SALT ^ j), oracle)]) for j in ask))
                 for j, (digits,) in zip(ask, answers, strict=True):
                     d.called(base + j)
@@ -496,7 +498,8 @@ class Decider:
             counts[p.key] = counts.get(p.key, 0) + 1
             ranked = sorted(counts.values(), reverse=True)
             if ranked[0] - (ranked[1] if len(ranked) > 1 else 0) >= spec.verify_k:
-                return max(counts, key=counts.__getitem__) == parsed.key
+                # vote keys are whatever the microstep's vote_key returns (Any), so == is Any to mypy
+                return max(counts, key=counts.__getitem__) == parsed.key  # type: ignore[no-any-return]
         return False
 
     # -- reading a response -------------------------------------------------------------------------

@@ -187,7 +187,7 @@ def _fix(reason: str, ms: Any, max_tokens: int, example: str | None) -> str:
 def _calibrate(workflow: Any, agents: Sequence[str]) -> str:
     ref = "WORKFLOW"
     if workflow is not None:
-        from maker.runs import workflow_ref
+        from maker._loading import workflow_ref
 
         ref = workflow_ref(workflow if isinstance(workflow, type) else type(workflow))
     agent = agents[0] if agents else "SPEC"

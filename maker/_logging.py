@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO, cast
 
 import structlog
 
@@ -38,7 +38,8 @@ def configure_logging(*, json_logs: bool | None = None, level: str = "info") -> 
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),
+        # _Stderr has the two methods PrintLogger uses (write, flush), not all of TextIO.
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _Stderr())),
         cache_logger_on_first_use=False,
     )
 

@@ -219,7 +219,7 @@ class Window:
     async def _draft(self, step: int, state: Any, predicted: bool = False) -> Transition | None:
         wf = self.wf
         try:
-            asked = wf.next(state)
+            asked: Any = wf.next(state)  # whatever the workflow's code returned: checked below
         except Exception as exc:
             if predicted or self._crash is None:
                 raise

@@ -121,7 +121,7 @@ def calibrate(
                 reqs, meta = [], []
                 for i, (j, state) in enumerate(group):
                     asked = wf.next(state)
-                    expected = wf.oracle(state)
+                    expected: Any = wf.oracle(state)  # one answer, or a fan-out's list of them
                     if type(asked) is MicrostepCall:
                         call = asked
                     else:  # a fan-out: one of its calls, in turn

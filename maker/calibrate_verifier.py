@@ -13,14 +13,14 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel
 
 from maker._decider import Decider, flag_reason
 from maker._reapply import calls_of
 from maker._rng import derive, mix64
-from maker.agents import GenerateRequest, Oracle, make_agent
+from maker.agents import GenerateRequest, Judging, Oracle, make_agent
 from maker.calibrate import Calibration, _pick_states, calibrate
 from maker.dsl import MicrostepCall, Workflow
 from maker.errors import UserError
@@ -165,6 +165,7 @@ def calibrate_verifier(
     flagged: Counter[str] = Counter()
 
     def one_call(i: int, state: Any) -> tuple[MicrostepCall, Any]:
+        expected: Any  # one answer, or a fan-out's list of them
         asked, expected = wf.next(state), wf.oracle(state)
         if type(asked) is MicrostepCall:
             return asked, expected
@@ -202,8 +203,9 @@ def calibrate_verifier(
                     reqs_j = [JudgeRequest(call.prompt, text, mix64(v_base + i),
                                            Oracle(call.microstep, expected, i, call.inputs))
                               for i, call, expected, text, _, _ in judged]
-                    digits = await ver.backend.judge(reqs_j) if reqs_j else []
-                    verdicts = [digit_score(d, score_by) >= threshold for d in digits]
+                    # the check above turned away a backend without judge in score mode
+                    digits = await cast(Judging, ver.backend).judge(reqs_j) if reqs_j else []
+                    verdicts: list[bool | None] = [digit_score(d, score_by) >= threshold for d in digits]
                 else:
                     reqs_v = [GenerateRequest(call.prompt, [call.microstep.voting.temperature if temperature is None
                                                             else temperature], [mix64(v_base + i)],
@@ -277,8 +279,9 @@ def calibrate_verifier(
                                       steps=steps_in_task, mode=mode)
         verifier_valid = out["verifier_valid"] or 1.0
         if mode == "score":
-            point = dict(tpr=tpr, fpr=fpr) if tpr is not None and fpr is not None else None
-            worst = dict(tpr=tpr_low if tpr_low is not None else 0.0, fpr=fpr_high if fpr_high is not None else 1.0)
+            point: dict[str, Any] | None = dict(tpr=tpr, fpr=fpr) if tpr is not None and fpr is not None else None
+            worst: dict[str, Any] = dict(tpr=tpr_low if tpr_low is not None else 0.0,
+                                         fpr=fpr_high if fpr_high is not None else 1.0)
         else:
             point = dict(verifier_p=vp, verifier_valid=verifier_valid) if vp is not None else None
             worst = dict(verifier_p=vp_low if vp_low is not None else 0.0, verifier_valid=verifier_valid)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -38,8 +38,9 @@ _SHOWN = 60
               help="Write the JSON summary (figures, settings, one row per problem) here.")
 @_run_common
 def eval_(data: str, workflow: str, param: str, answer_key: str, sets: tuple[str, ...], agents: tuple[str, ...],
-          seed: int, detail: str, concurrency: int, limit: int | None, name: str | None, report_path: str | None,
-          summary_path: str | None, store: str | None, as_json: bool, log_level: str, **voting: Any) -> None:
+          seed: int, detail: Literal["summary", "samples"], concurrency: int, limit: int | None, name: str | None,
+          report_path: str | None, summary_path: str | None, store: str | None, as_json: bool, log_level: str,
+          **voting: Any) -> None:
     """Evaluate a workflow on DATA, a JSON-lines file of {"id", "question", "answer"}.
 
     Every problem is its own run NAME/<id> in the store, its question passed as --param; the

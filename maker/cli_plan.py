@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -86,7 +86,8 @@ def _print_calibration(c: Any) -> None:
 
 def _calibrate_verifier(workflow: str, params: dict[str, Any], verifier: str, *, as_json: bool, progress: Any,
                         drafter: str | None, drafter_p: float | None, verify: str | None, threshold: float | None,
-                        score_by: str | None, n_verifiers: int | None, verify_k: int | None, **common: Any) -> None:
+                        score_by: Literal["expected", "greedy"] | None, n_verifiers: int | None, verify_k: int | None,
+                        **common: Any) -> None:
     """``maker calibrate --verifier``: measure, then print the rates, the estimate and the smallest ensemble."""
     from maker.calibrate_verifier import calibrate_verifier
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -38,8 +38,8 @@ def run(workflow: str, sets: tuple[str, ...], **options: Any) -> None:
 
 
 def start(workflow: str, params: dict[str, Any], *, agents: tuple[str, ...], seed: int, run_id: str | None,
-          detail: str, commit_every: int, commit_seconds: float, store: str | None, as_json: bool, log_level: str,
-          snapshots: str | None = None, **voting: Any) -> tuple[Any, bool]:
+          detail: Literal["summary", "samples"], commit_every: int, commit_seconds: float, store: str | None,
+          as_json: bool, log_level: str, snapshots: str | None = None, **voting: Any) -> tuple[Any, bool]:
     """Start a run from the command line's options; its summary, and whether to print it as JSON."""
     from pydantic import ValidationError
 
@@ -123,7 +123,7 @@ def runs(store: str | None, as_json: bool) -> None:
         records = st.runs()
         kept = st.snapshot_sizes()
         size = st.disk_bytes()
-    rows = [{
+    rows: list[dict[str, Any]] = [{
         "run_id": r.run_id, "workflow": r.workflow, "status": shown_status(r), "steps": r.steps,
         "expected_steps": r.expected_steps, "errors": r.errors, "solved": r.solved, "calls": r.calls,
         "params": r.params, "agents": r.config.get("agents"), "parent": r.parent_run_id,

@@ -25,13 +25,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from maker._batching import Coalescing
+from maker._loading import workflow_ref
 from maker._rng import derive
 from maker.agents import Agent
 from maker.datasets import Problem, load_problems
 from maker.dsl import Workflow
 from maker.errors import RunError, RunNotFoundError, StoreError, UserError
 from maker.options import RunOptions
-from maker.runs import _options, drive, is_live, new_run, reopen_run, resolve_workflow, workflow_ref
+from maker.runs import _options, drive, is_live, new_run, reopen_run, resolve_workflow
 from maker.store import RunRecord, Store
 from maker.voting import wilson_interval
 from maker.workflows._reference import same_answer
@@ -292,11 +293,11 @@ def _mismatch(record: RunRecord, job: _Job, wf_cls: type[Workflow[Any, Any]]) ->
     if given != record.params:
         return "other parameters: " + _diff(record.params, given)
     try:
-        recorded = RunOptions.model_validate(record.config).model_dump(mode="json")
+        recorded_opts = RunOptions.model_validate(record.config).model_dump(mode="json")
     except ValidationError:
         return f"options this maker cannot read ({record.config})"
     current = job.opts.model_dump(mode="json")
-    return "other options: " + _diff(recorded, current) if recorded != current else None
+    return "other options: " + _diff(recorded_opts, current) if recorded_opts != current else None
 
 
 def _diff(recorded: Mapping[str, Any], given: Mapping[str, Any]) -> str:

@@ -269,16 +269,19 @@ def _engine(wf: Workflow[Any, Any], st: Store, rid: int, run_id: str, agents: li
 
 
 def _drive(engine: Engine, wf: Workflow[Any, Any], state: Any, name: str) -> RunSummary:
+    st = engine.store
+    assert st is not None  # engines built here always have one (only rollout engines have none)
     try:
         return asyncio.run(drive(engine, wf, state, name))
     except (KeyboardInterrupt, SystemExit):
-        engine.store.set_status(engine.rid, "interrupted", error="interrupted")
+        st.set_status(engine.rid, "interrupted", error="interrupted")
         raise
 
 
 async def drive(engine: Engine, wf: Workflow[Any, Any], state: Any, name: str, *, close: bool = True) -> RunSummary:
     """Run an engine's chain to the end and record how it ended; ``close=False`` leaves shared backends open."""
     st = engine.store
+    assert st is not None  # engines built here always have one (only rollout engines have none)
     status, error, solved, result = "done", None, None, None
     try:
         try:

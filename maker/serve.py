@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 
 from maker.agents import Agent, GenerateRequest
 
@@ -133,5 +133,5 @@ def serve_in_thread(agent: Agent, model_name: str, host: str = "127.0.0.1", port
     key = os.environ.get(api_key_env) if api_key_env else None
     server = make_server(agent, model_name, host, port, key)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    h, p = server.server_address[:2]
+    h, p = cast(tuple[str, int], server.server_address[:2])  # a TCP server's; typeshed allows any socket family's
     return server, f"http://{h}:{p}/v1"

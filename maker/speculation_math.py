@@ -67,7 +67,7 @@ def _rates(rate: Rates, n: int, what: str) -> list[Any]:
     """One rate per verifier, in the order they are asked."""
     if n < 0:
         raise ValueError(f"number of verifiers must be >= 0, got {n}")
-    rates = list(rate) if isinstance(rate, Sequence) else [rate] * n
+    rates: list[Any] = list(rate) if isinstance(rate, Sequence) else [rate] * n
     if len(rates) != n:
         raise ValueError(f"{what}: got {len(rates)} rates for {n} verifiers")
     for r in rates:
@@ -81,7 +81,7 @@ def _check_k(verify_k: int) -> None:
         raise ValueError(f"verify_k must be >= 1, got {verify_k}")
 
 
-def _out(x: Any, exact: bool) -> Any:
+def _out(x: Any, exact: bool) -> Rate:
     return Fraction(x) if exact else float(x)
 
 
@@ -123,7 +123,7 @@ def _score_walk(rates: list[Any], verify_k: int) -> tuple[Any, Any]:
     return accept, calls
 
 
-def accept_probability(rate: Rates, n: int, verify_k: int) -> float:
+def accept_probability(rate: Rates, n: int, verify_k: int) -> Rate:
     """Chance that ``score``-mode verification accepts a draft that each of ``n`` independent verifiers
     accepts with probability ``rate`` (their TPR for a right draft, FPR for a wrong one; or one rate per
     verifier, in order), with the decider's early stops. ``n == 0``: never accepted; ``verify_k > n``: never
@@ -132,7 +132,7 @@ def accept_probability(rate: Rates, n: int, verify_k: int) -> float:
     return _out(_score_walk(rates, verify_k)[0], _exact(rate))
 
 
-def verifier_calls(rate: Rates, n: int, verify_k: int) -> float:
+def verifier_calls(rate: Rates, n: int, verify_k: int) -> Rate:
     """Expected verifier calls of the same walk as :func:`accept_probability` (between 1 and n for n >= 1)."""
     rates = _rates(rate, n, "rate")
     return _out(_score_walk(rates, verify_k)[1], _exact(rate))
@@ -182,7 +182,7 @@ def _vote_walk(agree: list[Any], valid: list[Any], verify_k: int, max_answers: i
 
 
 def vote_accept_probability(agree: Rates, n: int, verify_k: int, *, max_rounds: int = 100,
-                            valid: Rates = 1.0) -> float:
+                            valid: Rates = 1.0) -> Rate:
     """Chance that ``vote``-mode verification accepts a draft: ``n`` verifiers answer the step round-robin
     (at most ``max_rounds * n`` answers), each valid with probability ``valid`` and then agreeing with the
     draft with probability ``agree``; the draft counts as one vote; first to lead by ``verify_k`` decides.
@@ -194,7 +194,7 @@ def vote_accept_probability(agree: Rates, n: int, verify_k: int, *, max_rounds: 
     return _out(_vote_walk(a, v, verify_k, max_rounds * n)[0], _exact(agree, valid))
 
 
-def vote_verifier_calls(agree: Rates, n: int, verify_k: int, *, max_rounds: int = 100, valid: Rates = 1.0) -> float:
+def vote_verifier_calls(agree: Rates, n: int, verify_k: int, *, max_rounds: int = 100, valid: Rates = 1.0) -> Rate:
     """Expected verifier answers (calls, red-flagged ones included) of the walk of :func:`vote_accept_probability`."""
     a = _rates(agree, n, "agree rate")
     v = _rates(valid, n, "valid rate")

@@ -283,7 +283,7 @@ def trace_stats(st: Store, record: RunRecord) -> dict[str, Any]:
         agents.append({"agent": labels[idx] if idx < len(labels) else f"agent #{idx}", "steps_decided": n_steps_a,
                        "votes": valid, "p": round(good / valid, 4) if valid else None,
                        "p_low": round(lo, 4), "p_high": round(hi, 4)})
-    spec_stats = None
+    spec_stats: dict[str, Any] | None = None
     if drafted or routes:
         spec_stats = {"drafted": drafted, "accepted": accepted, "escalated": escalated,
                       "acceptance_rate": round(accepted / drafted, 4) if drafted else None, "routed": dict(routes)}

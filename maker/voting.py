@@ -34,22 +34,22 @@ class Voting(BaseModel):
     ``adaptive``: decided when the Beta posterior that the leader holds the majority
     reaches ``confidence`` (Adaptive-Consistency)."""
 
-    k: int = Field(3, ge=1, le=1000)
+    k: int = Field(default=3, ge=1, le=1000)
     """Margin of first-to-ahead-by-k voting; also the size of the first batch of samples."""
 
-    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
     """Posterior threshold for the ``adaptive`` rule."""
 
-    max_rounds: int = Field(100, ge=1)
+    max_rounds: int = Field(default=100, ge=1)
     """Bound on sampling rounds per step; past it the step escalates to the next agent or fails."""
 
-    first_temperature: float = Field(0.0, ge=0.0, le=2.0)
+    first_temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     """Temperature of the very first sample of a step (MAKER: 0, the model's best guess)."""
 
-    temperature: float = Field(0.1, ge=0.0, le=2.0)
+    temperature: float = Field(default=0.1, ge=0.0, le=2.0)
     """Temperature of every later sample, to decorrelate their errors."""
 
-    batch: int | None = Field(None, ge=1, le=4096)
+    batch: int | None = Field(default=None, ge=1, le=4096)
     """Samples asked of the backend in one call (default: the first round's size). A later
     round that needs fewer is filled up to it and the extra samples serve the rounds after;
     what is left when the step is decided is dropped. Each sample keeps its index and seed,
@@ -157,7 +157,8 @@ def beta_confidence(leader: int, runner_up: int) -> float:
     """
     n = leader + runner_up + 1
     total = sum(math.comb(n, j) for j in range(leader + 1))
-    return total / 2**n
+    outcomes: int = 2**n
+    return total / outcomes
 
 
 def is_decided(voting: Voting, top: int, second: int) -> bool:

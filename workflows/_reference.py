@@ -383,7 +383,8 @@ def _walk(node: ast.AST, values: Sequence[int]) -> int:
     if isinstance(node.op, ast.Pow):
         if right < 0 or max(left.bit_length(), 1) * right > _MAX_VALUE_BITS:
             raise ValueError("power too large")
-        return left**right
+        power: int = left**right  # an int, right being >= 0; typeshed cannot tell from the types alone
+        return power
     if isinstance(node.op, ast.Mult):
         if left.bit_length() + right.bit_length() > _MAX_VALUE_BITS:
             raise ValueError("product too large")

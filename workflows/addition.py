@@ -83,7 +83,7 @@ add_digit = Microstep(
 )
 
 
-class Addition(Workflow, name="addition", version=1):
+class Addition(Workflow[AdditionParams, AdditionState], name="addition", version=1):
     """Add two long numbers digit by digit, right to left."""
 
     description = "long addition, one voted digit column per step, carry kept in the state"

@@ -60,7 +60,7 @@ next_number = Microstep(
 )
 
 
-class Counting(Workflow, name="counting", version=1):
+class Counting(Workflow[CountingParams, CountingState], name="counting", version=1):
     """Count up by one from a start number; the bundled small model's task."""
 
     description = "count up by one, each number voted; a task the bundled 135M model can do"

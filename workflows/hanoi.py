@@ -144,7 +144,7 @@ hanoi_move = Microstep(
 )
 
 
-class Hanoi(Workflow, name="hanoi", version=1):
+class Hanoi(Workflow[HanoiParams, HanoiState], name="hanoi", version=1):
     """Towers of Hanoi with MAKER's strategy: 2**disks - 1 dependent moves."""
 
     description = "Towers of Hanoi, one voted move per step (MAKER's formulation)"

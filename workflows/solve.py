@@ -108,7 +108,7 @@ def _numbered(candidates: tuple[Decomposition, ...]) -> str:
                      for i, d in enumerate(candidates))
 
 
-class Solve(Workflow, name="solve", version=1):
+class Solve(Workflow[SolveParams, TreeState], name="solve", version=1):
     """Recursive decomposition of a plain-text task into a tree of voted microsteps."""
 
     description = "a plain-text task split by voted decompositions into a task tree; children solved concurrently"
