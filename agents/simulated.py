@@ -246,7 +246,7 @@ class SimulatedBackend:
                     j = int(uniform(sd, 4) * cfg.spread)
                     if wrong is None:
                         wrong = {}
-                    text = wrong.get(j)  # type: ignore[assignment]
+                    text = wrong.get(j)
                     if text is None:
                         text = wrong[j] = ms.render(ms.mistake(orc.answer, j, orc.inputs or {}))
                 else:

@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
 py="${PY:-python}"
+case "$py" in */*) py="$(cd "$(dirname "$py")" && pwd)/$(basename "$py")" ;; esac  # a relative path, made absolute
 
 rm -rf .typecheck/maker
 mkdir -p .typecheck/maker
