@@ -89,9 +89,7 @@ def resolve_model(ref: str) -> ModelSource:
         return ModelSource(p.stem, p.parent, p.name)
     if p.is_dir():
         return ModelSource(p.name, p)
-    raise AgentSpecError(
-        f"hf:{ref}: not a bundled model ({', '.join(BUNDLED)}), a model directory, or a .gguf file"
-    )
+    raise AgentSpecError(f"hf:{ref}: not a bundled model ({', '.join(BUNDLED)}), a model directory, or a .gguf file")
 
 
 def _import_torch() -> Any:
@@ -99,9 +97,7 @@ def _import_torch() -> Any:
         import torch
         import transformers
     except ImportError:
-        raise UserError(
-            "the hf backend needs torch and transformers: pip install torch==2.13.0 'maker[hf]'"
-        ) from None
+        raise UserError("the hf backend needs torch and transformers: pip install torch==2.13.0 'maker[hf]'") from None
     del transformers
     return torch
 
@@ -109,8 +105,17 @@ def _import_torch() -> Any:
 class HFBackend:
     """Batched generation and scoring with a transformers causal LM."""
 
-    def __init__(self, ref: str, *, device: str | None = None, name: str | None = None,
-                 max_batch: int = 32, threads: int | None = None, prefix_cache: int = 4, chat: bool = False) -> None:
+    def __init__(
+        self,
+        ref: str,
+        *,
+        device: str | None = None,
+        name: str | None = None,
+        max_batch: int = 32,
+        threads: int | None = None,
+        prefix_cache: int = 4,
+        chat: bool = False,
+    ) -> None:
         self.torch = torch = _import_torch()
         self.source = resolve_model(ref)
         self.name = name or f"hf:{ref}"
@@ -126,7 +131,9 @@ class HFBackend:
         self._cache_kw = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self.chat = chat
         if chat and not getattr(self.tokenizer, "chat_template", None):
-            raise AgentSpecError(f"{self.name}: chat=1 needs a model whose tokenizer has a chat template; this one has none")
+            raise AgentSpecError(
+                f"{self.name}: chat=1 needs a model whose tokenizer has a chat template; this one has none"
+            )
         self._lock = threading.Lock()
         self.generated_tokens = 0
         self.busy_s = 0.0
@@ -232,13 +239,20 @@ class HFBackend:
             width = max(map(len, rests))
             pad = tok.pad_token_id
             ids = torch.tensor([[pad] * (width - len(r)) + r for r in rests], device=self.device)
-            mask = torch.tensor([[1] * shared + [0] * (width - len(r)) + [1] * len(r) for r in rests],
-                                device=self.device)
+            mask = torch.tensor(
+                [[1] * shared + [0] * (width - len(r)) + [1] * len(r) for r in rests], device=self.device
+            )
             if shared:
                 cache.batch_repeat_interleave(len(rows))
             pos = ((mask.cumsum(-1) - 1).clamp(min=0))[:, shared:]
-            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, **{self._cache_kw: cache},
-                                use_cache=True, logits_to_keep=1).logits[:, -1, :]
+            logits = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=pos,
+                **{self._cache_kw: cache},
+                use_cache=True,
+                logits_to_keep=1,
+            ).logits[:, -1, :]
             self.prefilled_tokens += int(mask[:, shared:].sum())
             cache.reorder_cache(owner)
             logits = logits.index_select(0, owner)
@@ -269,8 +283,14 @@ class HFBackend:
                     break
                 step_ids = torch.tensor([[c] for c in chosen], device=self.device)
                 mask = torch.cat([mask, torch.ones((n_rows, 1), dtype=mask.dtype, device=self.device)], dim=1)
-                logits = self.model(input_ids=step_ids, attention_mask=mask, position_ids=next_pos,
-                                    **{self._cache_kw: cache}, use_cache=True, logits_to_keep=1).logits[:, -1, :]
+                logits = self.model(
+                    input_ids=step_ids,
+                    attention_mask=mask,
+                    position_ids=next_pos,
+                    **{self._cache_kw: cache},
+                    use_cache=True,
+                    logits_to_keep=1,
+                ).logits[:, -1, :]
                 next_pos = next_pos + 1
         out: list[list[Sample]] = []
         r = 0
@@ -368,7 +388,9 @@ class HFBackend:
         with self._lock, torch.inference_mode():
             t0 = time.perf_counter()
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
-            logp = torch.log_softmax(self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float(), -1)
+            logp = torch.log_softmax(
+                self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float(), -1
+            )
             self.busy_s += time.perf_counter() - t0
         out = []
         for b, c in enumerate(c_ids):
@@ -424,8 +446,9 @@ class HFBackend:
         the assistant's turn opened."""
         tok = self.tokenizer
         if self.chat:
-            text = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                           tokenize=False)
+            text = tok.apply_chat_template(
+                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+            )
             return list(tok(text, add_special_tokens=False)["input_ids"])
         return list(tok(prompt, add_special_tokens=self._add_bos())["input_ids"])
 

@@ -41,9 +41,19 @@ class BackendHTTPError(RunError):
 
 
 class OpenAIBackend:
-    def __init__(self, model: str, base_url: str, *, api: str = "completions", key_env: str = "OPENAI_API_KEY",
-                 concurrency: int = 8, timeout: float = 60.0, retries: int = 4, backoff: float = 0.5,
-                 name: str | None = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        base_url: str,
+        *,
+        api: str = "completions",
+        key_env: str = "OPENAI_API_KEY",
+        concurrency: int = 8,
+        timeout: float = 60.0,
+        retries: int = 4,
+        backoff: float = 0.5,
+        name: str | None = None,
+    ) -> None:
         try:
             import httpx
         except ImportError:
@@ -92,8 +102,11 @@ class OpenAIBackend:
                 self.honours_n = True
             elif len(samples) == 1:
                 if self.honours_n is None:
-                    log.warning("the server returns one choice whatever n asks; sending one request per sample",
-                                backend=self.name, asked=len(idx))
+                    log.warning(
+                        "the server returns one choice whatever n asks; sending one request per sample",
+                        backend=self.name,
+                        asked=len(idx),
+                    )
                 self.honours_n = False
                 return samples + await self._one_by_one(req, temperature, idx[1:])
         if len(samples) != len(idx):
@@ -111,7 +124,10 @@ class OpenAIBackend:
     async def _ask(self, req: GenerateRequest, temperature: float, idx: list[int]) -> list[Sample]:
         """One request for the samples ``idx`` (``n = len(idx)``, seeded with the first one's seed)."""
         body: dict[str, Any] = {
-            "model": self.model, "n": len(idx), "temperature": temperature, "max_tokens": req.max_tokens + 1,
+            "model": self.model,
+            "n": len(idx),
+            "temperature": temperature,
+            "max_tokens": req.max_tokens + 1,
             "seed": int(req.seeds[idx[0]] % (2**31)),
         }
         if req.stop:
@@ -131,7 +147,9 @@ class OpenAIBackend:
             choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
             samples = [self._sample(c, data) for c in choices]
         except (KeyError, TypeError, ValueError) as exc:
-            raise BackendHTTPError(f"{self.name}: response is not an OpenAI completion ({exc!r})", retryable=True) from None
+            raise BackendHTTPError(
+                f"{self.name}: response is not an OpenAI completion ({exc!r})", retryable=True
+            ) from None
         if not samples or len(samples) > len(idx):
             raise BackendHTTPError(f"{self.name}: asked for {len(idx)} choices, got {len(samples)}", retryable=True)
         return samples
@@ -163,8 +181,13 @@ class OpenAIBackend:
 
     async def _top(self, prompt: str, seed: int) -> list[tuple[str, float]]:
         """The top next-token candidates after ``prompt`` and their log-probabilities (one greedy token)."""
-        body: dict[str, Any] = {"model": self.model, "n": 1, "temperature": 0.0, "max_tokens": 1,
-                                "seed": int(seed % (2**31))}
+        body: dict[str, Any] = {
+            "model": self.model,
+            "n": 1,
+            "temperature": 0.0,
+            "max_tokens": 1,
+            "seed": int(seed % (2**31)),
+        }
         if self.api == "chat":
             path = "/chat/completions"
             body.update(messages=[{"role": "user", "content": prompt}], logprobs=True, top_logprobs=_TOP)
@@ -175,13 +198,16 @@ class OpenAIBackend:
         try:
             top = _top_of(data["choices"][0], self.api == "chat")
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-            raise BackendHTTPError(f"{self.name}: response has no readable top log-probabilities ({exc!r})",
-                                   retryable=True) from None
+            raise BackendHTTPError(
+                f"{self.name}: response has no readable top log-probabilities ({exc!r})", retryable=True
+            ) from None
         if not top:
             raise BackendHTTPError(
                 f"{self.name}: the server returned no top log-probabilities; rating drafts (`verify` score) and "
                 f"routing by entropy (`entropy_threshold`) need a server that honours "
-                f"{'top_logprobs' if self.api == 'chat' else 'logprobs'}={_TOP}", retryable=False)
+                f"{'top_logprobs' if self.api == 'chat' else 'logprobs'}={_TOP}",
+                retryable=False,
+            )
         return top
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -199,11 +225,15 @@ class OpenAIBackend:
             if resp.status_code in (401, 403):
                 raise BackendHTTPError(
                     f"{self.name}: the server refused the credentials (HTTP {resp.status_code}); "
-                    f"set the API key in ${self.key_env}", retryable=False)
+                    f"set the API key in ${self.key_env}",
+                    retryable=False,
+                )
             if resp.status_code == 404:
                 raise BackendHTTPError(
                     f"{self.name}: not found (HTTP 404): is model {self.model!r} served at {self.base_url}? "
-                    f"{_brief(resp.text)}", retryable=False)
+                    f"{_brief(resp.text)}",
+                    retryable=False,
+                )
             if resp.status_code in _TRANSIENT:
                 last = f"HTTP {resp.status_code}"
                 continue
@@ -238,4 +268,3 @@ def _top_of(choice: dict[str, Any], chat: bool) -> list[tuple[str, float]]:
 
 def _brief(text: str) -> str:
     return text.strip().replace("\n", " ")[:200]
-

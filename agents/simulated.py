@@ -264,15 +264,21 @@ class SimulatedBackend:
         self._checked.add(ms.name)
         try:
             right = ms.vote_key(orc.answer)
-            same = [j for j in range(min(self.config.spread, 8))
-                    if ms.vote_key(ms.mistake(orc.answer, j, orc.inputs or {})) == right]
+            same = [
+                j
+                for j in range(min(self.config.spread, 8))
+                if ms.vote_key(ms.mistake(orc.answer, j, orc.inputs or {})) == right
+            ]
         except Exception:  # a workflow without mistakes() fails where the agent errs, with its own message
             return
         if same:
-            log.warning(f"microstep {ms.name!r}: mistakes() gave an answer that votes like the right one (mistake "
-                        f"{same[0]} at step {orc.step}); this agent's errors on it count as right, so its simulated "
-                        f"error rate is 0. Make mistakes() return an answer whose vote key differs",
-                        agent=self.name, microstep=ms.name)
+            log.warning(
+                f"microstep {ms.name!r}: mistakes() gave an answer that votes like the right one (mistake "
+                f"{same[0]} at step {orc.step}); this agent's errors on it count as right, so its simulated "
+                f"error rate is 0. Make mistakes() return an answer whose vote key differs",
+                agent=self.name,
+                microstep=ms.name,
+            )
 
     @staticmethod
     def _malformed(ms: Any, correct: str, kind: int) -> str:

@@ -56,7 +56,9 @@ def parse_spec(spec: str) -> tuple[str, str | None, dict[str, Any]]:
 def _check_options(spec: str, kind: str, options: dict[str, Any], allowed: set[str]) -> None:
     unknown = set(options) - allowed
     if unknown:
-        raise AgentSpecError(f"agent spec {spec!r}: unknown option(s) {sorted(unknown)}; {kind} takes {sorted(allowed)}")
+        raise AgentSpecError(
+            f"agent spec {spec!r}: unknown option(s) {sorted(unknown)}; {kind} takes {sorted(allowed)}"
+        )
 
 
 def _simulated(spec: str, name: str | None, options: dict[str, Any]) -> Agent:
@@ -64,12 +66,16 @@ def _simulated(spec: str, name: str | None, options: dict[str, Any]) -> Agent:
         config = SimulatedConfig.from_options(name, options)
     except ValidationError as exc:
         keys = ", ".join(SimulatedConfig.model_fields)
-        raise AgentSpecError(f"agent spec {spec!r}: {exc}\nsimulated keys: p, p_MICROSTEP, error_MICROSTEP, {keys}"
-                             ) from None
+        raise AgentSpecError(
+            f"agent spec {spec!r}: {exc}\nsimulated keys: p, p_MICROSTEP, error_MICROSTEP, {keys}"
+        ) from None
     except UserError as exc:
         raise AgentSpecError(f"agent spec {spec!r}: {exc}") from None
-    return Agent(spec, SimulatedBackend(config, name=spec),
-                 info={"p": config.p, "valid": config.valid, "tpr": config.tpr, "fpr": config.fpr})
+    return Agent(
+        spec,
+        SimulatedBackend(config, name=spec),
+        info={"p": config.p, "valid": config.valid, "tpr": config.tpr, "fpr": config.fpr},
+    )
 
 
 _HF_OPTIONS = {"device", "threads", "max_batch", "prefix_cache", "chat"}
@@ -86,10 +92,14 @@ def _hf(spec: str, name: str | None, options: dict[str, Any]) -> Agent:
     key = (name, *(options.get(k) for k in sorted(_HF_OPTIONS)))
     backend = _HF_LOADED.get(key)
     if backend is None:
-        backend = _HF_LOADED[key] = HFBackend(name, device=options.get("device"), threads=options.get("threads"),
-                                              max_batch=int(options.get("max_batch", 32)),
-                                              prefix_cache=int(options.get("prefix_cache", 4)),
-                                              chat=bool(options.get("chat", 0)))
+        backend = _HF_LOADED[key] = HFBackend(
+            name,
+            device=options.get("device"),
+            threads=options.get("threads"),
+            max_batch=int(options.get("max_batch", 32)),
+            prefix_cache=int(options.get("prefix_cache", 4)),
+            chat=bool(options.get("chat", 0)),
+        )
     return Agent(spec, backend)
 
 

@@ -70,13 +70,23 @@ def first_top(completion: Any) -> list[tuple[str, float]]:
     steps = getattr(completion, "logprobs", None) or []
     if not steps:
         return []
-    return [(str(lp.decoded_token if lp.decoded_token is not None else tid), float(lp.logprob))
-            for tid, lp in steps[0].items()]
+    return [
+        (str(lp.decoded_token if lp.decoded_token is not None else tid), float(lp.logprob))
+        for tid, lp in steps[0].items()
+    ]
 
 
 class VLLMBackend:
-    def __init__(self, model: str, *, name: str | None = None, gpu_memory_utilization: float = 0.45,
-                 max_model_len: int | None = None, dtype: str = "auto", seed: int = 0) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        name: str | None = None,
+        gpu_memory_utilization: float = 0.45,
+        max_model_len: int | None = None,
+        dtype: str = "auto",
+        seed: int = 0,
+    ) -> None:
         try:
             import vllm
         except ImportError:
@@ -86,8 +96,13 @@ class VLLMBackend:
             ) from None
         self._vllm = vllm
         self.name = name or f"vllm:{model}"
-        kwargs: dict[str, Any] = {"model": model, "gpu_memory_utilization": gpu_memory_utilization,
-                                  "enable_prefix_caching": True, "dtype": dtype, "seed": seed}
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "gpu_memory_utilization": gpu_memory_utilization,
+            "enable_prefix_caching": True,
+            "dtype": dtype,
+            "seed": seed,
+        }
         if max_model_len:
             kwargs["max_model_len"] = max_model_len
         self.llm = vllm.LLM(**kwargs)

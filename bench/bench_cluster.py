@@ -77,9 +77,14 @@ def _burst(n: int) -> dict[str, Any]:
     dt, (calls, items) = asyncio.run(batched())
     per_call = asyncio.run(one_by_one(min(n, 2000)))
     cluster.close()
-    return {"burst_requests": n, "burst_actor_calls": calls, "burst_requests_per_call": round(items / calls, 1),
-            "burst_requests_per_s": round(n / dt), "one_call_per_request_per_s": round(1 / per_call),
-            "batching_speedup": round(dt and (n / dt) * per_call, 1)}
+    return {
+        "burst_requests": n,
+        "burst_actor_calls": calls,
+        "burst_requests_per_call": round(items / calls, 1),
+        "burst_requests_per_s": round(n / dt),
+        "one_call_per_request_per_s": round(1 / per_call),
+        "batching_speedup": round(dt and (n / dt) * per_call, 1),
+    }
 
 
 def main() -> int:
@@ -90,46 +95,58 @@ def main() -> int:
     ap.add_argument("--burst", type=int, default=20000)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1",
-             logging_level="ERROR", log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=os.cpu_count(),
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        logging_level="ERROR",
+        log_to_driver=False,
+    )
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         one = ClusterOptions.build("auto", cpus=0.5)
         here, here_s = _run(tmp, "here", args.disks, AGENT, None)
         there, there_s = _run(tmp, "there", args.disks, AGENT, one)
-        out.update({
-            "steps": here.steps,
-            "in_process_s": round(here.wall_s, 2),
-            "ray_s": round(there.wall_s, 2),
-            "ray_over_in_process": round(there.wall_s / here.wall_s, 1),
-            "in_process_us_per_step": round(here.wall_s / here.steps * 1e6, 1),
-            "ray_us_per_step": round(there.wall_s / there.steps * 1e6, 1),
-            "ray_overhead_us_per_step": round((there.wall_s - here.wall_s) / there.steps * 1e6, 1),
-            "ray_start_s": round(there_s - there.wall_s, 2),
-            "errors_in_process_ray": [here.errors, there.errors],
-            "same_calls": here.calls == there.calls,
-            "target_ratio": 2.0,
-        })
+        out.update(
+            {
+                "steps": here.steps,
+                "in_process_s": round(here.wall_s, 2),
+                "ray_s": round(there.wall_s, 2),
+                "ray_over_in_process": round(there.wall_s / here.wall_s, 1),
+                "in_process_us_per_step": round(here.wall_s / here.steps * 1e6, 1),
+                "ray_us_per_step": round(there.wall_s / there.steps * 1e6, 1),
+                "ray_overhead_us_per_step": round((there.wall_s - here.wall_s) / there.steps * 1e6, 1),
+                "ray_start_s": round(there_s - there.wall_s, 2),
+                "errors_in_process_ray": [here.errors, there.errors],
+                "same_calls": here.calls == there.calls,
+                "target_ratio": 2.0,
+            }
+        )
         call_disks = min(args.call_disks, args.disks)
         if call_disks != args.disks:
             here, _ = _run(tmp, "here_c", call_disks, AGENT, None)
         by_call, _ = _run(tmp, "by_call", call_disks, AGENT, ClusterOptions.build("auto", cpus=0.5, lookahead=0))
-        out.update({
-            "call_by_call_steps": by_call.steps,
-            "call_by_call_s": round(by_call.wall_s, 2),
-            "call_by_call_over_in_process": round(by_call.wall_s / here.wall_s, 1),
-            "call_by_call_same_calls": here.calls == by_call.calls,
-        })
+        out.update(
+            {
+                "call_by_call_steps": by_call.steps,
+                "call_by_call_s": round(by_call.wall_s, 2),
+                "call_by_call_over_in_process": round(by_call.wall_s / here.wall_s, 1),
+                "call_by_call_same_calls": here.calls == by_call.calls,
+            }
+        )
         slow = AGENT + ",call_s=0.05"
         here, _ = _run(tmp, "here50", args.latency_disks, slow, None)
         there, _ = _run(tmp, "there50", args.latency_disks, slow, ClusterOptions.build("auto", replicas=4, cpus=0.25))
-        out.update({
-            "latency_steps": here.steps,
-            "latency_in_process_steps_per_s": round(here.steps / here.wall_s, 2),
-            "latency_4_replicas_steps_per_s": round(there.steps / there.wall_s, 2),
-            "latency_ratio": round(here.wall_s / there.wall_s, 3),
-        })
+        out.update(
+            {
+                "latency_steps": here.steps,
+                "latency_in_process_steps_per_s": round(here.steps / here.wall_s, 2),
+                "latency_4_replicas_steps_per_s": round(there.steps / there.wall_s, 2),
+                "latency_ratio": round(here.wall_s / there.wall_s, 3),
+            }
+        )
     out.update(_burst(args.burst))
     ray.shutdown()
     emit(out, args.json)

@@ -69,20 +69,40 @@ def _plan(lines: list[dict[str, Any]]) -> dict[str, Any]:
     return {"voted_steps": steps, "worst_p": round(worst, 4), "k": k_min(steps, worst, 0.95)}
 
 
-def _eval(data: Path, store: Path, *, k: int, concurrency: int = 16, limit: int | None = None, latency: bool = False,
-          params: dict[str, Any] | None = None, name: str = "e") -> dict[str, Any]:
+def _eval(
+    data: Path,
+    store: Path,
+    *,
+    k: int,
+    concurrency: int = 16,
+    limit: int | None = None,
+    latency: bool = False,
+    params: dict[str, Any] | None = None,
+    name: str = "e",
+) -> dict[str, Any]:
     agent = AGENT + (",call_s=0.05" if latency else "")
     t0 = time.perf_counter()
-    s = evaluate(data, {"agents": [agent], "k": k}, store=store, concurrency=concurrency, limit=limit,
-                 params=params, name=name)
+    s = evaluate(
+        data, {"agents": [agent], "k": k}, store=store, concurrency=concurrency, limit=limit, params=params, name=name
+    )
     wall = time.perf_counter() - t0
     with Store.open(store) as st:
         sizes = [(r.result or {}).get("nodes", 0) for r in st.runs() if r.run_id.startswith(f"{name}/")]
         depths = [(r.result or {}).get("depth", 0) for r in st.runs() if r.run_id.startswith(f"{name}/")]
-    return {"problems": s.problems, "correct": s.correct, "accuracy": round(s.accuracy, 4),
-            "calls": round(s.calls_mean, 1), "calls_max": s.calls_max, "tokens": round(s.tokens_mean),
-            "steps": round(s.steps_mean, 1), "nodes": round(sum(sizes) / len(sizes), 1), "depth": max(depths),
-            "wall_s": round(wall, 2), "problems_per_s": round(s.problems / wall, 2), "backend_calls": s.backend_calls}
+    return {
+        "problems": s.problems,
+        "correct": s.correct,
+        "accuracy": round(s.accuracy, 4),
+        "calls": round(s.calls_mean, 1),
+        "calls_max": s.calls_max,
+        "tokens": round(s.tokens_mean),
+        "steps": round(s.steps_mean, 1),
+        "nodes": round(sum(sizes) / len(sizes), 1),
+        "depth": max(depths),
+        "wall_s": round(wall, 2),
+        "problems_per_s": round(s.problems / wall, 2),
+        "backend_calls": s.backend_calls,
+    }
 
 
 def main() -> int:
@@ -113,7 +133,8 @@ def main() -> int:
                 f"concurrency 1: {c1['problems_per_s']} problems/s ({c1['wall_s']} s, {c1['backend_calls']} calls); "
                 f"concurrency 16: {c16['problems_per_s']} problems/s ({c16['wall_s']} s, {c16['backend_calls']} "
                 f"calls): {c16['problems_per_s'] / c1['problems_per_s']:.1f}x (target 8x); "
-                f"accuracy {c1['accuracy']} / {c16['accuracy']}")
+                f"accuracy {c1['accuracy']} / {c16['accuracy']}"
+            )
             out[f"{key} figures"] = json.dumps({"voted": voted, "k1": once, "oneshot": oneshot, "c1": c1, "c16": c16})
             print(f"{key} done", file=sys.stderr)
     emit(out, args.json)
@@ -121,9 +142,11 @@ def main() -> int:
 
 
 def _line(f: dict[str, Any]) -> str:
-    return (f"{f['correct']}/{f['problems']} exact ({100 * f['accuracy']:.1f}%), {f['calls']} calls "
-            f"(max {f['calls_max']}), {f['tokens']:,} tokens, {f['steps']} steps, {f['nodes']} nodes, depth "
-            f"{f['depth']} per problem; {f['wall_s']} s")
+    return (
+        f"{f['correct']}/{f['problems']} exact ({100 * f['accuracy']:.1f}%), {f['calls']} calls "
+        f"(max {f['calls_max']}), {f['tokens']:,} tokens, {f['steps']} steps, {f['nodes']} nodes, depth "
+        f"{f['depth']} per problem; {f['wall_s']} s"
+    )
 
 
 if __name__ == "__main__":

@@ -40,8 +40,9 @@ def _floor(script: Path, disks: int, tmp: str) -> dict[str, float] | None:
     """The straight-line floor's figures for the same number of steps (None: the script is not there)."""
     if not script.is_file():
         return None
-    proc = subprocess.run([sys.executable, str(script), str(disks), str(Path(tmp) / "floor.sqlite")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(disks), str(Path(tmp) / "floor.sqlite")], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         print(proc.stderr, file=sys.stderr)
         return None
@@ -61,8 +62,24 @@ def main() -> int:
     info = make_agent(args.agent).info
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "bench.sqlite"
-        cmd = [sys.executable, "-m", "maker.cli", "run", "hanoi", "--set", f"disks={args.disks}",
-               "--agent", args.agent, "--k", str(args.k), "--seed", str(args.seed), "--store", str(store), "--json"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "maker.cli",
+            "run",
+            "hanoi",
+            "--set",
+            f"disks={args.disks}",
+            "--agent",
+            args.agent,
+            "--k",
+            str(args.k),
+            "--seed",
+            str(args.seed),
+            "--store",
+            str(store),
+            "--json",
+        ]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
         elapsed = time.perf_counter() - t0

@@ -1,6 +1,6 @@
 """Benchmark: first load of a bundled GGUF model (dequantize and cache) against a load from the cache.
 
-    python bench/bench_hf_load.py [--model smollm2-135m]
+python bench/bench_hf_load.py [--model smollm2-135m]
 """
 
 from __future__ import annotations

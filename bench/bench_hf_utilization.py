@@ -61,9 +61,12 @@ def main() -> int:
     for seg in range(args.segments):
         before_tokens, before_busy = backend.generated_tokens, backend.busy_s
         with tempfile.TemporaryDirectory() as tmp:
-            s = start_run("counting", {"steps": per_segment, "seed": seg},
-                          {"agents": [spec], "k": args.k, "first_temperature": 1.0, "temperature": 1.0},
-                          store=Path(tmp) / "u.sqlite")
+            s = start_run(
+                "counting",
+                {"steps": per_segment, "seed": seg},
+                {"agents": [spec], "k": args.k, "first_temperature": 1.0, "temperature": 1.0},
+                store=Path(tmp) / "u.sqlite",
+            )
         seg_tokens = backend.generated_tokens - before_tokens
         busy += backend.busy_s - before_busy
         blocks.append(peak_block(backend, args.k, args.repeats, seg + 1))

@@ -37,8 +37,10 @@ from _report import emit  # bench/ is on sys.path when a benchmark runs as a scr
 from maker.store import Store
 
 LARGE = "simulated:p=0.998,seed=1,tpr=0.99,fpr=0.01,call_s=0.05"
-VERIFIERS = ["simulated:p=0.998,seed=3,tpr=0.99,fpr=0.01,call_s=0.05",
-             "simulated:p=0.998,seed=4,tpr=0.99,fpr=0.01,call_s=0.05"]
+VERIFIERS = [
+    "simulated:p=0.998,seed=3,tpr=0.99,fpr=0.01,call_s=0.05",
+    "simulated:p=0.998,seed=4,tpr=0.99,fpr=0.01,call_s=0.05",
+]
 LATENCY_S, DRAFT_S = 0.05, 0.005
 
 
@@ -57,10 +59,19 @@ def _run(disks: int, options: dict[str, Any], store: str) -> dict[str, Any]:
     with Store.open(store) as st:
         stats = st.run("b").stats or {}
     wasted = stats.get("wasted") or {}
-    return {"steps": s.steps, "errors": s.errors, "wall_s": round(wall, 2), "steps_per_s": round(s.steps / wall, 1),
-            "large_calls_per_step": round(large / s.steps, 3), "wasted_large_per_step": round(wasted_large / s.steps, 3),
-            "wasted_per_step": round(s.wasted_calls / s.steps, 3), "accepted": s.accepted, "escalated": s.escalated,
-            "held": wasted.get("hits", 0), "missed": wasted.get("misses", 0)}
+    return {
+        "steps": s.steps,
+        "errors": s.errors,
+        "wall_s": round(wall, 2),
+        "steps_per_s": round(s.steps / wall, 1),
+        "large_calls_per_step": round(large / s.steps, 3),
+        "wasted_large_per_step": round(wasted_large / s.steps, 3),
+        "wasted_per_step": round(s.wasted_calls / s.steps, 3),
+        "accepted": s.accepted,
+        "escalated": s.escalated,
+        "held": wasted.get("hits", 0),
+        "missed": wasted.get("misses", 0),
+    }
 
 
 def _configs(p: float) -> dict[str, dict[str, Any]]:
@@ -78,10 +89,12 @@ def _configs(p: float) -> dict[str, dict[str, Any]]:
 def _line(f: dict[str, Any], base: float, window: int | None) -> str:
     held = f["held"] / max(1, f["missed"])
     ceiling = min(1 / DRAFT_S, (window or 64) / LATENCY_S)
-    return (f"{f['steps_per_s']} steps/s = {f['steps_per_s'] / base:.1f}x voting (ceiling {ceiling:.0f} steps/s, "
-            f"{ceiling / base:.1f}x); large-model calls {f['large_calls_per_step']}/step, wasted "
-            f"{f['wasted_large_per_step']} large and {f['wasted_per_step']} in all per step; errors {f['errors']}; "
-            f"accepted run length {held:.1f}")
+    return (
+        f"{f['steps_per_s']} steps/s = {f['steps_per_s'] / base:.1f}x voting (ceiling {ceiling:.0f} steps/s, "
+        f"{ceiling / base:.1f}x); large-model calls {f['large_calls_per_step']}/step, wasted "
+        f"{f['wasted_large_per_step']} large and {f['wasted_per_step']} in all per step; errors {f['errors']}; "
+        f"accepted run length {held:.1f}"
+    )
 
 
 def main() -> int:
@@ -92,20 +105,25 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     ps = [float(x) for x in args.drafters.split(",")]
-    out: dict[str, Any] = {"setup": f"hanoi {args.disks} disks ({2**args.disks - 1:,} steps); large {LARGE}, k=3; "
-                                    f"verifiers {VERIFIERS} (verify-k 2); drafter simulated at {DRAFT_S * 1000:.0f} ms"}
+    out: dict[str, Any] = {
+        "setup": f"hanoi {args.disks} disks ({2**args.disks - 1:,} steps); large {LARGE}, k=3; "
+        f"verifiers {VERIFIERS} (verify-k 2); drafter simulated at {DRAFT_S * 1000:.0f} ms"
+    }
     with tempfile.TemporaryDirectory() as tmp:
         jobs: dict[tuple[str, str], Any] = {}
         with ProcessPoolExecutor(max_workers=1 + len(ps)) as pool:  # the waiting-bound runs, side by side
             jobs[("voting", "alone")] = pool.submit(_run, args.disks, {"agents": [LARGE], "k": 3}, f"{tmp}/v.sqlite")
             for p in ps:
-                jobs[(str(p), "window 1")] = pool.submit(_run, args.disks, _configs(p)["window 1"],
-                                                         f"{tmp}/w1-{p}.sqlite")
+                jobs[(str(p), "window 1")] = pool.submit(
+                    _run, args.disks, _configs(p)["window 1"], f"{tmp}/w1-{p}.sqlite"
+                )
             done = {key: job.result() for key, job in jobs.items()}
         base = done[("voting", "alone")]["steps_per_s"]
-        out["large-model voting alone"] = (f"{base} steps/s; large-model calls "
-                                           f"{done[('voting', 'alone')]['large_calls_per_step']}/step; errors "
-                                           f"{done[('voting', 'alone')]['errors']}")
+        out["large-model voting alone"] = (
+            f"{base} steps/s; large-model calls "
+            f"{done[('voting', 'alone')]['large_calls_per_step']}/step; errors "
+            f"{done[('voting', 'alone')]['errors']}"
+        )
         figures: dict[str, Any] = {"voting": done[("voting", "alone")]}
         for p in ps:
             for name, opts in _configs(p).items():
@@ -127,19 +145,28 @@ def _openai(disks: int, base: float, p: float, tmp: str) -> dict[str, str]:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from tests.fixtures.hanoi_server import HanoiServer
 
-    with (HanoiServer(error=0.002, latency_s=LATENCY_S, seed=1) as large,
-          HanoiServer(error=0.002, latency_s=LATENCY_S, seed=3, judge_tpr=0.99, judge_fpr=0.01) as verifier,
-          HanoiServer(error=1 - p, latency_s=DRAFT_S, seed=2) as drafter):
-        opts = {"agents": [f"openai:large@{large.url},concurrency=64"], "k": 3,
-                "drafter": f"openai:drafter@{drafter.url},concurrency=64",
-                "verifiers": [f"openai:v@{verifier.url},concurrency=64"] * 2, "verify_k": 2}
+    with (
+        HanoiServer(error=0.002, latency_s=LATENCY_S, seed=1) as large,
+        HanoiServer(error=0.002, latency_s=LATENCY_S, seed=3, judge_tpr=0.99, judge_fpr=0.01) as verifier,
+        HanoiServer(error=1 - p, latency_s=DRAFT_S, seed=2) as drafter,
+    ):
+        opts = {
+            "agents": [f"openai:large@{large.url},concurrency=64"],
+            "k": 3,
+            "drafter": f"openai:drafter@{drafter.url},concurrency=64",
+            "verifiers": [f"openai:v@{verifier.url},concurrency=64"] * 2,
+            "verify_k": 2,
+        }
         voting = _run(disks, {"agents": opts["agents"], "k": 3}, f"{tmp}/oa-v.sqlite")
         adaptive = _run(disks, {**opts, "window": 64}, f"{tmp}/oa-a.sqlite")
         voted = _run(disks, {**opts, "window": 64, "draft_k": 2}, f"{tmp}/oa-d.sqlite")
-    return {"openai loopback, voting alone": f"{voting['steps_per_s']} steps/s; errors {voting['errors']}",
-            f"openai loopback, drafter p={p}, adaptive": _line(adaptive, voting["steps_per_s"], None),
-            f"openai loopback, drafter p={p}, adaptive, voted drafts (--draft-k 2)":
-                _line(voted, voting["steps_per_s"], None)}
+    return {
+        "openai loopback, voting alone": f"{voting['steps_per_s']} steps/s; errors {voting['errors']}",
+        f"openai loopback, drafter p={p}, adaptive": _line(adaptive, voting["steps_per_s"], None),
+        f"openai loopback, drafter p={p}, adaptive, voted drafts (--draft-k 2)": _line(
+            voted, voting["steps_per_s"], None
+        ),
+    }
 
 
 if __name__ == "__main__":

@@ -44,8 +44,13 @@ class HanoiMoveList(Hanoi, name="hanoi-moves", version=1):
 
     def apply(self, state: MovesState, answer: HanoiAnswer) -> MovesState:  # type: ignore[override]
         return MovesState.model_construct(
-            disks=state.disks, limit=state.limit, pegs=tuple(tuple(p) for p in answer.next_state),
-            previous_move=tuple(answer.move), step=state.step + 1, moves=(*state.moves, tuple(answer.move)))
+            disks=state.disks,
+            limit=state.limit,
+            pegs=tuple(tuple(p) for p in answer.next_state),
+            previous_move=tuple(answer.move),
+            step=state.step + 1,
+            moves=(*state.moves, tuple(answer.move)),
+        )
 
 
 def one(disks: int, agent: str, snapshots: str, commit_every: int, tmp: Path) -> dict[str, Any]:
@@ -57,10 +62,18 @@ def one(disks: int, agent: str, snapshots: str, commit_every: int, tmp: Path) ->
     replay_s = time.perf_counter() - t0
     with Store.open(store) as st:
         size = st.disk_bytes()
-        (n, snap_bytes), = st.snapshot_sizes().values()
-    return {"snapshots": snapshots, "commit_every": commit_every, "steps": summary.steps,
-            "solved": summary.solved, "wall_s": round(summary.wall_s, 2), "store_mb": round(size / 1e6, 1),
-            "snapshots_kept": n, "snapshot_mb": round(snap_bytes / 1e6, 1), "replay_s": round(replay_s, 2)}
+        ((n, snap_bytes),) = st.snapshot_sizes().values()
+    return {
+        "snapshots": snapshots,
+        "commit_every": commit_every,
+        "steps": summary.steps,
+        "solved": summary.solved,
+        "wall_s": round(summary.wall_s, 2),
+        "store_mb": round(size / 1e6, 1),
+        "snapshots_kept": n,
+        "snapshot_mb": round(snap_bytes / 1e6, 1),
+        "replay_s": round(replay_s, 2),
+    }
 
 
 def main() -> int:
@@ -78,11 +91,15 @@ def main() -> int:
         emit({"disks": args.disks, "agent": args.agent, "runs": rows}, True)
     else:
         print(f"{args.disks}-disk Hanoi whose state carries its move list, {args.agent}, k = 3")
-        print(f"{'snapshots':>12} {'commit every':>12} {'steps':>7} {'wall s':>7} {'store MB':>9} "
-              f"{'kept':>5} {'snap MB':>8} {'replay s':>8}")
+        print(
+            f"{'snapshots':>12} {'commit every':>12} {'steps':>7} {'wall s':>7} {'store MB':>9} "
+            f"{'kept':>5} {'snap MB':>8} {'replay s':>8}"
+        )
         for r in rows:
-            print(f"{r['snapshots']:>12} {r['commit_every']:>12} {r['steps']:>7} {r['wall_s']:>7} "
-                  f"{r['store_mb']:>9} {r['snapshots_kept']:>5} {r['snapshot_mb']:>8} {r['replay_s']:>8}")
+            print(
+                f"{r['snapshots']:>12} {r['commit_every']:>12} {r['steps']:>7} {r['wall_s']:>7} "
+                f"{r['store_mb']:>9} {r['snapshots_kept']:>5} {r['snapshot_mb']:>8} {r['replay_s']:>8}"
+            )
     return 0
 
 

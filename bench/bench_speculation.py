@@ -39,9 +39,12 @@ def main() -> int:
     verifiers = [f"simulated:tpr=0.99,fpr=0.05,seed={10 + i}" for i in range(args.verifiers)]
     with tempfile.TemporaryDirectory() as tmp:
         base = start_run("hanoi", params, {"agents": [LARGE], "k": args.k}, store=Path(tmp) / "b.sqlite")
-        spec = start_run("hanoi", params, {"agents": [LARGE], "k": args.k, "drafter": DRAFTER,
-                                           "verifiers": verifiers, "verify_k": args.verifiers},
-                         store=Path(tmp) / "s.sqlite")
+        spec = start_run(
+            "hanoi",
+            params,
+            {"agents": [LARGE], "k": args.k, "drafter": DRAFTER, "verifiers": verifiers, "verify_k": args.verifiers},
+            store=Path(tmp) / "s.sqlite",
+        )
     steps = base.steps
 
     def cost(s, large_calls: int, small_calls: int, verify_calls: int) -> float:

@@ -59,8 +59,21 @@ def main() -> int:
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         store = str(Path(tmp) / "big.sqlite")
-        wall, rss, text = _maker("run", "hanoi", "--set", f"disks={args.disks}", "--agent", AGENT, "--k", "3",
-                                 "--store", store, "--run-id", "big", "--json")
+        wall, rss, text = _maker(
+            "run",
+            "hanoi",
+            "--set",
+            f"disks={args.disks}",
+            "--agent",
+            AGENT,
+            "--k",
+            "3",
+            "--store",
+            store,
+            "--run-id",
+            "big",
+            "--json",
+        )
         summary = json.loads(text)
         out["steps"] = summary["steps"]
         out["errors"] = summary["errors"]
@@ -79,8 +92,20 @@ def main() -> int:
             ("show_step", ("trace", "show", "big", "--step", mid, "--store", store)),
             ("stats", ("trace", "stats", "big", "--store", store, "--json")),
             ("export_jsonl", ("trace", "export", "big", "-o", str(Path(tmp) / "big.jsonl"), "--store", store)),
-            ("export_parquet", ("trace", "export", "big", "--format", "parquet", "-o", str(Path(tmp) / "big.parquet"),
-                                "--store", store)),
+            (
+                "export_parquet",
+                (
+                    "trace",
+                    "export",
+                    "big",
+                    "--format",
+                    "parquet",
+                    "-o",
+                    str(Path(tmp) / "big.parquet"),
+                    "--store",
+                    store,
+                ),
+            ),
             ("report", ("trace", "report", "big", "-o", str(Path(tmp) / "big.html"), "--store", store)),
         ):
             wall, rss, _ = _maker(*cmd)
@@ -93,8 +118,21 @@ def main() -> int:
         levels = {}
         for detail in ("summary", "samples"):
             path = str(Path(tmp) / f"{detail}.sqlite")
-            _, _, text = _maker("run", "hanoi", "--set", f"disks={args.detail_disks}", "--agent", AGENT, "--k", "3",
-                                "--detail", detail, "--store", path, "--json")
+            _, _, text = _maker(
+                "run",
+                "hanoi",
+                "--set",
+                f"disks={args.detail_disks}",
+                "--agent",
+                AGENT,
+                "--k",
+                "3",
+                "--detail",
+                detail,
+                "--store",
+                path,
+                "--json",
+            )
             s = json.loads(text)
             levels[detail] = (s["steps"] / s["wall_s"], os.path.getsize(path) / s["steps"])
             out[f"detail_{detail}_steps_per_s"] = round(levels[detail][0])

@@ -68,8 +68,9 @@ class RayBackend:
         if self._router is None:  # made inside the running event loop
             opts = self.cluster.options
             place = opts.placement(self.name)
-            self._router = Router(self.name, self.actors, max_inflight=place.max_inflight, max_batch=opts.max_batch,
-                                  retries=opts.retries)
+            self._router = Router(
+                self.name, self.actors, max_inflight=place.max_inflight, max_batch=opts.max_batch, retries=opts.retries
+            )
         return self._router
 
     def _wire(self, payload: Any) -> Any:
@@ -122,12 +123,17 @@ class Cluster:
         if ray.is_initialized():
             return self
         address = resolve_address(self.options.address)
-        kwargs: dict[str, Any] = {"address": address, "log_to_driver": True, "logging_level": "WARNING",
-                                  "configure_logging": False}
+        kwargs: dict[str, Any] = {
+            "address": address,
+            "log_to_driver": True,
+            "logging_level": "WARNING",
+            "configure_logging": False,
+        }
         if address == "local":
             _loopback_only()
-            kwargs.update(include_dashboard=False, _node_ip_address="127.0.0.1",
-                          num_cpus=self.options.num_cpus or os.cpu_count())
+            kwargs.update(
+                include_dashboard=False, _node_ip_address="127.0.0.1", num_cpus=self.options.num_cpus or os.cpu_count()
+            )
         try:
             ray.init(**kwargs)
         except ConnectionError as exc:
@@ -136,8 +142,11 @@ class Cluster:
         node_ip = ray.util.get_node_ip_address()
         log.info("connected to ray", address=address, node_ip=node_ip, resources=ray.cluster_resources())
         if address == "local" and node_ip not in ("127.0.0.1", "::1"):
-            log.warning("the local Ray instance took a network address, so its ports listen beyond loopback "
-                        "(Ray's token is still required on them)", node_ip=node_ip)
+            log.warning(
+                "the local Ray instance took a network address, so its ports listen beyond loopback "
+                "(Ray's token is still required on them)",
+                node_ip=node_ip,
+            )
         return self
 
     def agent(self, spec: str) -> Agent:
@@ -154,15 +163,26 @@ class Cluster:
         place = self.options.placement(spec)
         cls = ray.remote(Replica)
         actors = [
-            cls.options(name=f"maker/{self.tag}/{spec}/{i}", num_cpus=place.cpus, num_gpus=place.gpus, max_restarts=-1,
-                        max_task_retries=0, max_concurrency=max(place.max_inflight * 2, 16)).remote(spec)
+            cls.options(
+                name=f"maker/{self.tag}/{spec}/{i}",
+                num_cpus=place.cpus,
+                num_gpus=place.gpus,
+                max_restarts=-1,
+                max_task_retries=0,
+                max_concurrency=max(place.max_inflight * 2, 16),
+            ).remote(spec)
             for i in range(place.replicas)
         ]
         total = ray.cluster_resources()
         if place.cpus > total.get("CPU", 0) or place.gpus > total.get("GPU", 0):
-            log.warning("a replica asks for more than any node has now; waiting for the cluster to grow",
-                        agent=spec, cpus=place.cpus, gpus=place.gpus, cluster_cpus=total.get("CPU", 0),
-                        cluster_gpus=total.get("GPU", 0))
+            log.warning(
+                "a replica asks for more than any node has now; waiting for the cluster to grow",
+                agent=spec,
+                cpus=place.cpus,
+                gpus=place.gpus,
+                cluster_cpus=total.get("CPU", 0),
+                cluster_gpus=total.get("GPU", 0),
+            )
         try:
             described = ray.get([a.describe.remote() for a in actors], timeout=self.options.start_timeout)
         except ray.exceptions.GetTimeoutError:
@@ -180,8 +200,14 @@ class Cluster:
                 ray.kill(a, no_restart=True)
             cause = getattr(exc, "cause", None) or exc
             raise UserError(f"{spec}: its replicas could not start: {str(cause).strip().splitlines()[-1]}") from None
-        log.info("replicas ready", agent=spec, replicas=len(actors), cpus=place.cpus, gpus=place.gpus,
-                 nodes=sorted({d["node"][:12] for d in described}))
+        log.info(
+            "replicas ready",
+            agent=spec,
+            replicas=len(actors),
+            cpus=place.cpus,
+            gpus=place.gpus,
+            nodes=sorted({d["node"][:12] for d in described}),
+        )
         return actors, described[0]
 
     def replicas(self, spec: str) -> list[Any]:

@@ -57,9 +57,16 @@ class ClusterOptions(BaseModel):
         return self.models.get(spec, self.default)
 
     @classmethod
-    def build(cls, address: str | None = None, config: str | os.PathLike[str] | None = None, *,
-              replicas: int | None = None, cpus: float | None = None, gpus: float | None = None,
-              **top: Any) -> ClusterOptions:
+    def build(
+        cls,
+        address: str | None = None,
+        config: str | os.PathLike[str] | None = None,
+        *,
+        replicas: int | None = None,
+        cpus: float | None = None,
+        gpus: float | None = None,
+        **top: Any,
+    ) -> ClusterOptions:
         """Options from a config file (if any), with the command line's address, placement and options on top."""
         values: dict[str, Any] = {}
         if config is not None:

@@ -47,8 +47,16 @@ MAX_MISSES = 3
 def _one(method: str, r: Any) -> Any:
     if isinstance(r, GenerateRequest):
         oracle = r.oracle
-        return (r.prompt, tuple(r.temperatures), tuple(r.seeds), r.max_tokens, tuple(r.stop), r.logprobs, r.pattern,
-                None if oracle is None else oracle.step)
+        return (
+            r.prompt,
+            tuple(r.temperatures),
+            tuple(r.seeds),
+            r.max_tokens,
+            tuple(r.stop),
+            r.logprobs,
+            r.pattern,
+            None if oracle is None else oracle.step,
+        )
     return (r.prompt, r.draft, r.seed, None if r.oracle is None else r.oracle.step)  # a JudgeRequest
 
 

@@ -39,8 +39,12 @@ class Replica:
     def describe(self) -> dict[str, Any]:
         import ray
 
-        return {"spec": self.spec, "info": dict(self.agent.info), "pid": os.getpid(),
-                "node": ray.get_runtime_context().get_node_id()}
+        return {
+            "spec": self.spec,
+            "info": dict(self.agent.info),
+            "pid": os.getpid(),
+            "node": ray.get_runtime_context().get_node_id(),
+        }
 
     async def call(self, method: str, items: Sequence[tuple[int, Any]]) -> list[tuple[int, Any]]:
         """Run one batch of requests through the backend's ``method``; results keep their request ids."""

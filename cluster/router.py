@@ -56,8 +56,17 @@ class _Slot:
 class Router:
     """Balances one model's requests over its replicas; ``await router.submit(method, payload)``."""
 
-    def __init__(self, name: str, actors: list[Any], *, max_inflight: int = 4, max_batch: int = 256,
-                 retries: int = 5, max_pending: int = 65536, backoff_s: float = 0.05) -> None:
+    def __init__(
+        self,
+        name: str,
+        actors: list[Any],
+        *,
+        max_inflight: int = 4,
+        max_batch: int = 256,
+        retries: int = 5,
+        max_pending: int = 65536,
+        backoff_s: float = 0.05,
+    ) -> None:
         if not actors:
             raise ValueError("a router needs at least one replica")
         self.name = name
@@ -145,7 +154,7 @@ class Router:
             results = await slot.actor.call.remote(method, [(i.rid, i.payload) for i in batch])
         except (rex.RayActorError, rex.ActorUnavailableError, rex.ObjectLostError) as exc:
             slot.failures += 1
-            slot.down_until = time.monotonic() + self.backoff_s * min(2 ** slot.failures, 40)
+            slot.down_until = time.monotonic() + self.backoff_s * min(2**slot.failures, 40)
             self._requeue(slot, batch, exc)
             return
         except rex.RayTaskError as exc:  # the backend raised: hand its own error to the callers
@@ -176,14 +185,22 @@ class Router:
             if item.future.done():
                 continue
             if item.tries > self.retries:
-                item.future.set_exception(ReplicaLostError(
-                    f"{self.name}: request {item.rid} failed on {item.tries} tries; the last replica error: "
-                    f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))
+                item.future.set_exception(
+                    ReplicaLostError(
+                        f"{self.name}: request {item.rid} failed on {item.tries} tries; the last replica error: "
+                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                    )
+                )
             else:
                 again.append(item)
         if again:
-            log.warning("replica lost; sending its requests again", model=self.name, replica=slot.index,
-                        requests=len(again), error=type(exc).__name__)
+            log.warning(
+                "replica lost; sending its requests again",
+                model=self.name,
+                replica=slot.index,
+                requests=len(again),
+                error=type(exc).__name__,
+            )
             self._queue.extendleft(reversed(again))
 
     async def aclose(self) -> None:

@@ -37,10 +37,18 @@ def _wrong_row(right: Row, i: int) -> Row:
     return Row(product=right.product + 10 ** (i % 3))  # a carry slipped into the wrong column
 
 
-row = Microstep("row", prompt="Multiply {a} by the digit {digit}. Answer with one line: product = N",
-                schema=Row, mistakes=_wrong_row)
-add = Microstep("add", prompt="Add these numbers:\n{numbers}\nAnswer with one line: total = N",
-                schema=Sum, mistakes=lambda right, i: Sum(total=right.total + 1 + i))
+row = Microstep(
+    "row",
+    prompt="Multiply {a} by the digit {digit}. Answer with one line: product = N",
+    schema=Row,
+    mistakes=_wrong_row,
+)
+add = Microstep(
+    "add",
+    prompt="Add these numbers:\n{numbers}\nAnswer with one line: total = N",
+    schema=Sum,
+    mistakes=lambda right, i: Sum(total=right.total + 1 + i),
+)
 
 
 class PartialProducts(Workflow, name="partial-products", version=1):

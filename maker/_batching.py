@@ -81,5 +81,5 @@ def _settle(task: asyncio.Future[Any], queue: list[tuple[list[Any], asyncio.Futu
     for requests, fut in queue:
         n = len(requests)
         if not fut.done():  # a caller cancelled meanwhile (a sibling failed) takes nothing
-            fut.set_result(answers[i:i + n])
+            fut.set_result(answers[i : i + n])
         i += n

@@ -21,7 +21,10 @@ __all__ = ["main", "as_flags"]
 
 def _store_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
-        "--store", "store", type=click.Path(dir_okay=False), default=None,
+        "--store",
+        "store",
+        type=click.Path(dir_okay=False),
+        default=None,
         help="SQLite store file (default: $MAKER_STORE or ~/.local/share/maker/runs.sqlite).",
     )(f)
 
@@ -60,55 +63,131 @@ def _recorded_sets(items: tuple[str, ...], store: str, run_id: str) -> dict[str,
 
 
 def _voting_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    for opt in reversed([
-        click.option("--agent", "agents", multiple=True, help="Agent spec, e.g. simulated:gpt-4.1-mini. Repeat to give escalation agents."),
-        click.option("--k", type=int, default=None, help="Vote margin for first-to-ahead-by-k (default: the microstep's, 3)."),
-        click.option("--rule", type=click.Choice(["ahead_by_k", "adaptive"]), default=None, help="Voting rule."),
-        click.option("--confidence", type=float, default=None, help="Posterior threshold for --rule adaptive (default 0.95)."),
-        click.option("--max-rounds", type=int, default=None, help="Sampling rounds per step before escalating or failing (default 100)."),
-        click.option("--temperature", type=float, default=None, help="Temperature of samples after the first (default 0.1)."),
-        click.option("--first-temperature", type=float, default=None, help="Temperature of each step's first sample (default 0)."),
-        click.option("--batch", type=int, default=None,
-                     help="Samples per backend call; later rounds are filled up to it (default: the first round's size)."),
-        click.option("--max-tokens", type=int, default=None, help="Red-flag responses longer than this (default 750)."),
-        click.option("--drafter", default=None, help="Speculative drafting: small-model agent spec that drafts each step."),
-        click.option("--verifier", "verifiers", multiple=True, help="Agent that confirms or rejects drafts (repeatable)."),
-        click.option("--verify", type=click.Choice(["score", "vote"]), default=None,
-                     help="score: rate the draft 0-9 in one prefill pass; vote: verifiers answer themselves."),
-        click.option("--threshold", type=float, default=None, help="Acceptance score, 0-9 (default 7)."),
-        click.option("--verify-k", type=int, default=None, help="Verdict margin to accept a draft (default 1)."),
-        click.option("--draft-k", type=int, default=None,
-                     help="Vote each draft among the drafter's own samples, first-to-ahead-by-K (default 1: one sample)."),
-        click.option("--draft-batch", type=int, default=None,
-                     help="Drafter samples per call with --draft-k above 1 (default 2 x K)."),
-        click.option("--large-first", type=int, default=None, help="The first N steps always by the large model."),
-        click.option("--entropy-threshold", type=float, default=None,
-                     help="Route steps whose drafter first-token entropy exceeds this to the large model."),
-        click.option("--window", type=int, default=None, metavar="W",
-                     help="With --drafter: steps drafted and decided ahead of the chain, at most (default 64, "
-                          "adapted to how often drafts hold; 1: one step at a time). The trace is the same."),
-        click.option("--fixed-window", is_flag=True, default=None, help="Keep the window at --window, not adapted."),
-    ]):
+    for opt in reversed(
+        [
+            click.option(
+                "--agent",
+                "agents",
+                multiple=True,
+                help="Agent spec, e.g. simulated:gpt-4.1-mini. Repeat to give escalation agents.",
+            ),
+            click.option(
+                "--k", type=int, default=None, help="Vote margin for first-to-ahead-by-k (default: the microstep's, 3)."
+            ),
+            click.option("--rule", type=click.Choice(["ahead_by_k", "adaptive"]), default=None, help="Voting rule."),
+            click.option(
+                "--confidence", type=float, default=None, help="Posterior threshold for --rule adaptive (default 0.95)."
+            ),
+            click.option(
+                "--max-rounds",
+                type=int,
+                default=None,
+                help="Sampling rounds per step before escalating or failing (default 100).",
+            ),
+            click.option(
+                "--temperature", type=float, default=None, help="Temperature of samples after the first (default 0.1)."
+            ),
+            click.option(
+                "--first-temperature",
+                type=float,
+                default=None,
+                help="Temperature of each step's first sample (default 0).",
+            ),
+            click.option(
+                "--batch",
+                type=int,
+                default=None,
+                help="Samples per backend call; later rounds are filled up to it (default: the first round's size).",
+            ),
+            click.option(
+                "--max-tokens", type=int, default=None, help="Red-flag responses longer than this (default 750)."
+            ),
+            click.option(
+                "--drafter", default=None, help="Speculative drafting: small-model agent spec that drafts each step."
+            ),
+            click.option(
+                "--verifier", "verifiers", multiple=True, help="Agent that confirms or rejects drafts (repeatable)."
+            ),
+            click.option(
+                "--verify",
+                type=click.Choice(["score", "vote"]),
+                default=None,
+                help="score: rate the draft 0-9 in one prefill pass; vote: verifiers answer themselves.",
+            ),
+            click.option("--threshold", type=float, default=None, help="Acceptance score, 0-9 (default 7)."),
+            click.option("--verify-k", type=int, default=None, help="Verdict margin to accept a draft (default 1)."),
+            click.option(
+                "--draft-k",
+                type=int,
+                default=None,
+                help="Vote each draft among the drafter's own samples, first-to-ahead-by-K (default 1: one sample).",
+            ),
+            click.option(
+                "--draft-batch",
+                type=int,
+                default=None,
+                help="Drafter samples per call with --draft-k above 1 (default 2 x K).",
+            ),
+            click.option("--large-first", type=int, default=None, help="The first N steps always by the large model."),
+            click.option(
+                "--entropy-threshold",
+                type=float,
+                default=None,
+                help="Route steps whose drafter first-token entropy exceeds this to the large model.",
+            ),
+            click.option(
+                "--window",
+                type=int,
+                default=None,
+                metavar="W",
+                help="With --drafter: steps drafted and decided ahead of the chain, at most (default 64, "
+                "adapted to how often drafts hold; 1: one step at a time). The trace is the same.",
+            ),
+            click.option(
+                "--fixed-window", is_flag=True, default=None, help="Keep the window at --window, not adapted."
+            ),
+        ]
+    ):
         f = opt(f)
     return f
 
 
 def _cluster_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    for opt in reversed([
-        click.option("--cluster", "cluster", default=None, metavar="ADDRESS",
-                     help="Serve the models from Ray replica actors: local (a private instance on loopback), "
-                          "auto ($RAY_ADDRESS, else the cluster started here with `ray start`), ray://HOST:PORT, "
-                          "or HOST:PORT."),
-        click.option("--cluster-config", type=click.Path(exists=True, dir_okay=False), default=None,
-                     help="TOML file of cluster options: address, [default] and [models.\"SPEC\"] placement."),
-        click.option("--replicas", type=int, default=None, help="Replica actors per model (default 1)."),
-        click.option("--replica-cpus", type=float, default=None, help="CPUs each replica reserves (default 1)."),
-        click.option("--replica-gpus", type=float, default=None,
-                     help="GPUs each replica reserves; fractions share a GPU (default 0)."),
-        click.option("--lookahead", type=int, default=None, metavar="N",
-                     help="Steps a replica runs ahead of this process in one actor call, its model calls "
-                          "checked and reused here (default 1024; 0: every model call goes out on its own)."),
-    ]):
+    for opt in reversed(
+        [
+            click.option(
+                "--cluster",
+                "cluster",
+                default=None,
+                metavar="ADDRESS",
+                help="Serve the models from Ray replica actors: local (a private instance on loopback), "
+                "auto ($RAY_ADDRESS, else the cluster started here with `ray start`), ray://HOST:PORT, "
+                "or HOST:PORT.",
+            ),
+            click.option(
+                "--cluster-config",
+                type=click.Path(exists=True, dir_okay=False),
+                default=None,
+                help='TOML file of cluster options: address, [default] and [models."SPEC"] placement.',
+            ),
+            click.option("--replicas", type=int, default=None, help="Replica actors per model (default 1)."),
+            click.option("--replica-cpus", type=float, default=None, help="CPUs each replica reserves (default 1)."),
+            click.option(
+                "--replica-gpus",
+                type=float,
+                default=None,
+                help="GPUs each replica reserves; fractions share a GPU (default 0).",
+            ),
+            click.option(
+                "--lookahead",
+                type=int,
+                default=None,
+                metavar="N",
+                help="Steps a replica runs ahead of this process in one actor call, its model calls "
+                "checked and reused here (default 1024; 0: every model call goes out on its own).",
+            ),
+        ]
+    ):
         f = opt(f)
     return f
 
@@ -120,8 +199,9 @@ def _cluster(given: dict[str, Any]) -> Any:
     lookahead = given.pop("lookahead")
     if cluster is None and config is None:
         if replicas is not None or cpus is not None or gpus is not None or lookahead is not None:
-            raise UserError("--replicas, --replica-cpus, --replica-gpus and --lookahead need --cluster "
-                            "(or --cluster-config)")
+            raise UserError(
+                "--replicas, --replica-cpus, --replica-gpus and --lookahead need --cluster (or --cluster-config)"
+            )
         return None
     from maker.cluster.config import ClusterOptions
 
@@ -207,20 +287,33 @@ def _progress(as_json: bool) -> Any:
 
 def _new_run_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """The options of a new run: voting and speculation, seed, run id, recording, commits, cluster, store, output."""
-    for opt in reversed([
-        click.option("--seed", type=int, default=0, show_default=True, help="Run seed."),
-        click.option("--run-id", default=None, help="Name of the run (default: generated and printed)."),
-        click.option("--detail", type=click.Choice(["summary", "samples"]), default="summary", show_default=True,
-                     help="What to record: one row per step, or also every sample."),
-        click.option("--commit-every", type=int, default=4096, show_default=True,
-                     help="Commit at least every N steps."),
-        click.option("--commit-seconds", type=float, default=0.5, show_default=True,
-                     help="... and at least every S seconds."),
-        click.option("--snapshots", default=None, metavar="all|every:N",
-                     help="State snapshots kept (one is taken per commit): all, or the first, the latest and the "
-                          "first of every N steps (default every:16384). Resume, replay and fork re-apply the "
-                          "recorded answers after the nearest one."),
-    ]):
+    for opt in reversed(
+        [
+            click.option("--seed", type=int, default=0, show_default=True, help="Run seed."),
+            click.option("--run-id", default=None, help="Name of the run (default: generated and printed)."),
+            click.option(
+                "--detail",
+                type=click.Choice(["summary", "samples"]),
+                default="summary",
+                show_default=True,
+                help="What to record: one row per step, or also every sample.",
+            ),
+            click.option(
+                "--commit-every", type=int, default=4096, show_default=True, help="Commit at least every N steps."
+            ),
+            click.option(
+                "--commit-seconds", type=float, default=0.5, show_default=True, help="... and at least every S seconds."
+            ),
+            click.option(
+                "--snapshots",
+                default=None,
+                metavar="all|every:N",
+                help="State snapshots kept (one is taken per commit): all, or the first, the latest and the "
+                "first of every N steps (default every:16384). Resume, replay and fork re-apply the "
+                "recorded answers after the nearest one.",
+            ),
+        ]
+    ):
         f = opt(f)
     return _voting_options(_cluster_options(_run_common(f)))
 
@@ -241,23 +334,31 @@ def _finish(summary: Any, as_json: bool) -> None:
     data = summary.model_dump(mode="json")
     from maker._logging import get_logger
 
-    get_logger(run_id=summary.run_id).info("run finished", **{k: data[k] for k in (
-        "steps", "errors", "solved", "calls", "wall_s", "segment_steps", "segment_wall_s")})
+    get_logger(run_id=summary.run_id).info(
+        "run finished",
+        **{k: data[k] for k in ("steps", "errors", "solved", "calls", "wall_s", "segment_steps", "segment_wall_s")},
+    )
 
     def human() -> None:
         line = f"run {summary.run_id}: {summary.status}, {summary.steps:,} steps in {summary.wall_s:.1f} s"
         if summary.segment_steps != summary.steps or summary.segment_wall_s != summary.wall_s:
-            line += (f" in all (this resume: {summary.segment_steps:,} steps in {summary.segment_wall_s:.1f} s,"
-                     f" from step {summary.first_step + summary.steps - summary.segment_steps:,})")
+            line += (
+                f" in all (this resume: {summary.segment_steps:,} steps in {summary.segment_wall_s:.1f} s,"
+                f" from step {summary.first_step + summary.steps - summary.segment_steps:,})"
+            )
         click.echo(line)
         click.echo(f"  errors {summary.errors}  solved {summary.solved}")
-        click.echo(f"  calls {summary.calls:,} ({summary.calls_per_step:.4f} per step)  red flags {summary.red_flags:,}"
-                   f"  max rounds {summary.max_rounds}")
+        click.echo(
+            f"  calls {summary.calls:,} ({summary.calls_per_step:.4f} per step)  red flags {summary.red_flags:,}"
+            f"  max rounds {summary.max_rounds}"
+        )
         if summary.drafted or summary.escalated:
             click.echo(f"  drafts {summary.drafted:,}  accepted {summary.accepted:,}  escalated {summary.escalated:,}")
             if summary.wasted_calls:
-                click.echo(f"  wasted {summary.wasted_calls:,} calls ({summary.wasted_calls / max(1, summary.steps):.3f}"
-                           f" per step), {summary.wasted_tokens:,} tokens, on steps drafted ahead off the chain's path")
+                click.echo(
+                    f"  wasted {summary.wasted_calls:,} calls ({summary.wasted_calls / max(1, summary.steps):.3f}"
+                    f" per step), {summary.wasted_tokens:,} tokens, on steps drafted ahead off the chain's path"
+                )
             for label, n in summary.agent_calls.items():
                 click.echo(f"    {label}: {n:,} calls ({n / max(1, summary.steps):.3f} per step)")
         if summary.result:

@@ -46,9 +46,26 @@ class Parsed:
 class Decision:
     """One decided call and what deciding it cost."""
 
-    __slots__ = ("answer", "key", "votes", "rounds", "samples", "flags", "agent", "spec", "tokens", "calls",
-                 "red_flags", "spare_samples", "spare_tokens", "drafted", "accepted", "escalated", "issued",
-                 "examples")
+    __slots__ = (
+        "answer",
+        "key",
+        "votes",
+        "rounds",
+        "samples",
+        "flags",
+        "agent",
+        "spec",
+        "tokens",
+        "calls",
+        "red_flags",
+        "spare_samples",
+        "spare_tokens",
+        "drafted",
+        "accepted",
+        "escalated",
+        "issued",
+        "examples",
+    )
 
     def __init__(self) -> None:
         self.answer: Any = None
@@ -131,8 +148,17 @@ def too_long(tokens: int, max_tokens: int) -> str:
 class Decider:
     """Decides calls for one run: its agents, speculation settings, seed and voting policies."""
 
-    def __init__(self, *, agents: Sequence[Agent], speculation: Speculation | None, seed: int,
-                 policies: dict[str, Voting], max_tokens: int | None, run_id: str = "", workflow: Any = None) -> None:
+    def __init__(
+        self,
+        *,
+        agents: Sequence[Agent],
+        speculation: Speculation | None,
+        seed: int,
+        policies: dict[str, Voting],
+        max_tokens: int | None,
+        run_id: str = "",
+        workflow: Any = None,
+    ) -> None:
         self.agents = list(agents)
         self.run_id = run_id
         self.workflow = workflow
@@ -147,8 +173,15 @@ class Decider:
         every = self.agents + ([speculation.drafter, *speculation.verifiers] if speculation else [])
         self._fronts = [fronts.setdefault(id(a.backend), Coalescing.over(a.backend)) for a in every]
 
-    async def decide(self, step: int, call: MicrostepCall, expected: Any, samples_out: list[tuple[Any, ...]] | None,
-                     together: bool = False, drafted: Drafted | None = None) -> Decision:
+    async def decide(
+        self,
+        step: int,
+        call: MicrostepCall,
+        expected: Any,
+        samples_out: list[tuple[Any, ...]] | None,
+        together: bool = False,
+        drafted: Drafted | None = None,
+    ) -> Decision:
         """Decide one call: drafted and verified when the run speculates, else voted.
 
         ``together``: other calls are being decided at the same time, so requests go through the coalescing
@@ -162,13 +195,21 @@ class Decider:
         except WorkflowCodeError as exc:
             raise self._at(exc, step, call, samples_out) from exc.__cause__
 
-    def _at(self, exc: WorkflowCodeError, step: int, call: MicrostepCall,
-            samples_out: list[tuple[Any, ...]] | None = None) -> BaseException:
+    def _at(
+        self, exc: WorkflowCodeError, step: int, call: MicrostepCall, samples_out: list[tuple[Any, ...]] | None = None
+    ) -> BaseException:
         """A red-flag rule's crash (raised where no step is known) as the error of this step."""
         if exc.step is not None or exc.__cause__ is None:
             return exc
-        return code_error(exc.__cause__, exc.method, workflow=self.workflow, step=step, run_id=self.run_id,
-                          kind="red_flag", attempt=Attempt("red_flag", [call], [], [samples_out]))
+        return code_error(
+            exc.__cause__,
+            exc.method,
+            workflow=self.workflow,
+            step=step,
+            run_id=self.run_id,
+            kind="red_flag",
+            attempt=Attempt("red_flag", [call], [], [samples_out]),
+        )
 
     def _policy(self, ms: Microstep[Any], step: int) -> Voting:
         try:
@@ -177,8 +218,15 @@ class Decider:
             raise unknown_microstep(ms, workflow=self.workflow, step=step, known=list(self.policies)) from None
 
     # -- voting -----------------------------------------------------------------------------------
-    async def _vote(self, step: int, call: MicrostepCall, expected: Any, samples_out: list[tuple[Any, ...]] | None,
-                    together: bool, d: Decision | None = None) -> Decision:
+    async def _vote(
+        self,
+        step: int,
+        call: MicrostepCall,
+        expected: Any,
+        samples_out: list[tuple[Any, ...]] | None,
+        together: bool,
+        d: Decision | None = None,
+    ) -> Decision:
         ms: Microstep[Any] = call.microstep
         try:
             policy = self.policies[ms.name]
@@ -276,8 +324,17 @@ class Decider:
                             winners[key] = parsed.answer  # type: ignore[union-attr]  # no flag: parsed was read
                     if samples_out is not None:
                         samples_out.append(
-                            (step, idx, rounds + agent_rounds - 1, agent_idx, t_first if idx == 0 else t_rest,
-                             s.tokens, s.text, flag, None if key is None else ms.answer_json(winners[key]))
+                            (
+                                step,
+                                idx,
+                                rounds + agent_rounds - 1,
+                                agent_idx,
+                                t_first if idx == 0 else t_rest,
+                                s.tokens,
+                                s.text,
+                                flag,
+                                None if key is None else ms.answer_json(winners[key]),
+                            )
                         )
                     idx += 1
                 if counts:
@@ -286,8 +343,13 @@ class Decider:
                     second = ranked[1] if len(ranked) > 1 else 0
                     if is_decided(policy, top, second):
                         leader = max(counts, key=counts.__getitem__)
-                        votes = ",".join(map(str, [counts[leader]] + sorted(
-                            (v for k2, v in counts.items() if k2 != leader), reverse=True)))
+                        votes = ",".join(
+                            map(
+                                str,
+                                [counts[leader]]
+                                + sorted((v for k2, v in counts.items() if k2 != leader), reverse=True),
+                            )
+                        )
                         self._drop(d, spare)
                         d.answer, d.key, d.votes = winners[leader], leader, f"[{votes}]"
                         d.rounds += rounds + agent_rounds
@@ -306,9 +368,20 @@ class Decider:
         d.agent = len(self.agents) - 1
         tally = sorted(counts.values(), reverse=True)
         d.votes = "[" + ",".join(map(str, tally)) + "]"
-        err = undecided_error(step=step, call=call, decision=d, votes=d.votes, agents=[a.spec for a in self.agents],
-                              policy=policy, max_tokens=max_tokens, run_id=self.run_id, workflow=self.workflow,
-                              early=early, kept=samples_out is not None, examples=d.examples or {})
+        err = undecided_error(
+            step=step,
+            call=call,
+            decision=d,
+            votes=d.votes,
+            agents=[a.spec for a in self.agents],
+            policy=policy,
+            max_tokens=max_tokens,
+            run_id=self.run_id,
+            workflow=self.workflow,
+            early=early,
+            kept=samples_out is not None,
+            examples=d.examples or {},
+        )
         err.attempt = Attempt("undecided", [call], [d], [samples_out])  # type: ignore[attr-defined]
         raise err
 
@@ -355,7 +428,9 @@ class Decider:
         policy = self._policy(ms, step)
         if spec.draft_k > 1:
             return await self._draft_vote(d, info, drafter, seed, policy, call, max_tokens, oracle)
-        req = GenerateRequest(call.prompt, [policy.first_temperature], [seed], max_tokens, ms.stop, False, oracle, ms.pattern)
+        req = GenerateRequest(
+            call.prompt, [policy.first_temperature], [seed], max_tokens, ms.stop, False, oracle, ms.pattern
+        )
         d.issue(d_idx)
         ((text,),) = await drafter.generate([req])
         d.called(d_idx)
@@ -368,8 +443,17 @@ class Decider:
             d.red_flags += 1
         return Drafted(d, text.text, parsed)
 
-    async def _draft_vote(self, d: Decision, info: dict[str, Any], drafter: Any, seed: int, policy: Voting,
-                          call: MicrostepCall, max_tokens: int, oracle: Any) -> Drafted:
+    async def _draft_vote(
+        self,
+        d: Decision,
+        info: dict[str, Any],
+        drafter: Any,
+        seed: int,
+        policy: Voting,
+        call: MicrostepCall,
+        max_tokens: int,
+        oracle: Any,
+    ) -> Drafted:
         """A voted draft: the drafter's samples, ``draft_batch`` a call, tallied first-to-ahead-by-``draft_k``
         (red-flagged ones set aside). The draft is the winner's first sample; a tally still split after
         :data:`DRAFT_CALLS` calls routes the step to voting."""
@@ -388,8 +472,9 @@ class Decider:
             seeds = [seed if i == 0 else mix64(seed + i) for i in range(idx, idx + batch)]
             temps = [policy.first_temperature if i == 0 else policy.temperature for i in range(idx, idx + batch)]
             d.issue(d_idx, batch)
-            (texts,) = await drafter.generate([GenerateRequest(call.prompt, temps, seeds, max_tokens, ms.stop, False,
-                                                               oracle, ms.pattern)])
+            (texts,) = await drafter.generate(
+                [GenerateRequest(call.prompt, temps, seeds, max_tokens, ms.stop, False, oracle, ms.pattern)]
+            )
             d.called(d_idx, batch)
             idx += batch
             for s in texts:
@@ -418,9 +503,15 @@ class Decider:
         info["draft_flag"] = (flagged[1].flag or "")[:120]
         return Drafted(d, flagged[0], flagged[1])
 
-    async def _speculate(self, step: int, call: MicrostepCall, expected: Any,
-                         samples_out: list[tuple[Any, ...]] | None, together: bool,
-                         drafted: Drafted | None) -> Decision:
+    async def _speculate(
+        self,
+        step: int,
+        call: MicrostepCall,
+        expected: Any,
+        samples_out: list[tuple[Any, ...]] | None,
+        together: bool,
+        drafted: Drafted | None,
+    ) -> Decision:
         """Draft (or take the draft made ahead), verify, and escalate to voting only when the draft is not
         confirmed."""
         if drafted is None:
@@ -444,8 +535,17 @@ class Decider:
             d.rounds, d.samples = 1, 1
         return await self._vote(step, call, expected, samples_out, together, d)
 
-    async def _verify(self, d: Decision, step_seed: int, call: MicrostepCall, draft: str, parsed: Parsed, oracle: Any,
-                      info: dict[str, Any], together: bool) -> bool:
+    async def _verify(
+        self,
+        d: Decision,
+        step_seed: int,
+        call: MicrostepCall,
+        draft: str,
+        parsed: Parsed,
+        oracle: Any,
+        info: dict[str, Any],
+        together: bool,
+    ) -> bool:
         spec = self.spec
         assert spec is not None
         base = len(self.agents) + 1
@@ -463,8 +563,14 @@ class Decider:
                 for j in ask:
                     d.issue(base + j)
                 # Score mode: options.py admits only Judging verifiers, which Backend does not declare.
-                answers = await asyncio.gather(*(backends[j].judge(  # type: ignore[union-attr]
-                    [JudgeRequest(call.prompt, draft, mix64(step_seed ^ _VERIFY_SALT ^ j), oracle)]) for j in ask))
+                answers = await asyncio.gather(
+                    *(
+                        backends[j].judge(  # type: ignore[union-attr]
+                            [JudgeRequest(call.prompt, draft, mix64(step_seed ^ _VERIFY_SALT ^ j), oracle)]
+                        )
+                        for j in ask
+                    )
+                )
                 for j, (digits,) in zip(ask, answers, strict=True):
                     d.called(base + j)
                     score = digit_score(digits, spec.score_by)
@@ -486,7 +592,9 @@ class Decider:
                 break
             i = j % len(backends)
             seed = mix64(step_seed ^ _VERIFY_SALT ^ (j + 1))
-            req = GenerateRequest(call.prompt, [policy.temperature], [seed], max_tokens, ms.stop, False, oracle, ms.pattern)
+            req = GenerateRequest(
+                call.prompt, [policy.temperature], [seed], max_tokens, ms.stop, False, oracle, ms.pattern
+            )
             d.issue(base + i)
             ((s,),) = await backends[i].generate([req])
             d.called(base + i)

@@ -30,8 +30,9 @@ time stops a step this way with probability about 3e-8 (one step in thirty milli
 about one step in 100."""
 
 _ENGINE = os.path.dirname(os.path.abspath(__file__))
-_LIBS = tuple({os.path.abspath(sysconfig.get_paths()[k]) + os.sep for k in ("stdlib", "platstdlib", "purelib",
-                                                                              "platlib")})
+_LIBS = tuple(
+    {os.path.abspath(sysconfig.get_paths()[k]) + os.sep for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+)
 _FRAMES = 3
 
 
@@ -40,8 +41,13 @@ class Attempt:
 
     __slots__ = ("kind", "calls", "decisions", "outs")
 
-    def __init__(self, kind: str, calls: Sequence[Any] = (), decisions: Sequence[Any] = (),
-                 outs: Sequence[list[tuple[Any, ...]] | None] = ()) -> None:
+    def __init__(
+        self,
+        kind: str,
+        calls: Sequence[Any] = (),
+        decisions: Sequence[Any] = (),
+        outs: Sequence[list[tuple[Any, ...]] | None] = (),
+    ) -> None:
         self.kind = kind
         """``undecided``, or the method that failed: ``next``, ``apply``, ``oracle``, ``red_flag``."""
         self.calls = list(calls)
@@ -50,8 +56,17 @@ class Attempt:
 
 
 # -- workflow code ------------------------------------------------------------------------------------
-def code_error(exc: BaseException, method: str, *, workflow: Any, step: int, run_id: str, kind: str,
-               microstep: str | None = None, attempt: Attempt | None = None) -> WorkflowCodeError:
+def code_error(
+    exc: BaseException,
+    method: str,
+    *,
+    workflow: Any,
+    step: int,
+    run_id: str,
+    kind: str,
+    microstep: str | None = None,
+    attempt: Attempt | None = None,
+) -> WorkflowCodeError:
     """The error for ``exc``, raised by the workflow's ``method`` at ``step``; raise it ``from exc``.
 
     ``workflow``: the workflow (or its class); ``kind``: what the failure record calls it (``next``, ``apply``, ...).
@@ -62,9 +77,11 @@ def code_error(exc: BaseException, method: str, *, workflow: Any, step: int, run
     where = f" (microstep {microstep!r})" if microstep else ""
     text = f"{type(exc).__name__}: {exc}".strip()
     err = WorkflowCodeError(
-        f"{method} raised {text[:500]} at step {step}{where} of workflow {name!r}\n{frames}\n"
-        f"{_go_on(run_id, step)}",
-        method=method, workflow=name, run_id=run_id, step=step,
+        f"{method} raised {text[:500]} at step {step}{where} of workflow {name!r}\n{frames}\n{_go_on(run_id, step)}",
+        method=method,
+        workflow=name,
+        run_id=run_id,
+        step=step,
     )
     err.attempt = attempt if attempt is not None else Attempt(kind)  # type: ignore[attr-defined]
     return err
@@ -85,7 +102,10 @@ def state_error(returned: Any, *, workflow: Any, step: int, run_id: str, attempt
         f"{cls.__name__}.apply returned {type(returned).__name__} {shown[:120]}{'...' if len(shown) > 120 else ''} "
         f"at step {step} of workflow {cls.name!r}; it must return a {state}, the state after the answer "
         f"(`state.model_copy(update=...)` or `{state}(...)`){where}\n{_go_on(run_id, step)}",
-        method=f"{cls.__name__}.apply", workflow=cls.name, run_id=run_id, step=step,
+        method=f"{cls.__name__}.apply",
+        workflow=cls.name,
+        run_id=run_id,
+        step=step,
     )
     err.attempt = attempt  # type: ignore[attr-defined]
     return err
@@ -117,16 +137,31 @@ def _user_frames(exc: BaseException) -> str:
     if tb is not None:
         exc.__traceback__ = tb
     frames = traceback.extract_tb(exc.__traceback__)
-    mine = [f for f in frames if os.path.dirname(os.path.abspath(f.filename)) != _ENGINE
-            and not os.path.abspath(f.filename).startswith(_LIBS)]
+    mine = [
+        f
+        for f in frames
+        if os.path.dirname(os.path.abspath(f.filename)) != _ENGINE and not os.path.abspath(f.filename).startswith(_LIBS)
+    ]
     shown = mine[-_FRAMES:] or frames[:1]
     return "".join(traceback.format_list(shown)).rstrip("\n")
 
 
 # -- a step no vote decided ---------------------------------------------------------------------------
-def undecided_error(*, step: int, call: Any, decision: Any, votes: str, agents: Sequence[str], policy: Any,
-                    max_tokens: int, run_id: str, workflow: Any, early: int, kept: bool,
-                    examples: dict[str, str]) -> StepUndecidedError:
+def undecided_error(
+    *,
+    step: int,
+    call: Any,
+    decision: Any,
+    votes: str,
+    agents: Sequence[str],
+    policy: Any,
+    max_tokens: int,
+    run_id: str,
+    workflow: Any,
+    early: int,
+    kept: bool,
+    examples: dict[str, str],
+) -> StepUndecidedError:
     """The error of a step whose vote no agent decided: its red flags by reason and the likeliest fix.
 
     ``early``: the samples after which the last agent gave up because nearly all were red-flagged (0: it spent every
@@ -138,13 +173,16 @@ def undecided_error(*, step: int, call: Any, decision: Any, votes: str, agents: 
     flags = dict(sorted((d.flags or {}).items(), key=lambda kv: -kv[1]))
     head = f"step {step}: no answer won the vote"
     if early:
-        head += (f": nearly every sample was red-flagged, so the last agent stopped after {early} samples "
-                 f"instead of spending up to {policy.max_rounds} rounds")
+        head += (
+            f": nearly every sample was red-flagged, so the last agent stopped after {early} samples "
+            f"instead of spending up to {policy.max_rounds} rounds"
+        )
     else:
         head += f" within {policy.max_rounds} rounds"
     head += f" (microstep {ms.name!r}; agents tried: {', '.join(agents)})."
-    counts = f"{n} samples, {red} red-flagged" + (": " + ", ".join(f"{k} {v}" for k, v in flags.items())
-                                                   if flags else "")
+    counts = f"{n} samples, {red} red-flagged" + (
+        ": " + ", ".join(f"{k} {v}" for k, v in flags.items()) if flags else ""
+    )
     ahead = policy.rule == "ahead_by_k"
     counts += f"; tally {votes}, first-to-ahead-by-{policy.k}" if ahead else f"; tally {votes}"
     calibrate = _calibrate(workflow, agents)
@@ -152,17 +190,26 @@ def undecided_error(*, step: int, call: Any, decision: Any, votes: str, agents: 
         reason = next(iter(flags))
         every = "Every" if red == n else "Nearly every"
         said = f" as {reason}" if flags[reason] == red else f", most as {reason}"
-        fix = f"{every} sample was red-flagged{said}: {_fix(reason, ms, max_tokens, examples.get(reason))}; {calibrate}."
+        fix = (
+            f"{every} sample was red-flagged{said}: {_fix(reason, ms, max_tokens, examples.get(reason))}; {calibrate}."
+        )
     else:
         goal = f"got {policy.k} ahead" if ahead else f"reached confidence {policy.confidence}"
-        fix = (f"The votes never {goal}: the model is not reliable enough on this step. Give a larger `max_rounds`, "
-               f"or another agent to escalate to (a stronger model, in `agents`); {calibrate}.")
+        fix = (
+            f"The votes never {goal}: the model is not reliable enough on this step. Give a larger `max_rounds`, "
+            f"or another agent to escalate to (a stronger model, in `agents`); {calibrate}."
+        )
     trace = f"`maker trace show {run_id} --step {step}` shows this attempt"
     trace += ", its samples included" if kept else " (run with `detail` = samples to keep its samples too)"
     err = StepUndecidedError(
         f"{head}\n  {counts}.\n  {fix}\n  Committed steps are saved; {trace}. After the fix, resume with "
         f"`maker resume {run_id}`.",
-        run_id=run_id, step=step, agent=agents[-1] if agents else None, flags=flags, votes=votes, samples=n,
+        run_id=run_id,
+        step=step,
+        agent=agents[-1] if agents else None,
+        flags=flags,
+        votes=votes,
+        samples=n,
     )
     return err
 
@@ -175,13 +222,16 @@ def _fix(reason: str, ms: Any, max_tokens: int, example: str | None) -> str:
             return f"check that the prompt asks for the fields {fields}, one `name = value` line each{eg}"
         return f"check that the prompt asks for the form microstep {ms.name!r}'s parse function reads{eg}"
     if reason == "schema":
-        return (f"answers were read but did not fit {ms.schema.__name__}{eg}: check that the prompt gives each "
-                f"field's type and range")
+        return (
+            f"answers were read but did not fit {ms.schema.__name__}{eg}: check that the prompt gives each "
+            f"field's type and range"
+        )
     if reason == "too_long":
-        return (f"responses ran past {max_tokens} tokens: ask for a shorter answer in the prompt, or raise "
-                f"`max_tokens`")
-    return f"microstep {ms.name!r}'s rule {reason!r} rejected them{eg}: check the rule, and that the prompt asks " \
-           f"for what it requires"
+        return f"responses ran past {max_tokens} tokens: ask for a shorter answer in the prompt, or raise `max_tokens`"
+    return (
+        f"microstep {ms.name!r}'s rule {reason!r} rejected them{eg}: check the rule, and that the prompt asks "
+        f"for what it requires"
+    )
 
 
 def _calibrate(workflow: Any, agents: Sequence[str]) -> str:

@@ -44,12 +44,24 @@ class Progress(BaseModel):
 class Ledger:
     """Counters, pending rows and commits of one run (``store=None``: count only, as a rollout does)."""
 
-    def __init__(self, *, store: Store | None, rid: int, run_id: str, labels: list[str], policies: dict[str, Voting],
-                 microsteps: Sequence[Microstep[Any]] = (),
-                 detail: str = "summary", commit_every: int = 4096, commit_seconds: float = 0.5,
-                 expected_steps: int | None = None, on_progress: Callable[[Progress], None] | None = None,
-                 progress_seconds: float = 0.25, log_steps: bool = False,
-                 snapshot_every: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store | None,
+        rid: int,
+        run_id: str,
+        labels: list[str],
+        policies: dict[str, Voting],
+        microsteps: Sequence[Microstep[Any]] = (),
+        detail: str = "summary",
+        commit_every: int = 4096,
+        commit_seconds: float = 0.5,
+        expected_steps: int | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        progress_seconds: float = 0.25,
+        log_steps: bool = False,
+        snapshot_every: int | None = None,
+    ) -> None:
         self.store = store
         self.rid = rid
         self.run_id = run_id
@@ -146,24 +158,55 @@ class Ledger:
             self.max_rounds = d.rounds
         ms = call.microstep
         # tuple.__new__ makes the named row at a plain tuple's cost: this runs once a step
-        self.pending.append(tuple.__new__(StepRow, (
-            step, call.digest(), ms.answer_json(d.answer), d.votes, d.rounds, d.samples,
-            None if d.flags is None else json.dumps(d.flags), d.agent, t_start, dur, correct,
-            None if d.spec is None else json.dumps(d.spec), d.tokens, call.prompt if self.keep_input else None,
-            ms.name, call.tag,
-        )))
+        self.pending.append(
+            tuple.__new__(
+                StepRow,
+                (
+                    step,
+                    call.digest(),
+                    ms.answer_json(d.answer),
+                    d.votes,
+                    d.rounds,
+                    d.samples,
+                    None if d.flags is None else json.dumps(d.flags),
+                    d.agent,
+                    t_start,
+                    dur,
+                    correct,
+                    None if d.spec is None else json.dumps(d.spec),
+                    d.tokens,
+                    call.prompt if self.keep_input else None,
+                    ms.name,
+                    call.tag,
+                ),
+            )
+        )
 
     def commit(self, step: int, state: Any, wall_s: float) -> None:
         """Write the pending rows with the state reached after them (``step`` steps committed)."""
         self.steps = step
         self.wall_s = wall_s
         if self.store is not None:
-            self.store.commit(self.rid, self.pending, self.samples or (), (step, state.model_dump_json()),
-                              self.counters(), self.snapshot_every)
+            self.store.commit(
+                self.rid,
+                self.pending,
+                self.samples or (),
+                (step, state.model_dump_json()),
+                self.counters(),
+                self.snapshot_every,
+            )
             if self._log is not None:
                 for r in self.pending:
-                    self._log.debug("step committed", step=r.step, votes=r.votes, rounds=r.rounds, samples=r.samples,
-                                    red_flags=r.red_flags, agent=self._label(r.agent), correct=r.correct)
+                    self._log.debug(
+                        "step committed",
+                        step=r.step,
+                        votes=r.votes,
+                        rounds=r.rounds,
+                        samples=r.samples,
+                        red_flags=r.red_flags,
+                        agent=self._label(r.agent),
+                        correct=r.correct,
+                    )
         self.pending.clear()
         if self.samples:
             self.samples.clear()
@@ -187,12 +230,37 @@ class Ledger:
                 votes, rounds, samples, agent, tokens = d.votes or None, d.rounds, d.samples, d.agent, d.tokens
                 flags = None if d.flags is None else json.dumps(d.flags)
                 calls = sum(d.calls.values())
-            detail = None if not out else json.dumps(
-                [[idx, rnd, a, temp, tok, text, flag, None if vote is None else json.loads(vote)]
-                 for _s, idx, rnd, a, temp, tok, text, flag, vote in out])
-            rows.append((step + i, t, attempt.kind, error, ms.name, call.tag,
-                         call.digest(), call.prompt, answer, votes, rounds, samples, flags, agent, tokens, calls,
-                         detail))
+            detail = (
+                None
+                if not out
+                else json.dumps(
+                    [
+                        [idx, rnd, a, temp, tok, text, flag, None if vote is None else json.loads(vote)]
+                        for _s, idx, rnd, a, temp, tok, text, flag, vote in out
+                    ]
+                )
+            )
+            rows.append(
+                (
+                    step + i,
+                    t,
+                    attempt.kind,
+                    error,
+                    ms.name,
+                    call.tag,
+                    call.digest(),
+                    call.prompt,
+                    answer,
+                    votes,
+                    rounds,
+                    samples,
+                    flags,
+                    agent,
+                    tokens,
+                    calls,
+                    detail,
+                )
+            )
         if not rows:
             rows.append((step, t, attempt.kind, error, *([None] * 13)))
         self.store.record_failures(self.rid, rows)
@@ -203,12 +271,20 @@ class Ledger:
     def report(self, step: int, elapsed: float, done_here: int) -> None:
         assert self.on_progress is not None
         self.steps = step
-        self.on_progress(Progress(
-            run_id=self.run_id, steps=step, expected_steps=self.expected_steps, calls=self.calls,
-            red_flags=self.red_flags, errors=self.errors, max_rounds=self.max_rounds,
-            elapsed_s=elapsed, steps_per_s=done_here / elapsed if elapsed > 0 else 0.0,
-            wasted_calls=self.wasted_calls,
-        ))
+        self.on_progress(
+            Progress(
+                run_id=self.run_id,
+                steps=step,
+                expected_steps=self.expected_steps,
+                calls=self.calls,
+                red_flags=self.red_flags,
+                errors=self.errors,
+                max_rounds=self.max_rounds,
+                elapsed_s=elapsed,
+                steps_per_s=done_here / elapsed if elapsed > 0 else 0.0,
+                wasted_calls=self.wasted_calls,
+            )
+        )
 
     # -- what the store and the summary read --------------------------------------------------------
     def counters(self) -> dict[str, Any]:
@@ -224,15 +300,26 @@ class Ledger:
         }
 
     def stats(self) -> dict[str, Any]:
-        return {"agent_calls": list(self.agent_calls), "agents": self.labels,
-                "drafted": self.drafted, "accepted": self.accepted, "escalated": self.escalated,
-                "spare_samples": self.spare_samples, "spare_tokens": self.spare_tokens,
-                "wasted": {"calls": self.wasted_calls, "tokens": self.wasted_tokens,
-                           "agent_calls": list(self.wasted_agent_calls), "hits": self.window_hits,
-                           "misses": self.window_misses, "waited": self.window_waited,
-                           "went_on": self.window_went_on},
-                "voting": {name: {"rule": p.rule, "k": p.k} for name, p in self.policies.items()},
-                "candidates": self.candidates}
+        return {
+            "agent_calls": list(self.agent_calls),
+            "agents": self.labels,
+            "drafted": self.drafted,
+            "accepted": self.accepted,
+            "escalated": self.escalated,
+            "spare_samples": self.spare_samples,
+            "spare_tokens": self.spare_tokens,
+            "wasted": {
+                "calls": self.wasted_calls,
+                "tokens": self.wasted_tokens,
+                "agent_calls": list(self.wasted_agent_calls),
+                "hits": self.window_hits,
+                "misses": self.window_misses,
+                "waited": self.window_waited,
+                "went_on": self.window_went_on,
+            },
+            "voting": {name: {"rule": p.rule, "k": p.k} for name, p in self.policies.items()},
+            "candidates": self.candidates,
+        }
 
     def agent_calls_by_label(self) -> dict[str, int]:
         return dict(zip(self.labels, self.agent_calls, strict=True))

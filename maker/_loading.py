@@ -58,8 +58,10 @@ def resolve_workflow(ref: str) -> type[Workflow[Any, Any]]:
         return BUILTIN[ref]
     if ":" not in ref:
         hint = f"; a file is given as {ref}:ClassName" if ref.endswith(".py") else ""
-        raise UserError(f"unknown workflow {ref!r}; built in: {', '.join(BUILTIN)} "
-                        f"(or give module:Class or path/to/file.py:Class){hint}")
+        raise UserError(
+            f"unknown workflow {ref!r}; built in: {', '.join(BUILTIN)} "
+            f"(or give module:Class or path/to/file.py:Class){hint}"
+        )
     where, _, attr = ref.rpartition(":")
     if not attr:
         raise UserError(f"workflow {ref!r}: name the class after the colon, e.g. {where}:MyWorkflow")
@@ -109,8 +111,10 @@ def _load_file(path: str) -> ModuleType:
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise UserError(f"workflow file {path} does not exist; give the path of the .py file that defines "
-                        f"the workflow (a run keeps the path it was started with: put the file back there)") from None
+        raise UserError(
+            f"workflow file {path} does not exist; give the path of the .py file that defines "
+            f"the workflow (a run keeps the path it was started with: put the file back there)"
+        ) from None
     except OSError as exc:
         raise UserError(f"workflow file {path} cannot be read: {exc}") from None
     key = (st.st_mtime_ns, st.st_size)
@@ -145,11 +149,15 @@ def _workflow_in(module: ModuleType, attr: str, ref: str, where: str) -> type[Wo
     try:
         obj = functools.reduce(getattr, attr.split("."), module)
     except AttributeError:
-        found = sorted(n for n, v in vars(module).items()
-                       if isinstance(v, type) and issubclass(v, Workflow) and v is not Workflow
-                       and v.__module__ == module.__name__)
-        raise UserError(f"cannot load workflow {ref!r}: {where} has no {attr!r}; "
-                        f"its workflow classes: {', '.join(found) or '(none)'}") from None
+        found = sorted(
+            n
+            for n, v in vars(module).items()
+            if isinstance(v, type) and issubclass(v, Workflow) and v is not Workflow and v.__module__ == module.__name__
+        )
+        raise UserError(
+            f"cannot load workflow {ref!r}: {where} has no {attr!r}; "
+            f"its workflow classes: {', '.join(found) or '(none)'}"
+        ) from None
     if isinstance(obj, type) and issubclass(obj, Workflow) and obj is not Workflow:
         return obj
     raise UserError(f"{ref!r} is not a maker Workflow subclass (got {type(obj).__name__})")

@@ -67,7 +67,9 @@ class ProgressDisplay:
 
             self._progress = RichProgress(
                 BarColumn(bar_width=10),
-                TextColumn("{task.completed:,}/{task.fields[total_text]} steps  ETA {task.fields[eta]}  {task.fields[rate]}"),
+                TextColumn(
+                    "{task.completed:,}/{task.fields[total_text]} steps  ETA {task.fields[eta]}  {task.fields[rate]}"
+                ),
                 transient=False,
                 refresh_per_second=4,
                 console=self.console or Console(stderr=True),
@@ -89,7 +91,7 @@ class ProgressDisplay:
             fields = {
                 "total_text": f"{p.expected_steps:,}" if p.expected_steps else "?",
                 "rate": f"{p.steps_per_s:,.0f}/s  {votes:.3f} votes/step  red flags {flag_rate:.2%}  errors {p.errors}"
-                        + (f"  wasted {p.wasted_calls / max(1, p.steps):.2f} calls/step" if p.wasted_calls else ""),
+                + (f"  wasted {p.wasted_calls / max(1, p.steps):.2f} calls/step" if p.wasted_calls else ""),
                 "eta": _fmt(eta_s),
             }
             if self._task is None:
@@ -101,9 +103,15 @@ class ProgressDisplay:
         if now - self._last_log >= self.log_every_s:
             self._last_log = now
             get_logger(run_id=p.run_id).info(
-                "progress", steps=p.steps, expected_steps=p.expected_steps, steps_per_s=round(p.steps_per_s, 1),
-                votes_per_step=round(votes, 4), red_flag_rate=round(flag_rate, 5), errors=p.errors,
-                eta_s=None if eta_s is None else round(eta_s, 1), wasted_calls=p.wasted_calls,
+                "progress",
+                steps=p.steps,
+                expected_steps=p.expected_steps,
+                steps_per_s=round(p.steps_per_s, 1),
+                votes_per_step=round(votes, 4),
+                red_flag_rate=round(flag_rate, 5),
+                errors=p.errors,
+                eta_s=None if eta_s is None else round(eta_s, 1),
+                wasted_calls=p.wasted_calls,
             )
 
 

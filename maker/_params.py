@@ -79,9 +79,11 @@ def _value(name: str, how: Reading, text: str, annotation: Any) -> Any:
     except ValueError:
         if how == "any":
             return text
-        raise UserError(f"parameter {name} is {type_name(annotation)}: its value is read as JSON, "
-                        f"got {text!r}; e.g. {name}='[1, 2]' for a list or {name}='{{\"a\": 1}}' "
-                        f"for a mapping") from None
+        raise UserError(
+            f"parameter {name} is {type_name(annotation)}: its value is read as JSON, "
+            f"got {text!r}; e.g. {name}='[1, 2]' for a list or {name}='{{\"a\": 1}}' "
+            f"for a mapping"
+        ) from None
 
 
 def _nullable(annotation: Any) -> bool:

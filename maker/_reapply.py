@@ -18,6 +18,7 @@ from maker.errors import StoreCorruptError
 
 __all__ = ["Row", "reapply", "WorkflowEnded", "SplitTransition"]
 
+
 class Row(NamedTuple):
     """A recorded step as re-applying needs it."""
 
@@ -77,7 +78,9 @@ def reapply(
     step = start
     for row in it:
         if row.step != step:
-            raise StoreCorruptError(f"run {_name(row.owner)}: step {step} is missing from the store (next is {row.step})")
+            raise StoreCorruptError(
+                f"run {_name(row.owner)}: step {step} is missing from the store (next is {row.step})"
+            )
         asked = next_(state)
         calls = calls_of(asked)
         if calls is None:
@@ -89,7 +92,8 @@ def reapply(
                 raise SplitTransition(row.owner, step, len(calls))
             if more.step != step + len(group):
                 raise StoreCorruptError(
-                    f"run {_name(more.owner)}: step {step + len(group)} is missing from the store (next is {more.step})")
+                    f"run {_name(more.owner)}: step {step + len(group)} is missing from the store (next is {more.step})"
+                )
             group.append(more)
         answers = []
         for r, call in zip(group, calls, strict=True):

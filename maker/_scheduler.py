@@ -178,9 +178,16 @@ class Scheduler:
         return state, step, "steps", None
 
     @staticmethod
-    def _record(ledger: Ledger, step: int, calls: Sequence[MicrostepCall], decisions: Sequence[Decision],
-                expected: Sequence[Any], outs: Sequence[list[tuple[Any, ...]] | None], t_step: float,
-                dur: float) -> None:
+    def _record(
+        ledger: Ledger,
+        step: int,
+        calls: Sequence[MicrostepCall],
+        decisions: Sequence[Decision],
+        expected: Sequence[Any],
+        outs: Sequence[list[tuple[Any, ...]] | None],
+        t_step: float,
+        dur: float,
+    ) -> None:
         """Add a transition's decisions to the ledger, in step order, with their sample rows."""
         keep = ledger.samples
         for i, (c, d, e, o) in enumerate(zip(calls, decisions, expected, outs, strict=True)):
@@ -189,8 +196,13 @@ class Scheduler:
                 keep.extend(o)  # type: ignore[union-attr]
 
     # -- a fan-out --------------------------------------------------------------------------------
-    async def _together(self, step: int, calls: Sequence[MicrostepCall], expected: Sequence[Any],
-                        outs: Sequence[list[tuple[Any, ...]] | None]) -> list[Decision]:
+    async def _together(
+        self,
+        step: int,
+        calls: Sequence[MicrostepCall],
+        expected: Sequence[Any],
+        outs: Sequence[list[tuple[Any, ...]] | None],
+    ) -> list[Decision]:
         """Decide the calls of a fan-out at once; on failure, the error of the lowest step (whatever finished
         first), after every call has finished."""
         decide = self.decider.decide
@@ -204,22 +216,42 @@ class Scheduler:
         return results  # type: ignore[return-value]
 
     # -- the workflow's own code failing ------------------------------------------------------------
-    def crash(self, method: str, exc: BaseException, step: int, calls: Sequence[MicrostepCall] = (),
-              decisions: Sequence[Decision] = (), outs: Sequence[list[tuple[Any, ...]] | None] = ()
-              ) -> WorkflowCodeError:
+    def crash(
+        self,
+        method: str,
+        exc: BaseException,
+        step: int,
+        calls: Sequence[MicrostepCall] = (),
+        decisions: Sequence[Decision] = (),
+        outs: Sequence[list[tuple[Any, ...]] | None] = (),
+    ) -> WorkflowCodeError:
         """The error for the workflow's ``method`` raising ``exc`` at ``step``, with how far the transition got."""
         names = sorted({c.microstep.name for c in calls})
-        return code_error(exc, f"{type(self.wf).__name__}.{method}", workflow=self.wf, step=step, run_id=self.run_id,
-                          kind=method, microstep=", ".join(names) or None,
-                          attempt=Attempt(method, calls, decisions, outs))
+        return code_error(
+            exc,
+            f"{type(self.wf).__name__}.{method}",
+            workflow=self.wf,
+            step=step,
+            run_id=self.run_id,
+            kind=method,
+            microstep=", ".join(names) or None,
+            attempt=Attempt(method, calls, decisions, outs),
+        )
 
-    def _check_state(self, new: Any, step: int, calls: Sequence[MicrostepCall], decisions: Sequence[Decision],
-                     outs: Sequence[list[tuple[Any, ...]] | None]) -> None:
+    def _check_state(
+        self,
+        new: Any,
+        step: int,
+        calls: Sequence[MicrostepCall],
+        decisions: Sequence[Decision],
+        outs: Sequence[list[tuple[Any, ...]] | None],
+    ) -> None:
         """``apply`` returned something other than exactly the workflow's State: a subclass passes, anything else
         is an error at this step (nothing of the transition is kept)."""
         if not isinstance(new, self.state_cls):
-            raise state_error(new, workflow=self.wf, step=step, run_id=self.run_id,
-                              attempt=Attempt("apply", calls, decisions, outs))
+            raise state_error(
+                new, workflow=self.wf, step=step, run_id=self.run_id, attempt=Attempt("apply", calls, decisions, outs)
+            )
 
     def _calls(self, asked: Any, step: int) -> list[MicrostepCall]:
         if isinstance(asked, (list, tuple)) and asked and all(type(c) is MicrostepCall for c in asked):
@@ -236,7 +268,9 @@ class Scheduler:
         if not isinstance(expected, (list, tuple)) or len(expected) != n:
             raise RunError(
                 f"{type(self.wf).__name__}.oracle() must give one answer (or None) per call that next() asked: "
-                f"next() asked {n} calls, oracle() returned {expected!r}"[:400], run_id=self.run_id, step=step,
+                f"next() asked {n} calls, oracle() returned {expected!r}"[:400],
+                run_id=self.run_id,
+                step=step,
             )
         return list(expected)
 
@@ -245,7 +279,12 @@ def bad_calls(wf: Workflow[Any, Any], asked: Any, step: int, run_id: str) -> Run
     """The error for a ``next()`` that returned neither a call, nor a list of calls, nor DONE."""
     name = type(wf).__name__
     if isinstance(asked, (list, tuple)) and not asked:
-        return RunError(f"{name}.next() returned an empty list; return DONE when the task is finished",
-                        run_id=run_id, step=step)
-    return RunError(f"{name}.next() returned {asked!r}; return microstep.ask(...), a list of such calls (decided "
-                    f"at the same time), or DONE", run_id=run_id, step=step)
+        return RunError(
+            f"{name}.next() returned an empty list; return DONE when the task is finished", run_id=run_id, step=step
+        )
+    return RunError(
+        f"{name}.next() returned {asked!r}; return microstep.ask(...), a list of such calls (decided "
+        f"at the same time), or DONE",
+        run_id=run_id,
+        step=step,
+    )

@@ -58,8 +58,15 @@ class Transition:
 
     __slots__ = ("step", "state", "calls", "single", "expected", "outs", "drafts", "tasks", "after", "rejected")
 
-    def __init__(self, step: int, state: Any, calls: list[MicrostepCall], single: bool, expected: list[Any],
-                 outs: list[list[tuple[Any, ...]] | None]) -> None:
+    def __init__(
+        self,
+        step: int,
+        state: Any,
+        calls: list[MicrostepCall],
+        single: bool,
+        expected: list[Any],
+        outs: list[list[tuple[Any, ...]] | None],
+    ) -> None:
         self.step = step
         self.state = state
         self.calls = calls
@@ -99,8 +106,19 @@ class Transition:
 class Window:
     """Keeps up to ``size`` transitions drafted and being decided ahead of the chain (``size`` <= ``cap``)."""
 
-    def __init__(self, wf: Workflow[Any, Any], decider: Decider, *, cap: int, adaptive: bool, keep_samples: bool,
-                 oracle: bool, expected: Any, ledger: Ledger, crash: Any = None) -> None:
+    def __init__(
+        self,
+        wf: Workflow[Any, Any],
+        decider: Decider,
+        *,
+        cap: int,
+        adaptive: bool,
+        keep_samples: bool,
+        oracle: bool,
+        expected: Any,
+        ledger: Ledger,
+        crash: Any = None,
+    ) -> None:
         self.wf = wf
         self.decider = decider
         self.cap = max(1, cap)
@@ -248,13 +266,18 @@ class Window:
         outs: list[list[tuple[Any, ...]] | None] = [[] if self.keep_samples else None for _ in calls]
         t = Transition(step, state, calls, single, expected, outs)
         decider = self.decider
-        t.drafts = list(await asyncio.gather(*(decider.draft(step + i, c, e, True)
-                                               for i, (c, e) in enumerate(zip(calls, expected, strict=True)))))
+        t.drafts = list(
+            await asyncio.gather(
+                *(decider.draft(step + i, c, e, True) for i, (c, e) in enumerate(zip(calls, expected, strict=True)))
+            )
+        )
         for dr in t.drafts:
             dr.on_reject = lambda t=t: self._rejected(t)
         loop = asyncio.get_running_loop()
-        t.tasks = [loop.create_task(decider.decide(step + i, c, e, o, True, drafted=dr))
-                   for i, (c, e, o, dr) in enumerate(zip(calls, expected, outs, t.drafts, strict=True))]
+        t.tasks = [
+            loop.create_task(decider.decide(step + i, c, e, o, True, drafted=dr))
+            for i, (c, e, o, dr) in enumerate(zip(calls, expected, outs, t.drafts, strict=True))
+        ]
         if all(dr.usable for dr in t.drafts):
             try:
                 t.after = wf.apply(state, t.drafts[0].answer if single else tuple(dr.answer for dr in t.drafts))

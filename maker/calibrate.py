@@ -117,7 +117,7 @@ def calibrate(
         nonlocal correct, valid, tokens
         try:
             for start in range(0, len(picks), batch):
-                group = picks[start:start + batch]
+                group = picks[start : start + batch]
                 reqs, meta = [], []
                 for i, (j, state) in enumerate(group):
                     asked = wf.next(state)
@@ -130,8 +130,18 @@ def calibrate(
                         call, expected = calls[pick], expected[pick]
                     ms = call.microstep
                     temp = ms.voting.temperature if temperature is None else temperature
-                    reqs.append(GenerateRequest(call.prompt, [temp], [mix64(base + start + i)], max_tokens or ms.max_tokens,
-                                                ms.stop, False, Oracle(ms, expected, j, call.inputs), ms.pattern))
+                    reqs.append(
+                        GenerateRequest(
+                            call.prompt,
+                            [temp],
+                            [mix64(base + start + i)],
+                            max_tokens or ms.max_tokens,
+                            ms.stop,
+                            False,
+                            Oracle(ms, expected, j, call.inputs),
+                            ms.pattern,
+                        )
+                    )
                     meta.append((call, expected))
                 results = await agent.backend.generate(reqs)
                 for (call, expected), (sample,) in zip(meta, results, strict=True):
@@ -157,9 +167,24 @@ def calibrate(
     n = len(picks)
     temp_used = wf.microsteps[0].voting.temperature if temperature is None else temperature
     out: dict[str, Any] = dict(
-        workflow=wf_cls.name, agent=agent_spec, samples=n, steps_in_task=steps_in_task, temperature=temp_used,
-        correct=correct, valid=valid, valid_rate=valid / n, red_flags=dict(flags), tokens_per_call=tokens / n,
-        target=target, p=None, p_low=None, p_high=None, k=None, calls_per_step=None, calls_total=None, p_full=None,
+        workflow=wf_cls.name,
+        agent=agent_spec,
+        samples=n,
+        steps_in_task=steps_in_task,
+        temperature=temp_used,
+        correct=correct,
+        valid=valid,
+        valid_rate=valid / n,
+        red_flags=dict(flags),
+        tokens_per_call=tokens / n,
+        target=target,
+        p=None,
+        p_low=None,
+        p_high=None,
+        k=None,
+        calls_per_step=None,
+        calls_total=None,
+        p_full=None,
     )
     if valid:
         rate = correct / valid
@@ -168,20 +193,30 @@ def calibrate(
         if rate > 0.5 and rate < 1.0:
             k = k_min(steps_in_task, rate, target)
             calls = expected_calls(rate, k, valid / n)
-            out.update(k=k, calls_per_step=calls, calls_total=calls * steps_in_task,
-                       p_full=run_success(rate, k, steps_in_task))
+            out.update(
+                k=k, calls_per_step=calls, calls_total=calls * steps_in_task, p_full=run_success(rate, k, steps_in_task)
+            )
             if low <= 0.5:
                 out["note"] = "the 95% interval reaches 0.5: measure more samples before trusting k"
         elif rate == 1.0:
-            out.update(k=1, calls_per_step=1 / (valid / n), calls_total=steps_in_task / (valid / n), p_full=None,
-                       note="no error seen: k cannot be estimated; measure more samples (k >= 2 is prudent)")
+            out.update(
+                k=1,
+                calls_per_step=1 / (valid / n),
+                calls_total=steps_in_task / (valid / n),
+                p_full=None,
+                note="no error seen: k cannot be estimated; measure more samples (k >= 2 is prudent)",
+            )
         else:
-            out["note"] = "p <= 0.5: voting cannot converge on this formulation; change the prompt, model or temperature"
+            out["note"] = (
+                "p <= 0.5: voting cannot converge on this formulation; change the prompt, model or temperature"
+            )
     else:
         out["note"] = "every response was red-flagged"
     out["wall_s"] = round(time.perf_counter() - t0, 3)
-    out["by_microstep"] = {name: {"samples": n_, "valid": v, "correct": c, "valid_rate": v / n_,
-                                  "p": c / v if v else None} for name, (n_, v, c) in sorted(by.items())}
+    out["by_microstep"] = {
+        name: {"samples": n_, "valid": v, "correct": c, "valid_rate": v / n_, "p": c / v if v else None}
+        for name, (n_, v, c) in sorted(by.items())
+    }
     return Calibration(**out)
 
 

@@ -145,11 +145,23 @@ def calibrate_verifier(
     if verifiers < 1 or verify_k < 1:
         raise UserError(f"need at least one verifier and `verify_k` >= 1, got {verifiers} and {verify_k}")
     if mode == "score" and verify_k > verifiers:
-        raise UserError(f"`verify_k` {verify_k} is more than the {verifiers} verifier(s): no draft could ever be accepted")
+        raise UserError(
+            f"`verify_k` {verify_k} is more than the {verifiers} verifier(s): no draft could ever be accepted"
+        )
     large = None
     if agent is not None:
-        large = calibrate(wf_cls, params, agent, samples=samples, temperature=temperature, target=target, seed=seed,
-                          batch=batch, max_walk=max_walk, max_tokens=max_tokens)
+        large = calibrate(
+            wf_cls,
+            params,
+            agent,
+            samples=samples,
+            temperature=temperature,
+            target=target,
+            seed=seed,
+            batch=batch,
+            max_walk=max_walk,
+            max_tokens=max_tokens,
+        )
     p = wf_cls.parse_params(params)
     wf = wf_cls()
     states, steps_in_task = _pick_states(wf, p, samples, seed, max_walk)
@@ -158,7 +170,9 @@ def calibrate_verifier(
     ver = make_agent(verifier_spec)
     dra = make_agent(drafter) if drafter is not None else None
     if mode == "score" and not hasattr(ver.backend, "judge"):
-        raise UserError(f"verifier {verifier_spec!r} cannot rate drafts (its backend has no judge); verify by vote instead")
+        raise UserError(
+            f"verifier {verifier_spec!r} cannot rate drafts (its backend has no judge); verify by vote instead"
+        )
     d_base, v_base = derive(seed, 0xD4AF7), derive(seed, 0x5E1F1)
     picks = [(i, states[i % len(states)]) for i in range(samples)]
     right = wrong = acc_right = acc_wrong = v_answers = v_valid = v_correct = d_right = d_total = 0
@@ -176,18 +190,35 @@ def calibrate_verifier(
         nonlocal right, wrong, acc_right, acc_wrong, v_answers, v_valid, v_correct, d_right, d_total
         try:
             for start in range(0, len(picks), batch):
-                group = [(i, *one_call(i, state)) for i, state in picks[start:start + batch]]
+                group = [(i, *one_call(i, state)) for i, state in picks[start : start + batch]]
                 # drafts: the drafter's, or alternately the right answer and a plausible mistake
                 if dra is not None:
-                    reqs = [GenerateRequest(call.prompt, [call.microstep.voting.first_temperature],
-                                            [mix64(d_base + i)], max_tokens or call.microstep.max_tokens,
-                                            call.microstep.stop, False, Oracle(call.microstep, expected, i, call.inputs),
-                                            call.microstep.pattern)
-                            for i, call, expected in group]
+                    reqs = [
+                        GenerateRequest(
+                            call.prompt,
+                            [call.microstep.voting.first_temperature],
+                            [mix64(d_base + i)],
+                            max_tokens or call.microstep.max_tokens,
+                            call.microstep.stop,
+                            False,
+                            Oracle(call.microstep, expected, i, call.inputs),
+                            call.microstep.pattern,
+                        )
+                        for i, call, expected in group
+                    ]
                     drafts = [(s.text, s.tokens) for (s,) in await dra.backend.generate(reqs)]
                 else:
-                    drafts = [(call.microstep.render(expected if i % 2 == 0 else call.microstep.mistake(
-                        expected, (i // 2) % 3, call.inputs or {})), 0) for i, call, expected in group]
+                    drafts = [
+                        (
+                            call.microstep.render(
+                                expected
+                                if i % 2 == 0
+                                else call.microstep.mistake(expected, (i // 2) % 3, call.inputs or {})
+                            ),
+                            0,
+                        )
+                        for i, call, expected in group
+                    ]
                 judged = []  # (i, call, expected, draft text, parsed draft, right)
                 for (i, call, expected), (text, tokens) in zip(group, drafts, strict=True):
                     ms = call.microstep
@@ -200,18 +231,29 @@ def calibrate_verifier(
                     d_right += int(is_right)
                     judged.append((i, call, expected, text, parsed, is_right))
                 if mode == "score":
-                    reqs_j = [JudgeRequest(call.prompt, text, mix64(v_base + i),
-                                           Oracle(call.microstep, expected, i, call.inputs))
-                              for i, call, expected, text, _, _ in judged]
+                    reqs_j = [
+                        JudgeRequest(
+                            call.prompt, text, mix64(v_base + i), Oracle(call.microstep, expected, i, call.inputs)
+                        )
+                        for i, call, expected, text, _, _ in judged
+                    ]
                     # the check above turned away a backend without judge in score mode
                     digits = await cast(Judging, ver.backend).judge(reqs_j) if reqs_j else []
                     verdicts: list[bool | None] = [digit_score(d, score_by) >= threshold for d in digits]
                 else:
-                    reqs_v = [GenerateRequest(call.prompt, [call.microstep.voting.temperature if temperature is None
-                                                            else temperature], [mix64(v_base + i)],
-                                              max_tokens or call.microstep.max_tokens, call.microstep.stop, False,
-                                              Oracle(call.microstep, expected, i, call.inputs), call.microstep.pattern)
-                              for i, call, expected, _, _, _ in judged]
+                    reqs_v = [
+                        GenerateRequest(
+                            call.prompt,
+                            [call.microstep.voting.temperature if temperature is None else temperature],
+                            [mix64(v_base + i)],
+                            max_tokens or call.microstep.max_tokens,
+                            call.microstep.stop,
+                            False,
+                            Oracle(call.microstep, expected, i, call.inputs),
+                            call.microstep.pattern,
+                        )
+                        for i, call, expected, _, _, _ in judged
+                    ]
                     answers = await ver.backend.generate(reqs_v) if reqs_v else []
                     verdicts = []
                     for (_, call, expected, _, parsed, _), (s,) in zip(judged, answers, strict=True):
@@ -257,49 +299,94 @@ def calibrate_verifier(
         large_p, k = large.p, large.k or policy.k
     else:
         large_p, k = 1.0, policy.k
-        notes.append("large model not measured (give --agent to measure it too): its escalated votes are counted "
-                     f"as error-free at k = {k}")
+        notes.append(
+            "large model not measured (give --agent to measure it too): its escalated votes are counted "
+            f"as error-free at k = {k}"
+        )
     out: dict[str, Any] = dict(
-        workflow=wf_cls.name, verifier=verifier_spec, drafter=drafter, mode=mode,
-        threshold=threshold if mode == "score" else None, score_by=score_by if mode == "score" else None,
-        samples=samples, steps_in_task=steps_in_task, right=right, accepted_right=acc_right, tpr=tpr, tpr_low=tpr_low,
-        tpr_high=tpr_high, wrong=wrong, accepted_wrong=acc_wrong, fpr=fpr, fpr_low=fpr_low, fpr_high=fpr_high,
-        drafts_flagged=dict(flagged), drafter_p=d_p, drafter_p_low=d_low, drafter_p_high=d_high, drafter_valid=d_valid,
-        verifier_p=vp, verifier_p_low=vp_low, verifier_p_high=vp_high,
-        verifier_valid=v_valid / v_answers if v_answers else None, large=large, large_p=large_p, k=k,
-        verifiers=verifiers, verify_k=verify_k, target=target, estimate=None, estimate_pessimistic=None,
-        ensemble=None, ensemble_pessimistic=None,
+        workflow=wf_cls.name,
+        verifier=verifier_spec,
+        drafter=drafter,
+        mode=mode,
+        threshold=threshold if mode == "score" else None,
+        score_by=score_by if mode == "score" else None,
+        samples=samples,
+        steps_in_task=steps_in_task,
+        right=right,
+        accepted_right=acc_right,
+        tpr=tpr,
+        tpr_low=tpr_low,
+        tpr_high=tpr_high,
+        wrong=wrong,
+        accepted_wrong=acc_wrong,
+        fpr=fpr,
+        fpr_low=fpr_low,
+        fpr_high=fpr_high,
+        drafts_flagged=dict(flagged),
+        drafter_p=d_p,
+        drafter_p_low=d_low,
+        drafter_p_high=d_high,
+        drafter_valid=d_valid,
+        verifier_p=vp,
+        verifier_p_low=vp_low,
+        verifier_p_high=vp_high,
+        verifier_valid=v_valid / v_answers if v_answers else None,
+        large=large,
+        large_p=large_p,
+        k=k,
+        verifiers=verifiers,
+        verify_k=verify_k,
+        target=target,
+        estimate=None,
+        estimate_pessimistic=None,
+        ensemble=None,
+        ensemble_pessimistic=None,
     )
     if d_p is None or d_low is None:
         notes.append("give --drafter (measured) or --drafter-p (assumed) for the estimate of a speculative run")
     elif not d_valid:
         notes.append("every draft was red-flagged: a speculative run would escalate every step")
     else:
-        common: dict[str, Any] = dict(drafter_valid=d_valid, p=large_p, k=k, valid=large.valid_rate if large else 1.0,
-                                      steps=steps_in_task, mode=mode)
+        common: dict[str, Any] = dict(
+            drafter_valid=d_valid,
+            p=large_p,
+            k=k,
+            valid=large.valid_rate if large else 1.0,
+            steps=steps_in_task,
+            mode=mode,
+        )
         verifier_valid = out["verifier_valid"] or 1.0
         if mode == "score":
             point: dict[str, Any] | None = dict(tpr=tpr, fpr=fpr) if tpr is not None and fpr is not None else None
-            worst: dict[str, Any] = dict(tpr=tpr_low if tpr_low is not None else 0.0,
-                                         fpr=fpr_high if fpr_high is not None else 1.0)
+            worst: dict[str, Any] = dict(
+                tpr=tpr_low if tpr_low is not None else 0.0, fpr=fpr_high if fpr_high is not None else 1.0
+            )
         else:
             point = dict(verifier_p=vp, verifier_valid=verifier_valid) if vp is not None else None
             worst = dict(verifier_p=vp_low if vp_low is not None else 0.0, verifier_valid=verifier_valid)
         if point is not None:
-            out["estimate"] = speculation_estimate(drafter_p=d_p, verifiers=verifiers, verify_k=verify_k,
-                                                   **point, **common)
-            out["ensemble"] = smallest_ensemble(drafter_p=d_p, target=target, verifiers=verifiers,
-                                                verify_k=verify_k, **point, **common)
+            out["estimate"] = speculation_estimate(
+                drafter_p=d_p, verifiers=verifiers, verify_k=verify_k, **point, **common
+            )
+            out["ensemble"] = smallest_ensemble(
+                drafter_p=d_p, target=target, verifiers=verifiers, verify_k=verify_k, **point, **common
+            )
         else:
-            notes.append("no right or no wrong draft was judged, so one rate is unknown: sample more steps "
-                         "(the pessimistic estimate takes it at its worst)")
-        out["estimate_pessimistic"] = speculation_estimate(drafter_p=d_low, verifiers=verifiers, verify_k=verify_k,
-                                                           **worst, **common)
-        out["ensemble_pessimistic"] = smallest_ensemble(drafter_p=d_low, target=target, verifiers=verifiers,
-                                                        verify_k=verify_k, **worst, **common)
+            notes.append(
+                "no right or no wrong draft was judged, so one rate is unknown: sample more steps "
+                "(the pessimistic estimate takes it at its worst)"
+            )
+        out["estimate_pessimistic"] = speculation_estimate(
+            drafter_p=d_low, verifiers=verifiers, verify_k=verify_k, **worst, **common
+        )
+        out["ensemble_pessimistic"] = smallest_ensemble(
+            drafter_p=d_low, target=target, verifiers=verifiers, verify_k=verify_k, **worst, **common
+        )
     if mode == "vote":
-        notes.append("vote mode: the estimate takes every wrong answer of the verifier to agree with a wrong draft "
-                     "(the worst case); FPR above is the agreement measured with these drafts")
+        notes.append(
+            "vote mode: the estimate takes every wrong answer of the verifier to agree with a wrong draft "
+            "(the worst case); FPR above is the agreement measured with these drafts"
+        )
     if wrong and wrong < 30:
         notes.append(f"only {wrong} wrong drafts judged: the FPR interval is wide; sample more steps")
     out["notes"] = notes

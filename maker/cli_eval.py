@@ -16,31 +16,80 @@ _SHOWN = 60
 
 @main.command("eval")
 @click.argument("data")
-@click.option("--workflow", default="solve", show_default=True, help="Workflow: a built-in name, module:Class or file.py:Class.")
+@click.option(
+    "--workflow", default="solve", show_default=True, help="Workflow: a built-in name, module:Class or file.py:Class."
+)
 @click.option("--param", default="task", show_default=True, help="Workflow parameter that takes each question.")
-@click.option("--answer-key", default="answer", show_default=True,
-              help="Key of the workflow's result that holds the answer to score.")
+@click.option(
+    "--answer-key",
+    default="answer",
+    show_default=True,
+    help="Key of the workflow's result that holds the answer to score.",
+)
 @click.option("--set", "sets", multiple=True, help="Another workflow parameter NAME=VALUE, the same for every problem.")
 @_voting_options
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Base seed; each problem's run seed derives from it and the problem id (and is recorded).")
-@click.option("--detail", type=click.Choice(["summary", "samples"]), default="summary", show_default=True,
-              help="What to record of each run: one row per step, or also every sample.")
-@click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Problems run at once; their model requests made together go out as one batched call.")
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Base seed; each problem's run seed derives from it and the problem id (and is recorded).",
+)
+@click.option(
+    "--detail",
+    type=click.Choice(["summary", "samples"]),
+    default="summary",
+    show_default=True,
+    help="What to record of each run: one row per step, or also every sample.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Problems run at once; their model requests made together go out as one batched call.",
+)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N problems of DATA.")
-@click.option("--name", default=None,
-              help="Name of the evaluation; runs are NAME/<id> (default: eval-<data stem>-<time>). Give an earlier "
-                   "evaluation's name to finish what it left.")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
-              help="Write a self-contained HTML report here.")
-@click.option("--summary", "summary_path", type=click.Path(dir_okay=False), default=None,
-              help="Write the JSON summary (figures, settings, one row per problem) here.")
+@click.option(
+    "--name",
+    default=None,
+    help="Name of the evaluation; runs are NAME/<id> (default: eval-<data stem>-<time>). Give an earlier "
+    "evaluation's name to finish what it left.",
+)
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write a self-contained HTML report here.",
+)
+@click.option(
+    "--summary",
+    "summary_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the JSON summary (figures, settings, one row per problem) here.",
+)
 @_run_common
-def eval_(data: str, workflow: str, param: str, answer_key: str, sets: tuple[str, ...], agents: tuple[str, ...],
-          seed: int, detail: Literal["summary", "samples"], concurrency: int, limit: int | None, name: str | None,
-          report_path: str | None, summary_path: str | None, store: str | None, as_json: bool, log_level: str,
-          **voting: Any) -> None:
+def eval_(
+    data: str,
+    workflow: str,
+    param: str,
+    answer_key: str,
+    sets: tuple[str, ...],
+    agents: tuple[str, ...],
+    seed: int,
+    detail: Literal["summary", "samples"],
+    concurrency: int,
+    limit: int | None,
+    name: str | None,
+    report_path: str | None,
+    summary_path: str | None,
+    store: str | None,
+    as_json: bool,
+    log_level: str,
+    **voting: Any,
+) -> None:
     """Evaluate a workflow on DATA, a JSON-lines file of {"id", "question", "answer"}.
 
     Every problem is its own run NAME/<id> in the store, its question passed as --param; the
@@ -67,8 +116,13 @@ def eval_(data: str, workflow: str, param: str, answer_key: str, sets: tuple[str
         if out is not None and not Path(out).resolve().parent.is_dir():
             raise UserError(f"cannot write {out}: directory {Path(out).resolve().parent} does not exist; create it")
     try:
-        options = RunOptions(agents=list(agents), seed=seed, detail=detail, log_steps=log_level == "debug",
-                             **{k: v for k, v in voting.items() if v is not None})
+        options = RunOptions(
+            agents=list(agents),
+            seed=seed,
+            detail=detail,
+            log_steps=log_level == "debug",
+            **{k: v for k, v in voting.items() if v is not None},
+        )
     except ValidationError as exc:
         raise options_error(exc) from None
     path = _store_path(store)
@@ -85,18 +139,35 @@ def eval_(data: str, workflow: str, param: str, answer_key: str, sets: tuple[str
         detail = "  (recorded)" if row.reused else ""
         if not row.correct:
             detail += f"  {_cut(as_flags(row.error), 120)}" if row.error else f"  got {_cut(row.got)}"
-        click.echo(f"[{done:>{len(str(total))}}/{total}] {row.id}  {_outcome(row)}  {row.calls:,} calls  "
-                   f"{row.wall_s:.2f} s{detail}", err=True)
+        click.echo(
+            f"[{done:>{len(str(total))}}/{total}] {row.id}  {_outcome(row)}  {row.calls:,} calls  "
+            f"{row.wall_s:.2f} s{detail}",
+            err=True,
+        )
 
     try:
-        summary = evaluate(data, options, store=path, workflow=workflow, param=param, answer_key=answer_key,
-                           params=_parse_sets(sets, workflow), concurrency=concurrency, limit=limit, name=name,
-                           on_start=started, on_result=finished)
+        summary = evaluate(
+            data,
+            options,
+            store=path,
+            workflow=workflow,
+            param=param,
+            answer_key=answer_key,
+            params=_parse_sets(sets, workflow),
+            concurrency=concurrency,
+            limit=limit,
+            name=name,
+            on_start=started,
+            on_result=finished,
+        )
     except KeyboardInterrupt:
         if not names:
             raise
-        click.echo(f"interrupted; finished runs and committed steps are saved: the same command with "
-                   f"--name {names[0]} finishes the rest", err=True)
+        click.echo(
+            f"interrupted; finished runs and committed steps are saved: the same command with "
+            f"--name {names[0]} finishes the rest",
+            err=True,
+        )
         sys.exit(130)
     if summary_path:
         click.echo(f"wrote {summary.write_json(summary_path)}", err=True)
@@ -123,8 +194,10 @@ def _table(s: Any) -> str:
     rows = [
         ("problems", f"{s.problems:,}  (run now {s.ran:,}, read back {s.reused:,})"),
         ("correct", f"{s.correct:,}  (wrong {s.wrong:,}, failed {s.failed:,})"),
-        ("accuracy", f"{100 * s.accuracy:.1f}%  (95% interval {100 * s.accuracy_low:.1f}% - "
-                     f"{100 * s.accuracy_high:.1f}%)"),
+        (
+            "accuracy",
+            f"{100 * s.accuracy:.1f}%  (95% interval {100 * s.accuracy_low:.1f}% - {100 * s.accuracy_high:.1f}%)",
+        ),
         ("calls/problem", f"mean {s.calls_mean:,.1f}  max {s.calls_max:,}"),
         ("tokens/problem", f"mean {s.tokens_mean:,.0f}"),
         ("steps/problem", f"mean {s.steps_mean:,.1f}"),

@@ -24,9 +24,11 @@ _TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 def _address_option(f: Any) -> Any:
     return click.option(
-        "--address", default=None, metavar="URL",
+        "--address",
+        default=None,
+        metavar="URL",
         help="The cluster's job server, e.g. http://127.0.0.1:8265 (default: $RAY_API_SERVER_ADDRESS, "
-             "else $RAY_ADDRESS, else http://127.0.0.1:8265).",
+        "else $RAY_ADDRESS, else http://127.0.0.1:8265).",
     )(f)
 
 
@@ -36,8 +38,9 @@ def _client(address: str | None) -> Any:
         from ray.job_submission import JobSubmissionClient
     except ImportError:
         raise UserError("Ray Jobs need Ray: pip install 'maker[ray]'") from None
-    url = (address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
-           or "http://127.0.0.1:8265")
+    url = (
+        address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS") or "http://127.0.0.1:8265"
+    )
     if "://" not in url:
         url = f"http://{url}"
     try:
@@ -51,8 +54,11 @@ def _use_token() -> None:
     but its client only sends it with RAY_AUTH_MODE=token. The token is read by Ray, never printed."""
     if "RAY_AUTH_MODE" in os.environ:
         return
-    if (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
-            or (Path.home() / ".ray" / "auth_token").exists()):
+    if (
+        os.environ.get("RAY_AUTH_TOKEN")
+        or os.environ.get("RAY_AUTH_TOKEN_PATH")
+        or (Path.home() / ".ray" / "auth_token").exists()
+    ):
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
@@ -80,8 +86,13 @@ def _follow(client: Any, job_id: str) -> str:
 @click.argument("workflow")
 @click.argument("run_args", nargs=-1, type=click.UNPROCESSED)
 @_address_option
-@click.option("--working-dir", type=click.Path(exists=True, file_okay=False), default=".", show_default=True,
-              help="Shipped to the cluster for the job (what .gitignore ignores, .venv and stores stay here).")
+@click.option(
+    "--working-dir",
+    type=click.Path(exists=True, file_okay=False),
+    default=".",
+    show_default=True,
+    help="Shipped to the cluster for the job (what .gitignore ignores, .venv and stores stay here).",
+)
 @click.option("--no-follow", is_flag=True, help="Print the job id and return instead of following the logs.")
 def submit(workflow: str, run_args: tuple[str, ...], address: str | None, working_dir: str, no_follow: bool) -> None:
     """Submit `maker run WORKFLOW RUN_ARGS...` to a Ray cluster as a job.
@@ -104,8 +115,10 @@ def submit(workflow: str, run_args: tuple[str, ...], address: str | None, workin
             raise UserError(f"maker submit sets --{name.replace('_', '-')} itself; leave it out")
     store = given.get("store")
     if store is not None and not Path(store).is_absolute():
-        raise UserError(f"--store {store}: give an absolute path on the cluster; a relative one would land in the "
-                        "job's temporary copy of the working directory and be lost")
+        raise UserError(
+            f"--store {store}: give an absolute path on the cluster; a relative one would land in the "
+            "job's temporary copy of the working directory and be lost"
+        )
     wf_name = resolve_workflow(workflow).name
     run_id = new_run_id(wf_name)
     argv = [workflow, *args, "--cluster", "auto", "--run-id", run_id]
@@ -144,9 +157,16 @@ def jobs() -> None:
 
 def _job_row(j: Any) -> dict[str, Any]:
     meta = j.metadata or {}
-    return {"job_id": j.submission_id or j.job_id, "status": str(j.status.value), "run_id": meta.get("maker_run_id"),
-            "workflow": meta.get("workflow"), "entrypoint": j.entrypoint, "message": j.message,
-            "start_time": j.start_time, "end_time": j.end_time}
+    return {
+        "job_id": j.submission_id or j.job_id,
+        "status": str(j.status.value),
+        "run_id": meta.get("maker_run_id"),
+        "workflow": meta.get("workflow"),
+        "entrypoint": j.entrypoint,
+        "message": j.message,
+        "start_time": j.start_time,
+        "end_time": j.end_time,
+    }
 
 
 @jobs.command("list")

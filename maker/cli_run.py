@@ -37,9 +37,22 @@ def run(workflow: str, sets: tuple[str, ...], **options: Any) -> None:
     _finish(*start(workflow, _parse_sets(sets, workflow), **options))
 
 
-def start(workflow: str, params: dict[str, Any], *, agents: tuple[str, ...], seed: int, run_id: str | None,
-          detail: Literal["summary", "samples"], commit_every: int, commit_seconds: float, store: str | None,
-          as_json: bool, log_level: str, snapshots: str | None = None, **voting: Any) -> tuple[Any, bool]:
+def start(
+    workflow: str,
+    params: dict[str, Any],
+    *,
+    agents: tuple[str, ...],
+    seed: int,
+    run_id: str | None,
+    detail: Literal["summary", "samples"],
+    commit_every: int,
+    commit_seconds: float,
+    store: str | None,
+    as_json: bool,
+    log_level: str,
+    snapshots: str | None = None,
+    **voting: Any,
+) -> tuple[Any, bool]:
     """Start a run from the command line's options; its summary, and whether to print it as JSON."""
     from pydantic import ValidationError
 
@@ -53,9 +66,16 @@ def start(workflow: str, params: dict[str, Any], *, agents: tuple[str, ...], see
         raise UserError("give at least one --agent, e.g. --agent simulated:gpt-4.1-mini")
     placement = _cluster(voting)
     try:
-        options = RunOptions(agents=list(agents), seed=seed, detail=detail, commit_every=commit_every,
-                             commit_seconds=commit_seconds, log_steps=log_level == "debug", cluster=placement,
-                             **{k: v for k, v in {**voting, "snapshots": snapshots}.items() if v is not None})
+        options = RunOptions(
+            agents=list(agents),
+            seed=seed,
+            detail=detail,
+            commit_every=commit_every,
+            commit_seconds=commit_seconds,
+            log_steps=log_level == "debug",
+            cluster=placement,
+            **{k: v for k, v in {**voting, "snapshots": snapshots}.items() if v is not None},
+        )
     except ValidationError as exc:
         raise options_error(exc) from None
     path = _store_path(store)
@@ -67,8 +87,9 @@ def start(workflow: str, params: dict[str, Any], *, agents: tuple[str, ...], see
         get_logger(run_id=rid).info("run started", workflow=workflow, agents=list(agents), store=path)
 
     with _progress(as_json) as progress:
-        summary = start_run(workflow, params, options, store=path, run_id=run_id, on_start=started,
-                            on_progress=progress)
+        summary = start_run(
+            workflow, params, options, store=path, run_id=run_id, on_start=started, on_progress=progress
+        )
     return summary, as_json
 
 
@@ -93,8 +114,15 @@ def _preflight(workflow: str, params: dict[str, Any], options: Any) -> None:
 @_voting_options
 @_cluster_options
 @_run_common
-def resume(run_id: str, sets: tuple[str, ...], agents: tuple[str, ...], store: str | None, as_json: bool,
-           log_level: str, **voting: Any) -> None:
+def resume(
+    run_id: str,
+    sets: tuple[str, ...],
+    agents: tuple[str, ...],
+    store: str | None,
+    as_json: bool,
+    log_level: str,
+    **voting: Any,
+) -> None:
     """Continue RUN_ID from its last committed step."""
     from maker._logging import configure_logging, get_logger
     from maker.runs import resume_run
@@ -106,8 +134,14 @@ def resume(run_id: str, sets: tuple[str, ...], agents: tuple[str, ...], store: s
     path = _store_path(store)
     get_logger(run_id=run_id).info("resuming", store=path, overrides=overrides)
     with _progress(as_json) as progress:
-        summary = resume_run(run_id, store=path, params=_recorded_sets(sets, path, run_id) or None,
-                             overrides=overrides, on_progress=progress, cluster=placement)
+        summary = resume_run(
+            run_id,
+            store=path,
+            params=_recorded_sets(sets, path, run_id) or None,
+            overrides=overrides,
+            on_progress=progress,
+            cluster=placement,
+        )
     _finish(summary, as_json)
 
 
@@ -123,13 +157,26 @@ def runs(store: str | None, as_json: bool) -> None:
         records = st.runs()
         kept = st.snapshot_sizes()
         size = st.disk_bytes()
-    rows: list[dict[str, Any]] = [{
-        "run_id": r.run_id, "workflow": r.workflow, "status": shown_status(r), "steps": r.steps,
-        "expected_steps": r.expected_steps, "errors": r.errors, "solved": r.solved, "calls": r.calls,
-        "params": r.params, "agents": r.config.get("agents"), "parent": r.parent_run_id,
-        "parent_step": r.parent_step, "error": r.error, "snapshots": kept.get(r.id, (0, 0))[0],
-        "snapshot_bytes": kept.get(r.id, (0, 0))[1],
-    } for r in records]
+    rows: list[dict[str, Any]] = [
+        {
+            "run_id": r.run_id,
+            "workflow": r.workflow,
+            "status": shown_status(r),
+            "steps": r.steps,
+            "expected_steps": r.expected_steps,
+            "errors": r.errors,
+            "solved": r.solved,
+            "calls": r.calls,
+            "params": r.params,
+            "agents": r.config.get("agents"),
+            "parent": r.parent_run_id,
+            "parent_step": r.parent_step,
+            "error": r.error,
+            "snapshots": kept.get(r.id, (0, 0))[0],
+            "snapshot_bytes": kept.get(r.id, (0, 0))[1],
+        }
+        for r in records
+    ]
 
     def human() -> None:
         if not rows:
@@ -137,9 +184,11 @@ def runs(store: str | None, as_json: bool) -> None:
         for r in rows:
             total = f"/{r['expected_steps']:,}" if r["expected_steps"] else ""
             fork = f"  forked from {r['parent']} at step {r['parent_step']}" if r["parent"] else ""
-            click.echo(f"{r['run_id']}  {r['workflow']}  {r['status']}  {r['steps']:,}{total} steps  "
-                       f"errors {r['errors']}  agents {','.join(r['agents'] or [])}  "
-                       f"snapshots {r['snapshots']} ({_size(r['snapshot_bytes'])}){fork}")
+            click.echo(
+                f"{r['run_id']}  {r['workflow']}  {r['status']}  {r['steps']:,}{total} steps  "
+                f"errors {r['errors']}  agents {','.join(r['agents'] or [])}  "
+                f"snapshots {r['snapshots']} ({_size(r['snapshot_bytes'])}){fork}"
+            )
         click.echo(f"store {path}: {_size(size)} on disk")
 
     _emit(rows, as_json, human)

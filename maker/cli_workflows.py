@@ -37,22 +37,35 @@ def describe(wf: Any) -> dict[str, Any]:
     for name, f in wf.Params.model_fields.items():
         required = f.is_required()
         default = None if required else f.get_default(call_default_factory=True)
-        params[name] = {"type": type_name(f.annotation), "required": required,
-                        "default": to_jsonable_python(default, fallback=repr), "help": f.description,
-                        "set_reads": reading(f.annotation)}
-    steps = [{
-        "name": m.name,
-        "inputs": list(m.inputs),
-        "answer": {n: type_name(f.annotation) for n, f in m.schema.model_fields.items()},
-        "voting": m.voting.model_dump(mode="json"),
-        "red_flags": [r.name for r in m.red_flags],
-        "max_tokens": m.max_tokens,
-        "candidate": m.candidate,
-    } for m in wf.microsteps]
+        params[name] = {
+            "type": type_name(f.annotation),
+            "required": required,
+            "default": to_jsonable_python(default, fallback=repr),
+            "help": f.description,
+            "set_reads": reading(f.annotation),
+        }
+    steps = [
+        {
+            "name": m.name,
+            "inputs": list(m.inputs),
+            "answer": {n: type_name(f.annotation) for n, f in m.schema.model_fields.items()},
+            "voting": m.voting.model_dump(mode="json"),
+            "red_flags": [r.name for r in m.red_flags],
+            "max_tokens": m.max_tokens,
+            "candidate": m.candidate,
+        }
+        for m in wf.microsteps
+    ]
     doc = (wf.__doc__ or "").strip().splitlines()
-    return {"name": wf.name, "version": wf.version, "ref": workflow_ref(wf),
-            "description": wf.description or (doc[0] if doc else ""), "params": params, "microsteps": steps,
-            "oracle": wf.has_oracle()}
+    return {
+        "name": wf.name,
+        "version": wf.version,
+        "ref": workflow_ref(wf),
+        "description": wf.description or (doc[0] if doc else ""),
+        "params": params,
+        "microsteps": steps,
+        "oracle": wf.has_oracle(),
+    }
 
 
 _READS = {"text": "text as given", "scalar": "", "json": "JSON", "any": "JSON, else text"}
@@ -69,8 +82,10 @@ def _text(r: dict[str, Any], *, brief: bool) -> str:
             lines.append(f"    --set {n}=...  {default}  {p['help'] or ''}".rstrip())
             continue
         reads = _READS[p["set_reads"]]
-        lines.append(f"    --set {n}=...  {p['type']}{f' ({reads})' if reads else ''}, {default}"
-                     + (f"  {p['help']}" if p["help"] else ""))
+        lines.append(
+            f"    --set {n}=...  {p['type']}{f' ({reads})' if reads else ''}, {default}"
+            + (f"  {p['help']}" if p["help"] else "")
+        )
     if not brief:
         lines.append("  microsteps:")
         for m in r["microsteps"]:
@@ -78,6 +93,8 @@ def _text(r: dict[str, Any], *, brief: bool) -> str:
             vote = f"k={v['k']}" if v["rule"] == "ahead_by_k" else f"adaptive, confidence {v['confidence']}"
             answer = ", ".join(f"{n}: {t}" for n, t in m["answer"].items())
             flags = f"; red flags: {', '.join(m['red_flags'])}" if m["red_flags"] else ""
-            lines.append(f"    {m['name']}({', '.join(m['inputs'])}) -> {answer}; {vote}, max {v['max_rounds']} rounds, "
-                         f"{m['max_tokens']} tokens{flags}" + ("; candidates" if m["candidate"] else ""))
+            lines.append(
+                f"    {m['name']}({', '.join(m['inputs'])}) -> {answer}; {vote}, max {v['max_rounds']} rounds, "
+                f"{m['max_tokens']} tokens{flags}" + ("; candidates" if m["candidate"] else "")
+            )
     return "\n".join(lines)

@@ -148,9 +148,7 @@ class Microstep(Generic[A]):
         self.schema = schema
         self.fields = tuple(schema.model_fields)
         if isinstance(prompt, str):
-            self.inputs = tuple(
-                dict.fromkeys(f for _, f, _, _ in string.Formatter().parse(prompt) if f is not None)
-            )
+            self.inputs = tuple(dict.fromkeys(f for _, f, _, _ in string.Formatter().parse(prompt) if f is not None))
             if any(not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", f) for f in self.inputs):
                 raise WorkflowDefinitionError(
                     f"microstep {name!r}: prompt placeholders must be plain names like {{state}}, "
@@ -165,8 +163,13 @@ class Microstep(Generic[A]):
             raise WorkflowDefinitionError(
                 f"microstep {name!r}: prompt must be a format string or a callable, got {type(prompt).__name__}"
             )
-        for label, fn in (("parse", parse), ("render", render), ("vote_key", vote_key), ("mistakes", mistakes),
-                          ("difficulty", difficulty)):
+        for label, fn in (
+            ("parse", parse),
+            ("render", render),
+            ("vote_key", vote_key),
+            ("mistakes", mistakes),
+            ("difficulty", difficulty),
+        ):
             if fn is not None and not callable(fn):
                 raise WorkflowDefinitionError(f"microstep {name!r}: {label} must be callable, got {fn!r}")
         self._parse = parse if parse is not None else self._parse_fields
@@ -242,8 +245,9 @@ class Microstep(Generic[A]):
                 reason = flag.check(answer, inputs)
             except Exception as exc:
                 method = f"red-flag rule {flag.name!r} of microstep {self.name!r}"
-                raise WorkflowCodeError(f"{method} raised {type(exc).__name__}: {exc}"[:600], method=method,
-                                        workflow="") from exc
+                raise WorkflowCodeError(
+                    f"{method} raised {type(exc).__name__}: {exc}"[:600], method=method, workflow=""
+                ) from exc
             if reason:
                 return f"{flag.name}: {reason}" if isinstance(reason, str) else flag.name
         return None
@@ -442,6 +446,8 @@ class Workflow(Generic[P, S]):
         try:
             return cls.Params.model_validate(dict(values))
         except ValidationError as exc:
-            fields = ", ".join(f"{n}: {f.annotation.__name__ if isinstance(f.annotation, type) else f.annotation}"
-                               for n, f in cls.Params.model_fields.items())
+            fields = ", ".join(
+                f"{n}: {f.annotation.__name__ if isinstance(f.annotation, type) else f.annotation}"
+                for n, f in cls.Params.model_fields.items()
+            )
             raise UserError(f"bad parameters for workflow {cls.name!r} ({fields}):\n{exc}") from None

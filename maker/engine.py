@@ -118,14 +118,32 @@ class Engine:
         }
         self._max_tokens = max_tokens
         self._voting = voting
-        self.decider = Decider(agents=self.agents, speculation=speculation, seed=seed, policies=self.policies,
-                               max_tokens=max_tokens, run_id=run_id, workflow=workflow)
+        self.decider = Decider(
+            agents=self.agents,
+            speculation=speculation,
+            seed=seed,
+            policies=self.policies,
+            max_tokens=max_tokens,
+            run_id=run_id,
+            workflow=workflow,
+        )
         self.scheduler = Scheduler(workflow, self.decider, run_id=run_id)
-        self.ledger = Ledger(store=store, rid=rid, run_id=run_id, labels=labels_of(self.agents, speculation),
-                             policies=self.policies, microsteps=workflow.microsteps, detail=detail, commit_every=commit_every,
-                             commit_seconds=commit_seconds, expected_steps=expected_steps, on_progress=on_progress,
-                             progress_seconds=progress_seconds, log_steps=log_steps,
-                             snapshot_every=snapshot_every)
+        self.ledger = Ledger(
+            store=store,
+            rid=rid,
+            run_id=run_id,
+            labels=labels_of(self.agents, speculation),
+            policies=self.policies,
+            microsteps=workflow.microsteps,
+            detail=detail,
+            commit_every=commit_every,
+            commit_seconds=commit_seconds,
+            expected_steps=expected_steps,
+            on_progress=on_progress,
+            progress_seconds=progress_seconds,
+            log_steps=log_steps,
+            snapshot_every=snapshot_every,
+        )
         self.window = window if speculation is not None else 1
         """Transitions a drafter runs ahead of the chain, at most (1: none; see :mod:`maker._window`)."""
         self.adaptive_window = adaptive_window
@@ -139,9 +157,17 @@ class Engine:
         window = None
         if self.window > 1:
             sched = self.scheduler
-            window = Window(self.wf, self.decider, cap=self.window, adaptive=self.adaptive_window,
-                            keep_samples=self.ledger.samples is not None, oracle=sched.has_oracle,
-                            expected=sched._expected, crash=sched.crash, ledger=self.ledger)
+            window = Window(
+                self.wf,
+                self.decider,
+                cap=self.window,
+                adaptive=self.adaptive_window,
+                keep_samples=self.ledger.samples is not None,
+                oracle=sched.has_oracle,
+                expected=sched._expected,
+                crash=sched.crash,
+                ledger=self.ledger,
+            )
         return await self.scheduler.chain(state, self.ledger, self.ahead, window)
 
     # -- running ahead on a replica ---------------------------------------------------
@@ -150,11 +176,20 @@ class Engine:
         spec = self.spec
         speculation = None
         if spec is not None:
-            speculation = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)
-                           if f.name not in ("drafter", "verifiers")}
+            speculation = {
+                f.name: getattr(spec, f.name)
+                for f in dataclasses.fields(spec)
+                if f.name not in ("drafter", "verifiers")
+            }
             speculation["verifiers"] = len(spec.verifiers)
-        return {"workflow": self.wf, "seed": self.seed, "voting": self._voting, "max_tokens": self._max_tokens,
-                "agents": len(self.agents), "speculation": speculation}
+        return {
+            "workflow": self.wf,
+            "seed": self.seed,
+            "voting": self._voting,
+            "max_tokens": self._max_tokens,
+            "agents": len(self.agents),
+            "speculation": speculation,
+        }
 
     @classmethod
     def for_rollout(cls, recipe: dict[str, Any], agent: Agent) -> Engine:
@@ -163,9 +198,17 @@ class Engine:
         if recipe["speculation"] is not None:
             spec = dict(recipe["speculation"])
             speculation = Speculation(drafter=agent, verifiers=[agent] * spec.pop("verifiers"), **spec)
-        return cls(workflow=recipe["workflow"], store=None, rid=0, run_id="rollout",
-                   agents=[agent] * recipe["agents"], seed=recipe["seed"], voting=recipe["voting"],
-                   max_tokens=recipe["max_tokens"], speculation=speculation)
+        return cls(
+            workflow=recipe["workflow"],
+            store=None,
+            rid=0,
+            run_id="rollout",
+            agents=[agent] * recipe["agents"],
+            seed=recipe["seed"],
+            voting=recipe["voting"],
+            max_tokens=recipe["max_tokens"],
+            speculation=speculation,
+        )
 
     async def rollout(self, state: Any, step: int, steps: int) -> tuple[Any, int, str, str | None]:
         """Decide and apply up to ``steps`` steps from ``state`` (at ``step``), committing nothing (see

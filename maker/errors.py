@@ -77,8 +77,9 @@ class StepUndecidedError(RunError):
 
     retryable = True
 
-    def __init__(self, message: str, *, flags: dict[str, int] | None = None, votes: str = "", samples: int = 0,
-                 **where: Any) -> None:
+    def __init__(
+        self, message: str, *, flags: dict[str, int] | None = None, votes: str = "", samples: int = 0, **where: Any
+    ) -> None:
         super().__init__(message, **where)
         self.flags = dict(flags or {})
         """Red-flagged samples of the step by reason (``format``, ``schema``, ``too_long`` or a rule's name)."""

@@ -37,33 +37,40 @@ def _pct(x: float) -> str:
 def _figures(s: EvalSummary) -> str:
     rate = f"{_num(s.problems_per_s)} per second" if s.problems_per_s is not None else "none run now"
     per_call = f" ({s.backend_requests / s.backend_calls:.2f} requests per call)" if s.backend_calls else ""
-    return _facts([
-        ["problems", f"{_num(s.problems)} (run now {_num(s.ran)}, read back {_num(s.reused)})"],
-        ["correct", f"{_num(s.correct)} (wrong {_num(s.wrong)}, failed {_num(s.failed)})"],
-        ["accuracy", f"{_pct(s.accuracy)} (95% interval {_pct(s.accuracy_low)} – {_pct(s.accuracy_high)})"],
-        ["calls per problem", f"mean {_num(s.calls_mean)}, max {_num(s.calls_max)}"],
-        ["tokens per problem", f"mean {_num(s.tokens_mean)}"],
-        ["steps per problem", f"mean {_num(s.steps_mean)}"],
-        ["red flags", _num(s.red_flags)],
-        ["wall time", f"{_num(s.wall_s)} s; problems {rate}"],
-        ["concurrency", _num(s.settings.concurrency)],
-        ["backend calls", f"{_num(s.backend_calls)}{per_call}"],
-    ])
+    return _facts(
+        [
+            ["problems", f"{_num(s.problems)} (run now {_num(s.ran)}, read back {_num(s.reused)})"],
+            ["correct", f"{_num(s.correct)} (wrong {_num(s.wrong)}, failed {_num(s.failed)})"],
+            ["accuracy", f"{_pct(s.accuracy)} (95% interval {_pct(s.accuracy_low)} – {_pct(s.accuracy_high)})"],
+            ["calls per problem", f"mean {_num(s.calls_mean)}, max {_num(s.calls_max)}"],
+            ["tokens per problem", f"mean {_num(s.tokens_mean)}"],
+            ["steps per problem", f"mean {_num(s.steps_mean)}"],
+            ["red flags", _num(s.red_flags)],
+            ["wall time", f"{_num(s.wall_s)} s; problems {rate}"],
+            ["concurrency", _num(s.settings.concurrency)],
+            ["backend calls", f"{_num(s.backend_calls)}{per_call}"],
+        ]
+    )
 
 
 def _settings(s: EvalSummary) -> str:
     st = s.settings
     options = {k: v for k, v in st.options.items() if v not in (None, [], {})}
-    return _facts([
-        ["name", escape(st.name)],
-        ["data", escape(st.data) + (f" (first {st.limit})" if st.limit else "")],
-        ["workflow", f"{escape(st.workflow)}, question as <code>{escape(st.param)}</code>, answer from "
-                     f"<code>{escape(st.answer_key)}</code>"],
-        ["parameters", escape(", ".join(f"{k}={v!r}" for k, v in st.params.items())) or "–"],
-        ["agents", escape("; ".join(st.agents))],
-        ["options", escape(", ".join(f"{k}={v}" for k, v in options.items()))],
-        ["store", escape(st.store)],
-    ])
+    return _facts(
+        [
+            ["name", escape(st.name)],
+            ["data", escape(st.data) + (f" (first {st.limit})" if st.limit else "")],
+            [
+                "workflow",
+                f"{escape(st.workflow)}, question as <code>{escape(st.param)}</code>, answer from "
+                f"<code>{escape(st.answer_key)}</code>",
+            ],
+            ["parameters", escape(", ".join(f"{k}={v!r}" for k, v in st.params.items())) or "–"],
+            ["agents", escape("; ".join(st.agents))],
+            ["options", escape(", ".join(f"{k}={v}" for k, v in options.items()))],
+            ["store", escape(st.store)],
+        ]
+    )
 
 
 def _outcome(r: ProblemRow) -> str:
@@ -74,27 +81,47 @@ def _outcome(r: ProblemRow) -> str:
 
 def _problems(s: EvalSummary) -> str:
     store = shlex.quote(s.settings.store)
-    rows = [[escape(r.id), _outcome(r), _cut(r.expected), _cut(r.got), _num(r.steps), _num(r.calls), _num(r.tokens),
-             _num(r.red_flags), _num(r.wall_s),
-             f"{escape(r.run_id)}<br><code class=\"muted\">maker trace show {escape(shlex.quote(r.run_id))} "
-             f"--store {escape(store)}</code>", _cut(r.error)]
-            for r in sorted(s.rows, key=lambda r: r.correct)]  # stable: failures first, each group in data order
-    return _table(["id", "outcome", "expected", "got", "steps", "calls", "tokens", "red flags", "wall s", "run",
-                   "error"], rows, {4, 5, 6, 7, 8})
+    rows = [
+        [
+            escape(r.id),
+            _outcome(r),
+            _cut(r.expected),
+            _cut(r.got),
+            _num(r.steps),
+            _num(r.calls),
+            _num(r.tokens),
+            _num(r.red_flags),
+            _num(r.wall_s),
+            f'{escape(r.run_id)}<br><code class="muted">maker trace show {escape(shlex.quote(r.run_id))} '
+            f"--store {escape(store)}</code>",
+            _cut(r.error),
+        ]
+        for r in sorted(s.rows, key=lambda r: r.correct)
+    ]  # stable: failures first, each group in data order
+    return _table(
+        ["id", "outcome", "expected", "got", "steps", "calls", "tokens", "red flags", "wall s", "run", "error"],
+        rows,
+        {4, 5, 6, 7, 8},
+    )
 
 
 def render_eval_report(s: EvalSummary) -> str:
     title = escape(f"maker eval: {s.settings.name}")
-    return "".join([
-        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
-        f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{_CSS}</style></head><body>',
-        f"<h1>{title}</h1><p class=\"muted\">{escape(s.settings.workflow)} on {escape(s.settings.data)}: "
-        f"{s.correct} of {s.problems} correct</p>",
-        "<h2>Figures</h2>", _figures(s),
-        "<h2>Settings</h2>", _settings(s),
-        f"<h2>Problems ({len(s.failures)} not correct, listed first)</h2>", _problems(s),
-        "</body></html>\n",
-    ])
+    return "".join(
+        [
+            f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+            f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{_CSS}</style></head><body>',
+            f'<h1>{title}</h1><p class="muted">{escape(s.settings.workflow)} on {escape(s.settings.data)}: '
+            f"{s.correct} of {s.problems} correct</p>",
+            "<h2>Figures</h2>",
+            _figures(s),
+            "<h2>Settings</h2>",
+            _settings(s),
+            f"<h2>Problems ({len(s.failures)} not correct, listed first)</h2>",
+            _problems(s),
+            "</body></html>\n",
+        ]
+    )
 
 
 def write_eval_report(s: EvalSummary, path: str | os.PathLike[str]) -> Path:

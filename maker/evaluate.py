@@ -37,8 +37,17 @@ from maker.store import RunRecord, Store
 from maker.voting import wilson_interval
 from maker.workflows._reference import same_answer
 
-__all__ = ["EvalSettings", "EvalSummary", "ProblemRow", "Problem", "evaluate", "evaluate_async", "load_problems",
-           "default_name"]
+__all__ = [
+    "EvalSettings",
+    "EvalSummary",
+    "ProblemRow",
+    "Problem",
+    "evaluate",
+    "evaluate_async",
+    "load_problems",
+    "default_name",
+]
+
 
 class ProblemRow(BaseModel):
     """How one problem went."""
@@ -217,17 +226,28 @@ async def evaluate_async(
     wf_cls = resolve_workflow(workflow)
     extra = dict(params or {})
     if param not in wf_cls.Params.model_fields:
-        raise UserError(f"workflow {wf_cls.name!r} has no parameter {param!r} to take each question; its parameters "
-                        f"are {', '.join(wf_cls.Params.model_fields) or '(none)'}: name the one that takes it (`param`)")
+        raise UserError(
+            f"workflow {wf_cls.name!r} has no parameter {param!r} to take each question; its parameters "
+            f"are {', '.join(wf_cls.Params.model_fields) or '(none)'}: name the one that takes it (`param`)"
+        )
     if param in extra:
         raise UserError(f"parameter {param} (`params`) would be replaced by each problem's question; leave it out")
     name = name or default_name(data)
     jobs = [_job(p, name, param, extra, opts, wf_cls, data) for p in problems]
     existing = _existing(store, jobs, wf_cls)
     settings = EvalSettings(
-        data=str(data), workflow=workflow, param=param, answer_key=answer_key, params=extra, agents=opts.agents,
-        options=opts.model_dump(mode="json", exclude={"agents"}), concurrency=concurrency, limit=limit, name=name,
-        store=os.path.abspath(store))
+        data=str(data),
+        workflow=workflow,
+        param=param,
+        answer_key=answer_key,
+        params=extra,
+        agents=opts.agents,
+        options=opts.model_dump(mode="json", exclude={"agents"}),
+        concurrency=concurrency,
+        limit=limit,
+        name=name,
+        store=os.path.abspath(store),
+    )
     tally = _Tally()
     with contextlib.ExitStack() as stack:
         make = opts.agent_maker(stack)
@@ -247,16 +267,24 @@ async def evaluate_async(
             if on_start:
                 on_start(name, len(jobs), sum(1 for r in existing.values() if r.status == "done"))
             t0 = time.perf_counter()
-            rows = await _run_all(_Shared(wf_cls, st, agents, speculation, answer_key), jobs, existing, concurrency,
-                                  on_result)
+            rows = await _run_all(
+                _Shared(wf_cls, st, agents, speculation, answer_key), jobs, existing, concurrency, on_result
+            )
             wall = time.perf_counter() - t0
         finally:
             await asyncio.gather(*(a.backend.aclose() for a in built.values()), return_exceptions=True)
     return _summarize(settings, rows, wall, tally)
 
 
-def _job(p: Problem, name: str, param: str, extra: dict[str, Any], opts: RunOptions,
-         wf_cls: type[Workflow[Any, Any]], data: str | os.PathLike[str]) -> _Job:
+def _job(
+    p: Problem,
+    name: str,
+    param: str,
+    extra: dict[str, Any],
+    opts: RunOptions,
+    wf_cls: type[Workflow[Any, Any]],
+    data: str | os.PathLike[str],
+) -> _Job:
     values = {**extra, param: p.question}
     try:
         wf_cls.parse_params(values)
@@ -265,8 +293,9 @@ def _job(p: Problem, name: str, param: str, extra: dict[str, Any], opts: RunOpti
     return _Job(p, f"{name}/{p.id}", values, opts.model_copy(update={"seed": _problem_seed(opts.seed, p.id)}))
 
 
-def _existing(store: str | os.PathLike[str], jobs: list[_Job],
-              wf_cls: type[Workflow[Any, Any]]) -> dict[str, RunRecord]:
+def _existing(
+    store: str | os.PathLike[str], jobs: list[_Job], wf_cls: type[Workflow[Any, Any]]
+) -> dict[str, RunRecord]:
     """The runs an earlier evaluation under this name left, checked to be the same problems and settings."""
     if not Path(store).exists():
         return {}
@@ -276,11 +305,14 @@ def _existing(store: str | os.PathLike[str], jobs: list[_Job],
     for rid, record in found.items():
         problem = _mismatch(record, wanted[rid], wf_cls)
         if problem:
-            raise UserError(f"run {rid} of an earlier evaluation under this name was made with {problem}; rerun with "
-                            f"the settings it was started with, or give a new `name`")
+            raise UserError(
+                f"run {rid} of an earlier evaluation under this name was made with {problem}; rerun with "
+                f"the settings it was started with, or give a new `name`"
+            )
         if record.status == "running" and is_live(record) and record.pid != os.getpid():
-            raise UserError(f"run {rid} is being run by process {record.pid}; stop that evaluation first "
-                            f"(or give a new `name`)")
+            raise UserError(
+                f"run {rid} is being run by process {record.pid}; stop that evaluation first (or give a new `name`)"
+            )
     return found
 
 
@@ -310,8 +342,13 @@ def _short(value: Any, n: int = 60) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
-async def _run_all(sh: _Shared, jobs: list[_Job], existing: dict[str, RunRecord], concurrency: int,
-                   on_result: Callable[[ProblemRow, int, int], None] | None) -> list[ProblemRow]:
+async def _run_all(
+    sh: _Shared,
+    jobs: list[_Job],
+    existing: dict[str, RunRecord],
+    concurrency: int,
+    on_result: Callable[[ProblemRow, int, int], None] | None,
+) -> list[ProblemRow]:
     rows: list[ProblemRow | None] = [None] * len(jobs)
     queue: Iterator[int] = iter(range(len(jobs)))
     finished = 0
@@ -339,8 +376,15 @@ async def _one(sh: _Shared, job: _Job, record: RunRecord | None) -> ProblemRow:
     error = None
     try:
         if record is None:
-            engine, wf, state = new_run(sh.wf_cls, job.params, job.opts, st=sh.st, agents=sh.agents,
-                                        speculation=sh.speculation, run_id=job.run_id)
+            engine, wf, state = new_run(
+                sh.wf_cls,
+                job.params,
+                job.opts,
+                st=sh.st,
+                agents=sh.agents,
+                speculation=sh.speculation,
+                run_id=job.run_id,
+            )
         else:
             engine, wf, state = reopen_run(sh.st, record, agents=sh.agents, speculation=sh.speculation)
         await drive(engine, wf, state, sh.wf_cls.name, close=False)
@@ -357,12 +401,25 @@ async def _one(sh: _Shared, job: _Job, record: RunRecord | None) -> ProblemRow:
     return _row(sh, job, record, error=error)
 
 
-def _row(sh: _Shared, job: _Job, record: RunRecord | None, *, reused: bool = False,
-         error: str | None = None) -> ProblemRow:
+def _row(
+    sh: _Shared, job: _Job, record: RunRecord | None, *, reused: bool = False, error: str | None = None
+) -> ProblemRow:
     expected, got, correct = job.problem.answer, None, False
     if record is None:
-        return ProblemRow(id=job.problem.id, run_id=job.run_id, status="not started", correct=False, expected=expected,
-                          got=None, steps=0, calls=0, tokens=0, red_flags=0, wall_s=0.0, error=error)
+        return ProblemRow(
+            id=job.problem.id,
+            run_id=job.run_id,
+            status="not started",
+            correct=False,
+            expected=expected,
+            got=None,
+            steps=0,
+            calls=0,
+            tokens=0,
+            red_flags=0,
+            wall_s=0.0,
+            error=error,
+        )
     error = record.error or error
     if record.status == "done":
         result = record.result or {}
@@ -374,9 +431,21 @@ def _row(sh: _Shared, job: _Job, record: RunRecord | None, *, reused: bool = Fal
             error = f"the workflow's result has no key {sh.answer_key!r} (it has {keys}); name its key (`answer_key`)"
     elif error is None:
         error = f"run {record.status}"
-    return ProblemRow(id=job.problem.id, run_id=job.run_id, status=record.status, correct=correct, expected=expected,
-                      got=got, steps=record.steps - record.first_step, calls=record.calls, tokens=record.tokens,
-                      red_flags=record.red_flags, wall_s=round(record.wall_s, 3), error=error, reused=reused)
+    return ProblemRow(
+        id=job.problem.id,
+        run_id=job.run_id,
+        status=record.status,
+        correct=correct,
+        expected=expected,
+        got=got,
+        steps=record.steps - record.first_step,
+        calls=record.calls,
+        tokens=record.tokens,
+        red_flags=record.red_flags,
+        wall_s=round(record.wall_s, 3),
+        error=error,
+        reused=reused,
+    )
 
 
 def _summarize(settings: EvalSettings, rows: list[ProblemRow], wall: float, tally: _Tally) -> EvalSummary:
@@ -386,11 +455,24 @@ def _summarize(settings: EvalSettings, rows: list[ProblemRow], wall: float, tall
     low, high = wilson_interval(correct, n)
     ran = sum(not r.reused for r in rows)
     return EvalSummary(
-        settings=settings, problems=n, correct=correct, wrong=n - correct - failed, failed=failed,
-        accuracy=correct / n, accuracy_low=low, accuracy_high=high,
-        calls_mean=sum(r.calls for r in rows) / n, calls_max=max(r.calls for r in rows),
-        tokens_mean=sum(r.tokens for r in rows) / n, steps_mean=sum(r.steps for r in rows) / n,
-        red_flags=sum(r.red_flags for r in rows), wall_s=round(wall, 3),
-        problems_per_s=round(ran / wall, 3) if ran and wall > 0 else None, ran=ran, reused=n - ran,
-        backend_calls=tally.calls, backend_requests=tally.requests, rows=rows,
+        settings=settings,
+        problems=n,
+        correct=correct,
+        wrong=n - correct - failed,
+        failed=failed,
+        accuracy=correct / n,
+        accuracy_low=low,
+        accuracy_high=high,
+        calls_mean=sum(r.calls for r in rows) / n,
+        calls_max=max(r.calls for r in rows),
+        tokens_mean=sum(r.tokens for r in rows) / n,
+        steps_mean=sum(r.steps for r in rows) / n,
+        red_flags=sum(r.red_flags for r in rows),
+        wall_s=round(wall, 3),
+        problems_per_s=round(ran / wall, 3) if ran and wall > 0 else None,
+        ran=ran,
+        reused=n - ran,
+        backend_calls=tally.calls,
+        backend_requests=tally.requests,
+        rows=rows,
     )

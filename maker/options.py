@@ -98,8 +98,9 @@ class RunOptions(BaseModel):
     def _snapshot_policy(cls, value: str) -> str:
         kind, _, n = value.partition(":")
         if value != "all" and not (kind == "every" and n.isdigit() and int(n) >= 1):
-            raise ValueError(f"must be 'all' or 'every:N' with N a number of steps, 1 or more "
-                             f"(default {DEFAULT_SNAPSHOTS})")
+            raise ValueError(
+                f"must be 'all' or 'every:N' with N a number of steps, 1 or more (default {DEFAULT_SNAPSHOTS})"
+            )
         return value
 
     def snapshot_every(self) -> int | None:
@@ -126,9 +127,16 @@ class RunOptions(BaseModel):
         drafter, verifiers = make(self.drafter), [make(v) for v in self.verifiers]
         _check_abilities(self, drafter, verifiers)
         return Speculation(
-            drafter=drafter, verifiers=verifiers, mode=self.verify,
-            threshold=self.threshold, score_by=self.score_by, verify_k=self.verify_k, large_first=self.large_first,
-            entropy_threshold=self.entropy_threshold, draft_k=self.draft_k, draft_batch=self.draft_batch,
+            drafter=drafter,
+            verifiers=verifiers,
+            mode=self.verify,
+            threshold=self.threshold,
+            score_by=self.score_by,
+            verify_k=self.verify_k,
+            large_first=self.large_first,
+            entropy_threshold=self.entropy_threshold,
+            draft_k=self.draft_k,
+            draft_batch=self.draft_batch,
         )
 
     def voting(self) -> dict[str, Any]:
@@ -145,12 +153,14 @@ def _check_abilities(options: RunOptions, drafter: Agent, verifiers: list[Agent]
                 raise UserError(
                     f"verifier {v.spec} cannot rate drafts (its backend has no judge(): no next-token "
                     f"log-probabilities); set `verify` to vote (the verifiers answer the step themselves), or "
-                    f"serve it from a backend that returns log-probabilities")
+                    f"serve it from a backend that returns log-probabilities"
+                )
     if options.entropy_threshold is not None and not isinstance(drafter.backend, EntropyProbing):
         raise UserError(
             f"drafter {drafter.spec} cannot measure its first token's entropy (its backend has no "
             f"first_token_entropy()); leave out `entropy_threshold`, or use a backend that returns "
-            f"log-probabilities")
+            f"log-probabilities"
+        )
 
 
 def options_error(exc: ValidationError) -> UserError:
@@ -170,10 +180,9 @@ def options_error(exc: ValidationError) -> UserError:
         value = err.get("input")
         shown = value if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)
         msg = str(err.get("msg", "is not valid"))
-        for said, says in (("Input should be", "must be"), ("List should have", "must have"),
-                           ("Value error, ", "")):
+        for said, says in (("Input should be", "must be"), ("List should have", "must have"), ("Value error, ", "")):
             if msg.startswith(said):
-                msg = says + msg[len(said):]
+                msg = says + msg[len(said) :]
                 break
         else:
             msg = msg[:1].lower() + msg[1:]

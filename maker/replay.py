@@ -69,8 +69,9 @@ def _rows(st: Store, lineage: list[RunRecord], stop: int) -> Iterator[Row]:
         end = min(stop, lineage[i + 1].first_step if i + 1 < len(lineage) else stop)
         if end <= lo:
             continue
-        cur = st.query("SELECT step, digest, answer FROM steps WHERE run=? AND step>=? AND step<? ORDER BY step",
-                       (rec.id, lo, end))
+        cur = st.query(
+            "SELECT step, digest, answer FROM steps WHERE run=? AND step>=? AND step<? ORDER BY step", (rec.id, lo, end)
+        )
         for step, digest, answer in cur:
             yield Row(rec, step, digest, answer)
 
@@ -86,8 +87,9 @@ def _snapshots(st: Store, lineage: list[RunRecord]) -> dict[int, tuple[str, str]
     return out
 
 
-def replay_run(run_id: str, *, store: str | os.PathLike[str],
-               on_progress: Callable[[int, int], None] | None = None) -> ReplayResult:
+def replay_run(
+    run_id: str, *, store: str | os.PathLike[str], on_progress: Callable[[int, int], None] | None = None
+) -> ReplayResult:
     """Re-run the workflow code over the recorded answers; raise at the first nondeterminism."""
     t0 = time.perf_counter()
     with Store.open(store) as st:
@@ -123,10 +125,17 @@ def replay_run(run_id: str, *, store: str | os.PathLike[str],
             rec, step_i, digest = exc.row.owner, exc.row.step, exc.row.digest
             raise NondeterminismError(
                 f"run {rec.run_id}, step {step_i}: the workflow is done ({exc.asked!r}) but the trace has a step here",
-                run_id=rec.run_id, step=step_i, expected=digest, actual="DONE", detail="the chain ended early") from None
+                run_id=rec.run_id,
+                step=step_i,
+                expected=digest,
+                actual="DONE",
+                detail="the chain ended early",
+            ) from None
         except SplitTransition as exc:
-            raise StoreCorruptError(f"run {exc.owner.run_id}: the trace stops inside the fan-out of steps "
-                                    f"{exc.first}..{exc.first + exc.size - 1}") from None
+            raise StoreCorruptError(
+                f"run {exc.owner.run_id}: the trace stops inside the fan-out of steps "
+                f"{exc.first}..{exc.first + exc.size - 1}"
+            ) from None
         if step != record.steps:
             raise StoreCorruptError(f"run {record.run_id}: {record.steps - step} committed step(s) are missing")
         finished = None
@@ -137,11 +146,21 @@ def replay_run(run_id: str, *, store: str | os.PathLike[str],
                 calls = calls_of(asked)
                 raise NondeterminismError(
                     f"run {record.run_id} finished after {step} steps, but the replayed workflow asks for another step",
-                    run_id=record.run_id, step=step, expected="DONE",
-                    actual=calls[0].digest() if calls else repr(asked)[:100], detail="the recorded run was done here")
+                    run_id=record.run_id,
+                    step=step,
+                    expected="DONE",
+                    actual=calls[0].digest() if calls else repr(asked)[:100],
+                    detail="the recorded run was done here",
+                )
     wall = time.perf_counter() - t0
-    return ReplayResult(run_id=run_id, steps=step, snapshots_checked=checked, finished=finished,
-                        wall_s=round(wall, 3), steps_per_s=round(step / wall, 1) if wall > 0 else 0.0)
+    return ReplayResult(
+        run_id=run_id,
+        steps=step,
+        snapshots_checked=checked,
+        finished=finished,
+        wall_s=round(wall, 3),
+        steps_per_s=round(step / wall, 1) if wall > 0 else 0.0,
+    )
 
 
 def _check_snapshot(snaps: dict[int, tuple[str, str]], step: int, state: Any, rec: RunRecord) -> int:
@@ -158,7 +177,12 @@ def _check_snapshot(snaps: dict[int, tuple[str, str]], step: int, state: Any, re
     raise NondeterminismError(
         f"run {owner}: the state after step {step - 1} differs from the recorded snapshot ({shown}). "
         f"The workflow's apply() is not a pure function of the state and the answer, or its code changed.",
-        run_id=owner, step=step - 1, expected=recorded[:200], actual=actual[:200], detail=shown)
+        run_id=owner,
+        step=step - 1,
+        expected=recorded[:200],
+        actual=actual[:200],
+        detail=shown,
+    )
 
 
 def _short(v: Any) -> str:
@@ -171,17 +195,29 @@ def _diverged(st: Store, rec: RunRecord, step: int, digest: str, call: Microstep
     recorded = row[0] if row else None
     prompt = call.prompt
     if recorded is not None:
-        diff = [line for line in difflib.unified_diff(recorded.splitlines(), prompt.splitlines(), "recorded", "replayed",
-                                                     n=0, lineterm="") if not line.startswith("@@")]
+        diff = [
+            line
+            for line in difflib.unified_diff(
+                recorded.splitlines(), prompt.splitlines(), "recorded", "replayed", n=0, lineterm=""
+            )
+            if not line.startswith("@@")
+        ]
         detail = "\n".join(diff[:12]) or "the microstep differs (same prompt text)"
     else:
-        detail = (f"microstep {call.microstep.name!r}, replayed prompt starts {prompt[:160]!r}. The run did not keep "
-                  f"its inputs (detail 'summary'); record with `detail` samples to see the text that differs.")
+        detail = (
+            f"microstep {call.microstep.name!r}, replayed prompt starts {prompt[:160]!r}. The run did not keep "
+            f"its inputs (detail 'summary'); record with `detail` samples to see the text that differs."
+        )
     raise NondeterminismError(
         f"run {rec.run_id}, step {step}: nondeterminism: the recomputed microstep input has digest {call.digest()}, "
         f"the trace recorded {digest}. The workflow's next() is not a pure function of its state, or its code "
         f"changed since the run.\n{detail}",
-        run_id=rec.run_id, step=step, expected=digest, actual=call.digest(), detail=detail)
+        run_id=rec.run_id,
+        step=step,
+        expected=digest,
+        actual=call.digest(),
+        detail=detail,
+    )
 
 
 def fork_run(
@@ -204,7 +240,8 @@ def fork_run(
             raise UserError(
                 f"run {run_id} has committed steps {parent.first_step}..{parent.steps - 1}; "
                 f"fork it from a step in {parent.first_step}..{parent.steps}"
-                + (f", or fork its parent {parent.parent_run_id}" if parent.parent_run_id else ""))
+                + (f", or fork its parent {parent.parent_run_id}" if parent.parent_run_id else "")
+            )
         new_params = wf_cls.parse_params({**parent.params, **(params or {})})
         same = new_params.model_dump(mode="json") == parent.params
         options = dict(parent.config)
@@ -214,8 +251,15 @@ def fork_run(
         try:
             if same:
                 snap_step, snap = st.latest_snapshot(parent.id, from_step)
-                state = state_from_snapshot(st, parent, wf, snap_step, snap, from_step,
-                                            lambda step, digest, call: _diverged(st, parent, step, digest, call))
+                state = state_from_snapshot(
+                    st,
+                    parent,
+                    wf,
+                    snap_step,
+                    snap,
+                    from_step,
+                    lambda step, digest, call: _diverged(st, parent, step, digest, call),
+                )
             else:
                 # New parameters: their start state, then the parent's answers up to the fork point.
                 state = reapply(wf, wf.start(new_params), _rows(st, _lineage(st, parent), from_step), 0)[0]
@@ -225,23 +269,39 @@ def fork_run(
             last = exc.first + exc.size - 1
             raise UserError(
                 f"step {from_step} is inside a fan-out: steps {exc.first}..{last} were asked together and are "
-                f"decided together; fork from step {exc.first} (to decide them again) or {last + 1}") from None
+                f"decided together; fork from step {exc.first} (to decide them again) or {last + 1}"
+            ) from None
     fork_id = new_id or new_run_id(wf_cls.name)
     st = Store.open(store, write=True)
     try:
         rid = st.create_run(
-            fork_id, workflow=wf_cls.name, workflow_ref=parent.workflow_ref, workflow_version=wf_cls.version,
-            params=new_params.model_dump(mode="json"), config=opts.model_dump(mode="json"),
-            expected_steps=wf.expected_steps(new_params), state_json=state.model_dump_json(),
-            parent_run_id=parent.run_id, parent_step=from_step,
+            fork_id,
+            workflow=wf_cls.name,
+            workflow_ref=parent.workflow_ref,
+            workflow_version=wf_cls.version,
+            params=new_params.model_dump(mode="json"),
+            config=opts.model_dump(mode="json"),
+            expected_steps=wf.expected_steps(new_params),
+            state_json=state.model_dump_json(),
+            parent_run_id=parent.run_id,
+            parent_step=from_step,
         )
-        st.event(rid, "fork", {"parent": parent.run_id, "from_step": from_step, "overrides": dict(overrides or {}),
-                               "params": dict(params or {})})
+        st.event(
+            rid,
+            "fork",
+            {
+                "parent": parent.run_id,
+                "from_step": from_step,
+                "overrides": dict(overrides or {}),
+                "params": dict(params or {}),
+            },
+        )
         if on_start:
             on_start(fork_id)
-        engine = _engine(wf, st, rid, fork_id, agents, opts.speculation(), opts, wf.expected_steps(new_params), on_progress)
+        engine = _engine(
+            wf, st, rid, fork_id, agents, opts.speculation(), opts, wf.expected_steps(new_params), on_progress
+        )
         engine.ledger.steps = engine.ledger.first_step = from_step
         return _drive(engine, wf, state, wf_cls.name)
     finally:
         st.close()
-

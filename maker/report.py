@@ -70,8 +70,12 @@ def _facts(rows: list[list[str]]) -> str:
 def _table(head: list[str], rows: list[list[str]], numeric: Collection[int] = ()) -> str:
     """An HTML table; cells are HTML already (escape trace strings before passing them)."""
     th = "".join(f"<th>{h}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f'<td class="n">{c}</td>' if i in numeric else f"<td>{c}</td>"
-                                    for i, c in enumerate(row)) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>"
+        + "".join(f'<td class="n">{c}</td>' if i in numeric else f"<td>{c}</td>" for i, c in enumerate(row))
+        + "</tr>"
+        for row in rows
+    )
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -95,7 +99,7 @@ def _plots(stats: dict[str, Any]) -> str:
         buf = io.StringIO()
         fig.savefig(buf, format="svg")
         svg = buf.getvalue()
-        svg = svg[svg.index("<svg"):]  # drop the XML prolog and DOCTYPE: the SVG sits inside HTML
+        svg = svg[svg.index("<svg") :]  # drop the XML prolog and DOCTYPE: the SVG sits inside HTML
         out.append(f'<figure id="plot-{fid}">{svg}<figcaption>{caption}</figcaption></figure>')
 
     def votes(ax: Any) -> None:
@@ -136,9 +140,16 @@ def _plots(stats: dict[str, Any]) -> str:
 
     theory = stats.get("calls_per_step_theory")
     figure("votes", "Samples drawn per step: most steps should stop at k; the tail is the hard steps.", votes)
-    figure("calls", "Cumulative model calls" + (f"; dashed: theory at {_num(theory)} calls per step"
-                                                if theory is not None else "; no theoretical curve (p unknown)"),
-           calls)
+    figure(
+        "calls",
+        "Cumulative model calls"
+        + (
+            f"; dashed: theory at {_num(theory)} calls per step"
+            if theory is not None
+            else "; no theoretical curve (p unknown)"
+        ),
+        calls,
+    )
     figure("rounds", "Voting rounds per step over the run (mean and max per point).", rounds)
     figure("red-flags", "Red-flagged samples over the run.", flags)
     figure("time", "Mean wall time per step over the run.", time)
@@ -157,26 +168,46 @@ def _stats_table(s: dict[str, Any], linked: set[int]) -> str:
         ["samples per step", f"median {_num(sp['median'])}, p99 {_num(sp['p99'])}, max {_num(sp['max'])}"],
         ["p measured", _num(s["p_measured"])],
         ["valid rate", _pct(s["valid_rate"])],
-        ["rounds", f"median {_num(r['median'])}, p99 {_num(r['p99'])}, max {_num(r['max'])} "
-                   f"(step {_step_link(r['max_step'], linked)})"],
+        [
+            "rounds",
+            f"median {_num(r['median'])}, p99 {_num(r['p99'])}, max {_num(r['max'])} "
+            f"(step {_step_link(r['max_step'], linked)})",
+        ],
         ["red flags", f"{_num(rf['total'])} ({_pct(rf['rate'])} of calls); {reasons}"],
-        ["time per step", f"mean {_num(t['mean_ms'])} ms, median {_num(t['median_ms'])} ms, p99 {_num(t['p99_ms'])}"
-                          f" ms, max {_num(t['max_ms'])} ms (step {_step_link(t['max_step'], linked)}); "
-                          f"total {_num(t['total_s'])} s"],
+        [
+            "time per step",
+            f"mean {_num(t['mean_ms'])} ms, median {_num(t['median_ms'])} ms, p99 {_num(t['p99_ms'])}"
+            f" ms, max {_num(t['max_ms'])} ms (step {_step_link(t['max_step'], linked)}); "
+            f"total {_num(t['total_s'])} s",
+        ],
         ["tokens", _num(s["tokens"])],
     ]
     spec = s.get("speculation")
     if spec:
         routed = ", ".join(f"{escape(str(k))}: {_num(v)}" for k, v in spec["routed"].items()) or "none"
-        rows.append(["speculation", f"{_num(spec['accepted'])} of {_num(spec['drafted'])} drafts accepted "
-                                    f"({_pct(spec['acceptance_rate'])}), {_num(spec['escalated'])} escalated; "
-                                    f"routed to the large model: {routed}"])
+        rows.append(
+            [
+                "speculation",
+                f"{_num(spec['accepted'])} of {_num(spec['drafted'])} drafts accepted "
+                f"({_pct(spec['acceptance_rate'])}), {_num(spec['escalated'])} escalated; "
+                f"routed to the large model: {routed}",
+            ]
+        )
     html = _facts(rows)
-    agents = [[escape(a["agent"]), _num(a["steps_decided"]), _num(a["votes"]), _num(a["p"]),
-               f"{_num(a['p_low'])} – {_num(a['p_high'])}"] for a in s["per_agent"]]
+    agents = [
+        [
+            escape(a["agent"]),
+            _num(a["steps_decided"]),
+            _num(a["votes"]),
+            _num(a["p"]),
+            f"{_num(a['p_low'])} – {_num(a['p_high'])}",
+        ]
+        for a in s["per_agent"]
+    ]
     if agents:
-        html += "<h3>Agents</h3>" + _table(["agent", "steps decided", "valid votes", "p", "95% interval"], agents,
-                                           {1, 2, 3})
+        html += "<h3>Agents</h3>" + _table(
+            ["agent", "steps decided", "valid votes", "p", "95% interval"], agents, {1, 2, 3}
+        )
     return html
 
 
@@ -189,9 +220,15 @@ def _hardest(stats: dict[str, Any], details: dict[int, dict[str, Any]]) -> str:
         rec = details.get(step, {})
         votes = rec.get("votes")
         dis = h.get("disagreement", 1 - votes[0] / sum(votes) if votes and sum(votes) else None)
-        out.append([_step_link(step, set(details)), _num(h.get("rounds", rec.get("rounds"))),
-                    _num(h.get("samples", rec.get("samples"))), escape(", ".join(map(str, votes or []))) or "–",
-                    _pct(dis)])
+        out.append(
+            [
+                _step_link(step, set(details)),
+                _num(h.get("rounds", rec.get("rounds"))),
+                _num(h.get("samples", rec.get("samples"))),
+                escape(", ".join(map(str, votes or []))) or "–",
+                _pct(dis),
+            ]
+        )
     if not out:
         return '<p class="muted">No step needed more than one round or split its votes.</p>'
     return _table(["step", "rounds", "samples", "votes", "disagreement"], out, {1, 2, 4})
@@ -200,54 +237,89 @@ def _hardest(stats: dict[str, Any], details: dict[int, dict[str, Any]]) -> str:
 def _step_section(rec: dict[str, Any]) -> str:
     step = rec["step"]
     flags = ", ".join(f"{escape(str(k))}: {_num(v)}" for k, v in (rec.get("red_flags") or {}).items()) or "none"
-    correct = {True: "yes", False: "<span class=\"flag\">no</span>", None: "unknown"}[rec.get("correct")]
-    facts = [["agent", escape(str(rec["agent"]))], ["votes", escape(", ".join(map(str, rec["votes"])))],
-             ["rounds", _num(rec["rounds"])], ["samples", _num(rec["samples"])], ["red flags", flags],
-             ["correct", correct], ["tokens", _num(rec.get("tokens"))], ["time", f"{_num(1000 * rec['dur_s'])} ms"]]
+    correct = {True: "yes", False: '<span class="flag">no</span>', None: "unknown"}[rec.get("correct")]
+    facts = [
+        ["agent", escape(str(rec["agent"]))],
+        ["votes", escape(", ".join(map(str, rec["votes"])))],
+        ["rounds", _num(rec["rounds"])],
+        ["samples", _num(rec["samples"])],
+        ["red flags", flags],
+        ["correct", correct],
+        ["tokens", _num(rec.get("tokens"))],
+        ["time", f"{_num(1000 * rec['dur_s'])} ms"],
+    ]
     spec = rec.get("speculation")
     if spec:
-        said = "; ".join(escape(f"{v['verifier']}: {'accept' if v['accept'] else 'reject'}"
-                                + (f" (score {v['score']})" if "score" in v else "")) for v in spec["verdicts"])
-        how = escape(f"routed ({spec['route']})") if spec.get("route") else (
-            "draft accepted" if spec.get("accepted") else "draft rejected, escalated to voting")
+        said = "; ".join(
+            escape(
+                f"{v['verifier']}: {'accept' if v['accept'] else 'reject'}"
+                + (f" (score {v['score']})" if "score" in v else "")
+            )
+            for v in spec["verdicts"]
+        )
+        how = (
+            escape(f"routed ({spec['route']})")
+            if spec.get("route")
+            else ("draft accepted" if spec.get("accepted") else "draft rejected, escalated to voting")
+        )
         facts.append(["speculation", how + (f"; {said}" if said else "")])
-    html = [f'<section class="step" id="step-{step}"><h3>Step {step}</h3>',
-            _facts(facts), "<h4>Answer</h4>",
-            f"<pre>{escape(json.dumps(rec['answer'], ensure_ascii=False))}</pre>",
-            "<h4>Input</h4>", f"<pre>{escape(str(rec.get('input') or ''))}</pre>"]
+    html = [
+        f'<section class="step" id="step-{step}"><h3>Step {step}</h3>',
+        _facts(facts),
+        "<h4>Answer</h4>",
+        f"<pre>{escape(json.dumps(rec['answer'], ensure_ascii=False))}</pre>",
+        "<h4>Input</h4>",
+        f"<pre>{escape(str(rec.get('input') or ''))}</pre>",
+    ]
     samples = rec.get("sample_detail") or []
     if samples:
-        rows = [[_num(sd["idx"]), _num(sd["round"] + 1), escape(str(sd["agent"])), _num(sd["temperature"]),
-                 _num(sd["tokens"]),
-                 f'<span class="flag">{escape(str(sd["red_flag"]))}</span>' if sd["red_flag"] else "–",
-                 "–" if sd["vote"] is None else "winner" if sd["vote"] == rec["answer"] else "other",
-                 f"<pre>{escape(str(sd['text']))}</pre>"] for sd in samples]
-        html += [f"<h4>Samples ({len(samples)})</h4>",
-                 _table(["#", "round", "agent", "temperature", "tokens", "red flag", "voted", "text"], rows,
-                        {0, 1, 3, 4})]
+        rows = [
+            [
+                _num(sd["idx"]),
+                _num(sd["round"] + 1),
+                escape(str(sd["agent"])),
+                _num(sd["temperature"]),
+                _num(sd["tokens"]),
+                f'<span class="flag">{escape(str(sd["red_flag"]))}</span>' if sd["red_flag"] else "–",
+                "–" if sd["vote"] is None else "winner" if sd["vote"] == rec["answer"] else "other",
+                f"<pre>{escape(str(sd['text']))}</pre>",
+            ]
+            for sd in samples
+        ]
+        html += [
+            f"<h4>Samples ({len(samples)})</h4>",
+            _table(["#", "round", "agent", "temperature", "tokens", "red flag", "voted", "text"], rows, {0, 1, 3, 4}),
+        ]
     else:
         html.append('<p class="muted">Samples were not recorded for this run (run with --detail samples).</p>')
     return "".join(html) + "</section>"
 
 
 # -- the page --------------------------------------------------------------------------------
-def render_report(stats: dict[str, Any], details: list[dict[str, Any]], tree: list[dict[str, Any]] | None = None) -> str:
+def render_report(
+    stats: dict[str, Any], details: list[dict[str, Any]], tree: list[dict[str, Any]] | None = None
+) -> str:
     """The report as an HTML string, from ``trace_stats``, the step records of the steps to show and, for a
     tree workflow's run, its task tree (:func:`maker.trace_tree.task_tree`)."""
     from maker.trace_tree import tree_html
 
     by_step = {d["step"]: d for d in details}
     title = escape(f"maker report: {stats['run_id']}")
-    head = (f"<h1>{title}</h1><p class=\"muted\">workflow {escape(str(stats['workflow']))}, "
-            f"status {escape(str(stats['status']))}; agents: "
-            + escape("; ".join(map(str, stats["agents"]))) + "</p>")
+    head = (
+        f'<h1>{title}</h1><p class="muted">workflow {escape(str(stats["workflow"]))}, '
+        f"status {escape(str(stats['status']))}; agents: " + escape("; ".join(map(str, stats["agents"]))) + "</p>"
+    )
     parts = [
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
         f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{_CSS}</style></head><body>',
-        head, "<h2>Statistics</h2>", _stats_table(stats, set(by_step)),
+        head,
+        "<h2>Statistics</h2>",
+        _stats_table(stats, set(by_step)),
         *(("<h2>Task tree</h2>", tree_html(tree)) if tree else ()),
-        "<h2>Plots</h2>", _plots(stats),
-        "<h2>Hardest steps</h2>", _hardest(stats, by_step),
+        "<h2>Plots</h2>",
+        _plots(stats),
+        "<h2>Hardest steps</h2>",
+        _hardest(stats, by_step),
         *(_step_section(by_step[s]) for s in sorted(by_step)),
         "</body></html>\n",
     ]

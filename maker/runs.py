@@ -23,8 +23,18 @@ from maker.errors import RunError, RunMismatchError, StoreCorruptError, UserErro
 from maker.options import DEFAULT_WINDOW, VOTING_OVERRIDES, RunOptions, options_error
 from maker.store import RunRecord, Store
 
-__all__ = ["RunOptions", "start_run", "resume_run", "resolve_workflow", "new_run_id", "shown_status", "VOTING_OVERRIDES",
-           "new_run", "reopen_run", "drive"]
+__all__ = [
+    "RunOptions",
+    "start_run",
+    "resume_run",
+    "resolve_workflow",
+    "new_run_id",
+    "shown_status",
+    "VOTING_OVERRIDES",
+    "new_run",
+    "reopen_run",
+    "drive",
+]
 
 
 def new_run_id(workflow: str) -> str:
@@ -58,16 +68,34 @@ def start_run(
         spec = opts.speculation(make)
         st = stack.enter_context(Store.create(store))
         ref = canonical_ref(workflow) if isinstance(workflow, str) else None  # a file by its absolute path
-        engine, wf, state = new_run(wf_cls, params, opts, st=st, agents=agents, speculation=spec, run_id=run_id,
-                                    ref=ref, on_progress=on_progress)
+        engine, wf, state = new_run(
+            wf_cls,
+            params,
+            opts,
+            st=st,
+            agents=agents,
+            speculation=spec,
+            run_id=run_id,
+            ref=ref,
+            on_progress=on_progress,
+        )
         if on_start:
             on_start(engine.run_id)
         return _drive(engine, wf, state, wf_cls.name)
 
 
-def new_run(wf_cls: type[Workflow[Any, Any]], params: Mapping[str, Any], opts: RunOptions, *, st: Store,
-            agents: list[Agent], speculation: Any, run_id: str | None = None, ref: str | None = None,
-            on_progress: Callable[[Progress], None] | None = None) -> tuple[Engine, Workflow[Any, Any], Any]:
+def new_run(
+    wf_cls: type[Workflow[Any, Any]],
+    params: Mapping[str, Any],
+    opts: RunOptions,
+    *,
+    st: Store,
+    agents: list[Agent],
+    speculation: Any,
+    run_id: str | None = None,
+    ref: str | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> tuple[Engine, Workflow[Any, Any], Any]:
     """Record a new run in an open store and build its engine (with agents that may serve other runs too)."""
     p = wf_cls.parse_params(params)
     wf = wf_cls()
@@ -119,9 +147,15 @@ def resume_run(
         return _drive(engine, wf, state, wf_cls.name)
 
 
-def reopen_run(st: Store, record: RunRecord, *, agents: list[Agent], speculation: Any,
-               overrides: Mapping[str, Any] | None = None,
-               on_progress: Callable[[Progress], None] | None = None) -> tuple[Engine, Workflow[Any, Any], Any]:
+def reopen_run(
+    st: Store,
+    record: RunRecord,
+    *,
+    agents: list[Agent],
+    speculation: Any,
+    overrides: Mapping[str, Any] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> tuple[Engine, Workflow[Any, Any], Any]:
     """Resume a run of an open store: its engine (with the given agents) and the state to go on from."""
     wf_cls, opts = _resumable(record, None, overrides)
     state = _recover_state(st, record, wf_cls())
@@ -129,8 +163,9 @@ def reopen_run(st: Store, record: RunRecord, *, agents: list[Agent], speculation
     return engine, wf, state
 
 
-def _resumable(record: RunRecord, params: Mapping[str, Any] | None,
-               overrides: Mapping[str, Any] | None) -> tuple[type[Workflow[Any, Any]], RunOptions]:
+def _resumable(
+    record: RunRecord, params: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None
+) -> tuple[type[Workflow[Any, Any]], RunOptions]:
     wf_cls = recorded_workflow(record)
     _check_identity(record, wf_cls, params)
     if record.status == "done":
@@ -141,9 +176,16 @@ def _resumable(record: RunRecord, params: Mapping[str, Any] | None,
     return wf_cls, _options(options)
 
 
-def _reopened(st: Store, record: RunRecord, wf_cls: type[Workflow[Any, Any]], opts: RunOptions,
-              overrides: Mapping[str, Any] | None, agents: list[Agent], speculation: Any,
-              on_progress: Callable[[Progress], None] | None) -> tuple[Engine, Workflow[Any, Any]]:
+def _reopened(
+    st: Store,
+    record: RunRecord,
+    wf_cls: type[Workflow[Any, Any]],
+    opts: RunOptions,
+    overrides: Mapping[str, Any] | None,
+    agents: list[Agent],
+    speculation: Any,
+    on_progress: Callable[[Progress], None] | None,
+) -> tuple[Engine, Workflow[Any, Any]]:
     st.set_status(record.id, "running", pid=os.getpid(), host=os.uname().nodename, config=opts.model_dump(mode="json"))
     st.event(record.id, "resume", {"from_step": record.steps, "overrides": dict(overrides or {})})
     wf = wf_cls()
@@ -214,7 +256,12 @@ def _recover_state(st: Store, record: RunRecord, wf: Workflow[Any, Any]) -> Any:
 
 
 def state_from_snapshot(
-    st: Store, record: RunRecord, wf: Workflow[Any, Any], snap_step: int, snap: str, stop: int,
+    st: Store,
+    record: RunRecord,
+    wf: Workflow[Any, Any],
+    snap_step: int,
+    snap: str,
+    stop: int,
     mismatch: Callable[[int, str, MicrostepCall], None] | None = None,
 ) -> Any:
     """The state before step ``stop``: the snapshot taken at ``snap_step``, then the run's recorded answers
@@ -226,7 +273,9 @@ def state_from_snapshot(
     try:
         state = type(wf).State.model_validate_json(snap)
     except ValidationError as exc:
-        raise StoreCorruptError(f"run {record.run_id}: the state snapshot at step {snap_step} is unreadable: {exc}") from None
+        raise StoreCorruptError(
+            f"run {record.run_id}: the state snapshot at step {snap_step} is unreadable: {exc}"
+        ) from None
 
     def check(row: Row, call: MicrostepCall) -> None:
         if call.digest() != row.digest:
@@ -241,17 +290,41 @@ def state_from_snapshot(
     try:
         return reapply(wf, state, rows, snap_step, check=check)[0]
     except WorkflowEnded as exc:
-        raise StoreCorruptError(f"run {record.run_id}: the workflow ended before recorded step {exc.row.step}") from None
+        raise StoreCorruptError(
+            f"run {record.run_id}: the workflow ended before recorded step {exc.row.step}"
+        ) from None
 
 
-def _engine(wf: Workflow[Any, Any], st: Store, rid: int, run_id: str, agents: list[Any], speculation: Any,
-            opts: RunOptions, expected_steps: int | None, on_progress: Callable[[Progress], None] | None) -> Engine:
+def _engine(
+    wf: Workflow[Any, Any],
+    st: Store,
+    rid: int,
+    run_id: str,
+    agents: list[Any],
+    speculation: Any,
+    opts: RunOptions,
+    expected_steps: int | None,
+    on_progress: Callable[[Progress], None] | None,
+) -> Engine:
     engine = Engine(
-        workflow=wf, store=st, rid=rid, run_id=run_id, agents=agents, seed=opts.seed, voting=opts.voting(),
-        detail=opts.detail, max_tokens=opts.max_tokens, commit_every=opts.commit_every,
-        commit_seconds=opts.commit_seconds, expected_steps=expected_steps, on_progress=on_progress,
-        log_steps=opts.log_steps, speculation=speculation, window=opts.window or DEFAULT_WINDOW,
-        adaptive_window=not opts.fixed_window, snapshot_every=opts.snapshot_every(),
+        workflow=wf,
+        store=st,
+        rid=rid,
+        run_id=run_id,
+        agents=agents,
+        seed=opts.seed,
+        voting=opts.voting(),
+        detail=opts.detail,
+        max_tokens=opts.max_tokens,
+        commit_every=opts.commit_every,
+        commit_seconds=opts.commit_seconds,
+        expected_steps=expected_steps,
+        on_progress=on_progress,
+        log_steps=opts.log_steps,
+        speculation=speculation,
+        window=opts.window or DEFAULT_WINDOW,
+        adaptive_window=not opts.fixed_window,
+        snapshot_every=opts.snapshot_every(),
     )
     if opts.cluster is not None:
         from maker.cluster.backend import attach
@@ -315,11 +388,14 @@ def _keep_failure(engine: Engine, exc: RunError) -> None:
     except Exception as bad:  # the store may be what failed
         import structlog
 
-        structlog.get_logger("maker").warning("failed step not recorded", run_id=engine.run_id, step=exc.step,
-                                              error=f"{type(bad).__name__}: {bad}"[:300])
+        structlog.get_logger("maker").warning(
+            "failed step not recorded", run_id=engine.run_id, step=exc.step, error=f"{type(bad).__name__}: {bad}"[:300]
+        )
 
 
-def summarize(engine: Engine, name: str, status: str, solved: bool | None, result: Any, error: str | None) -> RunSummary:
+def summarize(
+    engine: Engine, name: str, status: str, solved: bool | None, result: Any, error: str | None
+) -> RunSummary:
     led = engine.ledger
     steps = led.steps - led.first_step
     ks = {p.k for p in engine.policies.values() if not p.fixed} or {p.k for p in engine.policies.values()}

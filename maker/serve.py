@@ -28,8 +28,9 @@ def _prompt_from_messages(agent: Agent, messages: list[dict[str, Any]]) -> str:
     return "\n".join(str(m.get("content", "")) for m in messages) + "\n"
 
 
-def make_server(agent: Agent, model_name: str, host: str = "127.0.0.1", port: int = 8000,
-                api_key: str | None = None) -> ThreadingHTTPServer:
+def make_server(
+    agent: Agent, model_name: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None
+) -> ThreadingHTTPServer:
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
@@ -62,7 +63,9 @@ def make_server(agent: Agent, model_name: str, host: str = "127.0.0.1", port: in
             if not self._authorized():
                 return
             if self.path.rstrip("/") in ("/v1/models", "/models"):
-                self._send(200, {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "maker"}]})
+                self._send(
+                    200, {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "maker"}]}
+                )
             else:
                 self._error(404, f"no route {self.path}", "not_found")
 
@@ -100,8 +103,14 @@ def make_server(agent: Agent, model_name: str, host: str = "127.0.0.1", port: in
                 return
             # A GenerateRequest's max_tokens is a red-flag limit that backends may exceed by one token
             # (to show the response was too long); an API client's max_tokens is a hard cap.
-            req = GenerateRequest(prompt, [temperature] * n, [seed + i for i in range(n)], max_tokens - 1, stop,
-                                  bool(body.get("logprobs")))
+            req = GenerateRequest(
+                prompt,
+                [temperature] * n,
+                [seed + i for i in range(n)],
+                max_tokens - 1,
+                stop,
+                bool(body.get("logprobs")),
+            )
             with lock:
                 (samples,) = asyncio.run(agent.backend.generate([req]))
             choices = []
@@ -109,26 +118,40 @@ def make_server(agent: Agent, model_name: str, host: str = "127.0.0.1", port: in
                 text = s.text
                 finish = "length" if s.tokens >= max_tokens else s.finish_reason
                 if route == "/chat/completions":
-                    choice: dict[str, Any] = {"index": i, "message": {"role": "assistant", "content": text},
-                                              "finish_reason": finish}
+                    choice: dict[str, Any] = {
+                        "index": i,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": finish,
+                    }
                     if s.logprobs is not None:
                         choice["logprobs"] = {"content": [{"token": "", "logprob": lp} for lp in s.logprobs]}
                 else:
-                    choice = {"index": i, "text": text, "finish_reason": finish,
-                              "logprobs": {"token_logprobs": s.logprobs} if s.logprobs is not None else None}
+                    choice = {
+                        "index": i,
+                        "text": text,
+                        "finish_reason": finish,
+                        "logprobs": {"token_logprobs": s.logprobs} if s.logprobs is not None else None,
+                    }
                 choice["completion_tokens"] = s.tokens
                 choices.append(choice)
-            self._send(200, {
-                "id": f"cmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion" if "chat" in route else "text_completion",
-                "created": int(time.time()), "model": model_name, "choices": choices,
-                "usage": {"completion_tokens": sum(s.tokens for s in samples)},
-            })
+            self._send(
+                200,
+                {
+                    "id": f"cmpl-{uuid.uuid4().hex[:12]}",
+                    "object": "chat.completion" if "chat" in route else "text_completion",
+                    "created": int(time.time()),
+                    "model": model_name,
+                    "choices": choices,
+                    "usage": {"completion_tokens": sum(s.tokens for s in samples)},
+                },
+            )
 
     return ThreadingHTTPServer((host, port), Handler)
 
 
-def serve_in_thread(agent: Agent, model_name: str, host: str = "127.0.0.1", port: int = 0,
-                    api_key_env: str | None = None) -> tuple[ThreadingHTTPServer, str]:
+def serve_in_thread(
+    agent: Agent, model_name: str, host: str = "127.0.0.1", port: int = 0, api_key_env: str | None = None
+) -> tuple[ThreadingHTTPServer, str]:
     """Start a server on a background thread; returns it and its base URL (``.../v1``)."""
     key = os.environ.get(api_key_env) if api_key_env else None
     server = make_server(agent, model_name, host, port, key)

@@ -86,11 +86,13 @@ def _out(x: Any, exact: bool) -> Rate:
 
 
 def _exact(*values: Any) -> bool:
-    return any(isinstance(v, Fraction) or (isinstance(v, Sequence) and any(isinstance(x, Fraction) for x in v))
-               for v in values)
+    return any(
+        isinstance(v, Fraction) or (isinstance(v, Sequence) and any(isinstance(x, Fraction) for x in v)) for v in values
+    )
 
 
 # -- score mode --------------------------------------------------------------------------------------
+
 
 def _score_walk(rates: list[Any], verify_k: int) -> tuple[Any, Any]:
     """(P(accept), expected verifier calls) of the decider's score-mode tally.
@@ -140,6 +142,7 @@ def verifier_calls(rate: Rates, n: int, verify_k: int) -> Rate:
 
 # -- vote mode ---------------------------------------------------------------------------------------
 
+
 def _vote_walk(agree: list[Any], valid: list[Any], verify_k: int, max_answers: int) -> tuple[Any, Any]:
     """(P(accept), expected verifier answers) of the decider's vote-mode tally.
 
@@ -181,8 +184,7 @@ def _vote_walk(agree: list[Any], valid: list[Any], verify_k: int, max_answers: i
     return accept, calls
 
 
-def vote_accept_probability(agree: Rates, n: int, verify_k: int, *, max_rounds: int = 100,
-                            valid: Rates = 1.0) -> Rate:
+def vote_accept_probability(agree: Rates, n: int, verify_k: int, *, max_rounds: int = 100, valid: Rates = 1.0) -> Rate:
     """Chance that ``vote``-mode verification accepts a draft: ``n`` verifiers answer the step round-robin
     (at most ``max_rounds * n`` answers), each valid with probability ``valid`` and then agreeing with the
     draft with probability ``agree``; the draft counts as one vote; first to lead by ``verify_k`` decides.
@@ -223,8 +225,9 @@ def score_verification(tpr: Rates, fpr: Rates, n: int, verify_k: int) -> Verific
     return Verification(accept_right=float(ar), accept_wrong=float(aw), calls_right=float(cr), calls_wrong=float(cw))
 
 
-def vote_verification(verifier_p: Rates, n: int, verify_k: int, *, max_rounds: int = 100,
-                      verifier_valid: Rates = 1.0) -> Verification:
+def vote_verification(
+    verifier_p: Rates, n: int, verify_k: int, *, max_rounds: int = 100, verifier_valid: Rates = 1.0
+) -> Verification:
     """``vote`` mode with verifiers of per-sample correct rate ``verifier_p`` (among valid answers), every
     wrong answer agreeing with a wrong draft (the worst case)."""
     p = _rates(verifier_p, n, "verifier p")
@@ -235,6 +238,7 @@ def vote_verification(verifier_p: Rates, n: int, verify_k: int, *, max_rounds: i
 
 
 # -- a whole run -------------------------------------------------------------------------------------
+
 
 class SpeculationEstimate(BaseModel):
     """What a speculative run is expected to do, per step and over the run, next to plain voting."""
@@ -321,8 +325,13 @@ def draft_vote(p: float, k: int, batch: int, *, valid: float = 1.0, calls: int =
     for r in range(batch + 1):
         for w in range(batch - r + 1):
             f = batch - r - w
-            pr = (math.comb(batch, r) * math.comb(batch - r, w) * (valid * p) ** r * (valid * (1 - p)) ** w
-                  * (1 - valid) ** f)
+            pr = (
+                math.comb(batch, r)
+                * math.comb(batch - r, w)
+                * (valid * p) ** r
+                * (valid * (1 - p)) ** w
+                * (1 - valid) ** f
+            )
             if pr:
                 counted.append((r - w, r + w > 0, pr))
     live: dict[tuple[int, bool], float] = {(0, False): 1.0}  # (lead of the right answer, any valid sample yet)
@@ -353,12 +362,27 @@ def _p_full(error: float, steps: int) -> float:
     return math.exp(steps * math.log1p(-error))
 
 
-def speculation_estimate(*, drafter_p: float, p: float, k: int, steps: int, mode: Literal["score", "vote"] = "score",
-                         tpr: Rates | None = None, fpr: Rates | None = None, verifier_p: Rates | None = None,
-                         verifier_valid: Rates = 1.0, verifiers: int = 1, verify_k: int = 1,
-                         drafter_valid: float = 1.0, valid: float = 1.0, max_rounds: int = 100,
-                         verifiers_are_large: bool = False, large_first: int = 0, draft_k: int = 1,
-                         draft_batch: int | None = None) -> SpeculationEstimate:
+def speculation_estimate(
+    *,
+    drafter_p: float,
+    p: float,
+    k: int,
+    steps: int,
+    mode: Literal["score", "vote"] = "score",
+    tpr: Rates | None = None,
+    fpr: Rates | None = None,
+    verifier_p: Rates | None = None,
+    verifier_valid: Rates = 1.0,
+    verifiers: int = 1,
+    verify_k: int = 1,
+    drafter_valid: float = 1.0,
+    valid: float = 1.0,
+    max_rounds: int = 100,
+    verifiers_are_large: bool = False,
+    large_first: int = 0,
+    draft_k: int = 1,
+    draft_batch: int | None = None,
+) -> SpeculationEstimate:
     """The speculative run's error and cost, from the agents' rates.
 
     ``drafter_p``/``drafter_valid``: the drafter's correct rate among valid drafts and its valid rate.
@@ -407,13 +431,30 @@ def speculation_estimate(*, drafter_p: float, p: float, k: int, steps: int, mode
     step_error = wrong_draft + escalate * vote_error
     large = escalate * vote_calls + (ver_calls if verifiers_are_large else 0.0)
     return SpeculationEstimate(
-        mode=mode, steps=steps, verifiers=verifiers, verify_k=verify_k, drafter_p=drafter_p, draft_k=draft_k,
+        mode=mode,
+        steps=steps,
+        verifiers=verifiers,
+        verify_k=verify_k,
+        drafter_p=drafter_p,
+        draft_k=draft_k,
         draft_p=draft_p,
-        drafter_valid=drafter_valid, p=p, k=k, verification=ver, accept_rate=accept, escalation_rate=escalate,
-        wrong_draft_error=wrong_draft, voting_error_share=escalate * vote_error, step_error=step_error,
-        expected_wrong=steps * step_error, p_full=_p_full(step_error, steps), large_calls_per_step=large,
-        drafter_calls_per_step=(1.0 - f) * drafter_samples, verifier_calls_per_step=ver_calls, voting_step_error=vote_error,
-        voting_expected_wrong=steps * vote_error, voting_p_full=_p_full(vote_error, steps),
+        drafter_valid=drafter_valid,
+        p=p,
+        k=k,
+        verification=ver,
+        accept_rate=accept,
+        escalation_rate=escalate,
+        wrong_draft_error=wrong_draft,
+        voting_error_share=escalate * vote_error,
+        step_error=step_error,
+        expected_wrong=steps * step_error,
+        p_full=_p_full(step_error, steps),
+        large_calls_per_step=large,
+        drafter_calls_per_step=(1.0 - f) * drafter_samples,
+        verifier_calls_per_step=ver_calls,
+        voting_step_error=vote_error,
+        voting_expected_wrong=steps * vote_error,
+        voting_p_full=_p_full(vote_error, steps),
         voting_calls_per_step=vote_calls,
     )
 
@@ -436,22 +477,53 @@ class Ensemble(BaseModel):
     """The largest ensemble tried."""
 
 
-def smallest_ensemble(*, drafter_p: float, p: float, k: int, steps: int, target: float = 0.95,
-                      mode: Literal["score", "vote"] = "score", tpr: float | None = None, fpr: float | None = None,
-                      verifier_p: float | None = None, verifier_valid: float = 1.0, verifiers: int = 1,
-                      verify_k: int = 1, drafter_valid: float = 1.0, valid: float = 1.0, max_rounds: int = 100,
-                      verifiers_are_large: bool = False, large_first: int = 0, draft_k: int = 1,
-                      draft_batch: int | None = None, bound: int = ENSEMBLE_BOUND) -> Ensemble:
+def smallest_ensemble(
+    *,
+    drafter_p: float,
+    p: float,
+    k: int,
+    steps: int,
+    target: float = 0.95,
+    mode: Literal["score", "vote"] = "score",
+    tpr: float | None = None,
+    fpr: float | None = None,
+    verifier_p: float | None = None,
+    verifier_valid: float = 1.0,
+    verifiers: int = 1,
+    verify_k: int = 1,
+    drafter_valid: float = 1.0,
+    valid: float = 1.0,
+    max_rounds: int = 100,
+    verifiers_are_large: bool = False,
+    large_first: int = 0,
+    draft_k: int = 1,
+    draft_batch: int | None = None,
+    bound: int = ENSEMBLE_BOUND,
+) -> Ensemble:
     """The smallest n (at the given ``verify_k``), the smallest unanimous K (n = verify_k = K), and the smallest
     verify_k at the given n that give :func:`speculation_estimate`'s ``p_full >= target``. Each is None when
     nothing up to ``bound`` reaches it (a drafter or verifiers too weak, or large-model voting at k that
     alone misses the target). Rates are one value for all verifiers here."""
     if not 0 < target < 1:
         raise ValueError(f"target must be in (0, 1), got {target}")
-    common: dict[str, Any] = dict(drafter_p=drafter_p, p=p, k=k, steps=steps, mode=mode, tpr=tpr, fpr=fpr,
-                                  verifier_p=verifier_p, verifier_valid=verifier_valid, drafter_valid=drafter_valid,
-                                  valid=valid, max_rounds=max_rounds, verifiers_are_large=verifiers_are_large,
-                                  large_first=large_first, draft_k=draft_k, draft_batch=draft_batch)
+    common: dict[str, Any] = dict(
+        drafter_p=drafter_p,
+        p=p,
+        k=k,
+        steps=steps,
+        mode=mode,
+        tpr=tpr,
+        fpr=fpr,
+        verifier_p=verifier_p,
+        verifier_valid=verifier_valid,
+        drafter_valid=drafter_valid,
+        valid=valid,
+        max_rounds=max_rounds,
+        verifiers_are_large=verifiers_are_large,
+        large_first=large_first,
+        draft_k=draft_k,
+        draft_batch=draft_batch,
+    )
 
     def meets(n: int, vk: int) -> bool:
         return speculation_estimate(verifiers=n, verify_k=vk, **common).p_full >= target

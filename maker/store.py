@@ -159,8 +159,25 @@ CREATE TABLE IF NOT EXISTS failures (
 );
 CREATE INDEX IF NOT EXISTS failures_step ON failures (run, step);
 """
-FAILURE_COLUMNS = ("step", "t", "kind", "error", "microstep", "tag", "digest", "input", "answer", "votes", "rounds",
-                   "samples", "red_flags", "agent", "tokens", "calls", "sample_detail")
+FAILURE_COLUMNS = (
+    "step",
+    "t",
+    "kind",
+    "error",
+    "microstep",
+    "tag",
+    "digest",
+    "input",
+    "answer",
+    "votes",
+    "rounds",
+    "samples",
+    "red_flags",
+    "agent",
+    "tokens",
+    "calls",
+    "sample_detail",
+)
 
 
 def default_store_path() -> Path:
@@ -288,8 +305,9 @@ class Store:
                 conn.executescript(f"BEGIN IMMEDIATE;{_FAILURES}COMMIT;")
             except sqlite3.Error as exc:
                 conn.close()
-                raise StoreError(f"store {p}: cannot add the failures table ({exc}); open it with write access") \
-                    from None
+                raise StoreError(
+                    f"store {p}: cannot add the failures table ({exc}); open it with write access"
+                ) from None
         return cls(p, conn)
 
     @classmethod
@@ -309,13 +327,16 @@ class Store:
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            raise StoreError(f"store {p}: upgrading schema {version} -> {SCHEMA_VERSION} failed ({exc}); "
-                             f"nothing was changed") from None
+            raise StoreError(
+                f"store {p}: upgrading schema {version} -> {SCHEMA_VERSION} failed ({exc}); nothing was changed"
+            ) from None
         finally:
             conn.close()
         import structlog
 
-        structlog.get_logger("maker").info("store upgraded", store=str(p), from_version=version, to_version=SCHEMA_VERSION)
+        structlog.get_logger("maker").info(
+            "store upgraded", store=str(p), from_version=version, to_version=SCHEMA_VERSION
+        )
 
     @staticmethod
     def _connect(p: Path) -> sqlite3.Connection:
@@ -327,7 +348,9 @@ class Store:
 
     @staticmethod
     def _connect_ro(p: Path) -> sqlite3.Connection:
-        return sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+        return sqlite3.connect(
+            f"{p.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        )
 
     @classmethod
     def verify(cls, p: Path) -> int:
@@ -389,14 +412,30 @@ class Store:
         first = parent_step or 0
         with self._tx() as c:
             if c.execute("SELECT 1 FROM runs WHERE run_id=?", (run_id,)).fetchone():
-                raise StoreError(f"run {run_id!r} already exists in {self.path}; resume it with `maker resume {run_id}`")
+                raise StoreError(
+                    f"run {run_id!r} already exists in {self.path}; resume it with `maker resume {run_id}`"
+                )
             cur = c.execute(
                 "INSERT INTO runs (run_id, workflow, workflow_version, params, config, status, created, updated,"
                 " expected_steps, pid, host, parent_run_id, parent_step, workflow_ref, steps)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (run_id, workflow, workflow_version, json.dumps(params, sort_keys=True), json.dumps(config),
-                 "running", now, now, expected_steps, os.getpid(), os.uname().nodename, parent_run_id, parent_step,
-                 workflow_ref or workflow, first),
+                (
+                    run_id,
+                    workflow,
+                    workflow_version,
+                    json.dumps(params, sort_keys=True),
+                    json.dumps(config),
+                    "running",
+                    now,
+                    now,
+                    expected_steps,
+                    os.getpid(),
+                    os.uname().nodename,
+                    parent_run_id,
+                    parent_step,
+                    workflow_ref or workflow,
+                    first,
+                ),
             )
             rid = int(cur.lastrowid or 0)
             c.execute("INSERT INTO snapshots VALUES (?,?,?)", (rid, first, state_json))
@@ -471,14 +510,22 @@ class Store:
         prev = c.execute("SELECT max(step) FROM snapshots WHERE run=? AND step<?", (rid, step)).fetchone()[0]
         if prev is None:
             return
-        if c.execute("SELECT 1 FROM snapshots WHERE run=? AND step>=? AND step<?",
-                     (rid, prev // every * every, prev)).fetchone() is not None:
+        if (
+            c.execute(
+                "SELECT 1 FROM snapshots WHERE run=? AND step>=? AND step<?", (rid, prev // every * every, prev)
+            ).fetchone()
+            is not None
+        ):
             c.execute("DELETE FROM snapshots WHERE run=? AND step=?", (rid, prev))
 
     def snapshot_sizes(self) -> dict[int, tuple[int, int]]:
         """Run row id -> (snapshots kept, their bytes)."""
-        return {rid: (int(n), int(size or 0)) for rid, n, size in self._conn.execute(
-            "SELECT run, count(*), sum(length(CAST(state AS BLOB))) FROM snapshots GROUP BY run")}
+        return {
+            rid: (int(n), int(size or 0))
+            for rid, n, size in self._conn.execute(
+                "SELECT run, count(*), sum(length(CAST(state AS BLOB))) FROM snapshots GROUP BY run"
+            )
+        }
 
     def disk_bytes(self) -> int:
         """The store's size on disk: its file and the write-ahead log beside it."""
@@ -520,9 +567,12 @@ class Store:
         return self._conn.execute(sql, args)
 
     def samples(self, rid: int, step: int) -> list[tuple[Any, ...]]:
-        return list(self._conn.execute(
-            "SELECT idx, round, agent, temperature, tokens, text, flag, vote FROM samples WHERE run=? AND step=? ORDER BY idx",
-            (rid, step)))
+        return list(
+            self._conn.execute(
+                "SELECT idx, round, agent, temperature, tokens, text, flag, vote FROM samples WHERE run=? AND step=? ORDER BY idx",
+                (rid, step),
+            )
+        )
 
     # -- failed attempts -------------------------------------------------------------
     def record_failures(self, rid: int, rows: Sequence[tuple[Any, ...]]) -> None:

@@ -25,8 +25,16 @@ from maker.errors import UserError
 from maker.store import RunRecord, Store
 from maker.voting import expected_calls, wilson_interval
 
-__all__ = ["TRACE_FORMAT", "agent_labels", "step_records", "failure_records", "trace_stats", "export_jsonl",
-           "export_parquet", "parse_range"]
+__all__ = [
+    "TRACE_FORMAT",
+    "agent_labels",
+    "step_records",
+    "failure_records",
+    "trace_stats",
+    "export_jsonl",
+    "export_parquet",
+    "parse_range",
+]
 
 TRACE_FORMAT = 2
 _POINTS = 400  # points per series in the statistics (and the report's plots)
@@ -74,8 +82,9 @@ def parse_range(step: int | None, steps: str | None, record: RunRecord) -> tuple
     return start, min(stop, end)
 
 
-def step_records(st: Store, record: RunRecord, start: int = 0, stop: int | None = None,
-                 *, samples: bool = False) -> Iterator[dict[str, Any]]:
+def step_records(
+    st: Store, record: RunRecord, start: int = 0, stop: int | None = None, *, samples: bool = False
+) -> Iterator[dict[str, Any]]:
     """One plain-data record per committed step in ``[start, stop)``, in step order."""
     labels = agent_labels(record)
 
@@ -83,8 +92,24 @@ def step_records(st: Store, record: RunRecord, start: int = 0, stop: int | None 
         return labels[i] if 0 <= i < len(labels) else f"agent #{i}"
 
     for row in st.steps(record.id, start, stop):
-        (step, digest, answer, votes, rounds, n, flags, agent, t_start, dur, correct, spec, tokens, text,
-         microstep, tag) = row
+        (
+            step,
+            digest,
+            answer,
+            votes,
+            rounds,
+            n,
+            flags,
+            agent,
+            t_start,
+            dur,
+            correct,
+            spec,
+            tokens,
+            text,
+            microstep,
+            tag,
+        ) = row
         rec: dict[str, Any] = {
             "run_id": record.run_id,
             "step": step,
@@ -106,8 +131,16 @@ def step_records(st: Store, record: RunRecord, start: int = 0, stop: int | None 
         }
         if samples:
             rec["sample_detail"] = [
-                {"idx": idx, "round": rnd, "agent": label(a), "temperature": temp, "tokens": tok, "text": body,
-                 "red_flag": flag, "vote": json.loads(vote) if vote else None}
+                {
+                    "idx": idx,
+                    "round": rnd,
+                    "agent": label(a),
+                    "temperature": temp,
+                    "tokens": tok,
+                    "text": body,
+                    "red_flag": flag,
+                    "vote": json.loads(vote) if vote else None,
+                }
                 for idx, rnd, a, temp, tok, body, flag, vote in st.samples(record.id, step)
             ]
         yield rec
@@ -140,8 +173,16 @@ def failure_records(st: Store, record: RunRecord, start: int = 0, stop: int | No
             "red_flags": json.loads(f["red_flags"]) if f["red_flags"] else {},
             "agent": None if agent is None else labels[agent] if 0 <= agent < len(labels) else f"agent #{agent}",
             "sample_detail": [
-                {"idx": idx, "round": rnd, "agent": labels[a] if 0 <= a < len(labels) else f"agent #{a}",
-                 "temperature": temp, "tokens": tok, "text": body, "red_flag": flag, "vote": vote}
+                {
+                    "idx": idx,
+                    "round": rnd,
+                    "agent": labels[a] if 0 <= a < len(labels) else f"agent #{a}",
+                    "temperature": temp,
+                    "tokens": tok,
+                    "text": body,
+                    "red_flag": flag,
+                    "vote": vote,
+                }
                 for idx, rnd, a, temp, tok, body, flag, vote in json.loads(f["sample_detail"] or "[]")
             ],
         }
@@ -206,15 +247,18 @@ def trace_stats(st: Store, record: RunRecord) -> dict[str, Any]:
     slow = (0.0, first)
     most_rounds: list[tuple[int, int, int]] = []  # (rounds, samples, -step) min-heap of the top ones
     most_split: list[tuple[float, int, int]] = []  # (disagreement, valid votes, -step)
-    series: dict[str, list[float]] = {k: [] for k in ("step", "rounds_mean", "rounds_max", "red_flags", "calls_cum",
-                                                      "dur_mean_ms")}
+    series: dict[str, list[float]] = {
+        k: [] for k in ("step", "rounds_mean", "rounds_max", "red_flags", "calls_cum", "dur_mean_ms")
+    }
     bin_rounds = bin_max = bin_flags = bin_n = 0
     bin_dur = 0.0
     seen = 0
     candidates = set((record.stats or {}).get("candidates", []))  # their mismatches are not the run's errors
     cur = st.query(
         "SELECT step, votes, rounds, samples, red_flags, agent, dur, correct, spec, tokens, microstep FROM steps"
-        " WHERE run=? ORDER BY step", (record.id,))
+        " WHERE run=? ORDER BY step",
+        (record.id,),
+    )
     for step, votes_s, rounds, n, flags_s, agent, dur, correct, spec, tok, microstep in cur:
         seen += 1
         votes = json.loads(votes_s)
@@ -280,26 +324,46 @@ def trace_stats(st: Store, record: RunRecord) -> dict[str, Any]:
     for idx in sorted(agent_votes):
         n_steps_a, good, valid = agent_votes[idx]
         lo, hi = wilson_interval(good, valid)
-        agents.append({"agent": labels[idx] if idx < len(labels) else f"agent #{idx}", "steps_decided": n_steps_a,
-                       "votes": valid, "p": round(good / valid, 4) if valid else None,
-                       "p_low": round(lo, 4), "p_high": round(hi, 4)})
+        agents.append(
+            {
+                "agent": labels[idx] if idx < len(labels) else f"agent #{idx}",
+                "steps_decided": n_steps_a,
+                "votes": valid,
+                "p": round(good / valid, 4) if valid else None,
+                "p_low": round(lo, 4),
+                "p_high": round(hi, 4),
+            }
+        )
     spec_stats: dict[str, Any] | None = None
     if drafted or routes:
-        spec_stats = {"drafted": drafted, "accepted": accepted, "escalated": escalated,
-                      "acceptance_rate": round(accepted / drafted, 4) if drafted else None, "routed": dict(routes)}
+        spec_stats = {
+            "drafted": drafted,
+            "accepted": accepted,
+            "escalated": escalated,
+            "acceptance_rate": round(accepted / drafted, 4) if drafted else None,
+            "routed": dict(routes),
+        }
         wasted = (record.stats or {}).get("wasted") or {}
         if wasted.get("calls") or wasted.get("hits") or wasted.get("misses"):
-            by = {labels[i] if i < len(labels) else f"agent #{i}": n
-                  for i, n in enumerate(wasted.get("agent_calls", [])) if n}
-            spec_stats["window"] = {"wasted_calls": wasted.get("calls", 0), "wasted_tokens": wasted.get("tokens", 0),
-                                    "wasted_calls_per_step": round(wasted.get("calls", 0) / seen, 4) if seen else 0.0,
-                                    "wasted_by_agent": by, "predictions_held": wasted.get("hits", 0),
-                                    "predictions_missed": wasted.get("misses", 0),
-                                    "rejected_drafts_waited_at": wasted.get("waited", 0),
-                                    "rejected_drafts_passed": wasted.get("went_on", 0)}
+            by = {
+                labels[i] if i < len(labels) else f"agent #{i}": n
+                for i, n in enumerate(wasted.get("agent_calls", []))
+                if n
+            }
+            spec_stats["window"] = {
+                "wasted_calls": wasted.get("calls", 0),
+                "wasted_tokens": wasted.get("tokens", 0),
+                "wasted_calls_per_step": round(wasted.get("calls", 0) / seen, 4) if seen else 0.0,
+                "wasted_by_agent": by,
+                "predictions_held": wasted.get("hits", 0),
+                "predictions_missed": wasted.get("misses", 0),
+                "rejected_drafts_waited_at": wasted.get("waited", 0),
+                "rejected_drafts_passed": wasted.get("went_on", 0),
+            }
     hardest_rounds = [{"step": -s, "rounds": r, "samples": n} for r, n, s in sorted(most_rounds, reverse=True)]
-    hardest_split = [{"step": -s, "disagreement": d, "valid_votes": v} for d, v, s in sorted(most_split, reverse=True)
-                     if d > 0]
+    hardest_split = [
+        {"step": -s, "disagreement": d, "valid_votes": v} for d, v, s in sorted(most_split, reverse=True) if d > 0
+    ]
     return {
         "trace_format": TRACE_FORMAT,
         "run_id": record.run_id,
@@ -310,27 +374,41 @@ def trace_stats(st: Store, record: RunRecord) -> dict[str, Any]:
         "k": k,
         "agents": labels,
         "errors": errors if known else None,
-        "rounds": {"median": _percentile(rounds_hist, 0.5), "p99": _percentile(rounds_hist, 0.99),
-                   "max": max_rounds[0], "max_step": max_rounds[1],
-                   "histogram": {str(r): c for r, c in sorted(rounds_hist.items())}},
-        "samples_per_step": {"mean": round(calls / seen, 4) if seen else 0.0,
-                             "median": _percentile(samples_hist, 0.5), "p99": _percentile(samples_hist, 0.99),
-                             "max": max(samples_hist) if samples_hist else 0,
-                             "histogram": {str(s): c for s, c in sorted(samples_hist.items())}},
+        "rounds": {
+            "median": _percentile(rounds_hist, 0.5),
+            "p99": _percentile(rounds_hist, 0.99),
+            "max": max_rounds[0],
+            "max_step": max_rounds[1],
+            "histogram": {str(r): c for r, c in sorted(rounds_hist.items())},
+        },
+        "samples_per_step": {
+            "mean": round(calls / seen, 4) if seen else 0.0,
+            "median": _percentile(samples_hist, 0.5),
+            "p99": _percentile(samples_hist, 0.99),
+            "max": max(samples_hist) if samples_hist else 0,
+            "histogram": {str(s): c for s, c in sorted(samples_hist.items())},
+        },
         "calls": calls,
         "calls_per_step": round(calls / seen, 4) if seen else 0.0,
         "calls_per_step_theory": None if theory is None else round(theory, 4),
         "p_measured": None if p is None else round(p, 4),
         "valid_rate": None if valid_rate is None else round(valid_rate, 4),
         "tokens": tokens,
-        "red_flags": {"total": flagged, "rate": round(flagged / calls, 5) if calls else 0.0,
-                      "by_reason": dict(flags_by_reason.most_common())},
+        "red_flags": {
+            "total": flagged,
+            "rate": round(flagged / calls, 5) if calls else 0.0,
+            "by_reason": dict(flags_by_reason.most_common()),
+        },
         "per_agent": agents,
         "speculation": spec_stats,
-        "time": {"total_s": round(sum(ds), 3), "mean_ms": round(1000 * sum(ds) / len(ds), 4) if ds else 0.0,
-                 "median_ms": round(1000 * _sorted_percentile(ds, 0.5), 4),
-                 "p99_ms": round(1000 * _sorted_percentile(ds, 0.99), 4),
-                 "max_ms": round(1000 * slow[0], 4), "max_step": slow[1]},
+        "time": {
+            "total_s": round(sum(ds), 3),
+            "mean_ms": round(1000 * sum(ds) / len(ds), 4) if ds else 0.0,
+            "median_ms": round(1000 * _sorted_percentile(ds, 0.5), 4),
+            "p99_ms": round(1000 * _sorted_percentile(ds, 0.99), 4),
+            "max_ms": round(1000 * slow[0], 4),
+            "max_step": slow[1],
+        },
         "hardest": {"most_rounds": hardest_rounds, "most_disagreement": hardest_split},
         "series": {"steps_per_point": width, **series},
     }
@@ -350,8 +428,9 @@ def _push(heap: list[Any], item: Any) -> None:
         heapq.heapreplace(heap, item)
 
 
-def _close_bin(series: dict[str, list[float]], step: int, rounds: int, rmax: int, flags: int, dur: float, n: int,
-               calls: int) -> None:
+def _close_bin(
+    series: dict[str, list[float]], step: int, rounds: int, rmax: int, flags: int, dur: float, n: int, calls: int
+) -> None:
     series["step"].append(step)
     series["rounds_mean"].append(round(rounds / n, 4))
     series["rounds_max"].append(rmax)
@@ -381,13 +460,27 @@ def export_parquet(st: Store, record: RunRecord, path: str | Path) -> int:
         import pyarrow.parquet as pq
     except ImportError:
         raise UserError("Parquet export needs pyarrow: pip install 'maker[parquet]' (or use --format jsonl)") from None
-    schema = pa.schema([
-        ("run_id", pa.string()), ("step", pa.int64()), ("microstep", pa.string()), ("tag", pa.string()),
-        ("digest", pa.string()), ("input", pa.string()),
-        ("answer", pa.string()), ("votes", pa.list_(pa.int64())), ("rounds", pa.int64()), ("samples", pa.int64()),
-        ("tokens", pa.int64()), ("red_flags", pa.string()), ("agent", pa.string()), ("correct", pa.bool_()),
-        ("t_start", pa.float64()), ("dur_s", pa.float64()), ("speculation", pa.string()),
-    ])
+    schema = pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("step", pa.int64()),
+            ("microstep", pa.string()),
+            ("tag", pa.string()),
+            ("digest", pa.string()),
+            ("input", pa.string()),
+            ("answer", pa.string()),
+            ("votes", pa.list_(pa.int64())),
+            ("rounds", pa.int64()),
+            ("samples", pa.int64()),
+            ("tokens", pa.int64()),
+            ("red_flags", pa.string()),
+            ("agent", pa.string()),
+            ("correct", pa.bool_()),
+            ("t_start", pa.float64()),
+            ("dur_s", pa.float64()),
+            ("speculation", pa.string()),
+        ]
+    )
     json_cols = {"answer", "red_flags", "speculation"}  # nested objects of any shape stay JSON text
     n = 0
     with pq.ParquetWriter(str(path), schema) as writer:

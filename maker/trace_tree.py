@@ -25,14 +25,24 @@ def _path_key(path: str) -> tuple[int | str, ...]:
 def task_tree(st: Store, record: RunRecord) -> list[dict[str, Any]] | None:
     """One record per node, depth first, or None when the run's steps carry no tags."""
     steps: dict[str, list[dict[str, Any]]] = {}
-    cur = st.query("SELECT step, microstep, tag, answer, votes, rounds, samples, correct, red_flags FROM steps "
-                   "WHERE run=? AND tag IS NOT NULL ORDER BY step", (record.id,))
+    cur = st.query(
+        "SELECT step, microstep, tag, answer, votes, rounds, samples, correct, red_flags FROM steps "
+        "WHERE run=? AND tag IS NOT NULL ORDER BY step",
+        (record.id,),
+    )
     for step, microstep, tag, answer, votes, rounds, samples, correct, flags in cur:
-        steps.setdefault(tag, []).append({
-            "step": step, "microstep": microstep, "answer": json.loads(answer), "votes": json.loads(votes),
-            "rounds": rounds, "samples": samples, "correct": None if correct is None else bool(correct),
-            "red_flags": json.loads(flags) if flags else {},
-        })
+        steps.setdefault(tag, []).append(
+            {
+                "step": step,
+                "microstep": microstep,
+                "answer": json.loads(answer),
+                "votes": json.loads(votes),
+                "rounds": rounds,
+                "samples": samples,
+                "correct": None if correct is None else bool(correct),
+                "red_flags": json.loads(flags) if flags else {},
+            }
+        )
     if not steps:
         return None
     nodes: dict[str, dict[str, Any]] = {}
@@ -46,9 +56,19 @@ def task_tree(st: Store, record: RunRecord) -> list[dict[str, Any]] | None:
     out = []
     for path in sorted(set(steps) | set(nodes), key=_path_key):
         n = nodes.get(path, {})
-        out.append({"path": path, "depth": path.count("."), "task": n.get("task"), "atomic": n.get("atomic"),
-                    "how": n.get("how"), "decomposition": n.get("decomposition"), "candidates": n.get("candidates"),
-                    "result": n.get("result"), "steps": steps.get(path, [])})
+        out.append(
+            {
+                "path": path,
+                "depth": path.count("."),
+                "task": n.get("task"),
+                "atomic": n.get("atomic"),
+                "how": n.get("how"),
+                "decomposition": n.get("decomposition"),
+                "candidates": n.get("candidates"),
+                "result": n.get("result"),
+                "steps": steps.get(path, []),
+            }
+        )
     return out
 
 
@@ -86,8 +106,10 @@ def tree_text(nodes: list[dict[str, Any]], width: int = 140) -> str:
         for s in n["steps"]:
             wrong = "  WRONG" if s["correct"] is False else ""
             flags = f"  red flags {s['red_flags']}" if s["red_flags"] else ""
-            lines.append(f"{pad}  step {s['step']:<5} {s['microstep'] or '?':<10} votes {s['votes']}  "
-                         f"{_short(_answer(s['answer']), width)}{wrong}{flags}")
+            lines.append(
+                f"{pad}  step {s['step']:<5} {s['microstep'] or '?':<10} votes {s['votes']}  "
+                f"{_short(_answer(s['answer']), width)}{wrong}{flags}"
+            )
     return "\n".join(lines)
 
 
@@ -109,11 +131,17 @@ def tree_html(nodes: list[dict[str, Any]]) -> str:
             f"<tr><td class=n>{s['step']}</td><td>{escape(str(s['microstep']))}</td><td>{escape(str(s['votes']))}"
             f"</td><td>{escape(_short(_answer(s['answer']), 160))}</td>"
             f"<td>{'<span class=flag>wrong</span>' if s['correct'] is False else ''}</td></tr>"
-            for s in n["steps"])
-        about = "" if n.get("task") is None else (f" {escape(_short(n['task'], 160))}{result}"
-                                                   f"<br><span class=muted>{escape(_shape(n))}</span>")
-        html.append(f"<li><b>{escape(n['path'])}</b>{about}"
-                    f"<table><tr><th>step</th><th>microstep</th><th>votes</th><th>answer</th><th></th></tr>{rows}</table>")
+            for s in n["steps"]
+        )
+        about = (
+            ""
+            if n.get("task") is None
+            else (f" {escape(_short(n['task'], 160))}{result}<br><span class=muted>{escape(_shape(n))}</span>")
+        )
+        html.append(
+            f"<li><b>{escape(n['path'])}</b>{about}"
+            f"<table><tr><th>step</th><th>microstep</th><th>votes</th><th>answer</th><th></th></tr>{rows}</table>"
+        )
     while depth >= 0:
         html.append("</li></ul>")
         depth -= 1

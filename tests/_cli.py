@@ -23,8 +23,15 @@ def maker_env(tmp: Path) -> dict[str, str]:
 
 
 def run_maker(*args: str | Path, tmp: Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*MAKER, *map(str, args)], capture_output=True, text=True, env=maker_env(tmp),
-                          stdin=subprocess.DEVNULL, timeout=TIMEOUT, cwd=cwd)
+    return subprocess.run(
+        [*MAKER, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=maker_env(tmp),
+        stdin=subprocess.DEVNULL,
+        timeout=TIMEOUT,
+        cwd=cwd,
+    )
 
 
 def peek(db: Path, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]] | None:

@@ -46,8 +46,10 @@ def test_same_seed_same_measurement() -> None:
 
 
 def test_cli_calibrate_json() -> None:
-    result = CliRunner().invoke(main, ["calibrate", "hanoi", "--set", "disks=16", "--agent", "simulated:gpt-4.1-mini",
-                                       "--samples", "500", "--json"])
+    result = CliRunner().invoke(
+        main,
+        ["calibrate", "hanoi", "--set", "disks=16", "--agent", "simulated:gpt-4.1-mini", "--samples", "500", "--json"],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["steps_in_task"] == 2**16 - 1 and data["samples"] == 500
@@ -70,8 +72,13 @@ def test_cli_calibrate_needs_an_oracle() -> None:
 def test_a_tree_workflow_is_measured_role_by_role() -> None:
     """solve asks several microsteps, some of them in fan-outs: each role's p is measured apart, and the agent's
     per-role rates show through (decompose at 0.6, everything else at 0.97)."""
-    c = calibrate("solve", {"task": "Multiply 8479902459 by 2051802512"},
-                  "simulated:p=0.97,p_decompose=0.6,seed=2,overlong=0.2,tokens=100", samples=1200, max_tokens=150)
+    c = calibrate(
+        "solve",
+        {"task": "Multiply 8479902459 by 2051802512"},
+        "simulated:p=0.97,p_decompose=0.6,seed=2,overlong=0.2,tokens=100",
+        samples=1200,
+        max_tokens=150,
+    )
     by = c.by_microstep
     assert set(by) == {"classify", "decompose", "solve", "compose"}
     assert c.steps_in_task == 42  # the reference tree: 17 nodes (8 split, 9 solved) -> 17 + 8 + 9 + 8 voted steps

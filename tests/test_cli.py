@@ -16,8 +16,18 @@ _SCRIPT = Path(sys.executable).with_name("maker")
 MAKER = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "maker.cli"]
 TIMEOUT = 120
 AGENT = "simulated:gpt-4.1-mini"
-SUMMARY_KEYS = {"run_id", "workflow", "steps", "errors", "solved", "calls", "calls_per_step", "red_flags",
-                "max_rounds", "wall_s"}
+SUMMARY_KEYS = {
+    "run_id",
+    "workflow",
+    "steps",
+    "errors",
+    "solved",
+    "calls",
+    "calls_per_step",
+    "red_flags",
+    "max_rounds",
+    "wall_s",
+}
 
 
 def _maker(*args: str | Path, tmp: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -25,8 +35,9 @@ def _maker(*args: str | Path, tmp: Path, env: dict[str, str] | None = None) -> s
         env = dict(os.environ)
         # never fall back on the user's real default store
         env["MAKER_STORE"] = str(tmp / "default-store-must-not-be-used.sqlite")
-    return subprocess.run([*MAKER, *map(str, args)], capture_output=True, text=True, env=env,
-                          stdin=subprocess.DEVNULL, timeout=TIMEOUT)
+    return subprocess.run(
+        [*MAKER, *map(str, args)], capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=TIMEOUT
+    )
 
 
 def _ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
@@ -68,10 +79,29 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A hanoi run with a generated id and an addition run with a given id, in one store."""
     tmp = tmp_path_factory.mktemp("cli")
     db = tmp / "x.sqlite"
-    hanoi = _ok(_maker("run", "hanoi", "--set", "disks=5", "--agent", AGENT, "--k", "3", "--json", "--store", db,
-                       tmp=tmp))
-    addition = _ok(_maker("run", "addition", "--set", "digits=30", "--set", "seed=7", "--agent", AGENT, "--k", "3",
-                          "--json", "--store", db, "--run-id", "my-addition", tmp=tmp))
+    hanoi = _ok(
+        _maker("run", "hanoi", "--set", "disks=5", "--agent", AGENT, "--k", "3", "--json", "--store", db, tmp=tmp)
+    )
+    addition = _ok(
+        _maker(
+            "run",
+            "addition",
+            "--set",
+            "digits=30",
+            "--set",
+            "seed=7",
+            "--agent",
+            AGENT,
+            "--k",
+            "3",
+            "--json",
+            "--store",
+            db,
+            "--run-id",
+            "my-addition",
+            tmp=tmp,
+        )
+    )
     return {"db": db, "tmp": tmp, "hanoi": hanoi, "addition": addition}
 
 
@@ -167,15 +197,22 @@ def test_estimate(tmp_path: Path) -> None:
 
 
 BAD_RUNS = {
-    "unknown-agent-kind": (["hanoi", "--agent", "nosuch:x"], ["agent spec 'nosuch:x'", "unknown kind 'nosuch'",
-                                                              "available: hf, openai, simulated, vllm"]),
+    "unknown-agent-kind": (
+        ["hanoi", "--agent", "nosuch:x"],
+        ["agent spec 'nosuch:x'", "unknown kind 'nosuch'", "available: hf, openai, simulated, vllm"],
+    ),
     "agent-p-out-of-range": (["hanoi", "--agent", "simulated:p=2"], ["agent spec 'simulated:p=2'"]),
     "no-agent": (["hanoi"], ["give at least one --agent"]),
-    "bad-param-value": (["hanoi", "--set", "disks=abc", "--agent", AGENT],
-                        ["bad parameters for workflow 'hanoi'", "disks"]),
+    "bad-param-value": (
+        ["hanoi", "--set", "disks=abc", "--agent", AGENT],
+        ["bad parameters for workflow 'hanoi'", "disks"],
+    ),
     "param-out-of-range": (["hanoi", "--set", "disks=0", "--agent", AGENT], ["disks", "greater than or equal to 1"]),
     "unknown-workflow": (["nosuch", "--agent", AGENT], ["unknown workflow 'nosuch'", "hanoi", "addition"]),
-    "bad-voting-option": (["hanoi", "--agent", AGENT, "--k", "0"], ["bad run option --k 0", "greater than or equal to 1"]),
+    "bad-voting-option": (
+        ["hanoi", "--agent", AGENT, "--k", "0"],
+        ["bad run option --k 0", "greater than or equal to 1"],
+    ),
 }
 
 
@@ -211,8 +248,9 @@ def test_unknown_param_name_is_rejected(tmp_path: Path) -> None:
 
 def test_duplicate_run_id_is_refused(two_runs: dict[str, Any], tmp_path: Path) -> None:
     db, tmp = two_runs["db"], two_runs["tmp"]
-    proc = _maker("run", "addition", "--set", "digits=3", "--agent", AGENT, "--store", db, "--run-id", "my-addition",
-                  tmp=tmp_path)
+    proc = _maker(
+        "run", "addition", "--set", "digits=3", "--agent", AGENT, "--store", db, "--run-id", "my-addition", tmp=tmp_path
+    )
     assert proc.returncode == 2, proc.stderr
     assert "already exists" in proc.stderr and "maker resume my-addition" in proc.stderr
     rows = json.loads(_ok(_maker("runs", "--store", db, "--json", tmp=tmp)).stdout)
@@ -223,8 +261,11 @@ def test_default_store_from_env(tmp_path: Path) -> None:
     store = tmp_path / "nested" / "env-store.sqlite"
     env = dict(os.environ)
     env["MAKER_STORE"] = str(store)
-    proc = _ok(_maker("run", "hanoi", "--set", "disks=3", "--agent", AGENT, "--run-id", "via-env", "--json",
-                      tmp=tmp_path, env=env))
+    proc = _ok(
+        _maker(
+            "run", "hanoi", "--set", "disks=3", "--agent", AGENT, "--run-id", "via-env", "--json", tmp=tmp_path, env=env
+        )
+    )
     out = _one_json(proc.stdout)
     assert out["run_id"] == "via-env" and out["steps"] == 7
     assert Path(out["store"]) == store
@@ -238,11 +279,26 @@ def test_default_store_from_env(tmp_path: Path) -> None:
 
     # an explicit --store wins over the environment
     other = tmp_path / "other.sqlite"
-    _ok(_maker("run", "hanoi", "--set", "disks=2", "--agent", AGENT, "--store", other, "--run-id", "explicit",
-               tmp=tmp_path, env=env))
+    _ok(
+        _maker(
+            "run",
+            "hanoi",
+            "--set",
+            "disks=2",
+            "--agent",
+            AGENT,
+            "--store",
+            other,
+            "--run-id",
+            "explicit",
+            tmp=tmp_path,
+            env=env,
+        )
+    )
     assert [r["run_id"] for r in json.loads(_ok(_maker("runs", "--json", tmp=tmp_path, env=env)).stdout)] == ["via-env"]
     assert [r["run_id"] for r in json.loads(_ok(_maker("runs", "--store", other, "--json", tmp=tmp_path)).stdout)] == [
-        "explicit"]
+        "explicit"
+    ]
 
 
 def test_runs_on_missing_store(tmp_path: Path) -> None:

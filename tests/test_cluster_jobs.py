@@ -44,10 +44,29 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Any:
     env.pop("RAY_ADDRESS", None)
     dash = _free_port()
     start = subprocess.run(
-        [*RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(_free_port()),
-         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--include-dashboard", "true",
-         "--num-cpus", "2", "--disable-usage-stats"],
-        capture_output=True, text=True, env=env, timeout=180)
+        [
+            *RAY,
+            "start",
+            "--head",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--port",
+            str(_free_port()),
+            "--dashboard-host",
+            "127.0.0.1",
+            "--dashboard-port",
+            str(dash),
+            "--include-dashboard",
+            "true",
+            "--num-cpus",
+            "2",
+            "--disable-usage-stats",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+    )
     if start.returncode != 0:
         pytest.fail(f"ray start --head failed:\n{start.stdout}\n{start.stderr}")
     try:
@@ -57,8 +76,15 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def _maker(head: dict[str, Any], *args: str, cwd: Path | None = None, timeout: int = 240) -> Any:
-    return subprocess.run([*MAKER, *args], capture_output=True, text=True, env=head["env"], cwd=cwd,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [*MAKER, *args],
+        capture_output=True,
+        text=True,
+        env=head["env"],
+        cwd=cwd,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_submit_runs_a_shipped_workflow_and_its_trace_is_readable(head: dict[str, Any], tmp_path: Path) -> None:
@@ -66,9 +92,24 @@ def test_submit_runs_a_shipped_workflow_and_its_trace_is_readable(head: dict[str
     work.mkdir()
     (work / "mycount.py").write_text(WORKFLOW)
     store = tmp_path / "cluster-store.sqlite"
-    out = _maker(head, "submit", "mycount:CountFrom100", "--address", head["address"], "--working-dir", str(work),
-                 "--agent", "simulated:p=0.9,tokens=5", "--set", "steps=40", "--k", "3", "--store", str(store),
-                 cwd=work)
+    out = _maker(
+        head,
+        "submit",
+        "mycount:CountFrom100",
+        "--address",
+        head["address"],
+        "--working-dir",
+        str(work),
+        "--agent",
+        "simulated:p=0.9,tokens=5",
+        "--set",
+        "steps=40",
+        "--k",
+        "3",
+        "--store",
+        str(store),
+        cwd=work,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SUCCEEDED" in out.stderr
     assert '"event": "replicas ready"' in out.stdout  # the job's driver served its model from a replica actor
@@ -94,9 +135,22 @@ def test_submit_runs_a_shipped_workflow_and_its_trace_is_readable(head: dict[str
 
 def test_submit_and_stop(head: dict[str, Any], tmp_path: Path) -> None:
     store = tmp_path / "stop.sqlite"
-    out = _maker(head, "submit", "hanoi", "--address", head["address"], "--working-dir", str(tmp_path),
-                 "--no-follow", "--agent", "simulated:p=0.99,call_s=0.01", "--set", "disks=14",
-                 "--store", str(store))
+    out = _maker(
+        head,
+        "submit",
+        "hanoi",
+        "--address",
+        head["address"],
+        "--working-dir",
+        str(tmp_path),
+        "--no-follow",
+        "--agent",
+        "simulated:p=0.99,call_s=0.01",
+        "--set",
+        "disks=14",
+        "--store",
+        str(store),
+    )
     assert out.returncode == 0, out.stderr
     job_id = out.stdout.strip()
     stop = _maker(head, "jobs", "stop", job_id, "--address", head["address"])
@@ -107,11 +161,21 @@ def test_submit_and_stop(head: dict[str, Any], tmp_path: Path) -> None:
 
 
 def test_submit_refuses_what_would_be_lost(head: dict[str, Any], tmp_path: Path) -> None:
-    out = _maker(head, "submit", "hanoi", "--address", head["address"], "--agent", "simulated:p=0.9",
-                 "--store", "relative.sqlite")
+    out = _maker(
+        head,
+        "submit",
+        "hanoi",
+        "--address",
+        head["address"],
+        "--agent",
+        "simulated:p=0.9",
+        "--store",
+        "relative.sqlite",
+    )
     assert out.returncode == 2 and "absolute path" in out.stderr
-    out = _maker(head, "submit", "hanoi", "--address", head["address"], "--agent", "simulated:p=0.9",
-                 "--cluster", "local")
+    out = _maker(
+        head, "submit", "hanoi", "--address", head["address"], "--agent", "simulated:p=0.9", "--cluster", "local"
+    )
     assert out.returncode == 2 and "sets --cluster itself" in out.stderr
     out = _maker(head, "submit", "hanoi", "--address", head["address"], "--bogus-option", "3")
     assert out.returncode == 2 and "bogus" in out.stderr

@@ -26,8 +26,20 @@ RUN_ID = "R"
 DISKS = 11
 TOTAL = 2**DISKS - 1
 RUN_ARGS = [
-    "run", "hanoi", "--set", f"disks={DISKS}", "--agent", "simulated:gpt-4.1-mini,call_s=0.0003",
-    "--k", "3", "--seed", "5", "--run-id", RUN_ID, "--commit-seconds", "0.05",
+    "run",
+    "hanoi",
+    "--set",
+    f"disks={DISKS}",
+    "--agent",
+    "simulated:gpt-4.1-mini,call_s=0.0003",
+    "--k",
+    "3",
+    "--seed",
+    "5",
+    "--run-id",
+    RUN_ID,
+    "--commit-seconds",
+    "0.05",
 ]
 COUNTERS = ("steps", "calls", "red_flags", "errors", "max_rounds", "tokens")
 TIMEOUT = 120
@@ -40,8 +52,9 @@ def _env(tmp: Path) -> dict[str, str]:
 
 
 def _maker(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*MAKER, *args], capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL,
-                          timeout=TIMEOUT)
+    return subprocess.run(
+        [*MAKER, *args], capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=TIMEOUT
+    )
 
 
 def _committed_steps(db: Path) -> int | None:
@@ -63,8 +76,10 @@ def _kill_when(proc: subprocess.Popen[bytes], stderr: Path, db: Path, threshold:
     try:
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"process ended (rc {proc.returncode}) before reaching {threshold} committed steps; "
-                            f"stderr:\n{stderr.read_text()}")
+                pytest.fail(
+                    f"process ended (rc {proc.returncode}) before reaching {threshold} committed steps; "
+                    f"stderr:\n{stderr.read_text()}"
+                )
             if time.monotonic() > deadline:
                 pytest.fail(f"no {threshold} committed steps within {TIMEOUT} s")
             steps = _committed_steps(db)
@@ -89,12 +104,21 @@ def _recorded(db: Path) -> dict[str, Any]:
         run = con.execute("SELECT * FROM runs WHERE run_id=?", (RUN_ID,)).fetchone()
         assert run is not None
         rid = run["id"]
-        steps = [tuple(r) for r in con.execute(
-            "SELECT step, digest, answer, votes, rounds, samples, red_flags, agent, correct"
-            " FROM steps WHERE run=? ORDER BY step", (rid,))]
-        snap = con.execute("SELECT step, state FROM snapshots WHERE run=? ORDER BY step DESC LIMIT 1", (rid,)).fetchone()
-        events = [(k, json.loads(d)) for k, d in con.execute("SELECT kind, data FROM events WHERE run=? ORDER BY rowid",
-                                                             (rid,))]
+        steps = [
+            tuple(r)
+            for r in con.execute(
+                "SELECT step, digest, answer, votes, rounds, samples, red_flags, agent, correct"
+                " FROM steps WHERE run=? ORDER BY step",
+                (rid,),
+            )
+        ]
+        snap = con.execute(
+            "SELECT step, state FROM snapshots WHERE run=? ORDER BY step DESC LIMIT 1", (rid,)
+        ).fetchone()
+        events = [
+            (k, json.loads(d))
+            for k, d in con.execute("SELECT kind, data FROM events WHERE run=? ORDER BY rowid", (rid,))
+        ]
         return {
             "counters": {k: run[k] for k in COUNTERS},
             "status": run["status"],
@@ -157,8 +181,20 @@ def test_sigkill_then_resume_matches_uninterrupted_run(plan: str, tmp_path: Path
     done = _maker("resume", RUN_ID, "--store", str(db), "--json", env=env)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
-    for key in ("run_id", "status", "steps", "errors", "solved", "calls", "red_flags", "max_rounds", "tokens",
-                "result", "k", "agents"):
+    for key in (
+        "run_id",
+        "status",
+        "steps",
+        "errors",
+        "solved",
+        "calls",
+        "red_flags",
+        "max_rounds",
+        "tokens",
+        "result",
+        "k",
+        "agents",
+    ):
         assert summary[key] == reference["summary"][key], key
 
     rec = _recorded(db)
@@ -188,8 +224,9 @@ def test_sigkill_then_resume_matches_uninterrupted_run(plan: str, tmp_path: Path
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_interrupt_commits_decided_steps_and_resume_matches(sig: int, tmp_path: Path,
-                                                            reference: dict[str, Any]) -> None:
+def test_interrupt_commits_decided_steps_and_resume_matches(
+    sig: int, tmp_path: Path, reference: dict[str, Any]
+) -> None:
     db = tmp_path / "store.sqlite"
     env = _env(tmp_path)
     proc, err = _start([*RUN_ARGS, "--store", str(db)], tmp_path, "run")
@@ -238,8 +275,12 @@ def test_every_write_connection_waits_for_the_disk(tmp_path: Path, monkeypatch: 
     db = tmp_path / "s.sqlite"
     old = tmp_path / "v1.sqlite"
     old.write_bytes((Path(__file__).parent / "fixtures" / "v1-hanoi.sqlite").read_bytes())
-    for open_it in (lambda: Store.create(db), lambda: Store.create(db), lambda: Store.open(db, write=True),
-                    lambda: Store.open(old, write=True)):
+    for open_it in (
+        lambda: Store.create(db),
+        lambda: Store.create(db),
+        lambda: Store.open(db, write=True),
+        lambda: Store.open(old, write=True),
+    ):
         with open_it() as st:
             assert settings(st) == ("wal", 2)  # 2: FULL
     with Store.open(db) as st:  # the stand-in build is in force: a reader keeps its default

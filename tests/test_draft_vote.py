@@ -30,9 +30,19 @@ def _spec_rows(db: Path, run_id: str) -> list[tuple[int, int, dict]]:
 
 def test_voted_drafts_are_recorded_and_shown(tmp_path: Path) -> None:
     db = tmp_path / "d.sqlite"
-    s = start_run("hanoi", {"disks": 7}, {
-        "agents": [LARGE], "drafter": "simulated:p=0.8,seed=2,malformed=0.05", "draft_k": 2,
-        "verifiers": ["simulated:seed=3,tpr=0.99,fpr=0.01"], "seed": 5}, store=db, run_id="dk")
+    s = start_run(
+        "hanoi",
+        {"disks": 7},
+        {
+            "agents": [LARGE],
+            "drafter": "simulated:p=0.8,seed=2,malformed=0.05",
+            "draft_k": 2,
+            "verifiers": ["simulated:seed=3,tpr=0.99,fpr=0.01"],
+            "seed": 5,
+        },
+        store=db,
+        run_id="dk",
+    )
     assert s.errors == 0 and s.solved and s.drafted == s.steps
     drafter = next(n for label, n in s.agent_calls.items() if label.startswith("drafter"))
     assert drafter % 4 == 0 and drafter > 4 * s.steps, "four samples a call (2 x K); some steps took a second call"
@@ -58,9 +68,20 @@ def test_voted_drafts_are_recorded_and_shown(tmp_path: Path) -> None:
 
 def test_a_split_the_drafter_cannot_settle_goes_to_voting(tmp_path: Path) -> None:
     db = tmp_path / "d.sqlite"
-    s = start_run("hanoi", {"disks": 6}, {
-        "agents": [LARGE], "drafter": "simulated:p=0.6,seed=2", "draft_k": 5, "draft_batch": 2,
-        "verifiers": ["simulated:seed=3,tpr=0.99,fpr=0.01"], "seed": 6}, store=db, run_id="split")
+    s = start_run(
+        "hanoi",
+        {"disks": 6},
+        {
+            "agents": [LARGE],
+            "drafter": "simulated:p=0.6,seed=2",
+            "draft_k": 5,
+            "draft_batch": 2,
+            "verifiers": ["simulated:seed=3,tpr=0.99,fpr=0.01"],
+            "seed": 6,
+        },
+        store=db,
+        run_id="split",
+    )
     assert s.errors == 0 and s.solved
     rows = _spec_rows(db, "split")
     split = [(agent, info) for _s, agent, info in rows if info.get("route") == "draft_split"]
@@ -76,9 +97,18 @@ def test_a_split_the_drafter_cannot_settle_goes_to_voting(tmp_path: Path) -> Non
 
 def test_a_drafter_whose_every_sample_is_red_flagged_escalates(tmp_path: Path) -> None:
     db = tmp_path / "d.sqlite"
-    s = start_run("hanoi", {"disks": 4}, {
-        "agents": [LARGE], "drafter": "simulated:p=0.9,seed=2,malformed=1.0", "draft_k": 2,
-        "verifiers": ["simulated:seed=3,tpr=0.99,fpr=0.01"]}, store=db, run_id="flags")
+    s = start_run(
+        "hanoi",
+        {"disks": 4},
+        {
+            "agents": [LARGE],
+            "drafter": "simulated:p=0.9,seed=2,malformed=1.0",
+            "draft_k": 2,
+            "verifiers": ["simulated:seed=3,tpr=0.99,fpr=0.01"],
+        },
+        store=db,
+        run_id="flags",
+    )
     assert s.errors == 0 and s.accepted == 0 and s.escalated == s.steps
     for _s, agent, info in _spec_rows(db, "flags"):
         assert agent == 0 and info["draft_flag"] and "draft_votes" not in info
@@ -94,7 +124,7 @@ def _brute(p: Fraction, valid: Fraction, k: int, batch: int, calls: int) -> tupl
         r = wr = 0
         seen = False
         for c in range(calls):
-            chunk = seq[c * batch:(c + 1) * batch]
+            chunk = seq[c * batch : (c + 1) * batch]
             r += chunk.count("R")
             wr += chunk.count("W")
             seen = seen or r + wr > 0
@@ -110,9 +140,15 @@ def _brute(p: Fraction, valid: Fraction, k: int, batch: int, calls: int) -> tupl
     return right, wrong, split, flagged, samples
 
 
-@pytest.mark.parametrize("p,valid,k,batch,calls", [
-    (Fraction(7, 10), Fraction(1), 2, 2, 3), (Fraction(9, 10), Fraction(4, 5), 2, 3, 2),
-    (Fraction(3, 5), Fraction(9, 10), 3, 2, 3), (Fraction(1, 2), Fraction(1), 1, 1, 4)])
+@pytest.mark.parametrize(
+    "p,valid,k,batch,calls",
+    [
+        (Fraction(7, 10), Fraction(1), 2, 2, 3),
+        (Fraction(9, 10), Fraction(4, 5), 2, 3, 2),
+        (Fraction(3, 5), Fraction(9, 10), 3, 2, 3),
+        (Fraction(1, 2), Fraction(1), 1, 1, 4),
+    ],
+)
 def test_draft_vote_equals_every_sample_sequence(p, valid, k, batch, calls) -> None:
     got = draft_vote(float(p), k, batch, valid=float(valid), calls=calls)
     want = _brute(p, valid, k, batch, calls)
@@ -125,9 +161,18 @@ def test_estimate_of_voted_drafts_matches_a_simulated_run(tmp_path: Path) -> Non
     estimate's 99.9% interval, and the drafter's samples per step match."""
     from tests.test_speculation_math import _binomial_interval
 
-    s = start_run("addition", {"digits": 3000}, {
-        "agents": [LARGE], "drafter": "simulated:p=0.7,seed=12", "draft_k": 2,
-        "verifiers": ["simulated:tpr=0.99,fpr=0.2,seed=13"], "seed": 3}, store=tmp_path / "s.sqlite")
+    s = start_run(
+        "addition",
+        {"digits": 3000},
+        {
+            "agents": [LARGE],
+            "drafter": "simulated:p=0.7,seed=12",
+            "draft_k": 2,
+            "verifiers": ["simulated:tpr=0.99,fpr=0.2,seed=13"],
+            "seed": 3,
+        },
+        store=tmp_path / "s.sqlite",
+    )
     e = speculation_estimate(steps=s.steps, drafter_p=0.7, draft_k=2, p=0.998, k=3, tpr=0.99, fpr=0.2)
     assert 30 <= e.expected_wrong <= 120
     lo, hi = _binomial_interval(s.steps, e.step_error)
@@ -138,23 +183,31 @@ def test_estimate_of_voted_drafts_matches_a_simulated_run(tmp_path: Path) -> Non
     assert plain.expected_wrong > 2 * e.expected_wrong, "one sample's draft is wrong far more often"
 
 
-@pytest.mark.parametrize("drafter,waits", [("simulated:p=1.0,seed=2,call_s=0.0005", False),
-                                           ("simulated:p=0.6,seed=2,call_s=0.0005", True)])
+@pytest.mark.parametrize(
+    "drafter,waits", [("simulated:p=1.0,seed=2,call_s=0.0005", False), ("simulated:p=0.6,seed=2,call_s=0.0005", True)]
+)
 def test_the_window_waits_at_a_rejected_draft_only_when_rejections_were_mostly_overturned(
-        tmp_path: Path, drafter: str, waits: bool) -> None:
+    tmp_path: Path, drafter: str, waits: bool
+) -> None:
     """A drafter that is never wrong, and a verifier that rejects one right draft in five: every rejection is
     upheld by the vote, so the window drafts on past rejected drafts. A poor drafter: most rejections are
     overturned, so it waits for the vote. Either way the trace is the one-step-at-a-time trace."""
     db = tmp_path / "w.sqlite"
-    base = {"agents": ["simulated:p=0.998,seed=1,call_s=0.004"], "drafter": drafter, "k": 2, "seed": 7,
-            "verifiers": ["simulated:seed=3,tpr=0.8,fpr=0.01,call_s=0.004"]}
+    base = {
+        "agents": ["simulated:p=0.998,seed=1,call_s=0.004"],
+        "drafter": drafter,
+        "k": 2,
+        "seed": 7,
+        "verifiers": ["simulated:seed=3,tpr=0.8,fpr=0.01,call_s=0.004"],
+    }
     one = start_run("hanoi", {"disks": 7}, {**base, "window": 1}, store=db, run_id="one")
     ahead = start_run("hanoi", {"disks": 7}, {**base, "window": 16}, store=db, run_id="ahead")
     assert one.errors == ahead.errors and one.escalated == ahead.escalated > 10
     with Store.open(db) as st:
         keep = [i for i, c in enumerate(STEP_COLUMNS) if c not in ("t_start", "dur")]  # timings aside
-        assert ([tuple(r[i] for i in keep) for r in st.steps(st.run("one").id)]
-                == [tuple(r[i] for i in keep) for r in st.steps(st.run("ahead").id)])
+        assert [tuple(r[i] for i in keep) for r in st.steps(st.run("one").id)] == [
+            tuple(r[i] for i in keep) for r in st.steps(st.run("ahead").id)
+        ]
         wasted = st.run("ahead").stats["wasted"]
     if waits:
         assert wasted["waited"] > 2 * wasted["went_on"]

@@ -47,8 +47,14 @@ def test_prompt_placeholders_must_be_names() -> None:
 
 
 def _define(**attrs):
-    body = {"Params": BaseModel, "State": S, "microsteps": (step,),
-            "start": lambda self, p: S(), "next": lambda self, s: DONE, "apply": lambda self, s, a: s}
+    body = {
+        "Params": BaseModel,
+        "State": S,
+        "microsteps": (step,),
+        "start": lambda self, p: S(),
+        "next": lambda self, s: DONE,
+        "apply": lambda self, s, a: s,
+    }
     body.update(attrs)
     kwargs = body.pop("_kwargs", {"name": "w"})
     return type("W", (Workflow,), body, **kwargs)
@@ -78,6 +84,7 @@ def test_bad_workflow_fails_at_definition(attrs: dict, fragment: str) -> None:
 
 def test_missing_required_method() -> None:
     with pytest.raises(WorkflowDefinitionError, match=r"define apply\(\)"):
+
         class Incomplete(Workflow, name="incomplete"):
             Params = BaseModel
             State = S
@@ -113,8 +120,20 @@ def test_user_workflow_runs_from_cli_by_module_path(tmp_path) -> None:
 
     from maker.cli import main
 
-    result = CliRunner().invoke(main, ["run", "examples.countdown:Countdown", "--set", "start=12", "--agent",
-                                       "simulated:p=0.9", "--store", str(tmp_path / "s.sqlite"), "--json"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "examples.countdown:Countdown",
+            "--set",
+            "start=12",
+            "--agent",
+            "simulated:p=0.9",
+            "--store",
+            str(tmp_path / "s.sqlite"),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert '"steps": 12' in result.output
 

@@ -23,9 +23,11 @@ def test_undecided_steps_escalate_to_the_next_agent(tmp_path) -> None:
     store = tmp_path / "s.sqlite"
     # The first agent is a coin flip between two answers and gets three rounds; the second is reliable.
     summary = start_run(
-        "addition", {"digits": 60},
+        "addition",
+        {"digits": 60},
         {"agents": ["simulated:p=0.5,spread=1,seed=1", "simulated:p=0.999,seed=2"], "k": 4, "max_rounds": 3},
-        store=store, run_id="esc",
+        store=store,
+        run_id="esc",
     )
     # the coin-flipping agent sometimes wins a vote for the wrong answer; that is what errors counts
     assert summary.status == "done" and summary.steps == 60
@@ -42,8 +44,13 @@ def test_undecided_steps_escalate_to_the_next_agent(tmp_path) -> None:
 def test_without_an_escalation_agent_the_run_fails_resumably(tmp_path) -> None:
     store = tmp_path / "s.sqlite"
     with pytest.raises(StepUndecidedError) as info:
-        start_run("addition", {"digits": 60}, {"agents": ["simulated:p=0.5,spread=1"], "k": 6, "max_rounds": 1},
-                  store=store, run_id="fail")
+        start_run(
+            "addition",
+            {"digits": 60},
+            {"agents": ["simulated:p=0.5,spread=1"], "k": 6, "max_rounds": 1},
+            store=store,
+            run_id="fail",
+        )
     assert info.value.retryable and info.value.run_id == "fail" and info.value.step is not None
     assert "maker resume fail" in str(info.value)
     with Store.open(store) as st:
@@ -54,9 +61,13 @@ def test_without_an_escalation_agent_the_run_fails_resumably(tmp_path) -> None:
 
 def test_adaptive_rule_decides_by_posterior(tmp_path) -> None:
     store = tmp_path / "s.sqlite"
-    summary = start_run("addition", {"digits": 300},
-                        {"agents": ["simulated:p=0.9,seed=4"], "rule": "adaptive", "confidence": 0.99}, store=store,
-                        run_id="ad")
+    summary = start_run(
+        "addition",
+        {"digits": 300},
+        {"agents": ["simulated:p=0.9,seed=4"], "rule": "adaptive", "confidence": 0.99},
+        store=store,
+        run_id="ad",
+    )
     assert summary.status == "done"
     policy = Voting(rule="adaptive", confidence=0.99)
     for row in _rows(store, "ad"):
@@ -76,8 +87,9 @@ def test_samples_of_a_step_are_requested_in_batches(tmp_path, monkeypatch) -> No
         return await original(self, requests)
 
     monkeypatch.setattr(SimulatedBackend, "generate", spy)
-    summary = start_run("addition", {"digits": 50}, {"agents": ["simulated:p=0.95"], "k": 3},
-                        store=tmp_path / "s.sqlite")
+    summary = start_run(
+        "addition", {"digits": 50}, {"agents": ["simulated:p=0.95"], "k": 3}, store=tmp_path / "s.sqlite"
+    )
     assert summary.steps == 50
     assert sizes.count(3) >= 45, "each step opens with one batch of k samples"
     assert sum(sizes) == summary.calls + summary.spare_samples
@@ -109,8 +121,13 @@ def test_filling_rounds_ahead_gives_the_same_decisions_as_asking_for_exactly_wha
 
 def test_progress_reports_arrive_on_long_runs(tmp_path) -> None:
     seen = []
-    summary = start_run("hanoi", {"disks": 12}, {"agents": ["simulated:p=0.999,call_s=0.00005"]},
-                        store=tmp_path / "s.sqlite", on_progress=seen.append)
+    summary = start_run(
+        "hanoi",
+        {"disks": 12},
+        {"agents": ["simulated:p=0.999,call_s=0.00005"]},
+        store=tmp_path / "s.sqlite",
+        on_progress=seen.append,
+    )
     assert summary.steps == 4095
     assert seen, "a run of a few seconds reports progress"
     assert all(p.expected_steps == 4095 and 0 < p.steps <= 4095 for p in seen)
@@ -144,9 +161,26 @@ def test_debug_logs_one_json_line_per_committed_step(tmp_path) -> None:
     import sys
 
     proc = subprocess.run(
-        [sys.executable, "-m", "maker.cli", "run", "hanoi", "--set", "disks=4", "--agent", "simulated:gpt-4.1-mini",
-         "--store", str(tmp_path / "s.sqlite"), "--run-id", "dbg", "--log-level", "debug"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "maker.cli",
+            "run",
+            "hanoi",
+            "--set",
+            "disks=4",
+            "--agent",
+            "simulated:gpt-4.1-mini",
+            "--store",
+            str(tmp_path / "s.sqlite"),
+            "--run-id",
+            "dbg",
+            "--log-level",
+            "debug",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     events = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
     steps = [e for e in events if e["event"] == "step committed"]

@@ -53,8 +53,26 @@ def _figures(summary: dict[str, Any]) -> dict[str, Any]:
 
 def test_eval_twenty_problems_then_again_runs_nothing(tmp_path: Path) -> None:
     db = tmp_path / "eval.sqlite"
-    args = ["eval", MUL5, "--limit", "20", "--agent", AGENT, "--k", "3", "--concurrency", "4", "--name", "mul5",
-            "--summary", "s.json", "--report", "r.html", "--store", db]
+    args = [
+        "eval",
+        MUL5,
+        "--limit",
+        "20",
+        "--agent",
+        AGENT,
+        "--k",
+        "3",
+        "--concurrency",
+        "4",
+        "--name",
+        "mul5",
+        "--summary",
+        "s.json",
+        "--report",
+        "r.html",
+        "--store",
+        db,
+    ]
     proc = _ok(_maker(*args, tmp=tmp_path))
     assert "accuracy        100.0%" in proc.stdout, proc.stdout
     assert "correct         20  (wrong 0, failed 0)" in proc.stdout, proc.stdout
@@ -94,17 +112,41 @@ def _done_steps(db: Path, prefix: str) -> dict[str, int] | None:
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_killed_evaluation_resumes_and_finishes(tmp_path: Path) -> None:
     db = tmp_path / "eval.sqlite"
-    args = ["eval", str(MUL5), "--limit", "16", "--agent", "simulated:p=0.95,seed=1,call_s=0.02", "--k", "3",
-            "--concurrency", "2", "--name", "killed", "--store", str(db), "--summary", "s.json"]
+    args = [
+        "eval",
+        str(MUL5),
+        "--limit",
+        "16",
+        "--agent",
+        "simulated:p=0.95,seed=1,call_s=0.02",
+        "--k",
+        "3",
+        "--concurrency",
+        "2",
+        "--name",
+        "killed",
+        "--store",
+        str(db),
+        "--summary",
+        "s.json",
+    ]
     with open(tmp_path / "first.err", "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "maker.cli", *args], stdout=subprocess.DEVNULL, stderr=err,
-                                stdin=subprocess.DEVNULL, env=maker_env(tmp_path), cwd=tmp_path)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "maker.cli", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            env=maker_env(tmp_path),
+            cwd=tmp_path,
+        )
     deadline = time.monotonic() + TIMEOUT  # a guard against a hang, not a timing assertion
     try:
         while (done := _done_steps(db, "killed")) is None or len(done) < 2:
             if proc.poll() is not None:
-                pytest.fail(f"eval ended (rc {proc.returncode}) before 2 runs were done:\n"
-                            f"{(tmp_path / 'first.err').read_text()}")
+                pytest.fail(
+                    f"eval ended (rc {proc.returncode}) before 2 runs were done:\n"
+                    f"{(tmp_path / 'first.err').read_text()}"
+                )
             if time.monotonic() > deadline:
                 pytest.fail("no 2 finished runs in time")
             time.sleep(0.005)
@@ -131,8 +173,24 @@ def test_killed_evaluation_resumes_and_finishes(tmp_path: Path) -> None:
 
 def test_weak_agent_lists_wrong_problems_and_exits_zero(tmp_path: Path) -> None:
     db = tmp_path / "eval.sqlite"
-    proc = _ok(_maker("eval", MUL5, "--limit", "10", "--agent", "simulated:p=0.6,seed=3,spread=3", "--k", "1",
-                      "--name", "weak", "--store", db, "--json", tmp=tmp_path))
+    proc = _ok(
+        _maker(
+            "eval",
+            MUL5,
+            "--limit",
+            "10",
+            "--agent",
+            "simulated:p=0.6,seed=3,spread=3",
+            "--k",
+            "1",
+            "--name",
+            "weak",
+            "--store",
+            db,
+            "--json",
+            tmp=tmp_path,
+        )
+    )
     summary = json.loads(proc.stdout)
     wrong = [r for r in summary["rows"] if not r["correct"]]
     assert wrong and summary["wrong"] + summary["failed"] == len(wrong)
@@ -142,8 +200,23 @@ def test_weak_agent_lists_wrong_problems_and_exits_zero(tmp_path: Path) -> None:
         assert runs[r["run_id"]].status == r["status"]
         assert f"{r['id']}  WRONG" in proc.stderr or f"{r['id']}  FAILED" in proc.stderr
 
-    table = _ok(_maker("eval", MUL5, "--limit", "10", "--agent", "simulated:p=0.6,seed=3,spread=3", "--k", "1",
-                       "--name", "weak", "--store", db, tmp=tmp_path)).stdout
+    table = _ok(
+        _maker(
+            "eval",
+            MUL5,
+            "--limit",
+            "10",
+            "--agent",
+            "simulated:p=0.6,seed=3,spread=3",
+            "--k",
+            "1",
+            "--name",
+            "weak",
+            "--store",
+            db,
+            tmp=tmp_path,
+        )
+    ).stdout
     assert f"not correct ({len(wrong)}):" in table
     assert all(f"run {r['run_id']}" in table for r in wrong)
 
@@ -164,8 +237,22 @@ def test_concurrent_runs_share_batched_backend_calls(tmp_path: Path) -> None:
 
 
 def test_sorting_problems(tmp_path: Path) -> None:
-    proc = _ok(_maker("eval", SORT, "--limit", "2", "--agent", AGENT, "--k", "3", "--store", tmp_path / "s.sqlite",
-                      "--json", tmp=tmp_path))
+    proc = _ok(
+        _maker(
+            "eval",
+            SORT,
+            "--limit",
+            "2",
+            "--agent",
+            AGENT,
+            "--k",
+            "3",
+            "--store",
+            tmp_path / "s.sqlite",
+            "--json",
+            tmp=tmp_path,
+        )
+    )
     summary = json.loads(proc.stdout)
     assert (summary["problems"], summary["correct"]) == (2, 2)
     truth = _answers(SORT)
@@ -175,15 +262,18 @@ def test_sorting_problems(tmp_path: Path) -> None:
 _GOOD = '{"id": "a", "question": "Multiply 12 by 34", "answer": "408"}'
 
 
-@pytest.mark.parametrize(("lines", "extra", "message"), [
-    ([_GOOD, "{not json"], [], "line 2 is not JSON"),
-    ([_GOOD, '{"id": "b", "question": "Multiply 1 by 2"}'], [], "line 2 has no 'answer'"),
-    ([_GOOD, _GOOD], [], "id 'a' is also on line 1"),
-    ([_GOOD], ["--param", "nosuch"], "no parameter 'nosuch'"),
-    ([_GOOD], ["--agent", "nosuch:model"], "nosuch:model"),
-], ids=["not-json", "no-answer", "duplicate-id", "no-param", "bad-agent"])
-def test_bad_input_fails_before_anything_runs(tmp_path: Path, lines: list[str], extra: list[str],
-                                              message: str) -> None:
+@pytest.mark.parametrize(
+    ("lines", "extra", "message"),
+    [
+        ([_GOOD, "{not json"], [], "line 2 is not JSON"),
+        ([_GOOD, '{"id": "b", "question": "Multiply 1 by 2"}'], [], "line 2 has no 'answer'"),
+        ([_GOOD, _GOOD], [], "id 'a' is also on line 1"),
+        ([_GOOD], ["--param", "nosuch"], "no parameter 'nosuch'"),
+        ([_GOOD], ["--agent", "nosuch:model"], "nosuch:model"),
+    ],
+    ids=["not-json", "no-answer", "duplicate-id", "no-param", "bad-agent"],
+)
+def test_bad_input_fails_before_anything_runs(tmp_path: Path, lines: list[str], extra: list[str], message: str) -> None:
     data = tmp_path / "data.jsonl"
     data.write_text("\n".join(lines) + "\n")
     db = tmp_path / "eval.sqlite"

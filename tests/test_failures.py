@@ -41,17 +41,22 @@ def _sums(db: Path, run_id: str) -> tuple[tuple[int, int, int], tuple[int, int, 
     """(calls, tokens, red flags) as the run row records them, and as the sums over its committed step rows."""
     con = sqlite3.connect(db)
     try:
-        (rid, calls, tokens, flags) = con.execute("SELECT id, calls, tokens, red_flags FROM runs WHERE run_id=?",
-                                                  (run_id,)).fetchone()
+        (rid, calls, tokens, flags) = con.execute(
+            "SELECT id, calls, tokens, red_flags FROM runs WHERE run_id=?", (run_id,)
+        ).fetchone()
         rows = con.execute("SELECT samples, tokens, red_flags FROM steps WHERE run=?", (rid,)).fetchall()
     finally:
         con.close()
-    summed = (sum(r[0] for r in rows), sum(r[1] for r in rows),
-              sum(sum(json.loads(r[2]).values()) for r in rows if r[2]))
+    summed = (
+        sum(r[0] for r in rows),
+        sum(r[1] for r in rows),
+        sum(sum(json.loads(r[2]).values()) for r in rows if r[2]),
+    )
     return (calls, tokens, flags), summed
 
 
 # -- a step no vote decides ---------------------------------------------------------------------
+
 
 def test_undecided_step_is_recorded_apart_and_the_run_resumes_past_it(tmp_path: Path) -> None:
     db = tmp_path / "s.sqlite"
@@ -60,8 +65,10 @@ def test_undecided_step_is_recorded_apart_and_the_run_resumes_past_it(tmp_path: 
     err = info.value
     assert err.step == 34 and err.samples == 5 and err.votes == "[4,1]" and err.flags == {}
     text = str(err)
-    assert text.startswith("step 34: no answer won the vote within 1 rounds (microstep 'hanoi_move'; agents tried: "
-                           "simulated:p=0.99,spread=1).")
+    assert text.startswith(
+        "step 34: no answer won the vote within 1 rounds (microstep 'hanoi_move'; agents tried: "
+        "simulated:p=0.99,spread=1)."
+    )
     assert "The votes never got 5 ahead" in text and "larger `max_rounds`" in text and "in `agents`" in text
     assert "maker calibrate hanoi --agent simulated:p=0.99,spread=1" in text
     assert "`maker trace show u --step 34` shows this attempt, its samples included" in text
@@ -72,8 +79,14 @@ def test_undecided_step_is_recorded_apart_and_the_run_resumes_past_it(tmp_path: 
         assert rec.status == "failed" and rec.steps == 34
         assert st.head(rec.id) == (34, 34), "the failed step is not among the committed ones"
         (f,) = st.failures(rec.id)
-        assert (f["step"], f["kind"], f["microstep"], f["votes"], f["samples"], f["calls"]) == \
-            (34, "undecided", "hanoi_move", "[4,1]", 5, 5)
+        assert (f["step"], f["kind"], f["microstep"], f["votes"], f["samples"], f["calls"]) == (
+            34,
+            "undecided",
+            "hanoi_move",
+            "[4,1]",
+            5,
+            5,
+        )
         assert f["answer"] is None and f["error"] == text
         detail = json.loads(f["sample_detail"])
         assert [s[0] for s in detail] == list(range(5)) and all(s[6] is None for s in detail)
@@ -108,12 +121,16 @@ def test_nearly_all_red_flagged_stops_early_naming_the_reason_and_fix(tmp_path: 
     text = str(err)
     # ten rounds of three, not the hundred rounds the round limit allows
     assert err.step == 0 and err.samples == 30 and err.flags == {"format": 30} and err.votes == "[]"
-    assert text.startswith("step 0: no answer won the vote: nearly every sample was red-flagged, so the last agent "
-                           "stopped after 30 samples instead of spending up to 100 rounds (microstep 'hanoi_move'; agents "
-                           f"tried: {GARBLED}).")
+    assert text.startswith(
+        "step 0: no answer won the vote: nearly every sample was red-flagged, so the last agent "
+        "stopped after 30 samples instead of spending up to 100 rounds (microstep 'hanoi_move'; agents "
+        f"tried: {GARBLED})."
+    )
     assert "30 samples, 30 red-flagged: format 30; tally [], first-to-ahead-by-3." in text
-    assert "Every sample was red-flagged as format: check that the prompt asks for the fields `move`, " \
-           "`next_state`, one `name = value` line each" in text
+    assert (
+        "Every sample was red-flagged as format: check that the prompt asks for the fields `move`, "
+        "`next_state`, one `name = value` line each" in text
+    )
     assert f"maker calibrate hanoi --agent {GARBLED}" in text
     assert "run with `detail` = samples to keep its samples too" in text
     with Store.open(db) as st:
@@ -123,8 +140,13 @@ def test_nearly_all_red_flagged_stops_early_naming_the_reason_and_fix(tmp_path: 
 
 
 def test_an_agent_that_red_flags_nearly_everything_escalates_after_a_few_samples(tmp_path: Path) -> None:
-    summary = start_run("hanoi", {"disks": 3}, {"agents": [GARBLED, "simulated:p=0.999"], "max_rounds": 100},
-                        store=tmp_path / "s.sqlite", run_id="e")
+    summary = start_run(
+        "hanoi",
+        {"disks": 3},
+        {"agents": [GARBLED, "simulated:p=0.999"], "max_rounds": 100},
+        store=tmp_path / "s.sqlite",
+        run_id="e",
+    )
     assert summary.status == "done" and summary.solved
     assert summary.agent_calls[f"agent 1: {GARBLED}"] < 40 * 7, "each step left the garbling agent early"
     recorded, summed = _sums(tmp_path / "s.sqlite", "e")
@@ -141,9 +163,14 @@ def _crashes_at_5(answer: Next, inputs: Any) -> str | None:
     return None
 
 
-_picky = Microstep("decrement", prompt="Subtract one from {value}. Answer with one line: value = N", schema=Next,
-                   vote_key=lambda a: a.value, mistakes=decrement.mistakes,
-                   red_flags=[RedFlag("lucky", _never_13), RedFlag("careful", _crashes_at_5)])
+_picky = Microstep(
+    "decrement",
+    prompt="Subtract one from {value}. Answer with one line: value = N",
+    schema=Next,
+    vote_key=lambda a: a.value,
+    mistakes=decrement.mistakes,
+    red_flags=[RedFlag("lucky", _never_13), RedFlag("careful", _crashes_at_5)],
+)
 
 
 class Unlucky(Countdown, name="unlucky"):
@@ -162,11 +189,14 @@ def test_a_rule_that_rejects_everything_is_named_in_the_diagnosis(tmp_path: Path
         start_run(Unlucky, {"start": 20}, {"agents": ["simulated:p=0.99"]}, store=tmp_path / "s.sqlite", run_id="l")
     err = info.value
     assert err.step == 7 and set(err.flags) == {"lucky"}
-    assert "Every sample was red-flagged as lucky: microstep 'decrement''s rule 'lucky' rejected them " \
-           "(e.g. 'lucky: 13 is unlucky')" in str(err)
+    assert (
+        "Every sample was red-flagged as lucky: microstep 'decrement''s rule 'lucky' rejected them "
+        "(e.g. 'lucky: 13 is unlucky')" in str(err)
+    )
 
 
 # -- workflow code that raises -------------------------------------------------------------------
+
 
 class Brittle(Countdown, name="brittle"):
     """Countdown with a bug in each method, switched on by ``broken``."""
@@ -191,8 +221,11 @@ class Brittle(Countdown, name="brittle"):
         return super().oracle(state)
 
 
-RAISED = {"next": "KeyError: 'bug in next'", "apply": "ZeroDivisionError: bug in apply",
-          "oracle": "ValueError: bug in oracle"}
+RAISED = {
+    "next": "KeyError: 'bug in next'",
+    "apply": "ZeroDivisionError: bug in apply",
+    "oracle": "ValueError: bug in oracle",
+}
 
 
 @pytest.fixture
@@ -203,12 +236,12 @@ def brittle() -> Any:
 
 @pytest.mark.parametrize("method", list(RAISED))
 def test_a_crash_in_workflow_code_names_method_workflow_and_step_and_shows_the_users_frame(
-        method: str, brittle: Any, tmp_path: Path) -> None:
+    method: str, brittle: Any, tmp_path: Path
+) -> None:
     db = tmp_path / "s.sqlite"
     brittle.broken = method
     with pytest.raises(WorkflowCodeError) as info:
-        start_run(brittle, {"start": 20}, {"agents": ["simulated:p=0.99"], "detail": "samples"}, store=db,
-                  run_id="b")
+        start_run(brittle, {"start": 20}, {"agents": ["simulated:p=0.99"], "detail": "samples"}, store=db, run_id="b")
     err = info.value
     text = str(err)
     assert err.step == 7 and err.run_id == "b" and err.method == f"Brittle.{method}" and err.workflow == "brittle"
@@ -249,8 +282,9 @@ def test_apply_returning_no_state_is_an_error_at_that_step(brittle: Any, tmp_pat
         start_run(brittle, {"start": 20}, {"agents": ["simulated:p=0.99"]}, store=tmp_path / "s.sqlite", run_id="t")
     text = str(info.value)
     assert info.value.step == 7
-    assert text.startswith("Brittle.apply returned dict {'value': 12} at step 7 of workflow 'brittle'; it must "
-                           "return a Count")
+    assert text.startswith(
+        "Brittle.apply returned dict {'value': 12} at step 7 of workflow 'brittle'; it must return a Count"
+    )
     assert f'{__file__}", line' in text and "maker resume t" in text
     with Store.open(tmp_path / "s.sqlite") as st:
         rec = st.run("t")
@@ -261,15 +295,16 @@ def test_a_crashing_red_flag_rule_stops_the_run_at_its_step(tmp_path: Path) -> N
     Unlucky.crash = True
     try:
         with pytest.raises(WorkflowCodeError) as info:
-            start_run(Unlucky, {"start": 12}, {"agents": ["simulated:p=0.99"]}, store=tmp_path / "s.sqlite",
-                      run_id="r")
+            start_run(Unlucky, {"start": 12}, {"agents": ["simulated:p=0.99"]}, store=tmp_path / "s.sqlite", run_id="r")
     finally:
         Unlucky.crash = False
     err = info.value
     text = str(err)
     assert err.step == 7 and err.method == "red-flag rule 'careful' of microstep 'decrement'"
-    assert text.startswith("red-flag rule 'careful' of microstep 'decrement' raised KeyError: 'no such key' at "
-                           "step 7 of workflow 'unlucky'")
+    assert text.startswith(
+        "red-flag rule 'careful' of microstep 'decrement' raised KeyError: 'no such key' at "
+        "step 7 of workflow 'unlucky'"
+    )
     assert f'{__file__}", line' in text and "in _crashes_at_5" in text and "dsl.py" not in text
     with Store.open(tmp_path / "s.sqlite") as st:
         (f,) = st.failures(st.run("r").id)
@@ -298,19 +333,28 @@ def test_next_asking_an_undeclared_microstep_is_a_definition_error(tmp_path: Pat
 
     with pytest.raises(WorkflowDefinitionError) as info:
         start_run(Strays, {"start": 10}, {"agents": ["simulated:p=0.99"]}, store=tmp_path / "s.sqlite", run_id="d")
-    assert str(info.value) == ("Strays.next asked microstep 'stray' at step 3, but it is not in Strays's microsteps "
-                               "(decrement); declare it: microsteps = (decrement, stray)")
+    assert str(info.value) == (
+        "Strays.next asked microstep 'stray' at step 3, but it is not in Strays's microsteps "
+        "(decrement); declare it: microsteps = (decrement, stray)"
+    )
 
 
 # -- options ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"k": 0}, "bad run option `k` 0: must be greater than or equal to 1"),
-    ({"max_rounds": -2, "temperature": -1}, "bad run option `max_rounds` -2: must be greater than or equal to 1; "
-                                            "`temperature` -1: must be greater than or equal to 0"),
-    ({"rule": "majority"}, "bad run option `rule` 'majority': must be 'ahead_by_k' or 'adaptive'"),
-    ({"agents": []}, "bad run option `agents` []: must have at least 1 item after validation, not 0"),
-])
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"k": 0}, "bad run option `k` 0: must be greater than or equal to 1"),
+        (
+            {"max_rounds": -2, "temperature": -1},
+            "bad run option `max_rounds` -2: must be greater than or equal to 1; "
+            "`temperature` -1: must be greater than or equal to 0",
+        ),
+        ({"rule": "majority"}, "bad run option `rule` 'majority': must be 'ahead_by_k' or 'adaptive'"),
+        ({"agents": []}, "bad run option `agents` []: must have at least 1 item after validation, not 0"),
+    ],
+)
 def test_bad_options_are_one_line_naming_the_option(options: dict[str, Any], message: str, tmp_path: Path) -> None:
     with pytest.raises(UserError) as info:
         start_run("hanoi", {"disks": 3}, {"agents": ["simulated"], **options}, store=tmp_path / "s.sqlite")
@@ -325,6 +369,7 @@ def test_an_unknown_option_names_the_known_ones(tmp_path: Path) -> None:
 
 
 # -- stores ---------------------------------------------------------------------------------------
+
 
 def test_a_store_from_before_failures_were_kept_reads_and_gets_the_table_when_written(tmp_path: Path) -> None:
     db = tmp_path / "old.sqlite"
@@ -344,15 +389,31 @@ def test_a_store_from_before_failures_were_kept_reads_and_gets_the_table_when_wr
 
 # -- the real command line ---------------------------------------------------------------------------
 
+
 def test_cli_undecided_step_diagnosis_and_trace_show(tmp_path: Path) -> None:
     db = tmp_path / "s.sqlite"
-    proc = run_maker("run", "hanoi", "--set", "disks=3", "--agent", GARBLED, "--detail", "samples", "--run-id", "F",
-                     "--store", db, tmp=tmp_path)
+    proc = run_maker(
+        "run",
+        "hanoi",
+        "--set",
+        "disks=3",
+        "--agent",
+        GARBLED,
+        "--detail",
+        "samples",
+        "--run-id",
+        "F",
+        "--store",
+        db,
+        tmp=tmp_path,
+    )
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
     assert "error: step 0: no answer won the vote: nearly every sample was red-flagged" in proc.stderr
-    assert "Every sample was red-flagged as format: check that the prompt asks for the fields `move`, " \
-           "`next_state`" in proc.stderr
+    assert (
+        "Every sample was red-flagged as format: check that the prompt asks for the fields `move`, "
+        "`next_state`" in proc.stderr
+    )
     assert f"maker calibrate hanoi --agent {GARBLED}" in proc.stderr
     assert "`maker trace show F --step 0` shows this attempt, its samples included" in proc.stderr
 
@@ -420,12 +481,26 @@ def test_cli_crash_in_apply_then_fix_and_resume(tmp_path: Path) -> None:
     db = tmp_path / "s.sqlite"
     code = tmp_path / "brittle_wf.py"
     code.write_text(textwrap.dedent(BRITTLE))
-    proc = run_maker("run", "brittle_wf:Brittle", "--set", "start=20", "--agent", "simulated:p=0.99", "--run-id", "B",
-                     "--store", db, tmp=tmp_path, cwd=tmp_path)
+    proc = run_maker(
+        "run",
+        "brittle_wf:Brittle",
+        "--set",
+        "start=20",
+        "--agent",
+        "simulated:p=0.99",
+        "--run-id",
+        "B",
+        "--store",
+        db,
+        tmp=tmp_path,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert "error: Brittle.apply raised ZeroDivisionError: bug in apply at step 7 (microstep 'decrement') of " \
-           "workflow 'brittle'" in proc.stderr
+    assert (
+        "error: Brittle.apply raised ZeroDivisionError: bug in apply at step 7 (microstep 'decrement') of "
+        "workflow 'brittle'" in proc.stderr
+    )
     assert f'File "{code}", line 31, in apply\n    raise ZeroDivisionError("bug in apply")' in proc.stderr
     assert "_scheduler.py" not in proc.stderr
     assert "fix the code, then `maker resume B` goes on from step 7" in proc.stderr
@@ -445,9 +520,12 @@ def test_cli_crash_in_apply_then_fix_and_resume(tmp_path: Path) -> None:
 
 
 def test_cli_bad_option_is_one_line(tmp_path: Path) -> None:
-    proc = run_maker("run", "hanoi", "--agent", "simulated", "--max-rounds", "0", "--store", tmp_path / "s.sqlite",
-                     tmp=tmp_path)
+    proc = run_maker(
+        "run", "hanoi", "--agent", "simulated", "--max-rounds", "0", "--store", tmp_path / "s.sqlite", tmp=tmp_path
+    )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == \
-        "error: bad run option --max-rounds 0: must be greater than or equal to 1"
+    assert (
+        proc.stderr.strip().splitlines()[-1]
+        == "error: bad run option --max-rounds 0: must be greater than or equal to 1"
+    )
     assert "validation error" not in proc.stderr and "pydantic" not in proc.stderr

@@ -84,22 +84,37 @@ def jitter(monkeypatch: pytest.MonkeyPatch) -> dict[int, list[int]]:
     return orders
 
 
-@pytest.mark.parametrize("workflow, params", [
-    ("examples.partial_products:PartialProducts", {"a": 46048, "b": 42098731}),
-    ("solve", {"task": TASK_6X6}),
-    ("solve", {"task": TASK_6X6, "vote": "judge"}),
-], ids=["partial-products", "solve-key", "solve-judge"])
-def test_fan_out_record_does_not_depend_on_completion_order(workflow: str, params: dict[str, Any], tmp_path: Path,
-                                                           jitter: dict[int, list[int]]) -> None:
+@pytest.mark.parametrize(
+    "workflow, params",
+    [
+        ("examples.partial_products:PartialProducts", {"a": 46048, "b": 42098731}),
+        ("solve", {"task": TASK_6X6}),
+        ("solve", {"task": TASK_6X6, "vote": "judge"}),
+    ],
+    ids=["partial-products", "solve-key", "solve-judge"],
+)
+def test_fan_out_record_does_not_depend_on_completion_order(
+    workflow: str, params: dict[str, Any], tmp_path: Path, jitter: dict[int, list[int]]
+) -> None:
     agent = "simulated:p=0.85,seed=4,spread=3,malformed=0.15,overlong=0.05"
     db = tmp_path / "s.sqlite"
     base = start_run(workflow, params, {"agents": [agent], "k": 2, "seed": 1}, store=db, run_id="plain")
     assert base.status == "done" and base.red_flags > 0 and base.steps > 5
     for delay in (1, 2, 3):
-        s = start_run(workflow, params, {"agents": [f"jitter:{agent[10:]},delay={delay}"], "k": 2, "seed": 1},
-                      store=db, run_id=f"jitter{delay}")
+        s = start_run(
+            workflow,
+            params,
+            {"agents": [f"jitter:{agent[10:]},delay={delay}"], "k": 2, "seed": 1},
+            store=db,
+            run_id=f"jitter{delay}",
+        )
         assert (s.steps, s.calls, s.red_flags, s.errors, s.result) == (
-            base.steps, base.calls, base.red_flags, base.errors, base.result)
+            base.steps,
+            base.calls,
+            base.red_flags,
+            base.errors,
+            base.result,
+        )
         assert _rows(db, f"jitter{delay}") == _rows(db, "plain")
     # the calls really did finish in different orders
     assert len({tuple(order) for order in jitter.values()}) == 3
@@ -117,8 +132,12 @@ def test_a_fan_out_goes_to_the_backend_as_one_batched_call(tmp_path: Path) -> No
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(SimulatedBackend, "generate", counting)
-        s = start_run("examples.partial_products:PartialProducts", {"a": 46048, "b": 42098731},
-                      {"agents": ["simulated:p=1.0"], "k": 3}, store=tmp_path / "s.sqlite")
+        s = start_run(
+            "examples.partial_products:PartialProducts",
+            {"a": 46048, "b": 42098731},
+            {"agents": ["simulated:p=1.0"], "k": 3},
+            store=tmp_path / "s.sqlite",
+        )
     assert s.steps == 9 and s.calls == 27 and s.solved
     assert seen == [8, 1]  # the eight rows in one call, then the sum
 
@@ -130,19 +149,37 @@ def _committed(db: Path, run_id: str) -> int:
 
 
 def test_sigkill_mid_tree_then_resume_gives_the_uninterrupted_tree(tmp_path: Path) -> None:
-    args = ["run", "solve", "--set", "task=Multiply 8479902459 by 2051802512", "--agent",
-            "simulated:p=0.9,seed=2,call_s=0.004", "--k", "3", "--seed", "3", "--commit-every", "1"]
+    args = [
+        "run",
+        "solve",
+        "--set",
+        "task=Multiply 8479902459 by 2051802512",
+        "--agent",
+        "simulated:p=0.9,seed=2,call_s=0.004",
+        "--k",
+        "3",
+        "--seed",
+        "3",
+        "--commit-every",
+        "1",
+    ]
     env = {**os.environ, "MAKER_STORE": str(tmp_path / "unused.sqlite")}
     ref_db, db = tmp_path / "ref.sqlite", tmp_path / "killed.sqlite"
-    ref = subprocess.run([*MAKER, *args, "--run-id", "T", "--store", str(ref_db), "--json"], capture_output=True,
-                         text=True, env=env, timeout=120)
+    ref = subprocess.run(
+        [*MAKER, *args, "--run-id", "T", "--store", str(ref_db), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert ref.returncode == 0, ref.stderr
     reference = json.loads(ref.stdout)
     assert reference["solved"] and reference["result"]["answer"] == "17399085166891177008"
     total = reference["steps"]
 
-    proc = subprocess.Popen([*MAKER, *args, "--run-id", "T", "--store", str(db)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(
+        [*MAKER, *args, "--run-id", "T", "--store", str(db)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
     deadline = time.monotonic() + 120
     while _committed(db, "T") < total * 3 // 4:
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
@@ -155,8 +192,9 @@ def test_sigkill_mid_tree_then_resume_gives_the_uninterrupted_tree(tmp_path: Pat
         state = json.loads(st.latest_snapshot(st.run("T").id)[1])
     assert state["nodes"][0]["result"] is None and any(n["result"] for n in state["nodes"])
 
-    done = subprocess.run([*MAKER, "resume", "T", "--store", str(db), "--json"], capture_output=True, text=True,
-                          env=env, timeout=120)
+    done = subprocess.run(
+        [*MAKER, "resume", "T", "--store", str(db), "--json"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     for key in ("steps", "calls", "errors", "solved", "result", "red_flags", "tokens"):
@@ -203,8 +241,12 @@ class _Val(State):
     value: int
 
 
-_ask = Microstep("ask", prompt="Say {x}. Answer with one line: value = N", schema=_Val,
-                 mistakes=lambda right, i: _Val(value=right.value + 1 + i))
+_ask = Microstep(
+    "ask",
+    prompt="Say {x}. Answer with one line: value = N",
+    schema=_Val,
+    mistakes=lambda right, i: _Val(value=right.value + 1 + i),
+)
 
 
 class EmptyFanOut(Workflow, name="empty-fan-out"):
@@ -248,9 +290,13 @@ def test_fan_out_mistakes_fail_clearly_and_keep_what_was_committed(tmp_path: Pat
 def test_the_error_of_the_lowest_step_is_raised_whatever_fails_first(tmp_path: Path) -> None:
     # Every sample is malformed: no call of the eight-way fan-out can be decided; each fails after max rounds.
     with pytest.raises(RunError, match=r"step 0: no answer won the vote within 2 rounds") as err:
-        start_run("examples.partial_products:PartialProducts", {"a": 7, "b": 12345678},
-                  {"agents": ["simulated:p=1.0,malformed=1.0"], "max_rounds": 2}, store=tmp_path / "s.sqlite",
-                  run_id="M")
+        start_run(
+            "examples.partial_products:PartialProducts",
+            {"a": 7, "b": 12345678},
+            {"agents": ["simulated:p=1.0,malformed=1.0"], "max_rounds": 2},
+            store=tmp_path / "s.sqlite",
+            run_id="M",
+        )
     assert err.value.step == 0
 
 
@@ -258,11 +304,15 @@ def test_a_failed_tree_run_resumes_with_other_settings(tmp_path: Path) -> None:
     db = tmp_path / "s.sqlite"
     # k=6 with max_rounds=1 cannot decide any step: the run fails at its first transition ...
     with pytest.raises(RunError):
-        start_run("solve", {"task": TASK_6X6}, {"agents": ["simulated:p=0.8,seed=5"], "k": 6, "max_rounds": 1},
-                  store=db, run_id="R")
+        start_run(
+            "solve",
+            {"task": TASK_6X6},
+            {"agents": ["simulated:p=0.8,seed=5"], "k": 6, "max_rounds": 1},
+            store=db,
+            run_id="R",
+        )
     # ... and resumes with a policy that can, to the same tree as a run made that way from the start
     s = resume_run("R", store=db, overrides={"max_rounds": 100})
-    ref = start_run("solve", {"task": TASK_6X6}, {"agents": ["simulated:p=0.8,seed=5"], "k": 6}, store=db,
-                    run_id="ref")
+    ref = start_run("solve", {"task": TASK_6X6}, {"agents": ["simulated:p=0.8,seed=5"], "k": 6}, store=db, run_id="ref")
     assert s.result == ref.result and s.solved and _rows(db, "R") == _rows(db, "ref")
     assert recognize(TASK_6X6) is not None and s.result["answer"] == recognize(TASK_6X6).answer()

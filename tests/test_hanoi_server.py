@@ -64,8 +64,21 @@ def _call(backend: OpenAIBackend, method: str, requests: Sequence[Any]) -> list[
 
 
 def _run(tmp: Path, run_id: str, *args: str) -> dict[str, Any]:
-    proc = run_maker("run", "hanoi", "--set", "disks=6", *args, "--seed", "7", "--run-id", run_id,
-                     "--store", tmp / "runs.sqlite", "--json", tmp=tmp)
+    proc = run_maker(
+        "run",
+        "hanoi",
+        "--set",
+        "disks=6",
+        *args,
+        "--seed",
+        "7",
+        "--run-id",
+        run_id,
+        "--store",
+        tmp / "runs.sqlite",
+        "--json",
+        tmp=tmp,
+    )
     assert proc.returncode == 0, f"rc {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     return json.loads(proc.stdout)
 
@@ -90,9 +103,24 @@ def test_a_server_that_ignores_n_gets_one_request_per_sample_and_the_run_goes_on
     """Some servers answer one choice whatever n asks: the first short answer is noticed and logged once, every
     later sample is its own request, and the run completes as through a server that honours n."""
     with HanoiServer(error=0.01, latency_s=0.0, ignore_n=True) as server:
-        proc = run_maker("run", "hanoi", "--set", "disks=5", "--agent", f"openai:m@{server.url}", "--k", "3",
-                         "--seed", "7", "--run-id", "one", "--store", tmp_path / "runs.sqlite", "--json",
-                         tmp=tmp_path)
+        proc = run_maker(
+            "run",
+            "hanoi",
+            "--set",
+            "disks=5",
+            "--agent",
+            f"openai:m@{server.url}",
+            "--k",
+            "3",
+            "--seed",
+            "7",
+            "--run-id",
+            "one",
+            "--store",
+            tmp_path / "runs.sqlite",
+            "--json",
+            tmp=tmp_path,
+        )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["status"] == "done" and summary["solved"] is True and summary["steps"] == 31
@@ -122,12 +150,27 @@ def test_a_speculative_run_drafts_verifies_escalates_and_replays_the_same(tmp_pa
     summaries, traces = [], []
     # The verifier's server is also the large model the rejected drafts escalate to. The servers keep no state
     # between requests, so both runs may use them (and the agents' names, which hold their URLs, are the same).
-    with HanoiServer(error=0.1, latency_s=0.01) as drafter, \
-            HanoiServer(judge_tpr=0.99, judge_fpr=0.05, latency_s=0.01) as verifier:
+    with (
+        HanoiServer(error=0.1, latency_s=0.01) as drafter,
+        HanoiServer(judge_tpr=0.99, judge_fpr=0.05, latency_s=0.01) as verifier,
+    ):
         for run_id in ("spec-a", "spec-b"):
-            summaries.append(_run(tmp_path, run_id, "--agent", f"openai:v@{verifier.url}", "--k", "3",
-                                  "--drafter", f"openai:d@{drafter.url}", "--verifier", f"openai:v@{verifier.url}",
-                                  "--entropy-threshold", "1.0"))
+            summaries.append(
+                _run(
+                    tmp_path,
+                    run_id,
+                    "--agent",
+                    f"openai:v@{verifier.url}",
+                    "--k",
+                    "3",
+                    "--drafter",
+                    f"openai:d@{drafter.url}",
+                    "--verifier",
+                    f"openai:v@{verifier.url}",
+                    "--entropy-threshold",
+                    "1.0",
+                )
+            )
             traces.append(_trace(tmp_path, run_id))
     # At least one entropy probe per step before its draft (a speculative window may probe predicted steps too).
     assert drafter.kinds["probe"] >= 2 * 63 and drafter.kinds["step"] >= 2 * 63 and drafter.kinds["judge"] == 0
@@ -137,8 +180,9 @@ def test_a_speculative_run_drafts_verifies_escalates_and_replays_the_same(tmp_pa
     assert a["accepted"] > 0 and a["escalated"] > 0 and a["accepted"] + a["escalated"] == 63
     assert a["errors"] == sum(1 for r in traces[0] if not r["correct"])
     assert traces[0] == traces[1], "the same seed takes the same steps"
-    assert {k: a[k] for k in ("errors", "accepted", "escalated", "calls", "tokens")} == \
-        {k: b[k] for k in ("errors", "accepted", "escalated", "calls", "tokens")}
+    assert {k: a[k] for k in ("errors", "accepted", "escalated", "calls", "tokens")} == {
+        k: b[k] for k in ("errors", "accepted", "escalated", "calls", "tokens")
+    }
     for record in traces[0]:
         spec = record["speculation"]
         assert 0 <= spec["entropy"] < 0.1, "the drafter is confident: no step is routed by entropy"
@@ -148,8 +192,10 @@ def test_a_speculative_run_drafts_verifies_escalates_and_replays_the_same(tmp_pa
 
 def test_error_and_malformed_rates_bracket_the_configured_ones() -> None:
     steps = _chain(8)  # 255 distinct states, two choices each
-    reqs = [GenerateRequest(prompt, [0.0, 0.7, 0.7], [11 * i, 11 * i + 1, 11 * i + 2], 750)
-            for i, (prompt, _) in enumerate(steps)]
+    reqs = [
+        GenerateRequest(prompt, [0.0, 0.7, 0.7], [11 * i, 11 * i + 1, 11 * i + 2], 750)
+        for i, (prompt, _) in enumerate(steps)
+    ]
     with HanoiServer(error=0.05, malformed=0.02, latency_s=0.0) as server:
         out = _call(OpenAIBackend("m", server.url, concurrency=16, timeout=10), "generate", reqs)
     kinds = [_kind(s.text, correct) for samples, (_, correct) in zip(out, steps, strict=True) for s in samples]
@@ -188,8 +234,11 @@ def test_verification_and_entropy_through_the_backend(api: str) -> None:
     reqs = [JudgeRequest(prompt, right, 1), JudgeRequest(prompt, wrong, 2), JudgeRequest(prompt, "move: ?", 3)]
     with HanoiServer(judge_tpr=1.0, judge_fpr=0.0, latency_s=0.0) as server:
         scores = [digit_score(row) for row in _call(OpenAIBackend("v", server.url, api=api, timeout=5), "judge", reqs)]
-        (entropy,) = _call(OpenAIBackend("d", server.url, api=api, timeout=5), "first_token_entropy",
-                           [GenerateRequest(prompt, [0.0], [4], 750)])
+        (entropy,) = _call(
+            OpenAIBackend("d", server.url, api=api, timeout=5),
+            "first_token_entropy",
+            [GenerateRequest(prompt, [0.0], [4], 750)],
+        )
     assert scores[0] > 8.5 and scores[1] < 2.5 and scores[2] < 2.5
     assert 0 < entropy < 0.1
     assert server.kinds == {"judge": 3, "probe": 1}

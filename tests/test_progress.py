@@ -12,8 +12,20 @@ from maker.engine import Progress
 
 
 def _reports() -> list[Progress]:
-    return [Progress(run_id="r", steps=s, expected_steps=1000, calls=3 * s + 5, red_flags=2, errors=0, max_rounds=2,
-                     elapsed_s=s / 100, steps_per_s=100.0) for s in (100, 500, 900)]
+    return [
+        Progress(
+            run_id="r",
+            steps=s,
+            expected_steps=1000,
+            calls=3 * s + 5,
+            red_flags=2,
+            errors=0,
+            max_rounds=2,
+            elapsed_s=s / 100,
+            steps_per_s=100.0,
+        )
+        for s in (100, 500, 900)
+    ]
 
 
 def test_live_display_shows_rate_votes_red_flags_and_eta() -> None:

@@ -23,14 +23,16 @@ def _bash_lines() -> list[str]:
 
 def test_readme_opens_with_the_two_commands() -> None:
     first = _bash_lines()[:2]
-    assert first[0].endswith("maker run counting --set steps=30 --agent hf:smollm2-135m --k 4 "
-                             "--first-temperature 1.0 --temperature 1.0")
+    assert first[0].endswith(
+        "maker run counting --set steps=30 --agent hf:smollm2-135m --k 4 --first-temperature 1.0 --temperature 1.0"
+    )
     assert first[1].endswith("python -m pytest")
     assert first[1] in (ROOT / ".ci" / "run").read_text()
 
 
-CLI_EXAMPLES = [ln for ln in _bash_lines()[2:] if ln.startswith("maker ") and "RUN_ID" not in ln
-                and "hf:" not in ln]  # real-model commands are exercised by tests/test_main_job.py
+CLI_EXAMPLES = [
+    ln for ln in _bash_lines()[2:] if ln.startswith("maker ") and "RUN_ID" not in ln and "hf:" not in ln
+]  # real-model commands are exercised by tests/test_main_job.py
 
 
 @pytest.mark.parametrize("line", CLI_EXAMPLES)
@@ -40,10 +42,16 @@ def test_readme_cli_examples_run(line: str, tmp_path) -> None:
         pytest.skip("the full 20-disk run is the slow test and the benchmark")
     env = {**os.environ, "MAKER_STORE": str(tmp_path / "readme.sqlite")}
     if args[0] == "runs":  # needs something in the store
-        subprocess.run([sys.executable, "-m", "maker.cli", "run", "addition", "--set", "digits=5", "--agent",
-                        "simulated:p=0.99"], env=env, check=True, capture_output=True, cwd=ROOT)
-    proc = subprocess.run([sys.executable, "-m", "maker.cli", *args], env=env, capture_output=True, text=True,
-                          cwd=ROOT, timeout=120)
+        subprocess.run(
+            [sys.executable, "-m", "maker.cli", "run", "addition", "--set", "digits=5", "--agent", "simulated:p=0.99"],
+            env=env,
+            check=True,
+            capture_output=True,
+            cwd=ROOT,
+        )
+    proc = subprocess.run(
+        [sys.executable, "-m", "maker.cli", *args], env=env, capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     if args[0] == "estimate":
         assert "k_min = " in proc.stdout
@@ -72,8 +80,14 @@ def test_the_python_api_example_runs(tmp_path: Path) -> None:
     assert code is not None
     script = tmp_path / "example.py"
     script.write_text(code.group(1))
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=120,
-                          env={**os.environ, "MAKER_STORE": str(tmp_path / "unused.sqlite")})
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        env={**os.environ, "MAKER_STORE": str(tmp_path / "unused.sqlite")},
+    )
     assert proc.returncode == 0, proc.stderr
     assert "63 steps" in proc.stdout and "stopped at step" in proc.stdout
     assert "['demo', 'weak', 'demo-k5']" in proc.stdout

@@ -51,7 +51,7 @@ NEAR_MISSES = [
     "move = [1, 0, 1]\nnext_state = [[3, -Infinity], [1], []]",
     "move = [1.5, 0, 1]\nnext_state = [[3, 2], [1], []]",
     "move = [1, 0, 1]\nnext_state = [[3, 2], [1], null]",
-    "move = [1, 0, 1]\nnext_state = {\"a\": 1}",
+    'move = [1, 0, 1]\nnext_state = {"a": 1}',
     "move = [1, 0, 1]\nnext_state = [[3, 2], [1], []",
     "move = [1, 0, 1]\nnext_state = [[3, 2], [1], []]]",
     "move = [１, 0, 1]\nnext_state = [[3, 2], [1], []]",
@@ -81,11 +81,13 @@ NEAR_MISSES = [
 @st.composite
 def json_values(draw: st.DrawFn) -> str:
     """Any JSON text, including the NaN / Infinity that Python's json emits and reads."""
-    value = draw(st.recursive(
-        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
-        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
-        max_leaves=12,
-    ))
+    value = draw(
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+            max_leaves=12,
+        )
+    )
     return json.dumps(value)
 
 
@@ -172,7 +174,9 @@ def _check_parsed(ms: Microstep[Any], schema: type[BaseModel], inputs: dict[str,
 
 @pytest.mark.parametrize(("ms", "schema", "inputs"), CASES, ids=["hanoi", "addition"])
 @pytest.mark.parametrize("text", NEAR_MISSES, ids=range(len(NEAR_MISSES)))
-def test_near_misses_are_flagged(ms: Microstep[Any], schema: type[BaseModel], inputs: dict[str, Any], text: str) -> None:
+def test_near_misses_are_flagged(
+    ms: Microstep[Any], schema: type[BaseModel], inputs: dict[str, Any], text: str
+) -> None:
     parsed = _check_parsed(ms, schema, inputs, text)
     assert parsed.flag is not None
 
@@ -198,12 +202,20 @@ def test_flag_reasons(text: str, reason: str) -> None:
     assert parsed.flag is not None and parsed.flag.split(":", 1)[0] == reason, parsed.flag
 
 
-@pytest.mark.parametrize(("ms", "schema", "inputs", "text"), [
-    (hanoi_move, HanoiAnswer, HANOI_INPUTS, VALID_HANOI),
-    (hanoi_move, HanoiAnswer, HANOI_INPUTS, "Thinking: move = [9, 9, 9]\n> move = [1, 0, 1]\n`next_state = [[3,2],[1],[]]`"),
-    (add_digit, DigitAnswer, DIGIT_INPUTS, VALID_DIGIT),
-    (add_digit, DigitAnswer, DIGIT_INPUTS, "digit = 3  \r\ncarry = 1\r\n"),
-])
+@pytest.mark.parametrize(
+    ("ms", "schema", "inputs", "text"),
+    [
+        (hanoi_move, HanoiAnswer, HANOI_INPUTS, VALID_HANOI),
+        (
+            hanoi_move,
+            HanoiAnswer,
+            HANOI_INPUTS,
+            "Thinking: move = [9, 9, 9]\n> move = [1, 0, 1]\n`next_state = [[3,2],[1],[]]`",
+        ),
+        (add_digit, DigitAnswer, DIGIT_INPUTS, VALID_DIGIT),
+        (add_digit, DigitAnswer, DIGIT_INPUTS, "digit = 3  \r\ncarry = 1\r\n"),
+    ],
+)
 def test_valid_answers_parse(ms: Microstep[Any], schema: type[BaseModel], inputs: dict[str, Any], text: str) -> None:
     parsed = _check_parsed(ms, schema, inputs, text)
     assert parsed.flag is None
@@ -215,8 +227,9 @@ def test_valid_answers_parse(ms: Microstep[Any], schema: type[BaseModel], inputs
 @example(text="move = [1, 0, 1]\nnext_state = " + "[" * 100_000)
 @example(text="move = [1, 0, 1]\nnext_state = " + "[" * 5_000 + "]" * 5_000)
 @example(text="digit = " + "[" * 100_000 + "\ncarry = 1")
-def test_engine_parse_never_raises(ms: Microstep[Any], schema: type[BaseModel], inputs: dict[str, Any],
-                                   text: str) -> None:
+def test_engine_parse_never_raises(
+    ms: Microstep[Any], schema: type[BaseModel], inputs: dict[str, Any], text: str
+) -> None:
     parsed = _check_parsed(ms, schema, inputs, text)
     event("valid" if parsed.flag is None else parsed.flag.split(":", 1)[0])
 
@@ -251,6 +264,7 @@ def test_microstep_parse_deep_nesting_is_a_format_error() -> None:
 
 # -- custom parsers and rules ---------------------------------------------------------
 
+
 class _Pair(BaseModel):
     a: int
     b: int
@@ -272,7 +286,10 @@ def _custom_parse(text: str) -> Any:
 
 
 CUSTOM = Microstep(
-    "pair", prompt="{x}", schema=_Pair, parse=_custom_parse,
+    "pair",
+    prompt="{x}",
+    schema=_Pair,
+    parse=_custom_parse,
     red_flags=[RedFlag("ordered", _boom), RedFlag("never", lambda a, i: None)],
 )
 
@@ -306,12 +323,15 @@ def test_custom_parser_errors_are_flagged_and_a_crashing_rule_raises(text: str) 
 
 # -- engine level -------------------------------------------------------------------
 
+
 def test_engine_records_every_red_flag(tmp_path: Path) -> None:
     store = tmp_path / "runs.sqlite"
     summary = start_run(
-        "hanoi", {"disks": 6},
+        "hanoi",
+        {"disks": 6},
         {"agents": ["simulated:overlong=0.2,malformed=0.2,seed=3"], "detail": "samples", "seed": 11},
-        store=store, run_id="flags",
+        store=store,
+        run_id="flags",
     )
     assert summary.status == "done"
     assert summary.steps == 63
@@ -379,9 +399,44 @@ def _reference_parse_fields(text: str, fields: tuple[str, ...]) -> dict[str, Any
     return out
 
 
-_LINE_PIECES = st.sampled_from(["move = ", "x = ", "\nx = 1\n", "move", "x", "next_state", " ", "\t", "=", "`", "> ", "- ", "*", "\n", "\r\n", "\r",
-                                "[1, 2]", "[[3], []]", "7", "-1.5e3", '"a b"', "null", "true", "{", "}", "[", "]",
-                                ",", "\ufeff", "\x0c", "NaN", "1 2", "[1]  ` `", "=="])
+_LINE_PIECES = st.sampled_from(
+    [
+        "move = ",
+        "x = ",
+        "\nx = 1\n",
+        "move",
+        "x",
+        "next_state",
+        " ",
+        "\t",
+        "=",
+        "`",
+        "> ",
+        "- ",
+        "*",
+        "\n",
+        "\r\n",
+        "\r",
+        "[1, 2]",
+        "[[3], []]",
+        "7",
+        "-1.5e3",
+        '"a b"',
+        "null",
+        "true",
+        "{",
+        "}",
+        "[",
+        "]",
+        ",",
+        "\ufeff",
+        "\x0c",
+        "NaN",
+        "1 2",
+        "[1]  ` `",
+        "==",
+    ]
+)
 
 
 @given(st.lists(_LINE_PIECES, max_size=24).map("".join))

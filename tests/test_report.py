@@ -72,8 +72,8 @@ def test_report_is_complete_and_self_contained(report: tuple[Path, dict, str], t
     with Store.open(tmp_path / "s.sqlite") as st:
         step = stats["rounds"]["max_step"]
         (rec,) = step_records(st, st.run("r"), step, step + 1, samples=True)
-    section = page[page.index(f'id="step-{step}"'):]
-    section = section[:section.index("</section>")]
+    section = page[page.index(f'id="step-{step}"') :]
+    section = section[: section.index("</section>")]
     assert f"<h4>Samples ({len(rec['sample_detail'])})</h4>" in section
     assert section.count("<pre>") == 2 + len(rec["sample_detail"])  # answer, input, one per sample
 
@@ -86,12 +86,35 @@ def test_report_is_complete_and_self_contained(report: tuple[Path, dict, str], t
 def test_sample_text_and_input_are_escaped(report: tuple[Path, dict, str]) -> None:
     _, stats, _ = report
     step = min(_hardest(stats))
-    rec = {"run_id": "r", "step": step, "digest": "d", "input": "<img src=x onerror=alert(2)>", "answer": {"a": "<b>"},
-           "votes": [2, 1], "rounds": 2, "samples": 3, "tokens": 10, "red_flags": {"<i>why</i>": 1},
-           "agent": "<em>agent</em>", "correct": None, "t_start": 0.0, "dur_s": 0.001,
-           "speculation": {"accepted": True, "verdicts": [{"verifier": "<u>v</u>", "score": 9.0, "accept": True}]},
-           "sample_detail": [{"idx": 0, "round": 0, "agent": "<em>agent</em>", "temperature": 0.0, "tokens": 5,
-                              "text": "<script>alert(1)</script>", "red_flag": None, "vote": {"a": "<b>"}}]}
+    rec = {
+        "run_id": "r",
+        "step": step,
+        "digest": "d",
+        "input": "<img src=x onerror=alert(2)>",
+        "answer": {"a": "<b>"},
+        "votes": [2, 1],
+        "rounds": 2,
+        "samples": 3,
+        "tokens": 10,
+        "red_flags": {"<i>why</i>": 1},
+        "agent": "<em>agent</em>",
+        "correct": None,
+        "t_start": 0.0,
+        "dur_s": 0.001,
+        "speculation": {"accepted": True, "verdicts": [{"verifier": "<u>v</u>", "score": 9.0, "accept": True}]},
+        "sample_detail": [
+            {
+                "idx": 0,
+                "round": 0,
+                "agent": "<em>agent</em>",
+                "temperature": 0.0,
+                "tokens": 5,
+                "text": "<script>alert(1)</script>",
+                "red_flag": None,
+                "vote": {"a": "<b>"},
+            }
+        ],
+    }
     page = render_report(stats, [rec])
     assert "<script" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
@@ -125,9 +148,20 @@ def test_report_opens_in_headless_chromium(report: tuple[Path, dict, str], tmp_p
 
     out, _, _ = report
     png = tmp_path / "report.png"
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={png}",
-                    "--window-size=1280,2400", out.resolve().as_uri()],
-                   check=True, timeout=120, capture_output=True)
+    subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--screenshot={png}",
+            "--window-size=1280,2400",
+            out.resolve().as_uri(),
+        ],
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
     assert png.is_file()
     with Image.open(png) as img:
         colours = img.convert("RGB").getcolors(maxcolors=1 << 24)

@@ -41,8 +41,9 @@ def _wilson(successes: int, n: int, z: float = Z999) -> tuple[float, float]:
     return centre - half, centre + half
 
 
-def _run(store: Path, run_id: str, p: float, k: int, *, digits: int, seed: int = 0, agent_seed: int = 1,
-         **options: Any) -> Any:
+def _run(
+    store: Path, run_id: str, p: float, k: int, *, digits: int, seed: int = 0, agent_seed: int = 1, **options: Any
+) -> Any:
     return start_run(
         "addition",
         {"digits": digits, "seed": seed},
@@ -167,12 +168,14 @@ def test_mistakes_that_vote_like_the_right_answer_are_named_at_the_first_step(tm
     with structlog.testing.capture_logs() as logs:
         decrement.mistakes = lambda right, i: Next(value=right.value)  # votes like the right answer
         try:
-            s = start_run(Sloppy, {"start": 6}, {"agents": ["simulated:p=0.5,seed=1"], "k": 2},
-                          store=tmp_path / "s.sqlite")
+            s = start_run(
+                Sloppy, {"start": 6}, {"agents": ["simulated:p=0.5,seed=1"], "k": 2}, store=tmp_path / "s.sqlite"
+            )
         finally:
             decrement.mistakes = honest
-        clean = start_run(Sloppy, {"start": 6}, {"agents": ["simulated:p=0.5,seed=1"], "k": 2},
-                          store=tmp_path / "s.sqlite")
+        clean = start_run(
+            Sloppy, {"start": 6}, {"agents": ["simulated:p=0.5,seed=1"], "k": 2}, store=tmp_path / "s.sqlite"
+        )
     warned = [e for e in logs if "votes like the right one" in e["event"]]
     assert len(warned) == 1 and warned[0]["microstep"] == "decrement" and "step 0" in warned[0]["event"]
     assert s.errors == 0 and s.calls == 2 * s.steps, "every 'error' voted with the right answer"
@@ -187,14 +190,28 @@ def test_a_simulated_responses_tokens_are_its_texts_unless_tokens_is_given(tmp_p
     from maker.agents._base import estimate_tokens
 
     db = tmp_path / "t.sqlite"
-    start_run("hanoi", {"disks": 4}, {"agents": ["simulated:p=0.9,seed=1,malformed=0.1"], "k": 2,
-                                      "detail": "samples"}, store=db, run_id="text")
-    start_run("hanoi", {"disks": 4}, {"agents": ["simulated:p=0.9,seed=1,tokens=300"], "k": 2, "detail": "samples"},
-              store=db, run_id="mean")
+    start_run(
+        "hanoi",
+        {"disks": 4},
+        {"agents": ["simulated:p=0.9,seed=1,malformed=0.1"], "k": 2, "detail": "samples"},
+        store=db,
+        run_id="text",
+    )
+    start_run(
+        "hanoi",
+        {"disks": 4},
+        {"agents": ["simulated:p=0.9,seed=1,tokens=300"], "k": 2, "detail": "samples"},
+        store=db,
+        run_id="mean",
+    )
     con = sqlite3.connect(db)
     try:
-        rows = {rid: con.execute("SELECT s.tokens, s.text FROM samples s JOIN runs r ON r.id = s.run "
-                                 "WHERE r.run_id = ?", (rid,)).fetchall() for rid in ("text", "mean")}
+        rows = {
+            rid: con.execute(
+                "SELECT s.tokens, s.text FROM samples s JOIN runs r ON r.id = s.run WHERE r.run_id = ?", (rid,)
+            ).fetchall()
+            for rid in ("text", "mean")
+        }
     finally:
         con.close()
     assert rows["text"] and all(tok == estimate_tokens(body) for tok, body in rows["text"])
@@ -209,12 +226,14 @@ def test_a_simulated_responses_tokens_are_its_texts_unless_tokens_is_given(tmp_p
     wf = Hanoi()
     state = wf.start(HanoiParams(disks=3))
     call = wf.next(state)
-    req = GenerateRequest(call.prompt, [0.1] * 4, [1, 2, 3, 4], 5, (), False,
-                          Oracle(call.microstep, wf.oracle(state), 0, call.inputs))
+    req = GenerateRequest(
+        call.prompt, [0.1] * 4, [1, 2, 3, 4], 5, (), False, Oracle(call.microstep, wf.oracle(state), 0, call.inputs)
+    )
     (samples,) = asyncio.run(make_agent("simulated:p=0.99,seed=1").backend.generate([req]))
     assert all(s.tokens > 5 for s in samples)
-    assert all(Decider.read(call.microstep, s.text, s.tokens, 5, call.inputs).flag.startswith("too_long")
-               for s in samples)
+    assert all(
+        Decider.read(call.microstep, s.text, s.tokens, 5, call.inputs).flag.startswith("too_long") for s in samples
+    )
 
 
 @pytest.mark.parametrize("spread", [1, 2, 3])
@@ -223,8 +242,15 @@ def test_wrong_answers_spread_over_that_many_mistakes(spread: int) -> None:
     ``spread`` mistakes), so with ``spread`` > 1 the wrong votes split and a vote is easier to win."""
     right = NextNumber(value=4)
     n = 3000
-    req = GenerateRequest("Counting: 1, 2, 3,", [0.1] * n, list(range(n)), next_number.max_tokens, [","], False,
-                          Oracle(next_number, right, 0, {}))
+    req = GenerateRequest(
+        "Counting: 1, 2, 3,",
+        [0.1] * n,
+        list(range(n)),
+        next_number.max_tokens,
+        [","],
+        False,
+        Oracle(next_number, right, 0, {}),
+    )
     (samples,) = asyncio.run(make_agent(f"simulated:p=0,spread={spread},seed=4").backend.generate([req]))
     counts = Counter(s.text for s in samples)
     assert set(counts) == {next_number.render(next_number.mistake(right, j, {})) for j in range(spread)}

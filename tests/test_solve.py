@@ -37,22 +37,31 @@ def _flag(ms: Any, text: str, inputs: dict[str, Any], tokens: int = 10) -> str |
 
 
 # -- red flags, every role -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("text, reason", [
-    ('subtasks = ["Multiply 46048 by 420", "Multiply 46048 by 98"]\ncompose = "R1 * 10^2 + R2"', None),
-    ("subtasks = []\ncompose = \"\"", None),  # the task is too small to split: allowed, it makes the node atomic
-    ("I would split this into two multiplications.", "format"),
-    ('subtasks = ["Multiply 46048 by 420", "Multiply 46048 by 98"\ncompose = "R1 + R2"', "format"),
-    ('subtasks = "Multiply 46048 by 420"\ncompose = "R1"', "schema"),
-    ('subtasks = ["Multiply 4 by 2", "Multiply 4 by 1", "Multiply 4 by 0"]\ncompose = "R1 + R2 + R3"',
-     "too_many_children"),
-    ('subtasks = ["Multiply 46048 by 42098"]\ncompose = "R1"', "one_child"),
-    ('subtasks = ["multiply the following numbers: 46048 × 42098", "Multiply 1 by 1"]\ncompose = "R1 * R2"',
-     "same_as_parent"),
-    ('subtasks = ["Multiply 46048 by 420", ""]\ncompose = "R1 + R2"', "same_as_parent"),
-    ('subtasks = ["Multiply 46048 by 420", "Add 98 times 46048 to the result of sub-task 1"]\ncompose = "R2"',
-     "dependent"),
-    ('subtasks = ["Multiply 46048 by 420", "Multiply 46048 by 98"]\ncompose = "add them up"', "dependent"),
-])
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ('subtasks = ["Multiply 46048 by 420", "Multiply 46048 by 98"]\ncompose = "R1 * 10^2 + R2"', None),
+        ('subtasks = []\ncompose = ""', None),  # the task is too small to split: allowed, it makes the node atomic
+        ("I would split this into two multiplications.", "format"),
+        ('subtasks = ["Multiply 46048 by 420", "Multiply 46048 by 98"\ncompose = "R1 + R2"', "format"),
+        ('subtasks = "Multiply 46048 by 420"\ncompose = "R1"', "schema"),
+        (
+            'subtasks = ["Multiply 4 by 2", "Multiply 4 by 1", "Multiply 4 by 0"]\ncompose = "R1 + R2 + R3"',
+            "too_many_children",
+        ),
+        ('subtasks = ["Multiply 46048 by 42098"]\ncompose = "R1"', "one_child"),
+        (
+            'subtasks = ["multiply the following numbers: 46048 × 42098", "Multiply 1 by 1"]\ncompose = "R1 * R2"',
+            "same_as_parent",
+        ),
+        ('subtasks = ["Multiply 46048 by 420", ""]\ncompose = "R1 + R2"', "same_as_parent"),
+        (
+            'subtasks = ["Multiply 46048 by 420", "Add 98 times 46048 to the result of sub-task 1"]\ncompose = "R2"',
+            "dependent",
+        ),
+        ('subtasks = ["Multiply 46048 by 420", "Multiply 46048 by 98"]\ncompose = "add them up"', "dependent"),
+    ],
+)
 def test_decomposition_red_flags(text: str, reason: str | None) -> None:
     for ms in (steps.decompose, steps.propose):
         flag = _flag(ms, text, DECOMPOSE_INPUTS)
@@ -64,27 +73,36 @@ def test_over_long_answers_are_red_flagged_in_every_role() -> None:
         assert _flag(ms, "anything", {"task": TASK}, tokens=ms.max_tokens + 1).startswith("too_long")
 
 
-@pytest.mark.parametrize("text, count, reason", [
-    ("choice = 2", 3, None), ("I think the second one.\nchoice = 3", 3, None),
-    ("choice = 4", 3, "choice_range"), ("choice = 0", 3, "choice_range"), ("choice: 2", 3, "format"),
-    ('choice = "two"', 3, "schema"),
-])
+@pytest.mark.parametrize(
+    "text, count, reason",
+    [
+        ("choice = 2", 3, None),
+        ("I think the second one.\nchoice = 3", 3, None),
+        ("choice = 4", 3, "choice_range"),
+        ("choice = 0", 3, "choice_range"),
+        ("choice: 2", 3, "format"),
+        ('choice = "two"', 3, "schema"),
+    ],
+)
 def test_judge_red_flags(text: str, count: int, reason: str | None) -> None:
     flag = _flag(steps.judge, text, {"task": TASK, "count": count})
     assert (flag.split(":")[0] if flag else None) == reason, flag
 
 
-@pytest.mark.parametrize("task, text, reason", [
-    (TASK, "result = 1938528704", None),
-    (TASK, "Working it out: 46048 x 42098.\nresult = 1,938,528,704", None),
-    (TASK, 'result = "1938528704"', None),
-    (TASK, "result = about two billion", "answer_format"),
-    (TASK, "result =", "format"),
-    (TASK, "The answer is 1938528704.", "format"),
-    ("Sort in ascending order: [3, 1, 2]", "result = [1, 2, 3]", None),
-    ("Sort in ascending order: [3, 1, 2]", "result = 1, 2, 3", "answer_format"),
-    ("Name the capital of France.", "result = Paris", None),  # a task the reference does not know: any text
-])
+@pytest.mark.parametrize(
+    "task, text, reason",
+    [
+        (TASK, "result = 1938528704", None),
+        (TASK, "Working it out: 46048 x 42098.\nresult = 1,938,528,704", None),
+        (TASK, 'result = "1938528704"', None),
+        (TASK, "result = about two billion", "answer_format"),
+        (TASK, "result =", "format"),
+        (TASK, "The answer is 1938528704.", "format"),
+        ("Sort in ascending order: [3, 1, 2]", "result = [1, 2, 3]", None),
+        ("Sort in ascending order: [3, 1, 2]", "result = 1, 2, 3", "answer_format"),
+        ("Name the capital of France.", "result = Paris", None),  # a task the reference does not know: any text
+    ],
+)
 def test_result_red_flags(task: str, text: str, reason: str | None) -> None:
     for ms in (steps.solve, steps.compose):
         flag = _flag(ms, text, {"task": task})
@@ -119,8 +137,9 @@ class Scripted:
 def _decide(ms: Any, inputs: dict[str, Any], texts: Sequence[str], k: int, max_rounds: int = 100) -> Any:
     backend = Scripted(texts)
     policy = Voting(k=k, max_rounds=max_rounds)
-    decider = Decider(agents=[Agent("scripted", backend)], speculation=None, seed=0, policies={ms.name: policy},
-                      max_tokens=None)
+    decider = Decider(
+        agents=[Agent("scripted", backend)], speculation=None, seed=0, policies={ms.name: policy}, max_tokens=None
+    )
     return asyncio.run(decider.decide(0, ms.ask(**inputs), None, None)), backend
 
 
@@ -168,7 +187,7 @@ def test_judge_picks_are_tallied_first_to_ahead_by_k(picks: list[int], k: int, c
     assert json.loads(d.votes) == [counts[winner]] + sorted((v for c, v in counts.items() if c != winner), reverse=True)
     assert d.samples == decided_at + 1  # the votes counted stop where one-at-a-time voting stops ...
     assert d.samples + d.spare_samples == backend.used  # ... and what later rounds were filled with is set apart
-    invalid = sum(1 for p in picks[:decided_at + 1] if not 1 <= p <= count)
+    invalid = sum(1 for p in picks[: decided_at + 1] if not 1 <= p <= count)
     assert d.red_flags == invalid and (d.flags or {}).get("choice_range", 0) == invalid
 
 
@@ -197,14 +216,16 @@ def test_depth_limit_and_one_shot(tmp_path: Path) -> None:
 
 def test_unanimous_candidates_need_no_judge_and_no_split_makes_a_node_atomic(tmp_path: Path) -> None:
     db = tmp_path / "s.sqlite"
-    s = start_run("solve", {"task": TASK, "vote": "judge"}, {"agents": ["simulated:p=1.0"], "k": 2}, store=db,
-                  run_id="u")
+    s = start_run(
+        "solve", {"task": TASK, "vote": "judge"}, {"agents": ["simulated:p=1.0"], "k": 2}, store=db, run_id="u"
+    )
     used = {m for m, _ in _microsteps(db, "u")}
     assert s.solved and "judge" not in used and "propose" in used
     assert {n["how"] for n in _nodes(db, "u") if n["decomposition"] and n["decomposition"]["subtasks"]} == {"unanimous"}
     # A decomposer that declines to split (no sub-tasks) makes the node atomic: the root is solved directly.
-    no = start_run("solve", {"task": TASK}, {"agents": ["simulated:p=1.0,p_classify=0.0"], "k": 1}, store=db,
-                   run_id="n")
+    no = start_run(
+        "solve", {"task": TASK}, {"agents": ["simulated:p=1.0,p_classify=0.0"], "k": 1}, store=db, run_id="n"
+    )
     root = _nodes(db, "n")[0]
     assert no.status == "done" and root["atomic"] and root["how"] == "vote"  # every classify said atomic
 
@@ -212,24 +233,39 @@ def test_unanimous_candidates_need_no_judge_and_no_split_makes_a_node_atomic(tmp
 def test_prompts_are_data(tmp_path: Path) -> None:
     db = tmp_path / "s.sqlite"
     mine = "SOLVE THIS CAREFULLY: {task}\nresult = ..."
-    s = start_run("solve", {"task": TASK, "max_depth": 0, "prompts": {"solve": mine}},
-                  {"agents": ["simulated:p=1.0"], "detail": "samples"}, store=db, run_id="p")
+    s = start_run(
+        "solve",
+        {"task": TASK, "max_depth": 0, "prompts": {"solve": mine}},
+        {"agents": ["simulated:p=1.0"], "detail": "samples"},
+        store=db,
+        run_id="p",
+    )
     with Store.open(db) as st_:
         (row,) = list(st_.steps(st_.run("p").id))
     assert s.solved and row[13] == mine.format(task=TASK)
-    for bad, why in [({"solve": "no task here"}, "must use {task}"), ({"solve": "{task} {nope}"}, "may use"),
-                     ({"nosuch": "{task}"}, "the roles are"), ({"solve": "{task"}, "not a format string")]:
+    for bad, why in [
+        ({"solve": "no task here"}, "must use {task}"),
+        ({"solve": "{task} {nope}"}, "may use"),
+        ({"nosuch": "{task}"}, "the roles are"),
+        ({"solve": "{task"}, "not a format string"),
+    ]:
         with pytest.raises(UserError, match=why):
-            start_run("solve", {"task": TASK, "prompts": bad}, {"agents": ["simulated:p=1.0"]},
-                      store=tmp_path / "bad.sqlite")
+            start_run(
+                "solve", {"task": TASK, "prompts": bad}, {"agents": ["simulated:p=1.0"]}, store=tmp_path / "bad.sqlite"
+            )
     assert not (tmp_path / "bad.sqlite").exists()
 
 
 # -- the tree in the trace tools ------------------------------------------------------------------------------------
 def test_trace_show_tree_and_report(tmp_path: Path) -> None:
     db = tmp_path / "s.sqlite"
-    s = start_run("solve", {"task": TASK, "vote": "judge"},
-                  {"agents": ["simulated:p=0.8,seed=3,spread=3"], "k": 3}, store=db, run_id="t")
+    s = start_run(
+        "solve",
+        {"task": TASK, "vote": "judge"},
+        {"agents": ["simulated:p=0.8,seed=3,spread=3"], "k": 3},
+        store=db,
+        run_id="t",
+    )
     assert s.status == "done"
 
     def maker(*args: str) -> str:
@@ -251,10 +287,23 @@ def test_trace_show_tree_and_report(tmp_path: Path) -> None:
     page = (tmp_path / "r.html").read_text()
     assert "<h2>Task tree</h2>" in page and "Multiply 46048 by 98" in page
     # a model's text in the tree is escaped, never markup
-    html = tree_html([{"path": "0", "depth": 0, "task": "<script>alert(1)</script>", "result": "<b>", "how": None,
-                       "atomic": True, "decomposition": None, "candidates": None,
-                       "steps": [{"step": 0, "microstep": "solve", "votes": [1], "answer": {"result": "<i>"},
-                                  "correct": None}]}])
+    html = tree_html(
+        [
+            {
+                "path": "0",
+                "depth": 0,
+                "task": "<script>alert(1)</script>",
+                "result": "<b>",
+                "how": None,
+                "atomic": True,
+                "decomposition": None,
+                "candidates": None,
+                "steps": [
+                    {"step": 0, "microstep": "solve", "votes": [1], "answer": {"result": "<i>"}, "correct": None}
+                ],
+            }
+        ]
+    )
     assert "<script>" not in html and "&lt;script&gt;" in html and "<i>" not in html
 
     start_run("hanoi", {"disks": 3}, {"agents": ["simulated:p=1.0"]}, store=db, run_id="h")
@@ -267,7 +316,9 @@ def test_all_200_5x5_problems_exact_with_simulated_roles(tmp_path: Path) -> None
     """Decomposer p=0.85, judge 0.9, solver and composer 0.95, classifier 0.95, every error the worst kind (all
     wrong samples agree). `maker estimate --steps 4400 --p 0.85` gives k_min 7 for the 200 problems' ~22 voted
     steps each, at 95%; that is the documented k."""
-    lines = [json.loads(x) for x in (ROOT / "data/maker-official/bench_long_mul_5_5__200.jsonl").read_text().splitlines()]
+    lines = [
+        json.loads(x) for x in (ROOT / "data/maker-official/bench_long_mul_5_5__200.jsonl").read_text().splitlines()
+    ]
     agent = "simulated:p=0.95,p_decompose=0.85,p_propose=0.85,p_judge=0.9,seed=11"
     db = tmp_path / "s.sqlite"
     wrong = []
@@ -283,9 +334,30 @@ def test_maker_solve_shortcut(tmp_path: Path) -> None:
     db = tmp_path / "s.sqlite"
     prompts = tmp_path / "prompts.toml"
     prompts.write_text('solve = """Work this out: {task}\nEnd with: result = N"""\n')
-    out = subprocess.run([*MAKER, "solve", TASK, "--agent", "simulated:p=0.95,seed=2", "--vote", "judge",
-                          "--max-depth", "2", "--prompts", str(prompts), "--detail", "samples", "--run-id", "S",
-                          "--store", str(db)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            *MAKER,
+            "solve",
+            TASK,
+            "--agent",
+            "simulated:p=0.95,seed=2",
+            "--vote",
+            "judge",
+            "--max-depth",
+            "2",
+            "--prompts",
+            str(prompts),
+            "--detail",
+            "samples",
+            "--run-id",
+            "S",
+            "--store",
+            str(db),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.rstrip().endswith("answer: 1938528704")
     with Store.open(db) as st_:
@@ -294,19 +366,35 @@ def test_maker_solve_shortcut(tmp_path: Path) -> None:
     assert record.params["vote"] == "judge" and record.params["max_depth"] == 2
     assert inputs and all(i.startswith("Work this out: Multiply") for i in inputs)
     prompts.write_text('solve = "no placeholder"\n')
-    bad = subprocess.run([*MAKER, "solve", TASK, "--agent", "simulated:p=1", "--prompts", str(prompts),
-                          "--store", str(tmp_path / "bad.sqlite")], capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [
+            *MAKER,
+            "solve",
+            TASK,
+            "--agent",
+            "simulated:p=1",
+            "--prompts",
+            str(prompts),
+            "--store",
+            str(tmp_path / "bad.sqlite"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "must use {task}" in bad.stderr and not (tmp_path / "bad.sqlite").exists()
 
 
-@pytest.mark.parametrize("name", ["bench_long_mul_6_6__200.jsonl", "bench_long_mul_10_10__200.jsonl",
-                                  "bench_sort_len_500__50.jsonl"])
+@pytest.mark.parametrize(
+    "name", ["bench_long_mul_6_6__200.jsonl", "bench_long_mul_10_10__200.jsonl", "bench_sort_len_500__50.jsonl"]
+)
 def test_the_other_maker_sets_exact_through_eval(name: str, tmp_path: Path) -> None:
     """The same roles and k on the 6x6, 10x10 and sorting sets, through `maker eval`'s Python API."""
     from maker.evaluate import evaluate
 
     agent = "simulated:p=0.95,p_decompose=0.85,p_propose=0.85,p_judge=0.9,seed=11"
-    s = evaluate(ROOT / "data/maker-official" / name, {"agents": [agent], "k": 7}, store=tmp_path / "e.sqlite",
-                 concurrency=16)
+    s = evaluate(
+        ROOT / "data/maker-official" / name, {"agents": [agent], "k": 7}, store=tmp_path / "e.sqlite", concurrency=16
+    )
     assert s.problems == (50 if "sort" in name else 200)
     assert s.correct == s.problems, [(r.id, r.got, r.error) for r in s.failures][:3]

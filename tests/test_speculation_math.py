@@ -48,6 +48,7 @@ LOW_RATE = st.fractions(min_value=0, max_value=Fraction(1, 2), max_denominator=1
 
 # -- brute force: every verdict sequence, walked by the decider's rules ----------------------------------
 
+
 def _score_decider(verdicts: tuple[bool, ...], verify_k: int) -> tuple[bool, int]:
     """``Decider._verify`` in score mode, on a given sequence of verdicts: (accepted, verifier calls)."""
     margin = 0
@@ -86,8 +87,9 @@ def _vote_decider(answers: tuple[str, ...], verify_k: int) -> tuple[bool, int]:
     return False, len(answers)
 
 
-def _vote_brute(agree: list[Fraction], valid: list[Fraction], verify_k: int, max_rounds: int
-                ) -> tuple[Fraction, Fraction]:
+def _vote_brute(
+    agree: list[Fraction], valid: list[Fraction], verify_k: int, max_rounds: int
+) -> tuple[Fraction, Fraction]:
     n = len(agree)
     accept = calls = Fraction(0)
     for seq in itertools.product("adf", repeat=max_rounds * n):
@@ -113,8 +115,12 @@ def test_score_walk_equals_every_verdict_sequence(rates: list[Fraction], verify_
 
 
 @settings(max_examples=60, deadline=None)
-@given(agree=st.lists(RATE, min_size=1, max_size=2), valid=st.sampled_from([Fraction(1), Fraction(3, 4)]),
-       verify_k=st.integers(1, 3), max_rounds=st.integers(1, 3))
+@given(
+    agree=st.lists(RATE, min_size=1, max_size=2),
+    valid=st.sampled_from([Fraction(1), Fraction(3, 4)]),
+    verify_k=st.integers(1, 3),
+    max_rounds=st.integers(1, 3),
+)
 def test_vote_walk_equals_every_answer_sequence(agree, valid, verify_k, max_rounds) -> None:
     n = len(agree)
     max_rounds = min(max_rounds, 6 // n)  # 3**6 answer sequences at most
@@ -134,17 +140,27 @@ _VOTE_AGENT = {"a": "simulated:p=1", "d": "simulated:p=0,spread=1", "f": "simula
 
 def _real_verify(verifiers: list[str], verify_k: int, mode: Any) -> tuple[bool, list[Any], Decision]:
     """``Decider._verify`` itself on a right draft of a counting step: (accepted, verdicts, decision)."""
-    spec = Speculation(drafter=make_agent("simulated:seed=1"), verifiers=[make_agent(v) for v in verifiers],
-                       mode=mode, verify_k=verify_k)
-    decider = Decider(agents=[make_agent("simulated:seed=2")], speculation=spec, seed=0,
-                      policies={next_number.name: Voting(max_rounds=1)}, max_tokens=10**6)  # no answer is too long
+    spec = Speculation(
+        drafter=make_agent("simulated:seed=1"),
+        verifiers=[make_agent(v) for v in verifiers],
+        mode=mode,
+        verify_k=verify_k,
+    )
+    decider = Decider(
+        agents=[make_agent("simulated:seed=2")],
+        speculation=spec,
+        seed=0,
+        policies={next_number.name: Voting(max_rounds=1)},
+        max_tokens=10**6,
+    )  # no answer is too long
     call = next_number.ask(recent="1, 2, 3")
     right = NextNumber(value=4)
     draft = next_number.render(right)
     parsed = Decider.read(next_number, draft, 1, next_number.max_tokens, call.inputs)
     d, info = Decision(), {}
-    ok = asyncio.run(decider._verify(d, 0, call, draft, parsed, Oracle(next_number, right, 0, call.inputs), info,
-                                     False))
+    ok = asyncio.run(
+        decider._verify(d, 0, call, draft, parsed, Oracle(next_number, right, 0, call.inputs), info, False)
+    )
     return ok, info["verdicts"], d
 
 
@@ -177,6 +193,7 @@ def test_the_decider_tallies_answers_as_the_vote_walk(verify_k: int) -> None:
 
 
 # -- closed forms, limits, monotonicity ---------------------------------------------------------------
+
 
 @settings(max_examples=200, deadline=None)
 @given(rate=RATE, n=st.integers(1, 12))
@@ -211,14 +228,16 @@ def test_higher_verify_k_never_accepts_a_wrong_draft_more(rate: Fraction, n: int
     """For a verifier that accepts wrong drafts at most half the time (any useful one)."""
     assert accept_probability(rate, n, verify_k + 1) <= accept_probability(rate, n, verify_k)
     assert vote_accept_probability(rate, 1, verify_k + 1, max_rounds=8) <= vote_accept_probability(
-        rate, 1, verify_k, max_rounds=8)
+        rate, 1, verify_k, max_rounds=8
+    )
 
 
 @settings(max_examples=100, deadline=None)
 @given(rate=RATE, n=st.integers(1, 3), verify_k=st.integers(1, 3), rounds=st.integers(1, 6))
 def test_more_vote_answers_never_accept_less(rate: Fraction, n: int, verify_k: int, rounds: int) -> None:
     assert vote_accept_probability(rate, n, verify_k, max_rounds=rounds + 1) >= vote_accept_probability(
-        rate, n, verify_k, max_rounds=rounds)
+        rate, n, verify_k, max_rounds=rounds
+    )
 
 
 @pytest.mark.parametrize("verify_k", [1, 2, 3, 5])
@@ -249,15 +268,34 @@ def test_verification_settings_in_words() -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(drafter_p=st.floats(0, 1), tpr=st.floats(0, 1), fpr=st.floats(0, 1), n=st.integers(0, 6),
-       verify_k=st.integers(1, 4), p=st.floats(0.5, 1), k=st.integers(1, 6), steps=st.integers(1, 10**6),
-       drafter_valid=st.floats(0.05, 1))
+@given(
+    drafter_p=st.floats(0, 1),
+    tpr=st.floats(0, 1),
+    fpr=st.floats(0, 1),
+    n=st.integers(0, 6),
+    verify_k=st.integers(1, 4),
+    p=st.floats(0.5, 1),
+    k=st.integers(1, 6),
+    steps=st.integers(1, 10**6),
+    drafter_valid=st.floats(0.05, 1),
+)
 def test_estimate_adds_up(drafter_p, tpr, fpr, n, verify_k, p, k, steps, drafter_valid) -> None:
-    e = speculation_estimate(drafter_p=drafter_p, drafter_valid=drafter_valid, tpr=tpr, fpr=fpr, verifiers=n,
-                             verify_k=verify_k, p=p, k=k, steps=steps)
+    e = speculation_estimate(
+        drafter_p=drafter_p,
+        drafter_valid=drafter_valid,
+        tpr=tpr,
+        fpr=fpr,
+        verifiers=n,
+        verify_k=verify_k,
+        p=p,
+        k=k,
+        steps=steps,
+    )
     assert e.accept_rate + e.escalation_rate == pytest.approx(1)
-    assert e.step_error == pytest.approx(drafter_valid * (1 - drafter_p) * e.verification.accept_wrong
-                                         + e.escalation_rate * (1 - step_success(p, k)), abs=1e-15)
+    assert e.step_error == pytest.approx(
+        drafter_valid * (1 - drafter_p) * e.verification.accept_wrong + e.escalation_rate * (1 - step_success(p, k)),
+        abs=1e-15,
+    )
     assert e.expected_wrong == pytest.approx(steps * e.step_error)
     assert e.p_full == pytest.approx((1 - e.step_error) ** steps, rel=1e-6, abs=1e-300)
     assert e.large_calls_per_step == pytest.approx(e.escalation_rate * e.voting_calls_per_step)
@@ -289,8 +327,11 @@ def test_smallest_ensemble() -> None:
     assert weak.unanimous is None and weak.verifiers is None
     vote = smallest_ensemble(drafter_p=0.9, mode="vote", verifier_p=0.9, p=0.998, k=3, steps=255)
     assert vote.verify_k_at_n == 4
-    assert [speculation_estimate(drafter_p=0.9, mode="vote", verifier_p=0.9, verify_k=vk, p=0.998, k=3,
-                                 steps=255).p_full >= 0.95 for vk in (3, 4)] == [False, True]
+    assert [
+        speculation_estimate(drafter_p=0.9, mode="vote", verifier_p=0.9, verify_k=vk, p=0.998, k=3, steps=255).p_full
+        >= 0.95
+        for vk in (3, 4)
+    ] == [False, True]
 
 
 # -- the estimate against real simulated runs ----------------------------------------------------------
@@ -299,20 +340,50 @@ LARGE = "simulated:p=0.998,seed={}"
 
 RUNS = [
     # (run options, estimate arguments, digits): each expects 20 to 100 wrong steps
-    ({"agents": [LARGE.format(11)], "drafter": "simulated:p=0.9,seed=12", "verify_k": 1,
-      "verifiers": ["simulated:tpr=0.99,fpr=0.02,seed=13"]},
-     dict(drafter_p=0.9, p=0.998, k=3, tpr=0.99, fpr=0.02, verifiers=1, verify_k=1), 40_000),
-    ({"agents": [LARGE.format(21)], "drafter": "simulated:p=0.8,seed=22", "verify_k": 2,
-      "verifiers": [f"simulated:tpr=0.98,fpr=0.1,seed={23 + i}" for i in range(2)]},
-     dict(drafter_p=0.8, p=0.998, k=3, tpr=0.98, fpr=0.1, verifiers=2, verify_k=2), 30_000),
+    (
+        {
+            "agents": [LARGE.format(11)],
+            "drafter": "simulated:p=0.9,seed=12",
+            "verify_k": 1,
+            "verifiers": ["simulated:tpr=0.99,fpr=0.02,seed=13"],
+        },
+        dict(drafter_p=0.9, p=0.998, k=3, tpr=0.99, fpr=0.02, verifiers=1, verify_k=1),
+        40_000,
+    ),
+    (
+        {
+            "agents": [LARGE.format(21)],
+            "drafter": "simulated:p=0.8,seed=22",
+            "verify_k": 2,
+            "verifiers": [f"simulated:tpr=0.98,fpr=0.1,seed={23 + i}" for i in range(2)],
+        },
+        dict(drafter_p=0.8, p=0.998, k=3, tpr=0.98, fpr=0.1, verifiers=2, verify_k=2),
+        30_000,
+    ),
     # a weaker large model, so escalated votes err too, and three verifiers of which two must agree
-    ({"agents": ["simulated:p=0.95,seed=31"], "k": 2, "drafter": "simulated:p=0.85,seed=32", "verify_k": 2,
-      "verifiers": [f"simulated:tpr=0.95,fpr=0.15,seed={33 + i}" for i in range(3)]},
-     dict(drafter_p=0.85, p=0.95, k=2, tpr=0.95, fpr=0.15, verifiers=3, verify_k=2), 20_000),
+    (
+        {
+            "agents": ["simulated:p=0.95,seed=31"],
+            "k": 2,
+            "drafter": "simulated:p=0.85,seed=32",
+            "verify_k": 2,
+            "verifiers": [f"simulated:tpr=0.95,fpr=0.15,seed={33 + i}" for i in range(3)],
+        },
+        dict(drafter_p=0.85, p=0.95, k=2, tpr=0.95, fpr=0.15, verifiers=3, verify_k=2),
+        20_000,
+    ),
     # vote mode: every wrong answer is the same (spread=1), the worst case the estimate assumes
-    ({"agents": [LARGE.format(41)], "drafter": "simulated:p=0.8,seed=42", "verify": "vote", "verify_k": 3,
-      "verifiers": ["simulated:p=0.9,seed=43"]},
-     dict(drafter_p=0.8, p=0.998, k=3, mode="vote", verifier_p=0.9, verifiers=1, verify_k=3), 20_000),
+    (
+        {
+            "agents": [LARGE.format(41)],
+            "drafter": "simulated:p=0.8,seed=42",
+            "verify": "vote",
+            "verify_k": 3,
+            "verifiers": ["simulated:p=0.9,seed=43"],
+        },
+        dict(drafter_p=0.8, p=0.998, k=3, mode="vote", verifier_p=0.9, verifiers=1, verify_k=3),
+        20_000,
+    ),
 ]
 
 
@@ -322,8 +393,13 @@ def _binomial_interval(n: int, p: float, level: float = 0.999) -> tuple[int, int
     lo = None
     cdf = 0.0
     for x in range(n + 1):
-        cdf += math.exp(math.lgamma(n + 1) - math.lgamma(x + 1) - math.lgamma(n - x + 1)
-                        + x * math.log(p) + (n - x) * math.log1p(-p))
+        cdf += math.exp(
+            math.lgamma(n + 1)
+            - math.lgamma(x + 1)
+            - math.lgamma(n - x + 1)
+            + x * math.log(p)
+            + (n - x) * math.log1p(-p)
+        )
         if lo is None and cdf > tail:
             lo = x
         if cdf >= 1 - tail:
@@ -370,51 +446,118 @@ def test_estimate_matches_simulated_runs(tmp_path, options, args, digits) -> Non
 
 # -- the command line ----------------------------------------------------------------------------------
 
+
 def _cli(*args: str) -> tuple[int, str]:
     r = CliRunner().invoke(main, list(args))
     return r.exit_code, r.output
 
 
 def test_cli_estimate_prints_speculation_next_to_voting() -> None:
-    code, out = _cli("estimate", "--steps", "4095", "--p", "0.998", "--k", "3", "--drafter-p", "0.9", "--tpr",
-                     "0.99", "--fpr", "0.05")
+    code, out = _cli(
+        "estimate",
+        "--steps",
+        "4095",
+        "--p",
+        "0.998",
+        "--k",
+        "3",
+        "--drafter-p",
+        "0.9",
+        "--tpr",
+        "0.99",
+        "--fpr",
+        "0.05",
+    )
     assert code == 0, out
     assert "k_min = 2" in out and "speculative: score, 1 verifier, verify-k 1" in out
     assert "expected wrong steps 20.48" in out and "against 3.0120 voting" in out
     assert "smallest ensemble meeting 0.95: 3 verifiers that all agree (--verifiers 3 --verify-k 3)" in out
-    code, out = _cli("estimate", "--steps", "4095", "--p", "0.998", "--k", "3", "--drafter-p", "0.9", "--tpr",
-                     "0.99", "--fpr", "0.05", "--verifiers", "4", "--verify-k", "4", "--json")
+    code, out = _cli(
+        "estimate",
+        "--steps",
+        "4095",
+        "--p",
+        "0.998",
+        "--k",
+        "3",
+        "--drafter-p",
+        "0.9",
+        "--tpr",
+        "0.99",
+        "--fpr",
+        "0.05",
+        "--verifiers",
+        "4",
+        "--verify-k",
+        "4",
+        "--json",
+    )
     data = json.loads(out)
     spec = data["speculative"]
     assert spec["step_error"] == pytest.approx(0.1 * 0.05**4 + spec["escalation_rate"] * (1 - data["p_step"]))
     assert spec["large_calls_per_step"] == pytest.approx(0.41, abs=0.005)
     assert spec["voting_calls_per_step"] == pytest.approx(data["calls_per_step"])
     assert data["ensemble"] == {"target": 0.95, "verifiers": 4, "unanimous": 3, "verify_k_at_n": 3, "bound": 64}
-    code, out = _cli("estimate", "--steps", "1000", "--p", "0.998", "--drafter-p", "0.8", "--verify", "vote",
-                     "--verifier-p", "0.9", "--verify-k", "3", "--json")
+    code, out = _cli(
+        "estimate",
+        "--steps",
+        "1000",
+        "--p",
+        "0.998",
+        "--drafter-p",
+        "0.8",
+        "--verify",
+        "vote",
+        "--verifier-p",
+        "0.9",
+        "--verify-k",
+        "3",
+        "--json",
+    )
     assert code == 0 and json.loads(out)["speculative"]["verification"]["accept_wrong"] == pytest.approx(
-        vote_accept_probability(0.1, 1, 3))
+        vote_accept_probability(0.1, 1, 3)
+    )
     code, out = _cli("estimate", "--steps", "1000", "--p", "0.998")
     assert code == 0 and "speculative" not in out  # as before without --drafter-p
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--tpr", "0.9"], "need --drafter-p"),
-    (["--drafter-p", "0.9", "--tpr", "0.9"], "needs both --tpr and --fpr"),
-    (["--drafter-p", "0.9", "--verify", "vote"], "needs --verifier-p"),
-    (["--drafter-p", "0.9", "--verify", "vote", "--verifier-p", "0.9", "--tpr", "0.9"], "vote mode takes --verifier-p"),
-    (["--drafter-p", "0.9", "--tpr", "0.9", "--fpr", "0.1", "--verifier-p", "0.9"], "--verifier-p is for --verify vote"),
-    (["--drafter-p", "0.9", "--tpr", "0.9", "--fpr", "0.1", "--verify-k", "2"], "no draft could ever be accepted"),
-    (["--drafter-p", "1.5", "--tpr", "0.9", "--fpr", "0.1"], "--drafter-p is a rate"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--tpr", "0.9"], "need --drafter-p"),
+        (["--drafter-p", "0.9", "--tpr", "0.9"], "needs both --tpr and --fpr"),
+        (["--drafter-p", "0.9", "--verify", "vote"], "needs --verifier-p"),
+        (
+            ["--drafter-p", "0.9", "--verify", "vote", "--verifier-p", "0.9", "--tpr", "0.9"],
+            "vote mode takes --verifier-p",
+        ),
+        (
+            ["--drafter-p", "0.9", "--tpr", "0.9", "--fpr", "0.1", "--verifier-p", "0.9"],
+            "--verifier-p is for --verify vote",
+        ),
+        (["--drafter-p", "0.9", "--tpr", "0.9", "--fpr", "0.1", "--verify-k", "2"], "no draft could ever be accepted"),
+        (["--drafter-p", "1.5", "--tpr", "0.9", "--fpr", "0.1"], "--drafter-p is a rate"),
+    ],
+)
 def test_cli_estimate_refuses_inconsistent_options(args: list[str], message: str) -> None:
     code, out = _cli("estimate", "--steps", "100", "--p", "0.99", *args)
     assert code == 2 and message in out, out
 
 
 def test_cli_calibrate_verifier_measures_configured_rates() -> None:
-    code, out = _cli("calibrate", "hanoi", "--set", "disks=12", "--verifier", "simulated:tpr=0.9,fpr=0.15,seed=5",
-                     "--samples", "2000", "--drafter-p", "0.9", "--json")
+    code, out = _cli(
+        "calibrate",
+        "hanoi",
+        "--set",
+        "disks=12",
+        "--verifier",
+        "simulated:tpr=0.9,fpr=0.15,seed=5",
+        "--samples",
+        "2000",
+        "--drafter-p",
+        "0.9",
+        "--json",
+    )
     assert code == 0, out
     c = json.loads(out)
     assert c["right"] == c["wrong"] == 1000 and not c["drafts_flagged"]
@@ -430,15 +573,37 @@ def test_cli_calibrate_verifier_measures_configured_rates() -> None:
 
 
 def test_cli_calibrate_verifier_with_a_drafter_and_the_large_model() -> None:
-    code, out = _cli("calibrate", "hanoi", "--set", "disks=10", "--verifier", "simulated:tpr=0.95,fpr=0.1,seed=3",
-                     "--drafter", "simulated:p=0.8,malformed=0.05,seed=4", "--agent", "simulated:p=0.99,seed=6",
-                     "--samples", "1500")
+    code, out = _cli(
+        "calibrate",
+        "hanoi",
+        "--set",
+        "disks=10",
+        "--verifier",
+        "simulated:tpr=0.95,fpr=0.1,seed=3",
+        "--drafter",
+        "simulated:p=0.8,malformed=0.05,seed=4",
+        "--agent",
+        "simulated:p=0.99,seed=6",
+        "--samples",
+        "1500",
+    )
     assert code == 0, out
     assert "p = 0.99" in out  # the large model's own calibration comes first
     assert "drafts by simulated:p=0.8" in out and "TPR = 0.9" in out and "FPR = 0." in out
     assert "speculative run of 1,023 steps" in out and "smallest ensemble meeting 0.95" in out
-    code, out = _cli("calibrate", "hanoi", "--set", "disks=10", "--verifier", "simulated:tpr=0.95,fpr=0.1,seed=3",
-                     "--drafter", "simulated:p=0.8,malformed=0.05,seed=4", "--samples", "1500", "--json")
+    code, out = _cli(
+        "calibrate",
+        "hanoi",
+        "--set",
+        "disks=10",
+        "--verifier",
+        "simulated:tpr=0.95,fpr=0.1,seed=3",
+        "--drafter",
+        "simulated:p=0.8,malformed=0.05,seed=4",
+        "--samples",
+        "1500",
+        "--json",
+    )
     c = json.loads(out)
     flagged = sum(c["drafts_flagged"].values())
     assert c["right"] + c["wrong"] + flagged == 1500 and 0.03 < flagged / 1500 < 0.07
@@ -448,8 +613,21 @@ def test_cli_calibrate_verifier_with_a_drafter_and_the_large_model() -> None:
 
 
 def test_cli_calibrate_verifier_vote_mode() -> None:
-    code, out = _cli("calibrate", "addition", "--set", "digits=2000", "--verifier", "simulated:p=0.9,seed=3",
-                     "--verify", "vote", "--drafter", "simulated:p=0.8,seed=4", "--samples", "1500", "--json")
+    code, out = _cli(
+        "calibrate",
+        "addition",
+        "--set",
+        "digits=2000",
+        "--verifier",
+        "simulated:p=0.9,seed=3",
+        "--verify",
+        "vote",
+        "--drafter",
+        "simulated:p=0.8,seed=4",
+        "--samples",
+        "1500",
+        "--json",
+    )
     assert code == 0, out
     c = json.loads(out)
     # a right draft is confirmed when the verifier is right; a wrong one when it makes the same mistake
@@ -457,16 +635,20 @@ def test_cli_calibrate_verifier_vote_mode() -> None:
         low, high = wilson_interval(hits, n, z=3.29)
         assert low <= rate <= high
     assert c["estimate"]["verification"]["accept_wrong"] == pytest.approx(
-        vote_accept_probability(1 - c["verifier_p"], 1, 1))
+        vote_accept_probability(1 - c["verifier_p"], 1, 1)
+    )
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--agent", "simulated:p=0.9", "--drafter", "simulated:p=0.9"], "need --verifier"),
-    ([], "give --agent"),
-    (["--verifier", "simulated:p=0.9", "--verify", "vote", "--threshold", "5"], "are for --verify score"),
-    (["--verifier", "simulated:p=0.9", "--drafter", "simulated:p=0.9", "--drafter-p", "0.9"], "not both"),
-    (["--verifier", "simulated:p=0.9", "--verify-k", "2"], "no draft could ever be accepted"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--agent", "simulated:p=0.9", "--drafter", "simulated:p=0.9"], "need --verifier"),
+        ([], "give --agent"),
+        (["--verifier", "simulated:p=0.9", "--verify", "vote", "--threshold", "5"], "are for --verify score"),
+        (["--verifier", "simulated:p=0.9", "--drafter", "simulated:p=0.9", "--drafter-p", "0.9"], "not both"),
+        (["--verifier", "simulated:p=0.9", "--verify-k", "2"], "no draft could ever be accepted"),
+    ],
+)
 def test_cli_calibrate_refuses_inconsistent_options(args: list[str], message: str) -> None:
     code, out = _cli("calibrate", "hanoi", "--set", "disks=4", "--samples", "10", *args)
     assert code == 2 and message in out, out
@@ -474,10 +656,15 @@ def test_cli_calibrate_refuses_inconsistent_options(args: list[str], message: st
 
 # -- before a run --------------------------------------------------------------------------------------
 
+
 def _options(verifiers: int, verify_k: int, **more) -> RunOptions:
-    return RunOptions(agents=["simulated:p=0.998,seed=1"], drafter="simulated:p=0.9,seed=2",
-                      verifiers=[f"simulated:tpr=0.99,fpr=0.05,seed={10 + i}" for i in range(verifiers)],
-                      verify_k=verify_k, **more)
+    return RunOptions(
+        agents=["simulated:p=0.998,seed=1"],
+        drafter="simulated:p=0.9,seed=2",
+        verifiers=[f"simulated:tpr=0.99,fpr=0.05,seed={10 + i}" for i in range(verifiers)],
+        verify_k=verify_k,
+        **more,
+    )
 
 
 def test_preflight_warns_when_wrong_steps_are_expected() -> None:
@@ -486,7 +673,10 @@ def test_preflight_warns_when_wrong_steps_are_expected() -> None:
     first, warning = text.split("\n")
     assert first.startswith("speculation estimate: 255 steps, per-step error 5.0e-03, expected wrong steps 1.3 ")
     assert "large-model calls per step 0.31 against 3.01 voting" in first
-    assert warning.startswith("warning: expect 1.3 wrong steps") and "3 independent verifiers that must all agree" in warning
+    assert (
+        warning.startswith("warning: expect 1.3 wrong steps")
+        and "3 independent verifiers that must all agree" in warning
+    )
     # the fix it names is one that works
     fixed, wrong = preflight(_options(3, 3), None, 255, workflow="hanoi")
     assert "\n" not in fixed and wrong < 0.05
@@ -503,8 +693,12 @@ def test_preflight_quiet_for_four_verifiers_that_must_agree() -> None:
 
 def test_preflight_other_cases() -> None:
     assert preflight(RunOptions(agents=["simulated:p=0.99"]), None, 100) == ("", None)
-    text, wrong = preflight(RunOptions(agents=["hf:smollm2-135m"], drafter="hf:smollm2-135m",
-                                       verifiers=["hf:smollm2-135m"]), None, 30, workflow="counting")
+    text, wrong = preflight(
+        RunOptions(agents=["hf:smollm2-135m"], drafter="hf:smollm2-135m", verifiers=["hf:smollm2-135m"]),
+        None,
+        30,
+        workflow="counting",
+    )
     assert wrong is None and "are unknown" in text
     assert "maker calibrate counting --verifier hf:smollm2-135m --drafter hf:smollm2-135m" in text
     # what the caller already knows of an agent wins over its spec

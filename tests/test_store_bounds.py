@@ -34,8 +34,10 @@ def _steps(db: Path, run_id: str) -> list[tuple[Any, ...]]:
     con = sqlite3.connect(db)
     try:
         cols = [r[1] for r in con.execute("PRAGMA table_info(steps)") if r[1] not in (*TIMINGS, "run")]
-        return con.execute(f"SELECT {', '.join(cols)} FROM steps WHERE run=(SELECT id FROM runs WHERE run_id=?)"
-                           f" ORDER BY step", (run_id,)).fetchall()
+        return con.execute(
+            f"SELECT {', '.join(cols)} FROM steps WHERE run=(SELECT id FROM runs WHERE run_id=?) ORDER BY step",
+            (run_id,),
+        ).fetchall()
     finally:
         con.close()
 
@@ -43,8 +45,9 @@ def _steps(db: Path, run_id: str) -> list[tuple[Any, ...]]:
 def _snapshots(db: Path, run_id: str) -> dict[int, str]:
     con = sqlite3.connect(db)
     try:
-        return dict(con.execute("SELECT step, state FROM snapshots WHERE run=(SELECT id FROM runs WHERE run_id=?)",
-                                (run_id,)))
+        return dict(
+            con.execute("SELECT step, state FROM snapshots WHERE run=(SELECT id FROM runs WHERE run_id=?)", (run_id,))
+        )
     finally:
         con.close()
 
@@ -88,8 +91,19 @@ def test_snapshots_kept_follow_the_policy(pair: Path) -> None:
 
 @pytest.mark.parametrize("bad", ["every:0", "every", "some", "every:-3", "every:1.5"])
 def test_a_bad_policy_is_refused_naming_the_forms(bad: str, tmp_path: Path) -> None:
-    proc = run_maker("run", "hanoi", "--set", "disks=3", "--agent", AGENT, "--snapshots", bad,
-                     "--store", tmp_path / "s.sqlite", tmp=tmp_path)
+    proc = run_maker(
+        "run",
+        "hanoi",
+        "--set",
+        "disks=3",
+        "--agent",
+        AGENT,
+        "--snapshots",
+        bad,
+        "--store",
+        tmp_path / "s.sqlite",
+        tmp=tmp_path,
+    )
     assert proc.returncode == 2 and "'all' or 'every:N'" in proc.stderr, proc.stderr
     assert not (tmp_path / "s.sqlite").exists()
 
@@ -113,7 +127,9 @@ def test_maker_fork_inherits_the_policy_or_takes_another(pair: Path, tmp_path: P
     db = tmp_path / "s.sqlite"
     db.write_bytes(pair.read_bytes())
     for new_id, more in (("same", ()), ("every", ("--snapshots", "all"))):
-        proc = run_maker("fork", "bounded", "--from-step", "100", "--run-id", new_id, *more, "--store", db, tmp=tmp_path)
+        proc = run_maker(
+            "fork", "bounded", "--from-step", "100", "--run-id", new_id, *more, "--store", db, tmp=tmp_path
+        )
         assert proc.returncode == 0, proc.stderr
     taken = [100, *range(107, 255, 7), 255]
     assert sorted(_snapshots(db, "every")) == taken
@@ -132,9 +148,13 @@ def test_replay_of_a_bounded_run_still_catches_an_impure_apply(tmp_path: Path) -
     from tests.fixtures import drifting
 
     db = tmp_path / "s.sqlite"
-    start_run("tests.fixtures.drifting:Leaky", {"steps": 10},
-              {"agents": ["simulated:p=0.95,seed=1"], "commit_every": 3, "commit_seconds": 1e9}, store=db,
-              run_id="leaky")
+    start_run(
+        "tests.fixtures.drifting:Leaky",
+        {"steps": 10},
+        {"agents": ["simulated:p=0.95,seed=1"], "commit_every": 3, "commit_seconds": 1e9},
+        store=db,
+        run_id="leaky",
+    )
     assert sorted(_snapshots(db, "leaky")) == [0, 10]
     drifting.BONUS = 1
     try:
@@ -182,8 +202,22 @@ def test_a_resumed_summary_tells_the_segment_from_the_total(tmp_path: Path) -> N
 
 DISKS = 11
 TOTAL = 2**DISKS - 1
-RUN = ["run", "hanoi", "--set", f"disks={DISKS}", "--agent", "simulated:gpt-4.1-mini,call_s=0.0003", "--k", "3",
-       "--seed", "5", "--run-id", "K", "--commit-every", "16"]
+RUN = [
+    "run",
+    "hanoi",
+    "--set",
+    f"disks={DISKS}",
+    "--agent",
+    "simulated:gpt-4.1-mini,call_s=0.0003",
+    "--k",
+    "3",
+    "--seed",
+    "5",
+    "--run-id",
+    "K",
+    "--commit-every",
+    "16",
+]
 
 
 def test_sigkill_then_resume_of_a_bounded_run_matches_a_run_keeping_every_snapshot(tmp_path: Path) -> None:
@@ -194,8 +228,13 @@ def test_sigkill_then_resume_of_a_bounded_run_matches_a_run_keeping_every_snapsh
 
     db = tmp_path / "s.sqlite"
     with open(tmp_path / "err", "wb") as err:
-        proc = subprocess.Popen([*MAKER, *RUN, "--snapshots", "every:100", "--store", str(db)], stdout=subprocess.DEVNULL,
-                                stderr=err, stdin=subprocess.DEVNULL, env=maker_env(tmp_path))
+        proc = subprocess.Popen(
+            [*MAKER, *RUN, "--snapshots", "every:100", "--store", str(db)],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            env=maker_env(tmp_path),
+        )
     deadline = time.monotonic() + 120
     try:
         while True:
@@ -228,8 +267,11 @@ def test_sigkill_then_resume_of_a_bounded_run_matches_a_run_keeping_every_snapsh
 
     # both wall times, each named: the run's total and this resume's own
     line = resumed.stdout.splitlines()[0]
-    m = re.fullmatch(rf"run K: done, {TOTAL:,} steps in ([\d.]+) s in all \(this resume: ([\d,]+) steps in "
-                     rf"([\d.]+) s, from step ([\d,]+)\)", line)
+    m = re.fullmatch(
+        rf"run K: done, {TOTAL:,} steps in ([\d.]+) s in all \(this resume: ([\d,]+) steps in "
+        rf"([\d.]+) s, from step ([\d,]+)\)",
+        line,
+    )
     assert m, line
     assert int(m[2].replace(",", "")) == TOTAL - killed_at and int(m[4].replace(",", "")) == killed_at
     assert float(m[3]) <= float(m[1])
@@ -255,7 +297,12 @@ def test_a_result_built_from_every_step_is_read_from_the_trace(tmp_path: Path) -
         previous = tuple(move)
     assert len(moves) == 63 and pegs == [[], [], [6, 5, 4, 3, 2, 1]]
     root = Path(__file__).resolve().parent.parent
-    proc = subprocess.run([sys.executable, "-m", "examples.hanoi_moves", str(db), "h"], capture_output=True,
-                          text=True, cwd=root, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "examples.hanoi_moves", str(db), "h"],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [str(m) for m in moves]

@@ -22,10 +22,36 @@ DISKS = 11
 TOTAL = 2**DISKS - 1
 
 # R: a finished run. F: a run that failed part way (step 34 with this seed), resumable.
-DONE_RUN = ["run", "hanoi", "--set", f"disks={DISKS}", "--agent", "simulated:gpt-4.1-mini", "--k", "3", "--seed", "5",
-            "--run-id", "R"]
-FAILED_RUN = ["run", "hanoi", "--set", f"disks={DISKS}", "--agent", "simulated:p=0.99,spread=1", "--max-rounds", "1",
-              "--k", "5", "--seed", "2", "--run-id", "F"]
+DONE_RUN = [
+    "run",
+    "hanoi",
+    "--set",
+    f"disks={DISKS}",
+    "--agent",
+    "simulated:gpt-4.1-mini",
+    "--k",
+    "3",
+    "--seed",
+    "5",
+    "--run-id",
+    "R",
+]
+FAILED_RUN = [
+    "run",
+    "hanoi",
+    "--set",
+    f"disks={DISKS}",
+    "--agent",
+    "simulated:p=0.99,spread=1",
+    "--max-rounds",
+    "1",
+    "--k",
+    "5",
+    "--seed",
+    "2",
+    "--run-id",
+    "F",
+]
 
 
 def _maker(*args: str | Path, tmp: Path) -> subprocess.CompletedProcess[str]:
@@ -69,8 +95,12 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         page_size = con.execute("PRAGMA page_size").fetchone()[0]
         page_count = con.execute("PRAGMA page_count").fetchone()[0]
         try:
-            leaves = [p for (p,) in con.execute(
-                "SELECT pageno FROM dbstat WHERE name='steps' AND pagetype='leaf' ORDER BY pageno")]
+            leaves = [
+                p
+                for (p,) in con.execute(
+                    "SELECT pageno FROM dbstat WHERE name='steps' AND pagetype='leaf' ORDER BY pageno"
+                )
+            ]
         except sqlite3.OperationalError:  # SQLite built without dbstat: hit several middle pages
             leaves = []
     finally:
@@ -98,7 +128,7 @@ def _damage(db: Path, how: str, base: dict[str, Any]) -> None:
         fill = bytes(ps) if how == "zeroed-page" else random.Random(1234).randbytes(ps)
         for page in base["pages"]:
             off = (page - 1) * ps
-            data[off: off + ps] = fill
+            data[off : off + ps] = fill
     db.write_bytes(bytes(data))
 
 
@@ -137,19 +167,33 @@ def test_resume_failed_run_with_other_params_is_refused(store: Path, base: dict[
     assert _digest(store) == before
 
     # the same parameters are accepted (and the run goes on from its last commit)
-    ok = _maker("resume", "F", "--store", store, "--set", f"disks={DISKS}", "--max-rounds", "1000", "--json",
-                tmp=tmp_path)
+    ok = _maker(
+        "resume", "F", "--store", store, "--set", f"disks={DISKS}", "--max-rounds", "1000", "--json", tmp=tmp_path
+    )
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["steps"] == TOTAL
 
 
 def test_resume_killed_run_with_other_params_is_refused(tmp_path: Path) -> None:
     db = tmp_path / "killed.sqlite"
-    args = ["run", "hanoi", "--set", f"disks={DISKS}", "--agent", "simulated:gpt-4.1-mini,call_s=0.0003",
-            "--run-id", "K", "--commit-seconds", "0.05", "--store", str(db)]
+    args = [
+        "run",
+        "hanoi",
+        "--set",
+        f"disks={DISKS}",
+        "--agent",
+        "simulated:gpt-4.1-mini,call_s=0.0003",
+        "--run-id",
+        "K",
+        "--commit-seconds",
+        "0.05",
+        "--store",
+        str(db),
+    ]
     with open(tmp_path / "run.stderr", "wb") as err:
-        proc = subprocess.Popen([*MAKER, *args], stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL,
-                                env=maker_env(tmp_path))
+        proc = subprocess.Popen(
+            [*MAKER, *args], stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL, env=maker_env(tmp_path)
+        )
     deadline = time.monotonic() + TIMEOUT
     try:
         while proc.poll() is None and time.monotonic() < deadline:
@@ -213,8 +257,24 @@ def test_resume_finished_run(store: Path, tmp_path: Path) -> None:
 
 def test_undecided_step_fails_then_resumes_with_more_rounds(tmp_path: Path) -> None:
     db = tmp_path / "u.sqlite"
-    proc = _maker("run", "hanoi", "--set", f"disks={DISKS}", "--agent", "simulated:p=0.5,spread=1", "--max-rounds", "1",
-                  "--k", "5", "--run-id", "U", "--store", db, "--json", tmp=tmp_path)
+    proc = _maker(
+        "run",
+        "hanoi",
+        "--set",
+        f"disks={DISKS}",
+        "--agent",
+        "simulated:p=0.5,spread=1",
+        "--max-rounds",
+        "1",
+        "--k",
+        "5",
+        "--run-id",
+        "U",
+        "--store",
+        db,
+        "--json",
+        tmp=tmp_path,
+    )
     assert proc.returncode == 1, proc.stderr
     _no_traceback(proc)
     assert proc.stdout == ""
@@ -227,8 +287,9 @@ def test_undecided_step_fails_then_resumes_with_more_rounds(tmp_path: Path) -> N
     assert "no answer won the vote" in u["error"]
     failed_at = u["steps"]
 
-    proc = _maker("resume", "U", "--store", db, "--max-rounds", "1000", "--agent", "simulated:p=0.999", "--json",
-                  tmp=tmp_path)
+    proc = _maker(
+        "resume", "U", "--store", db, "--max-rounds", "1000", "--agent", "simulated:p=0.999", "--json", tmp=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["status"] == "done" and summary["steps"] == TOTAL

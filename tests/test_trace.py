@@ -58,11 +58,14 @@ def test_show_gives_every_detail_of_a_step(hanoi) -> None:
     assert [json.loads(line)["step"] for line in out.splitlines()] == [3, 4, 5]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--steps", "x:y"], "expected A:B"),
-    (["--step", "999"], "past its end"),
-    (["--step", "1", "--steps", "1:2"], "not both"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--steps", "x:y"], "expected A:B"),
+        (["--step", "999"], "past its end"),
+        (["--step", "1", "--steps", "1:2"], "not both"),
+    ],
+)
 def test_show_rejects_bad_ranges_clearly(hanoi, args, message) -> None:
     code, out = _cli("trace", "show", "h", *args, "--store", str(hanoi))
     assert code == 2 and message in out
@@ -169,10 +172,28 @@ def test_a_fork_with_the_same_settings_reproduces_the_parent(hanoi, tmp_path) ->
 
 def test_a_fork_with_new_settings_is_linked_and_replayable(tmp_path) -> None:
     store = tmp_path / "s.sqlite"
-    start_run("counting", {"steps": 30, "window": 5}, {"agents": ["simulated:p=0.8,spread=2,tokens=5,seed=3"],
-                                                         "k": 2}, store=store, run_id="c")
-    code, out = _cli("fork", "c", "--from-step", "12", "--k", "4", "--set", "window=3", "--run-id", "c2",
-                     "--store", str(store), "--json")
+    start_run(
+        "counting",
+        {"steps": 30, "window": 5},
+        {"agents": ["simulated:p=0.8,spread=2,tokens=5,seed=3"], "k": 2},
+        store=store,
+        run_id="c",
+    )
+    code, out = _cli(
+        "fork",
+        "c",
+        "--from-step",
+        "12",
+        "--k",
+        "4",
+        "--set",
+        "window=3",
+        "--run-id",
+        "c2",
+        "--store",
+        str(store),
+        "--json",
+    )
     assert code == 0, out
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["steps"] == 18 and summary["first_step"] == 12 and summary["k"] == 4
@@ -256,8 +277,13 @@ def test_a_fork_that_fails_resumes_from_its_own_commits(tmp_path) -> None:
     start_run("hanoi", {"disks": 5}, {"agents": [AGENT], "k": 2}, store=store, run_id="p")
     # a coin-flipping agent with one round per step cannot decide a step: the fork fails, resumably
     with pytest.raises(StepUndecidedError):
-        fork_run("p", 10, store=store, new_id="f", overrides={"agents": ["simulated:p=0.5,spread=1,seed=9"],
-                                                              "max_rounds": 1, "k": 3})
+        fork_run(
+            "p",
+            10,
+            store=store,
+            new_id="f",
+            overrides={"agents": ["simulated:p=0.5,spread=1,seed=9"], "max_rounds": 1, "k": 3},
+        )
     with Store.open(store) as st:
         failed = st.run("f")
     assert failed.status == "failed" and failed.first_step == 10 and failed.steps >= 10
@@ -268,10 +294,20 @@ def test_a_fork_that_fails_resumes_from_its_own_commits(tmp_path) -> None:
 
 def test_show_and_stats_name_the_drafter_verifiers_and_their_verdicts(tmp_path) -> None:
     store = tmp_path / "s.sqlite"
-    summary = start_run("hanoi", {"disks": 7}, {
-        "agents": ["simulated:p=0.998,seed=1"], "k": 3, "drafter": "simulated:p=0.8,seed=2",
-        "verifiers": ["simulated:tpr=0.99,fpr=0.05,seed=3", "simulated:tpr=0.99,fpr=0.05,seed=4"], "verify_k": 2,
-        "large_first": 3}, store=store, run_id="s")
+    summary = start_run(
+        "hanoi",
+        {"disks": 7},
+        {
+            "agents": ["simulated:p=0.998,seed=1"],
+            "k": 3,
+            "drafter": "simulated:p=0.8,seed=2",
+            "verifiers": ["simulated:tpr=0.99,fpr=0.05,seed=3", "simulated:tpr=0.99,fpr=0.05,seed=4"],
+            "verify_k": 2,
+            "large_first": 3,
+        },
+        store=store,
+        run_id="s",
+    )
     with Store.open(store) as st:
         rec = st.run("s")
         rows = list(step_records(st, rec))
@@ -283,10 +319,16 @@ def test_show_and_stats_name_the_drafter_verifiers_and_their_verdicts(tmp_path) 
     assert accepted and all(r["agent"].startswith("drafter: ") for r in accepted)
     for r in accepted:
         assert [v["verifier"] for v in r["speculation"]["verdicts"]] == [
-            "verifier 1: simulated:tpr=0.99,fpr=0.05,seed=3", "verifier 2: simulated:tpr=0.99,fpr=0.05,seed=4"]
+            "verifier 1: simulated:tpr=0.99,fpr=0.05,seed=3",
+            "verifier 2: simulated:tpr=0.99,fpr=0.05,seed=4",
+        ]
         assert all(v["accept"] and 0 <= v["score"] <= 9 for v in r["speculation"]["verdicts"])
     spec = stats["speculation"]
-    assert (spec["drafted"], spec["accepted"], spec["escalated"]) == (summary.drafted, summary.accepted, summary.escalated)
+    assert (spec["drafted"], spec["accepted"], spec["escalated"]) == (
+        summary.drafted,
+        summary.accepted,
+        summary.escalated,
+    )
     assert spec["routed"] == {"large_first": 3}
     code, out = _cli("trace", "show", "s", "--step", str(accepted[0]["step"]), "--store", str(store))
     assert "drafted by drafter: simulated:p=0.8,seed=2" in out and "accepted" in out and "score" in out

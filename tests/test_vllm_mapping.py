@@ -17,16 +17,24 @@ def test_one_sampling_params_per_temperature_seeded_by_its_first_sample() -> Non
     groups = sampling_groups(req, pattern=r"move = \[.*\]")
     assert [idx for idx, _ in groups] == [[0], [1, 2, 3]]
     greedy, rest = (kw for _, kw in groups)
-    assert greedy == {"n": 1, "temperature": 0.0, "seed": 11, "max_tokens": 751, "stop": ["\n\n"], "logprobs": 1,
-                      "structured_outputs": {"regex": r"move = \[.*\]"}}
+    assert greedy == {
+        "n": 1,
+        "temperature": 0.0,
+        "seed": 11,
+        "max_tokens": 751,
+        "stop": ["\n\n"],
+        "logprobs": 1,
+        "structured_outputs": {"regex": r"move = \[.*\]"},
+    }
     assert rest["n"] == 3 and rest["temperature"] == 0.1 and rest["seed"] == 12
 
 
 def test_outputs_map_to_samples_with_logprobs() -> None:
     lp = lambda v: SimpleNamespace(logprob=v)  # noqa: E731
     outs = [
-        SimpleNamespace(text="a = 1", token_ids=[5, 6], logprobs=[{5: lp(-0.1), 9: lp(-3.0)}, {6: lp(-0.2)}],
-                        finish_reason="stop"),
+        SimpleNamespace(
+            text="a = 1", token_ids=[5, 6], logprobs=[{5: lp(-0.1), 9: lp(-3.0)}, {6: lp(-0.2)}], finish_reason="stop"
+        ),
         SimpleNamespace(text="a = 2 and more", token_ids=[5, 7, 8], logprobs=None, finish_reason="length"),
     ]
     first, second = to_samples(outs)
@@ -69,8 +77,13 @@ def test_the_microsteps_pattern_travels_on_the_request_without_ground_truth() ->
             return None
 
     ms = Microstep("count", schema=Count, prompt="Count: {x}", pattern=r"n = [0-9]+")
-    decider = Decider(agents=[Agent("rec", Recorder())], speculation=None, seed=1,  # type: ignore[arg-type]
-                      policies={"count": Voting(k=2)}, max_tokens=None)
+    decider = Decider(
+        agents=[Agent("rec", Recorder())],
+        speculation=None,
+        seed=1,  # type: ignore[arg-type]
+        policies={"count": Voting(k=2)},
+        max_tokens=None,
+    )
     d = asyncio.run(decider.decide(0, MicrostepCall(ms, {"x": 1}), None, None))
     assert d.answer.n == 3
     assert seen and all(r.oracle is None and r.pattern == r"n = [0-9]+" for r in seen)
@@ -80,11 +93,20 @@ def test_probes_read_digits_and_entropy_from_the_first_positions_top_list() -> N
     from maker.agents._logprobs import TOP, digit_logprobs, entropy
     from maker.agents.vllm_backend import first_top, probe_params
 
-    assert probe_params(2**70 + 5) == {"n": 1, "temperature": 0.0, "seed": (2**70 + 5) % 2**63, "max_tokens": 1,
-                                       "logprobs": TOP}
+    assert probe_params(2**70 + 5) == {
+        "n": 1,
+        "temperature": 0.0,
+        "seed": (2**70 + 5) % 2**63,
+        "max_tokens": 1,
+        "logprobs": TOP,
+    }
     lp = lambda tok, v: SimpleNamespace(logprob=v, decoded_token=tok)  # noqa: E731
-    out = SimpleNamespace(text="8", token_ids=[17], finish_reason="length",
-                          logprobs=[{17: lp("8", -0.2), 18: lp(" 8", -2.0), 19: lp("7", -1.9), 20: lp("x", -4.0)}])
+    out = SimpleNamespace(
+        text="8",
+        token_ids=[17],
+        finish_reason="length",
+        logprobs=[{17: lp("8", -0.2), 18: lp(" 8", -2.0), 19: lp("7", -1.9), 20: lp("x", -4.0)}],
+    )
     top = first_top(out)
     assert top == [("8", -0.2), (" 8", -2.0), ("7", -1.9), ("x", -4.0)]
     digits = digit_logprobs(top)

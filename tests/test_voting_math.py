@@ -35,6 +35,7 @@ STEPS = st.integers(min_value=1, max_value=10**9)
 
 # -- exact reference computations ------------------------------------------------------
 
+
 def _lead_chain(p: float, k: int) -> tuple[Fraction, Fraction]:
     """(expected votes, chance the correct side wins) for first-to-ahead-by-k, exactly.
 
@@ -72,14 +73,14 @@ def _beta_tail_exact(leader: int, runner_up: int) -> Fraction:
     """P(X > 1/2) for X ~ Beta(leader+1, runner_up+1), by integrating the density exactly."""
     a, b = leader, runner_up
     integral = sum(
-        Fraction((-1) ** j * math.comb(b, j)) * (1 - Fraction(1, 2 ** (a + j + 1))) / (a + j + 1)
-        for j in range(b + 1)
+        Fraction((-1) ** j * math.comb(b, j)) * (1 - Fraction(1, 2 ** (a + j + 1))) / (a + j + 1) for j in range(b + 1)
     )
     beta_fn = Fraction(math.factorial(a) * math.factorial(b), math.factorial(a + b + 1))
     return integral / beta_fn
 
 
 # -- step_success, run_success, k_min --------------------------------------------------
+
 
 def test_k_min_reproduces_maker_paper() -> None:
     # MAKER: 1,048,575 Hanoi steps (20 disks) at 95% target.
@@ -148,6 +149,7 @@ def test_run_success_is_step_success_to_the_power_of_steps(p: float, k: int, s: 
 
 # -- expected_samples / expected_calls --------------------------------------------------
 
+
 @settings(max_examples=150, deadline=None)
 @given(p=st.floats(min_value=0.01, max_value=1.0), k=st.integers(min_value=1, max_value=25))
 @example(p=0.5, k=7)
@@ -191,6 +193,7 @@ def test_small_p_does_not_overflow() -> None:
 
 # -- is_decided / samples_needed -------------------------------------------------------
 
+
 @st.composite
 def ahead_tallies(draw: st.DrawFn) -> tuple[Voting, int, int]:
     k = draw(st.integers(min_value=1, max_value=60))
@@ -229,9 +232,16 @@ def test_ahead_by_k_decided_iff_margin_reaches_k(k: int, second: int, extra: int
 
 
 @settings(max_examples=200, deadline=None)
-@given(voting=st.builds(Voting, rule=st.sampled_from(["ahead_by_k", "adaptive"]), k=st.integers(1, 20),
-                        confidence=st.floats(0.5001, 0.999)),
-       top=st.integers(0, 80), second=st.integers(0, 80))
+@given(
+    voting=st.builds(
+        Voting,
+        rule=st.sampled_from(["ahead_by_k", "adaptive"]),
+        k=st.integers(1, 20),
+        confidence=st.floats(0.5001, 0.999),
+    ),
+    top=st.integers(0, 80),
+    second=st.integers(0, 80),
+)
 def test_decided_tallies_still_ask_for_one(voting: Voting, top: int, second: int) -> None:
     assume(top >= second)
     assert samples_needed(voting, top, second) >= 1
@@ -254,8 +264,9 @@ def test_beta_confidence_matches_scipy_betainc(leader: int, runner_up: int) -> N
     # P(X > 1/2), X ~ Beta(l+1, r+1)  ==  1 - I_{1/2}(l+1, r+1)  ==  I_{1/2}(r+1, l+1).
     want = float(special.betainc(runner_up + 1, leader + 1, 0.5))
     assert beta_confidence(leader, runner_up) == pytest.approx(want, rel=1e-9, abs=1e-13)
-    assert beta_confidence(leader, runner_up) == pytest.approx(1 - float(special.betainc(leader + 1, runner_up + 1, 0.5)),
-                                                               rel=1e-9, abs=1e-13)
+    assert beta_confidence(leader, runner_up) == pytest.approx(
+        1 - float(special.betainc(leader + 1, runner_up + 1, 0.5)), rel=1e-9, abs=1e-13
+    )
 
 
 @settings(max_examples=200, deadline=None)
@@ -277,6 +288,7 @@ def test_beta_confidence_of_a_tie_is_one_half(n: int) -> None:
 
 
 # -- wilson_interval --------------------------------------------------------------------
+
 
 @st.composite
 def binomial_counts(draw: st.DrawFn, interior: bool) -> tuple[int, int]:

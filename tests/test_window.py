@@ -32,28 +32,64 @@ def _trace(db: Path, run_id: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any
 # drafters that err and write malformed or over-long drafts; verifiers with false positives; escalation when a
 # draft is rejected, and an escalation agent past --max-rounds.
 CASES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
-    "score verifiers": ("hanoi", {"disks": 7}, {
-        "agents": ["simulated:p=0.97,seed=1,spread=2,malformed=0.02,call_s=0.002"],
-        "drafter": "simulated:p=0.85,seed=2,malformed=0.05,overlong=0.03,call_s=0.0005",
-        "verifiers": ["simulated:seed=3,tpr=0.95,fpr=0.2,call_s=0.002", "simulated:seed=4,tpr=0.9,fpr=0.3"],
-        "verify_k": 1, "k": 2}),
-    "vote verifiers, routing, large first": ("hanoi", {"disks": 6}, {
-        "agents": ["simulated:p=0.99,seed=5,hard_fraction=0.1,call_s=0.002"],
-        "drafter": "simulated:p=0.8,seed=6,hard_fraction=0.1,call_s=0.0005",
-        "verifiers": ["simulated:p=0.9,seed=7,call_s=0.001"], "verify": "vote", "verify_k": 2,
-        "entropy_threshold": 1.0, "large_first": 5, "k": 2}),
-    "escalation past max rounds": ("addition", {"digits": 80, "seed": 3}, {
-        "agents": ["simulated:p=0.55,seed=8,call_s=0.001", "simulated:p=0.99,seed=9,call_s=0.002"],
-        "drafter": "simulated:p=0.7,seed=10,call_s=0.0005", "verifiers": ["simulated:seed=11,tpr=0.9,fpr=0.1"],
-        "max_rounds": 2, "k": 3}),
-    "voted drafts, false rejects": ("hanoi", {"disks": 7}, {
-        "agents": ["simulated:p=0.99,seed=15,call_s=0.002"],
-        "drafter": "simulated:p=0.65,seed=16,malformed=0.05,spread=2,call_s=0.0005", "draft_k": 2, "draft_batch": 3,
-        "verifiers": ["simulated:seed=17,tpr=0.85,fpr=0.1,call_s=0.002"], "k": 2}),
-    "fan-out (a task tree)": ("solve", {"task": "Multiply 8479902459 by 2051802512"}, {
-        "agents": ["simulated:p=0.95,seed=12,malformed=0.03,call_s=0.002"],
-        "drafter": "simulated:p=0.85,seed=13,call_s=0.0005", "verifiers": ["simulated:seed=14,tpr=0.95,fpr=0.1"],
-        "k": 2}),
+    "score verifiers": (
+        "hanoi",
+        {"disks": 7},
+        {
+            "agents": ["simulated:p=0.97,seed=1,spread=2,malformed=0.02,call_s=0.002"],
+            "drafter": "simulated:p=0.85,seed=2,malformed=0.05,overlong=0.03,call_s=0.0005",
+            "verifiers": ["simulated:seed=3,tpr=0.95,fpr=0.2,call_s=0.002", "simulated:seed=4,tpr=0.9,fpr=0.3"],
+            "verify_k": 1,
+            "k": 2,
+        },
+    ),
+    "vote verifiers, routing, large first": (
+        "hanoi",
+        {"disks": 6},
+        {
+            "agents": ["simulated:p=0.99,seed=5,hard_fraction=0.1,call_s=0.002"],
+            "drafter": "simulated:p=0.8,seed=6,hard_fraction=0.1,call_s=0.0005",
+            "verifiers": ["simulated:p=0.9,seed=7,call_s=0.001"],
+            "verify": "vote",
+            "verify_k": 2,
+            "entropy_threshold": 1.0,
+            "large_first": 5,
+            "k": 2,
+        },
+    ),
+    "escalation past max rounds": (
+        "addition",
+        {"digits": 80, "seed": 3},
+        {
+            "agents": ["simulated:p=0.55,seed=8,call_s=0.001", "simulated:p=0.99,seed=9,call_s=0.002"],
+            "drafter": "simulated:p=0.7,seed=10,call_s=0.0005",
+            "verifiers": ["simulated:seed=11,tpr=0.9,fpr=0.1"],
+            "max_rounds": 2,
+            "k": 3,
+        },
+    ),
+    "voted drafts, false rejects": (
+        "hanoi",
+        {"disks": 7},
+        {
+            "agents": ["simulated:p=0.99,seed=15,call_s=0.002"],
+            "drafter": "simulated:p=0.65,seed=16,malformed=0.05,spread=2,call_s=0.0005",
+            "draft_k": 2,
+            "draft_batch": 3,
+            "verifiers": ["simulated:seed=17,tpr=0.85,fpr=0.1,call_s=0.002"],
+            "k": 2,
+        },
+    ),
+    "fan-out (a task tree)": (
+        "solve",
+        {"task": "Multiply 8479902459 by 2051802512"},
+        {
+            "agents": ["simulated:p=0.95,seed=12,malformed=0.03,call_s=0.002"],
+            "drafter": "simulated:p=0.85,seed=13,call_s=0.0005",
+            "verifiers": ["simulated:seed=14,tpr=0.95,fpr=0.1"],
+            "k": 2,
+        },
+    ),
 }
 
 
@@ -62,10 +98,15 @@ def test_same_committed_trace_for_every_window(case: str, tmp_path: Path) -> Non
     workflow, params, options = CASES[case]
     db = tmp_path / "w.sqlite"
     runs = {}
-    for name, window in (("w1", {"window": 1}), ("w4", {"window": 4, "fixed_window": True}),
-                         ("w32", {"window": 32, "fixed_window": True}), ("adaptive", {"window": 64})):
-        runs[name] = start_run(workflow, params, {**options, **window, "seed": 21, "detail": "samples"}, store=db,
-                               run_id=name)
+    for name, window in (
+        ("w1", {"window": 1}),
+        ("w4", {"window": 4, "fixed_window": True}),
+        ("w32", {"window": 32, "fixed_window": True}),
+        ("adaptive", {"window": 64}),
+    ):
+        runs[name] = start_run(
+            workflow, params, {**options, **window, "seed": 21, "detail": "samples"}, store=db, run_id=name
+        )
     base = _trace(db, "w1")
     assert runs["w1"].wasted_calls == 0
     assert runs["w1"].escalated > 0 and runs["w1"].accepted > 0
@@ -73,7 +114,12 @@ def test_same_committed_trace_for_every_window(case: str, tmp_path: Path) -> Non
         assert _trace(db, name) == base, name
         s = runs[name]
         assert (s.drafted, s.accepted, s.escalated, s.calls, s.agent_calls) == (
-            runs["w1"].drafted, runs["w1"].accepted, runs["w1"].escalated, runs["w1"].calls, runs["w1"].agent_calls)
+            runs["w1"].drafted,
+            runs["w1"].accepted,
+            runs["w1"].escalated,
+            runs["w1"].calls,
+            runs["w1"].agent_calls,
+        )
     # running ahead on drafts that turned out wrong costs calls, and they are counted, never committed
     assert runs["w32"].wasted_calls > 0 and runs["w32"].wasted_tokens > 0
     assert sum(runs["w32"].wasted_agent_calls.values()) == runs["w32"].wasted_calls
@@ -83,8 +129,13 @@ def test_wasted_calls_show_in_trace_stats_and_the_window_adapts(tmp_path: Path) 
     """A poor drafter (p = 0.6), fifty times faster than the verifier: a fixed window of 32 fills up and wastes
     much; the adaptive window keeps about 0.4 of the short runs of predictions that hold, and wastes far less."""
     db = tmp_path / "w.sqlite"
-    base = {"agents": ["simulated:p=0.99,seed=1,call_s=0.01"], "drafter": "simulated:p=0.6,seed=2,call_s=0.0002",
-            "verifiers": ["simulated:seed=3,tpr=0.99,fpr=0.01,call_s=0.01"], "k": 2, "seed": 4}
+    base = {
+        "agents": ["simulated:p=0.99,seed=1,call_s=0.01"],
+        "drafter": "simulated:p=0.6,seed=2,call_s=0.0002",
+        "verifiers": ["simulated:seed=3,tpr=0.99,fpr=0.01,call_s=0.01"],
+        "k": 2,
+        "seed": 4,
+    }
     fixed = start_run("hanoi", {"disks": 7}, {**base, "window": 32, "fixed_window": True}, store=db, run_id="fixed")
     adaptive = start_run("hanoi", {"disks": 7}, {**base, "window": 32}, store=db, run_id="adaptive")
     assert _trace(db, "fixed") == _trace(db, "adaptive")
@@ -99,17 +150,36 @@ def test_wasted_calls_show_in_trace_stats_and_the_window_adapts(tmp_path: Path) 
 
 
 def test_sigkill_mid_window_resumes_to_the_same_trace(tmp_path: Path) -> None:
-    args = ["run", "hanoi", "--set", "disks=9", "--agent", "simulated:p=0.99,seed=1,call_s=0.004", "--drafter",
-            "simulated:p=0.9,seed=2,call_s=0.0005", "--verifier", "simulated:seed=3,tpr=0.99,fpr=0.05,call_s=0.004",
-            "--k", "2", "--seed", "6", "--window", "32", "--commit-seconds", "0.05", "--run-id", "K"]
+    args = [
+        "run",
+        "hanoi",
+        "--set",
+        "disks=9",
+        "--agent",
+        "simulated:p=0.99,seed=1,call_s=0.004",
+        "--drafter",
+        "simulated:p=0.9,seed=2,call_s=0.0005",
+        "--verifier",
+        "simulated:seed=3,tpr=0.99,fpr=0.05,call_s=0.004",
+        "--k",
+        "2",
+        "--seed",
+        "6",
+        "--window",
+        "32",
+        "--commit-seconds",
+        "0.05",
+        "--run-id",
+        "K",
+    ]
     ref = run_maker(*args, "--store", tmp_path / "ref.sqlite", "--window", "1", "--json", tmp=tmp_path)
     assert ref.returncode == 0, ref.stderr
     db = tmp_path / "killed.sqlite"
-    proc = subprocess.Popen([*MAKER, *args, "--store", str(db)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=maker_env(tmp_path))
+    proc = subprocess.Popen(
+        [*MAKER, *args, "--store", str(db)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=maker_env(tmp_path)
+    )
     deadline = time.monotonic() + 120
-    while ((rows := peek(db, "SELECT steps FROM runs WHERE run_id='K'")) is None or not rows
-           or rows[0][0] < 200):
+    while (rows := peek(db, "SELECT steps FROM runs WHERE run_id='K'")) is None or not rows or rows[0][0] < 200:
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)
@@ -130,8 +200,18 @@ def test_window_without_a_drafter_changes_nothing(tmp_path: Path) -> None:
 
 
 def test_a_speculative_run_prints_its_error_estimate_and_warns_naming_the_fix(tmp_path: Path) -> None:
-    base = ["run", "hanoi", "--set", "disks=8", "--agent", "simulated:p=0.998,seed=1", "--drafter",
-            "simulated:p=0.9,seed=2", "--store", tmp_path / "p.sqlite"]
+    base = [
+        "run",
+        "hanoi",
+        "--set",
+        "disks=8",
+        "--agent",
+        "simulated:p=0.998,seed=1",
+        "--drafter",
+        "simulated:p=0.9,seed=2",
+        "--store",
+        tmp_path / "p.sqlite",
+    ]
     one = run_maker(*base, "--verifier", "simulated:seed=3,tpr=0.99,fpr=0.05", tmp=tmp_path)
     assert one.returncode == 0, one.stderr
     lines = one.stderr.splitlines()
@@ -139,7 +219,8 @@ def test_a_speculative_run_prints_its_error_estimate_and_warns_naming_the_fix(tm
     assert "expected wrong steps 1.3" in estimate
     warning = next(ln for ln in lines if ln.startswith("warning:"))
     assert "--verify-k 3" in warning and lines.index(warning) < next(
-        i for i, ln in enumerate(lines) if ln.startswith("run_id:"))  # before the run starts
+        i for i, ln in enumerate(lines) if ln.startswith("run_id:")
+    )  # before the run starts
     four = [a for i in range(4) for a in ("--verifier", f"simulated:seed={10 + i},tpr=0.99,fpr=0.05")]
     safe = run_maker(*base, *four, "--verify-k", "4", tmp=tmp_path)
     assert safe.returncode == 0, safe.stderr

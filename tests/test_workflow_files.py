@@ -114,9 +114,29 @@ def test_a_file_workflow_killed_then_resumed_replayed_and_forked_from_another_di
     err = tmp_path / "run.stderr"
     with open(err, "wb") as errf:  # a relative path, from the folder above the file
         proc = subprocess.Popen(
-            [*MAKER, "run", "flows/tally.py:TallyFlow", "--set", f"steps={steps}", "--set", "label=007",
-             "--agent", f"{AGENT},call_s=0.004", "--run-id", "R", "--store", str(db), "--commit-every", "5"],
-            cwd=tmp_path, env=maker_env(tmp_path), stdout=subprocess.DEVNULL, stderr=errf, stdin=subprocess.DEVNULL)
+            [
+                *MAKER,
+                "run",
+                "flows/tally.py:TallyFlow",
+                "--set",
+                f"steps={steps}",
+                "--set",
+                "label=007",
+                "--agent",
+                f"{AGENT},call_s=0.004",
+                "--run-id",
+                "R",
+                "--store",
+                str(db),
+                "--commit-every",
+                "5",
+            ],
+            cwd=tmp_path,
+            env=maker_env(tmp_path),
+            stdout=subprocess.DEVNULL,
+            stderr=errf,
+            stdin=subprocess.DEVNULL,
+        )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -145,8 +165,23 @@ def test_a_file_workflow_killed_then_resumed_replayed_and_forked_from_another_di
     replayed = _json(run_maker("replay", "R", "--store", db, "--json", tmp=tmp_path, cwd=elsewhere))
     assert replayed["steps"] == steps and replayed["finished"] is True
 
-    fork = _json(run_maker("fork", "R", "--from-step", "100", "--set", "label=8", "--run-id", "F", "--store", db,
-                           "--json", tmp=tmp_path, cwd=elsewhere))
+    fork = _json(
+        run_maker(
+            "fork",
+            "R",
+            "--from-step",
+            "100",
+            "--set",
+            "label=8",
+            "--run-id",
+            "F",
+            "--store",
+            db,
+            "--json",
+            tmp=tmp_path,
+            cwd=elsewhere,
+        )
+    )
     assert fork["status"] == "done" and fork["steps"] == steps - 100
     assert fork["result"] == {"label": "8", "total": steps * (steps + 1) // 2}
     assert _ref(db, "F") == f"{path}:TallyFlow"
@@ -156,8 +191,22 @@ def test_a_file_workflow_killed_then_resumed_replayed_and_forked_from_another_di
 def test_a_missing_or_changed_file_is_an_error_naming_its_path(tmp_path: Path) -> None:
     path = _write_flow(tmp_path / "flows")
     db = tmp_path / "s.sqlite"
-    _json(run_maker("run", f"{path}:TallyFlow", "--set", "steps=5", "--agent", AGENT, "--run-id", "R",
-                    "--store", db, "--json", tmp=tmp_path))
+    _json(
+        run_maker(
+            "run",
+            f"{path}:TallyFlow",
+            "--set",
+            "steps=5",
+            "--agent",
+            AGENT,
+            "--run-id",
+            "R",
+            "--store",
+            db,
+            "--json",
+            tmp=tmp_path,
+        )
+    )
 
     moved = path.rename(tmp_path / "moved.py")
     for args in (["replay", "R"], ["resume", "R"], ["fork", "R", "--from-step", "2"]):
@@ -185,10 +234,20 @@ def test_workflows_describes_a_file_or_module_workflow(tmp_path: Path) -> None:
     assert row["description"] == "Adds the step number to a running total." and row["oracle"] is True
     assert row["params"] == {
         "steps": {"type": "int", "required": False, "default": 20, "help": "numbers to add", "set_reads": "scalar"},
-        "label": {"type": "str", "required": False, "default": "run", "help": "a name carried to the result",
-                  "set_reads": "text"},
-        "start": {"type": "list[int]", "required": False, "default": [0],
-                  "help": "numbers to begin from (their sum)", "set_reads": "json"},
+        "label": {
+            "type": "str",
+            "required": False,
+            "default": "run",
+            "help": "a name carried to the result",
+            "set_reads": "text",
+        },
+        "start": {
+            "type": "list[int]",
+            "required": False,
+            "default": [0],
+            "help": "numbers to begin from (their sum)",
+            "set_reads": "json",
+        },
     }
     (step,) = row["microsteps"]
     assert step["name"] == "add" and step["inputs"] == ["n", "total"] and step["answer"] == {"total": "int"}
@@ -209,13 +268,39 @@ def test_workflows_describes_a_file_or_module_workflow(tmp_path: Path) -> None:
 
 def test_set_values_are_read_by_the_declared_type(tmp_path: Path) -> None:
     _write_flow(tmp_path / "flows")
-    out = _json(run_maker("run", "flows/tally.py:TallyFlow", "--set", "steps=3", "--set", "label=0042",
-                          "--set", "start=[1,2]", "--agent", AGENT, "--store", tmp_path / "s.sqlite", "--json",
-                          tmp=tmp_path, cwd=tmp_path))
+    out = _json(
+        run_maker(
+            "run",
+            "flows/tally.py:TallyFlow",
+            "--set",
+            "steps=3",
+            "--set",
+            "label=0042",
+            "--set",
+            "start=[1,2]",
+            "--agent",
+            AGENT,
+            "--store",
+            tmp_path / "s.sqlite",
+            "--json",
+            tmp=tmp_path,
+            cwd=tmp_path,
+        )
+    )
     assert out["result"] == {"label": "0042", "total": 3 + 6}
 
-    proc = run_maker("run", "flows/tally.py:TallyFlow", "--set", "start=oops", "--agent", AGENT,
-                     "--store", tmp_path / "s.sqlite", tmp=tmp_path, cwd=tmp_path)
+    proc = run_maker(
+        "run",
+        "flows/tally.py:TallyFlow",
+        "--set",
+        "start=oops",
+        "--agent",
+        AGENT,
+        "--store",
+        tmp_path / "s.sqlite",
+        tmp=tmp_path,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2 and "parameter start is list[int]: its value is read as JSON, got 'oops'" in proc.stderr
 
 
@@ -227,14 +312,31 @@ class _Level(enum.Enum):
     LOW = 1
 
 
-@pytest.mark.parametrize("annotation, how", [
-    (str, "text"), (str | None, "text"), (int | str, "text"), (Literal["a", "b"], "text"), (pathlib.Path, "text"),
-    (_Color, "text"), (Annotated[str, Field(min_length=1)], "text"),
-    (int, "scalar"), (float, "scalar"), (bool, "scalar"), (int | None, "scalar"), (int | float, "scalar"),
-    (list[int], "json"), (dict[str, int], "json"), (tuple[int, int], "json"), (Literal[1, 2], "json"),
-    (_Level, "json"), (BaseModel, "json"), (list[int] | None, "json"),
-    (Any, "any"),
-])
+@pytest.mark.parametrize(
+    "annotation, how",
+    [
+        (str, "text"),
+        (str | None, "text"),
+        (int | str, "text"),
+        (Literal["a", "b"], "text"),
+        (pathlib.Path, "text"),
+        (_Color, "text"),
+        (Annotated[str, Field(min_length=1)], "text"),
+        (int, "scalar"),
+        (float, "scalar"),
+        (bool, "scalar"),
+        (int | None, "scalar"),
+        (int | float, "scalar"),
+        (list[int], "json"),
+        (dict[str, int], "json"),
+        (tuple[int, int], "json"),
+        (Literal[1, 2], "json"),
+        (_Level, "json"),
+        (BaseModel, "json"),
+        (list[int] | None, "json"),
+        (Any, "any"),
+    ],
+)
 def test_how_set_reads_each_type(annotation: Any, how: str) -> None:
     assert reading(annotation) == how
 
@@ -248,11 +350,25 @@ def test_read_params_gives_values_the_model_accepts() -> None:
         sizes: list[int] = []
         extra: Any = None
 
-    texts = {"name": "12", "n": "null", "ratio": "1e-3", "on": "true", "sizes": "[3, 5]", "extra": "plain text",
-             "unknown": "7"}
+    texts = {
+        "name": "12",
+        "n": "null",
+        "ratio": "1e-3",
+        "on": "true",
+        "sizes": "[3, 5]",
+        "extra": "plain text",
+        "unknown": "7",
+    }
     values = read_params(P, texts)
-    assert values == {"name": "12", "n": None, "ratio": "1e-3", "on": "true", "sizes": [3, 5],
-                      "extra": "plain text", "unknown": "7"}
+    assert values == {
+        "name": "12",
+        "n": None,
+        "ratio": "1e-3",
+        "on": "true",
+        "sizes": [3, 5],
+        "extra": "plain text",
+        "unknown": "7",
+    }
     got = P.model_validate({k: v for k, v in values.items() if k != "unknown"})
     assert got == P(name="12", n=None, ratio=0.001, on=True, sizes=[3, 5], extra="plain text")
     with pytest.raises(UserError, match="parameter sizes is list\\[int\\]"):
@@ -280,8 +396,9 @@ def test_a_file_loads_once_as_its_own_module_and_leaves_sys_path_alone(tmp_path:
 def test_a_run_from_python_records_the_files_absolute_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _write_flow(tmp_path / "flows")
     monkeypatch.chdir(tmp_path)
-    summary = start_run("flows/tally.py:TallyFlow", {"steps": 4}, {"agents": [AGENT]}, store=tmp_path / "s.sqlite",
-                        run_id="P")
+    summary = start_run(
+        "flows/tally.py:TallyFlow", {"steps": 4}, {"agents": [AGENT]}, store=tmp_path / "s.sqlite", run_id="P"
+    )
     assert summary.status == "done" and summary.result == {"label": "run", "total": 10}
     assert _ref(tmp_path / "s.sqlite", "P") == f"{path}:TallyFlow"
 
@@ -292,18 +409,32 @@ def test_the_python_api_names_option_keys_and_the_cli_names_flags(tmp_path: Path
         start_run("hanoi", {"disks": 3}, opts, store=tmp_path / "a.sqlite")
     assert str(exc.value) == "verifiers (`verifiers`) need a drafter (`drafter`) whose drafts they check"
 
-    proc = run_maker("run", "hanoi", "--set", "disks=3", "--agent", AGENT, "--verifier", AGENT,
-                     "--store", tmp_path / "b.sqlite", tmp=tmp_path)
+    proc = run_maker(
+        "run",
+        "hanoi",
+        "--set",
+        "disks=3",
+        "--agent",
+        AGENT,
+        "--verifier",
+        AGENT,
+        "--store",
+        tmp_path / "b.sqlite",
+        tmp=tmp_path,
+    )
     assert proc.returncode == 2
     assert "error: verifiers (--verifier) need a drafter (--drafter) whose drafts they check" in proc.stderr
 
     coin = {"agents": ["simulated:p=0.5,spread=1"], "max_rounds": 1, "k": 5}
     with pytest.raises(StepUndecidedError) as undecided:
         start_run("hanoi", {"disks": 4}, coin, store=tmp_path / "c.sqlite", run_id="U")
-    assert "a larger `max_rounds`, or another agent to escalate to (a stronger model, in `agents`)" \
-        in str(undecided.value)
+    assert "a larger `max_rounds`, or another agent to escalate to (a stronger model, in `agents`)" in str(
+        undecided.value
+    )
     # options are named by their keys; the `maker ...` commands it suggests (calibrate, trace show) keep theirs
     assert "--" not in re.sub(r"`maker [^`]*`", "", str(undecided.value))
 
-    assert as_flags("give `agents`, `max_rounds` or `params`; `nothing` stays") == \
-        "give --agent, --max-rounds or --set; `nothing` stays"
+    assert (
+        as_flags("give `agents`, `max_rounds` or `params`; `nothing` stays")
+        == "give --agent, --max-rounds or --set; `nothing` stays"
+    )

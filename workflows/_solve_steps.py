@@ -23,8 +23,23 @@ from maker.errors import UserError
 from maker.voting import Voting
 from maker.workflows._reference import Problem, Proposal, canonical_result, recognize, result_mistake
 
-__all__ = ["PROMPTS", "PLACEHOLDERS", "Classify", "Decomposition", "Pick", "Result", "classify", "decompose",
-           "propose", "judge", "solve", "compose", "check_prompts", "decomposition_key", "normal_task"]
+__all__ = [
+    "PROMPTS",
+    "PLACEHOLDERS",
+    "Classify",
+    "Decomposition",
+    "Pick",
+    "Result",
+    "classify",
+    "decompose",
+    "propose",
+    "judge",
+    "solve",
+    "compose",
+    "check_prompts",
+    "decomposition_key",
+    "normal_task",
+]
 
 PROMPTS: dict[str, str] = {
     "classify": """\
@@ -114,7 +129,9 @@ def check_prompts(prompts: Mapping[str, str]) -> dict[str, str]:
         try:
             used = {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
         except ValueError as exc:
-            raise UserError(f"prompt for {role!r} is not a format string ({exc}); write literal braces as {{{{ }}}}") from None
+            raise UserError(
+                f"prompt for {role!r} is not a format string ({exc}); write literal braces as {{{{ }}}}"
+            ) from None
         wrong = used - PLACEHOLDERS[role]
         if wrong or "task" not in used:
             raise UserError(
@@ -217,8 +234,12 @@ def _dependent(d: Decomposition, inputs: Mapping[str, Any]) -> str | None:
     return None
 
 
-_SPLIT_FLAGS = [RedFlag("too_many_children", _too_many_children), RedFlag("one_child", _one_child),
-                RedFlag("same_as_parent", _same_as_parent), RedFlag("dependent", _dependent)]
+_SPLIT_FLAGS = [
+    RedFlag("too_many_children", _too_many_children),
+    RedFlag("one_child", _one_child),
+    RedFlag("same_as_parent", _same_as_parent),
+    RedFlag("dependent", _dependent),
+]
 
 
 def _choice_range(p: Pick, inputs: Mapping[str, Any]) -> str | None:
@@ -276,21 +297,64 @@ def _render_result(r: Result) -> str:
 
 
 # -- the microsteps --------------------------------------------------------------------------------
-classify = Microstep("classify", prompt=_fill, schema=Classify, vote_key=lambda a: a.atomic,
-                     mistakes=lambda right, i: Classify(atomic=not right.atomic))
+classify = Microstep(
+    "classify",
+    prompt=_fill,
+    schema=Classify,
+    vote_key=lambda a: a.atomic,
+    mistakes=lambda right, i: Classify(atomic=not right.atomic),
+)
 # A split of a long list writes the list out again in its subtasks (500 integers are about 900 tokens), so the
 # decomposing steps get the same room as the solving ones.
-decompose = Microstep("decompose", prompt=_fill, schema=Decomposition, vote_key=decomposition_key,
-                      red_flags=_SPLIT_FLAGS, mistakes=_wrong_split, max_tokens=4096)
-propose = Microstep("propose", prompt=_fill, schema=Decomposition, vote_key=decomposition_key,
-                    red_flags=_SPLIT_FLAGS, mistakes=_wrong_split, candidate=True, max_tokens=4096,
-                    voting=Voting(k=1, first_temperature=0.7, temperature=0.7, fixed=True))
-judge = Microstep("judge", prompt=_fill, schema=Pick, vote_key=lambda a: a.choice,
-                  red_flags=[RedFlag("choice_range", _choice_range)], mistakes=_wrong_pick)
-solve = Microstep("solve", prompt=_fill, schema=Result, parse=_parse_result, render=_render_result,
-                  vote_key=_result_key, red_flags=[RedFlag("answer_format", _answer_format)], max_tokens=4096,
-                  mistakes=lambda right, i: Result(result=result_mistake(right.result, i)), difficulty=_solve_units)
-compose = Microstep("compose", prompt=_fill, schema=Result, parse=_parse_result, render=_render_result,
-                    vote_key=_result_key, red_flags=[RedFlag("answer_format", _answer_format)], max_tokens=4096,
-                    mistakes=lambda right, i: Result(result=result_mistake(right.result, i)),
-                    difficulty=_compose_units)
+decompose = Microstep(
+    "decompose",
+    prompt=_fill,
+    schema=Decomposition,
+    vote_key=decomposition_key,
+    red_flags=_SPLIT_FLAGS,
+    mistakes=_wrong_split,
+    max_tokens=4096,
+)
+propose = Microstep(
+    "propose",
+    prompt=_fill,
+    schema=Decomposition,
+    vote_key=decomposition_key,
+    red_flags=_SPLIT_FLAGS,
+    mistakes=_wrong_split,
+    candidate=True,
+    max_tokens=4096,
+    voting=Voting(k=1, first_temperature=0.7, temperature=0.7, fixed=True),
+)
+judge = Microstep(
+    "judge",
+    prompt=_fill,
+    schema=Pick,
+    vote_key=lambda a: a.choice,
+    red_flags=[RedFlag("choice_range", _choice_range)],
+    mistakes=_wrong_pick,
+)
+solve = Microstep(
+    "solve",
+    prompt=_fill,
+    schema=Result,
+    parse=_parse_result,
+    render=_render_result,
+    vote_key=_result_key,
+    red_flags=[RedFlag("answer_format", _answer_format)],
+    max_tokens=4096,
+    mistakes=lambda right, i: Result(result=result_mistake(right.result, i)),
+    difficulty=_solve_units,
+)
+compose = Microstep(
+    "compose",
+    prompt=_fill,
+    schema=Result,
+    parse=_parse_result,
+    render=_render_result,
+    vote_key=_result_key,
+    red_flags=[RedFlag("answer_format", _answer_format)],
+    max_tokens=4096,
+    mistakes=lambda right, i: Result(result=result_mistake(right.result, i)),
+    difficulty=_compose_units,
+)

@@ -40,7 +40,9 @@ def add_decimal(a: str, b: str) -> str:
 
 
 class AdditionParams(BaseModel):
-    digits: int = Field(20, ge=1, le=1_000_000, description="length of the random numbers (ignored when a and b are given)")
+    digits: int = Field(
+        20, ge=1, le=1_000_000, description="length of the random numbers (ignored when a and b are given)"
+    )
     seed: int = Field(0, description="seed for the random numbers")
     a: str | None = Field(None, pattern=r"^[0-9]+$", description="first number (decimal digits)")
     b: str | None = Field(None, pattern=r"^[0-9]+$", description="second number (decimal digits)")
@@ -108,7 +110,9 @@ class Addition(Workflow[AdditionParams, AdditionState], name="addition", version
         return add_digit.ask(x=state.a[i], y=state.b[i], carry=state.carry)
 
     def apply(self, state: AdditionState, answer: DigitAnswer) -> AdditionState:
-        return state.model_copy(update={"pos": state.pos + 1, "carry": answer.carry, "out": state.out + str(answer.digit)})
+        return state.model_copy(
+            update={"pos": state.pos + 1, "carry": answer.carry, "out": state.out + str(answer.digit)}
+        )
 
     def oracle(self, state: AdditionState) -> DigitAnswer:
         i = len(state.a) - 1 - state.pos

@@ -170,7 +170,11 @@ class Hanoi(Workflow[HanoiParams, HanoiState], name="hanoi", version=1):
     def apply(self, state: HanoiState, answer: HanoiAnswer) -> HanoiState:
         pegs = tuple(tuple(p) for p in answer.next_state)
         return _construct(
-            HanoiState, disks=state.disks, limit=state.limit, pegs=pegs, previous_move=tuple(answer.move),
+            HanoiState,
+            disks=state.disks,
+            limit=state.limit,
+            pegs=pegs,
+            previous_move=tuple(answer.move),
             step=state.step + 1,
         )
 

@@ -104,8 +104,10 @@ def _pending(state: TreeState) -> list[_Action]:
 
 
 def _numbered(candidates: tuple[Decomposition, ...]) -> str:
-    return "\n".join(f"{i + 1}. subtasks = {json.dumps(d.subtasks)}; compose = {json.dumps(d.compose)}"
-                     for i, d in enumerate(candidates))
+    return "\n".join(
+        f"{i + 1}. subtasks = {json.dumps(d.subtasks)}; compose = {json.dumps(d.compose)}"
+        for i, d in enumerate(candidates)
+    )
 
 
 class Solve(Workflow[SolveParams, TreeState], name="solve", version=1):
@@ -120,8 +122,14 @@ class Solve(Workflow[SolveParams, TreeState], name="solve", version=1):
         root = Node(id=0, path="0", task=params.task.strip())
         if params.max_depth == 0:
             root = root.model_copy(update={"atomic": True, "how": "depth limit"})
-        return TreeState(nodes=(root,), max_depth=params.max_depth, max_children=params.max_children,
-                         vote=params.vote, candidates=params.candidates, prompts=steps.check_prompts(params.prompts))
+        return TreeState(
+            nodes=(root,),
+            max_depth=params.max_depth,
+            max_children=params.max_children,
+            vote=params.vote,
+            candidates=params.candidates,
+            prompts=steps.check_prompts(params.prompts),
+        )
 
     def next(self, state: TreeState) -> list[MicrostepCall] | Done:
         if state.nodes[0].result is not None:
@@ -136,18 +144,29 @@ class Solve(Workflow[SolveParams, TreeState], name="solve", version=1):
             ms = steps.decompose if action == "decompose" else steps.propose
             call = ms.ask(template=prompts["decompose"], task=node.task, max_children=state.max_children)
         elif action == "judge":
-            call = steps.judge.ask(template=prompts["judge"], task=node.task, candidates=_numbered(node.candidates),
-                                   count=len(node.candidates))
+            call = steps.judge.ask(
+                template=prompts["judge"],
+                task=node.task,
+                candidates=_numbered(node.candidates),
+                count=len(node.candidates),
+            )
         elif action == "solve":
             call = steps.solve.ask(template=prompts["solve"], task=node.task)
         else:
             assert node.decomposition is not None
             results = [state.nodes[c].result or "" for c in node.children]
-            parts = "\n".join(f"R{i + 1}. {state.nodes[c].task}\n    result: {r}"
-                              for i, (c, r) in enumerate(zip(node.children, results, strict=True)))
-            call = steps.compose.ask(template=prompts["compose"], task=node.task, parts=parts,
-                                     rule=node.decomposition.compose, subtasks=node.decomposition.subtasks,
-                                     results=results)
+            parts = "\n".join(
+                f"R{i + 1}. {state.nodes[c].task}\n    result: {r}"
+                for i, (c, r) in enumerate(zip(node.children, results, strict=True))
+            )
+            call = steps.compose.ask(
+                template=prompts["compose"],
+                task=node.task,
+                parts=parts,
+                rule=node.decomposition.compose,
+                subtasks=node.decomposition.subtasks,
+                results=results,
+            )
         return call.tagged(node.path)
 
     def apply(self, state: TreeState, answers: tuple[Any, ...]) -> TreeState:
@@ -229,5 +248,9 @@ class Solve(Workflow[SolveParams, TreeState], name="solve", version=1):
 
     def result(self, state: TreeState) -> dict[str, Any]:
         nodes = state.nodes
-        return {"answer": nodes[0].result, "nodes": len(nodes), "depth": max(n.depth for n in nodes),
-                "leaves": sum(1 for n in nodes if n.atomic)}
+        return {
+            "answer": nodes[0].result,
+            "nodes": len(nodes),
+            "depth": max(n.depth for n in nodes),
+            "leaves": sum(1 for n in nodes if n.atomic),
+        }
