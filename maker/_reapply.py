@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from maker.dsl import MicrostepCall, Workflow
-from maker.errors import StoreCorruptError
+from maker.errors import MakerError, StoreCorruptError, WorkflowCodeError
 
 __all__ = ["Row", "reapply", "WorkflowEnded", "SplitTransition"]
 
@@ -81,7 +81,12 @@ def reapply(
             raise StoreCorruptError(
                 f"run {_name(row.owner)}: step {step} is missing from the store (next is {row.step})"
             )
-        asked = next_(state)
+        try:
+            asked = next_(state)
+        except MakerError:
+            raise
+        except Exception as exc:
+            raise _code_error(exc, wf, "next", step, row.owner) from exc
         calls = calls_of(asked)
         if calls is None:
             raise WorkflowEnded(row, asked)
@@ -100,11 +105,33 @@ def reapply(
             if check is not None:
                 check(r, call)
             answers.append(call.microstep.load_answer(r.answer))
-        state = apply(state, answers[0] if type(asked) is MicrostepCall else tuple(answers))
+        try:
+            state = apply(state, answers[0] if type(asked) is MicrostepCall else tuple(answers))
+        except MakerError:
+            raise
+        except Exception as exc:
+            raise _code_error(exc, wf, "apply", step, row.owner) from exc
         step += len(calls)
         if after is not None:
             after(step, state, row.owner)
     return state, step
+
+
+def _code_error(exc: Exception, wf: Workflow[Any, Any], method: str, step: int, owner: Any) -> WorkflowCodeError:
+    """The workflow's code failed on an answer it once accepted: say where, with the user's frame."""
+    from maker._failures import _user_frames
+
+    cls = type(wf)
+    text = f"{type(exc).__name__}: {exc}".strip()
+    return WorkflowCodeError(
+        f"{cls.__name__}.{method} raised {text[:500]} while re-applying recorded step {step} of run {_name(owner)} "
+        f"(workflow {cls.name!r}); the recorded steps are kept. The code no longer accepts what it accepted when "
+        f"the run was recorded: fix it (or give the workflow a new version), then try again\n{_user_frames(exc)}",
+        method=f"{cls.__name__}.{method}",
+        workflow=cls.name,
+        run_id=_name(owner),
+        step=step,
+    )
 
 
 def _name(owner: Any) -> str:

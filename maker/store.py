@@ -560,7 +560,10 @@ class Store:
             args.append(stop)
         cur = self._conn.execute(q + " ORDER BY step", args)
         cur.row_factory = _step_row
-        yield from cur
+        # Not `yield from`: a reader that stops early (an error while re-applying) may drop this generator after
+        # the store is closed, and delegation would then close the cursor on a closed connection, which raises.
+        for row in cur:  # noqa: UP028
+            yield row
 
     def query(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
         """A read query for the trace tools; iterate the cursor to stream its rows."""

@@ -529,3 +529,35 @@ def test_cli_bad_option_is_one_line(tmp_path: Path) -> None:
         == "error: bad run option --max-rounds 0: must be greater than or equal to 1"
     )
     assert "validation error" not in proc.stderr and "pydantic" not in proc.stderr
+
+
+@pytest.mark.parametrize("method", ["next", "apply"])
+def test_code_that_no_longer_accepts_a_recorded_answer_is_named_when_replay_or_fork_re_apply_it(
+    method: str, brittle: Any, tmp_path: Path
+) -> None:
+    """A run recorded by working code, re-applied by code that now raises at step 7: replay and fork (and resume,
+    which re-applies the same way from its snapshot) say which method failed on which recorded step of which run,
+    with the user's frame, and change nothing."""
+    from maker import fork_run
+
+    db = tmp_path / "s.sqlite"
+    start_run(brittle, {"start": 20}, {"agents": ["simulated:p=0.99"], "snapshots": "all"}, store=db, run_id="r")
+    with Store.open(db) as st:
+        before = list(st.steps(st.run("r").id))
+    brittle.broken = method
+    for attempt in (
+        lambda: replay_run("r", store=db),
+        lambda: fork_run("r", 12, store=db, overrides={"snapshots": "every:100"}),
+    ):
+        with pytest.raises(WorkflowCodeError) as info:
+            attempt()
+        err = info.value
+        assert err.step == 7 and err.run_id == "r" and err.method == f"Brittle.{method}"
+        text = str(err)
+        assert text.startswith(f"Brittle.{method} raised {RAISED[method]} while re-applying recorded step 7 of run r")
+        assert f'{__file__}", line' in text and f"bug in {method}" in text
+        assert type(err.__cause__).__name__ == RAISED[method].split(":")[0]
+    with Store.open(db) as st:
+        assert list(st.steps(st.run("r").id)) == before and [r.run_id for r in st.runs()] == ["r"]
+    brittle.broken = None
+    assert replay_run("r", store=db).steps == 20
