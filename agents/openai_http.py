@@ -97,10 +97,10 @@ class OpenAIBackend:
         if len(idx) > 1 and self.honours_n is False:
             return await self._one_by_one(req, temperature, idx)
         samples = await self._ask(req, temperature, idx)
-        if len(idx) > 1 and self.honours_n is None:
-            if len(samples) == len(idx):
-                self.honours_n = True
-            elif len(samples) == 1:
+        if len(samples) != len(idx):
+            # One choice where several were asked: a server that ignores n. Requests sent before that was known
+            # (several may be in flight at once) fetch the rest one by one too; it is logged once.
+            if len(samples) == 1 and self.honours_n is not True:
                 if self.honours_n is None:
                     log.warning(
                         "the server returns one choice whatever n asks; sending one request per sample",
@@ -109,8 +109,9 @@ class OpenAIBackend:
                     )
                 self.honours_n = False
                 return samples + await self._one_by_one(req, temperature, idx[1:])
-        if len(samples) != len(idx):
             raise BackendHTTPError(f"{self.name}: asked for {len(idx)} choices, got {len(samples)}", retryable=True)
+        if len(idx) > 1 and self.honours_n is None:
+            self.honours_n = True
         return samples
 
     async def _one_by_one(self, req: GenerateRequest, temperature: float, idx: list[int]) -> list[Sample]:

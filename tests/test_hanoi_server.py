@@ -133,16 +133,20 @@ def test_a_server_that_ignores_n_gets_one_request_per_sample_and_the_run_goes_on
         backend = OpenAIBackend("m", server2.url)
         try:
             req = GenerateRequest(_chain(3)[0][0], [0.5] * 4, [11, 12, 13, 14], 64)
-            first = await backend.generate([req])
+            # two requests in flight before the first answer shows the server ignores n: both go on one by one
+            first, twin = await backend.generate([req, req])
             assert backend.honours_n is False
-            again = await backend.generate([req])
-            return [first[0], again[0]]
+            (again,) = await backend.generate([req])
+            return [first, twin, again]
         finally:
             await backend.aclose()
 
-    with HanoiServer(error=0.3, latency_s=0.0, ignore_n=True) as server2:
-        first, again = asyncio.run(ask())
-    assert len(first) == len(again) == 4 and first == again, "the same seeds give the same samples, in order"
+    import structlog
+
+    with HanoiServer(error=0.3, latency_s=0.05, ignore_n=True) as server2, structlog.testing.capture_logs() as logs:
+        first, twin, again = asyncio.run(ask())
+    assert len(first) == len(again) == 4 and first == twin == again, "the same seeds give the same samples, in order"
+    assert len([e for e in logs if "one choice whatever n asks" in e["event"]]) == 1
     assert [s.text for s in first] == [server2.answer(_chain(3)[0][0], seed, 0).text for seed in (11, 12, 13, 14)]
 
 
