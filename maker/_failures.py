@@ -66,24 +66,32 @@ def code_error(
     kind: str,
     microstep: str | None = None,
     attempt: Attempt | None = None,
+    reapplying: bool = False,
 ) -> WorkflowCodeError:
     """The error for ``exc``, raised by the workflow's ``method`` at ``step``; raise it ``from exc``.
 
     ``workflow``: the workflow (or its class); ``kind``: what the failure record calls it (``next``, ``apply``, ...).
+    ``reapplying``: the code failed on a recorded answer while resume, replay or fork re-applied it (nothing is
+    attempted, so there is no failure record).
     """
     cls = workflow if isinstance(workflow, type) else type(workflow)
     name = getattr(cls, "name", cls.__name__)
     frames = _user_frames(exc)
-    where = f" (microstep {microstep!r})" if microstep else ""
     text = f"{type(exc).__name__}: {exc}".strip()
-    err = WorkflowCodeError(
-        f"{method} raised {text[:500]} at step {step}{where} of workflow {name!r}\n{frames}\n{_go_on(run_id, step)}",
-        method=method,
-        workflow=name,
-        run_id=run_id,
-        step=step,
-    )
-    err.attempt = attempt if attempt is not None else Attempt(kind)  # type: ignore[attr-defined]
+    if reapplying:
+        message = (
+            f"{method} raised {text[:500]} while re-applying recorded step {step} of run {run_id} (workflow "
+            f"{name!r}); the recorded steps are kept. The code no longer accepts what it accepted when the run was "
+            f"recorded: fix it (or give the workflow a new version), then try again\n{frames}"
+        )
+    else:
+        where = f" (microstep {microstep!r})" if microstep else ""
+        message = (
+            f"{method} raised {text[:500]} at step {step}{where} of workflow {name!r}\n{frames}\n{_go_on(run_id, step)}"
+        )
+    err = WorkflowCodeError(message, method=method, workflow=name, run_id=run_id, step=step)
+    if not reapplying:
+        err.attempt = attempt if attempt is not None else Attempt(kind)  # type: ignore[attr-defined]
     return err
 
 

@@ -119,19 +119,10 @@ def reapply(
 
 def _code_error(exc: Exception, wf: Workflow[Any, Any], method: str, step: int, owner: Any) -> WorkflowCodeError:
     """The workflow's code failed on an answer it once accepted: say where, with the user's frame."""
-    from maker._failures import _user_frames
+    from maker._failures import code_error
 
-    cls = type(wf)
-    text = f"{type(exc).__name__}: {exc}".strip()
-    return WorkflowCodeError(
-        f"{cls.__name__}.{method} raised {text[:500]} while re-applying recorded step {step} of run {_name(owner)} "
-        f"(workflow {cls.name!r}); the recorded steps are kept. The code no longer accepts what it accepted when "
-        f"the run was recorded: fix it (or give the workflow a new version), then try again\n{_user_frames(exc)}",
-        method=f"{cls.__name__}.{method}",
-        workflow=cls.name,
-        run_id=_name(owner),
-        step=step,
-    )
+    name = f"{type(wf).__name__}.{method}"
+    return code_error(exc, name, workflow=wf, step=step, run_id=_name(owner), kind=method, reapplying=True)
 
 
 def _name(owner: Any) -> str:
