@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from maker._batching import Coalescing
 from maker._failures import EARLY_SAMPLES, Attempt, code_error, undecided_error, unknown_microstep
-from maker._rng import derive, mix64
+from maker._rng import derive, mix64, mixes
 from maker.agents import Agent, GenerateRequest, Oracle
 from maker.dsl import Microstep, MicrostepCall
 from maker.errors import WorkflowCodeError
@@ -172,6 +172,9 @@ class Decider:
         fronts: dict[int, Coalescing] = {}
         every = self.agents + ([speculation.drafter, *speculation.verifiers] if speculation else [])
         self._fronts = [fronts.setdefault(id(a.backend), Coalescing.over(a.backend)) for a in every]
+        self._first_temps: dict[int, tuple[float, ...]] = {}
+        """By policy (its id: the policies live as long as the decider), the temperatures of its first round of k
+        samples, made once."""
 
     async def decide(
         self,
@@ -245,9 +248,14 @@ class Decider:
                 # The common case, kept lean: the first agent's first round, k samples of one valid text, decides
                 # the step. Anything else goes on below with these samples as that round's, asked for as it asks.
                 k = policy.k
-                seeds = [mix64(step_seed + i) for i in range(k)]
-                temps = [policy.first_temperature] + [policy.temperature] * (k - 1)
-                req = GenerateRequest(prompt, temps, seeds, max_tokens, ms.stop, False, oracle, ms.pattern)
+                temps = self._first_temps.get(id(policy))
+                if temps is None:
+                    temps = self._first_temps[id(policy)] = (policy.first_temperature,) + (policy.temperature,) * (
+                        k - 1
+                    )
+                req = GenerateRequest(
+                    prompt, temps, mixes(step_seed, 0, k), max_tokens, ms.stop, False, oracle, ms.pattern
+                )
                 d.issued[0] = k
                 (prefetched,) = await (self._fronts[0] if together else self.agents[0].backend).generate([req])
                 text = prefetched[0].text if prefetched else ""
@@ -294,7 +302,7 @@ class Decider:
                     else:
                         lo = idx + len(spare)
                         hi = idx + max(need, len(spare) + fill)
-                        seeds = [mix64(step_seed + i) for i in range(lo, hi)]
+                        seeds = mixes(step_seed, lo, hi)
                         temps = [t_first if i == 0 else t_rest for i in range(lo, hi)]
                         req = GenerateRequest(prompt, temps, seeds, max_tokens, ms.stop, False, oracle, ms.pattern)
                         d.issue(agent_idx, hi - lo)

@@ -225,7 +225,7 @@ def undecided_error(
 def _fix(reason: str, ms: Any, max_tokens: int, example: str | None) -> str:
     eg = f" (e.g. {example[:160]!r})" if example else ""
     if reason == "format":
-        if getattr(ms._parse, "__func__", None) is type(ms)._parse_fields:
+        if ms.reads_fields:
             fields = ", ".join(f"`{f}`" for f in ms.fields)
             return f"check that the prompt asks for the fields {fields}, one `name = value` line each{eg}"
         return f"check that the prompt asks for the form microstep {ms.name!r}'s parse function reads{eg}"

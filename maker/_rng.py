@@ -18,6 +18,17 @@ def mix64(x: int) -> int:
     return x ^ (x >> 31)
 
 
+def mixes(base: int, lo: int, hi: int) -> list[int]:
+    """``[mix64(base + i) for i in range(lo, hi)]``, written out: a step's sample seeds, one call for all."""
+    out = []
+    for i in range(lo, hi):
+        x = (base + i + 0x9E3779B97F4A7C15) & _M
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M
+        out.append(x ^ (x >> 31))
+    return out
+
+
 def derive(*parts: int) -> int:
     """One 64-bit seed from several integers (order matters)."""
     x = 0x243F6A8885A308D3

@@ -24,6 +24,7 @@ import re
 import string
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -172,7 +173,10 @@ class Microstep(Generic[A]):
         ):
             if fn is not None and not callable(fn):
                 raise WorkflowDefinitionError(f"microstep {name!r}: {label} must be callable, got {fn!r}")
-        self._parse = parse if parse is not None else self._parse_fields
+        # the default reader is parse_fields itself, bound to the schema's fields (one Python frame less a sample)
+        self._parse = parse if parse is not None else partial(parse_fields, fields=self.fields)
+        self.reads_fields = parse is None
+        """Whether answers are read as ``name = value`` lines (the default reader)."""
         self._render = render if render is not None else self._render_fields
         self.vote_key: Callable[[A], Hashable] = vote_key if vote_key is not None else _canonical_json
         for flag in red_flags:
@@ -227,9 +231,11 @@ class Microstep(Generic[A]):
     def parse(self, text: str) -> A:
         """Text to a validated answer. Raises FormatError or pydantic ValidationError."""
         raw = self._parse(text)
-        if isinstance(raw, self.schema):
+        schema = self.schema
+        if isinstance(raw, schema):
             return raw
-        return self.schema.model_validate(raw)
+        # model_validate(raw) with its default arguments, less its Python frame: this runs for every sample
+        return schema.__pydantic_validator__.validate_python(raw)  # type: ignore[no-any-return]
 
     def render(self, answer: A) -> str:
         return self._render(answer)
@@ -271,9 +277,6 @@ class Microstep(Generic[A]):
 
     def load_answer(self, data: str) -> A:
         return self.schema.model_validate_json(data)
-
-    def _parse_fields(self, text: str) -> dict[str, Any]:
-        return parse_fields(text, self.fields)
 
     def _render_fields(self, answer: A) -> str:
         return render_fields(answer.model_dump(mode="json"))

@@ -10,7 +10,7 @@ of disks is even and on peg 1 when it is odd, after exactly 2**n - 1 moves.
 
 from __future__ import annotations
 
-from itertools import chain
+from functools import cache
 from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, Field
@@ -72,11 +72,16 @@ def _apply_move(pegs: Pegs | list[list[int]], move: tuple[int, int, int]) -> lis
 
 def strategy_move(pegs: Pegs, previous: tuple[int, int, int] | None) -> tuple[int, int, int]:
     """The move the strategy prescribes (total: defined for every legal state)."""
-    one = next((i for i in range(3) if pegs[i] and pegs[i][-1] == 1), None)
+    # Written out (no generators): the simulated agents' ground truth asks for it at every step.
+    one = None
+    for i in (0, 1, 2):
+        peg = pegs[i]
+        if peg and peg[-1] == 1:
+            one = i
+            break
     if one is not None and (previous is None or previous[0] != 1):
         return (1, one, (one + 1) % 3)
-    others = [i for i in range(3) if i != one]
-    a, b = others
+    a, b = (1, 2) if one == 0 else (0, 2) if one == 1 else (0, 1)
     if _legal(pegs, a, b):
         return (pegs[a][-1], a, b)
     if _legal(pegs, b, a):
@@ -100,21 +105,31 @@ def _construct(cls: type[M], **fields: Any) -> M:
 
 
 def _render(answer: HanoiAnswer) -> str:
-    return f"move = {list(answer.move)}\nnext_state = {[list(p) for p in answer.next_state]}"
+    # next_state is a list of lists (the schema's type), so it prints as the model writes it
+    disk, src, dst = answer.move
+    return f"move = [{disk}, {src}, {dst}]\nnext_state = {answer.next_state}"
 
 
 def _vote_key(answer: HanoiAnswer) -> Any:
-    return (answer.move, tuple(tuple(p) for p in answer.next_state))
+    return (answer.move, tuple(map(tuple, answer.next_state)))
 
 
 def _conserves_disks(answer: HanoiAnswer, inputs: Any) -> str | None:
     disks = inputs["disks"]
-    if sorted(chain.from_iterable(answer.next_state)) != list(range(1, disks + 1)):
+    a, b, c = answer.next_state  # the schema holds it to three pegs
+    if len(a) + len(b) + len(c) != disks or sorted(a + b + c) != _one_to(disks):
         return f"next_state must hold disks 1..{disks} once each"
     for peg in answer.next_state:
         if peg != sorted(peg, reverse=True):
             return f"a larger disk sits on a smaller one in {peg}"
     return None
+
+
+@cache
+def _one_to(disks: int) -> list[int]:
+    """``[1, ..., disks]``, made once per size (the red-flag rule compares with it at every sample); callers must
+    not change it."""
+    return list(range(1, disks + 1))
 
 
 def _mistake(correct: HanoiAnswer, index: int) -> HanoiAnswer:
@@ -168,13 +183,12 @@ class Hanoi(Workflow[HanoiParams, HanoiState], name="hanoi", version=1):
         )
 
     def apply(self, state: HanoiState, answer: HanoiAnswer) -> HanoiState:
-        pegs = tuple(tuple(p) for p in answer.next_state)
         return _construct(
             HanoiState,
             disks=state.disks,
             limit=state.limit,
-            pegs=pegs,
-            previous_move=tuple(answer.move),
+            pegs=tuple(map(tuple, answer.next_state)),
+            previous_move=answer.move,
             step=state.step + 1,
         )
 
