@@ -121,10 +121,6 @@ def _rate(key: str, value: Any, is_p: bool) -> float:
 
 
 _RAMBLE = "Let me reason about this carefully before answering. "
-_M = 0xFFFFFFFFFFFFFFFF
-_INV = 1.0 / 18446744073709551616.0
-_SLOT1 = 1 * 0xD1B54A32D192ED03 & _M  # uniform(sd, 1) mixes sd with this
-_SLOT3 = 3 * 0xD1B54A32D192ED03 & _M
 
 
 class SimulatedBackend:
@@ -210,21 +206,10 @@ class SimulatedBackend:
         samples: list[Sample] = []
         text: str | None  # a str by the time it is used: wrong.get() misses are rendered
         tokens_mean = cfg.tokens
-        # Every draw is uniform(sd, slot) of maker._rng, written out here (this runs for every simulated sample,
-        # and the calls cost as much as the arithmetic): mix64(sd ^ slot * 0xD1B54A32D192ED03 & M) / 2**64.
         for s in req.seeds:
             sd = s ^ seed
-            x = (sd + 0x9E3779B97F4A7C15) & _M  # slot 0
-            x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M
-            x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M
-            u = (x ^ (x >> 31)) * _INV
-            if tokens_mean is None:
-                tokens = 0
-            else:
-                x = ((sd ^ _SLOT1) + 0x9E3779B97F4A7C15) & _M
-                x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M
-                x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M
-                tokens = int(tokens_mean * (0.75 + 0.5 * ((x ^ (x >> 31)) * _INV))) or 1
+            u = uniform(sd, 0)
+            tokens = 0 if tokens_mean is None else int(tokens_mean * (0.75 + 0.5 * uniform(sd, 1))) or 1
             if u < flag_cut:
                 if correct is None:
                     correct = ms.render(orc.answer)
@@ -235,14 +220,7 @@ class SimulatedBackend:
                     continue
                 text = self._malformed(ms, correct, int(uniform(sd, 2) * 3))
             else:
-                if error:
-                    x = ((sd ^ _SLOT3) + 0x9E3779B97F4A7C15) & _M
-                    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M
-                    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M
-                    wrong_now = (x ^ (x >> 31)) * _INV < error
-                else:
-                    wrong_now = False
-                if wrong_now:
+                if error and uniform(sd, 3) < error:
                     j = int(uniform(sd, 4) * cfg.spread)
                     if wrong is None:
                         wrong = {}

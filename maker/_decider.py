@@ -248,13 +248,13 @@ class Decider:
                 # The common case, kept lean: the first agent's first round, k samples of one valid text, decides
                 # the step. Anything else goes on below with these samples as that round's, asked for as it asks.
                 k = policy.k
-                temps = self._first_temps.get(id(policy))
-                if temps is None:
-                    temps = self._first_temps[id(policy)] = (policy.first_temperature,) + (policy.temperature,) * (
+                first = self._first_temps.get(id(policy))
+                if first is None:
+                    first = self._first_temps[id(policy)] = (policy.first_temperature,) + (policy.temperature,) * (
                         k - 1
                     )
                 req = GenerateRequest(
-                    prompt, temps, mixes(step_seed, 0, k), max_tokens, ms.stop, False, oracle, ms.pattern
+                    prompt, first, mixes(step_seed, 0, k), max_tokens, ms.stop, False, oracle, ms.pattern
                 )
                 d.issued[0] = k
                 (prefetched,) = await (self._fronts[0] if together else self.agents[0].backend).generate([req])
