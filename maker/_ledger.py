@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from maker._decider import Decision
 from maker.dsl import Microstep, MicrostepCall
-from maker.store import StepRow, Store
+from maker.store import PlainStepRow, StepRow, Store
 from maker.voting import Voting
 
 __all__ = ["Ledger", "Progress"]
@@ -78,7 +78,7 @@ class Ledger:
         self.samples: list[tuple[Any, ...]] | None = [] if detail == "samples" else None
         """Sample rows of the pending steps (detail level ``samples``); deciders append to it."""
         self.keep_input = self.samples is not None
-        self.pending: list[StepRow] = []
+        self.pending: list[StepRow | PlainStepRow] = []
         self._log = structlog.get_logger("maker").bind(run_id=run_id) if log_steps else None
         # Counters; restored from the store on resume.
         self.first_step = 0  # a fork's first own step
@@ -158,6 +158,27 @@ class Ledger:
             self.max_rounds = d.rounds
         ms = call.microstep
         # tuple.__new__ makes the named row at a plain tuple's cost: this runs once a step
+        if d.flags is None and d.spec is None and call.tag is None and not self.keep_input:
+            self.pending.append(
+                tuple.__new__(
+                    PlainStepRow,
+                    (
+                        step,
+                        call.digest(),
+                        ms.answer_json(d.answer),
+                        d.votes,
+                        d.rounds,
+                        d.samples,
+                        d.agent,
+                        t_start,
+                        dur,
+                        correct,
+                        d.tokens,
+                        ms.name,
+                    ),
+                )
+            )
+            return
         self.pending.append(
             tuple.__new__(
                 StepRow,

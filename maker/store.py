@@ -37,7 +37,16 @@ from typing import Any, NamedTuple
 
 from maker.errors import RunNotFoundError, StoreCorruptError, StoreError
 
-__all__ = ["Store", "RunRecord", "StepRow", "STEP_COLUMNS", "FAILURE_COLUMNS", "default_store_path", "SCHEMA_VERSION"]
+__all__ = [
+    "Store",
+    "RunRecord",
+    "StepRow",
+    "PlainStepRow",
+    "STEP_COLUMNS",
+    "FAILURE_COLUMNS",
+    "default_store_path",
+    "SCHEMA_VERSION",
+]
 
 SCHEMA_VERSION = 3
 
@@ -254,6 +263,46 @@ class StepRow(NamedTuple):
 
 
 STEP_COLUMNS = StepRow._fields
+
+
+class PlainStepRow(NamedTuple):
+    """A step with no red flags, no speculation record, no kept input and no tag: the columns of a
+    :class:`StepRow` less those four, which the store writes as NULL. Most steps of a long run are plain, and
+    SQLite binds a NULL literal for nothing where a bound ``None`` costs about as much as a short string."""
+
+    step: int
+    digest: str
+    answer: str
+    votes: str
+    rounds: int
+    samples: int
+    agent: int
+    t_start: float
+    dur: float
+    correct: int | None
+    tokens: int | None
+    microstep: str | None
+
+    @property
+    def red_flags(self) -> None:
+        return None
+
+    @property
+    def spec(self) -> None:
+        return None
+
+    @property
+    def input(self) -> None:
+        return None
+
+    @property
+    def tag(self) -> None:
+        return None
+
+
+_PLAIN_VALUES = ",".join("NULL" if c in ("red_flags", "spec", "input", "tag") else "?" for c in STEP_COLUMNS)
+assert _PLAIN_VALUES.count("?") == len(PlainStepRow._fields)
+assert [c for c in STEP_COLUMNS if c not in ("red_flags", "spec", "input", "tag")] == list(PlainStepRow._fields)
 
 
 def _step_row(_cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> StepRow:
@@ -482,7 +531,7 @@ class Store:
     def commit(
         self,
         rid: int,
-        steps: Sequence[StepRow],
+        steps: Sequence[StepRow | PlainStepRow],
         samples: Sequence[tuple[Any, ...]],
         snapshot: tuple[int, str],
         counters: dict[str, Any],
@@ -492,8 +541,13 @@ class Store:
 
         ``snapshot_every=N`` bounds the snapshots kept (None keeps them all): see :meth:`_thin_snapshots`.
         """
+        plain = [r for r in steps if type(r) is PlainStepRow]
+        full = [r for r in steps if type(r) is not PlainStepRow] if len(plain) < len(steps) else ()
         with self._tx() as c:
-            c.executemany(f"INSERT INTO steps VALUES ({rid},{','.join('?' * len(STEP_COLUMNS))})", steps)
+            if full:
+                c.executemany(f"INSERT INTO steps VALUES ({rid},{','.join('?' * len(STEP_COLUMNS))})", full)
+            if plain:
+                c.executemany(f"INSERT INTO steps VALUES ({rid},{_PLAIN_VALUES})", plain)
             if samples:
                 c.executemany(f"INSERT INTO samples VALUES ({rid},?,?,?,?,?,?,?,?,?)", samples)
             c.execute("INSERT OR REPLACE INTO snapshots VALUES (?,?,?)", (rid, snapshot[0], snapshot[1]))
