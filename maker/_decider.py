@@ -145,6 +145,15 @@ def too_long(tokens: int, max_tokens: int) -> str:
     return f"{TOO_LONG}: {tokens} tokens > {max_tokens}"
 
 
+def _lean_round(policy: Voting) -> tuple[int, tuple[float, ...], str] | tuple[()]:
+    """What a policy's common case needs, made once: k, the temperatures of its first k samples, and the tally
+    when they agree; or () where its first round is not k samples that decide when they agree."""
+    if policy.rule != "ahead_by_k" or (policy.batch or 0) > policy.k:
+        return ()
+    k = policy.k
+    return k, (policy.first_temperature,) + (policy.temperature,) * (k - 1), f"[{k}]"
+
+
 class Decider:
     """Decides calls for one run: its agents, speculation settings, seed and voting policies."""
 
@@ -172,9 +181,8 @@ class Decider:
         fronts: dict[int, Coalescing] = {}
         every = self.agents + ([speculation.drafter, *speculation.verifiers] if speculation else [])
         self._fronts = [fronts.setdefault(id(a.backend), Coalescing.over(a.backend)) for a in every]
-        self._first_temps: dict[int, tuple[float, ...]] = {}
-        """By policy (its id: the policies live as long as the decider), the temperatures of its first round of k
-        samples, made once."""
+        self._lean: dict[int, tuple[int, tuple[float, ...], str] | tuple[()]] = {}
+        """By policy (its id: the policies live as long as the decider), its :func:`_lean_round`, made once."""
 
     async def decide(
         self,
@@ -244,15 +252,13 @@ class Decider:
         prefetched: list[Any] | None = None
         if d is None:
             d = Decision()
-            if samples_out is None and policy.rule == "ahead_by_k" and (policy.batch or 0) <= policy.k:
+            lean = self._lean.get(id(policy))
+            if lean is None:
+                lean = self._lean[id(policy)] = _lean_round(policy)
+            if samples_out is None and lean:
                 # The common case, kept lean: the first agent's first round, k samples of one valid text, decides
                 # the step. Anything else goes on below with these samples as that round's, asked for as it asks.
-                k = policy.k
-                first = self._first_temps.get(id(policy))
-                if first is None:
-                    first = self._first_temps[id(policy)] = (policy.first_temperature,) + (policy.temperature,) * (
-                        k - 1
-                    )
+                k, first, unanimous = lean
                 req = GenerateRequest(
                     prompt, first, mixes(step_seed, 0, k), max_tokens, ms.stop, False, oracle, ms.pattern
                 )
@@ -270,7 +276,7 @@ class Decider:
                         if read.flag is None:
                             d.calls[0] = k
                             d.tokens = tokens
-                            d.answer, d.key, d.votes = read.answer, read.key, f"[{k}]"
+                            d.answer, d.key, d.votes = read.answer, read.key, unanimous
                             d.rounds = 1
                             d.samples = k
                             return d

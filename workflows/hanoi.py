@@ -178,7 +178,7 @@ class Hanoi(Workflow[HanoiParams, HanoiState], name="hanoi", version=1):
         prev = state.previous_move
         return hanoi_move.ask(
             disks=state.disks,
-            previous_move="None" if prev is None else str(list(prev)),
+            previous_move="None" if prev is None else f"[{prev[0]}, {prev[1]}, {prev[2]}]",
             state=str([list(p) for p in state.pegs]),
         )
 
