@@ -29,6 +29,7 @@ from pathlib import Path
 
 from _report import emit  # bench/ is on sys.path when a benchmark runs as a script
 
+from maker import _rng
 from maker.agents import make_agent
 from maker.voting import expected_calls, run_success
 
@@ -112,6 +113,7 @@ def main() -> int:
         "p": info["p"],
         "k": args.k,
         "p_full_theory": round(run_success(info["p"], args.k, steps), 5),
+        "c_draws": _rng.ACCELERATED,  # the child imports the same build, under the same environment
     }
     if floor is not None:
         out["floor_us_per_step"] = floor["us_per_step"]
