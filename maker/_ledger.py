@@ -157,51 +157,17 @@ class Ledger:
         if d.rounds > self.max_rounds:
             self.max_rounds = d.rounds
         ms = call.microstep
+        digest, answer, tokens, name = call.digest(), ms.answer_json(d.answer), d.tokens, ms.name
         # tuple.__new__ makes the named row at a plain tuple's cost: this runs once a step
         if d.flags is None and d.spec is None and call.tag is None and not self.keep_input:
-            self.pending.append(
-                tuple.__new__(
-                    PlainStepRow,
-                    (
-                        step,
-                        call.digest(),
-                        ms.answer_json(d.answer),
-                        d.votes,
-                        d.rounds,
-                        d.samples,
-                        d.agent,
-                        t_start,
-                        dur,
-                        correct,
-                        d.tokens,
-                        ms.name,
-                    ),
-                )
-            )
+            row = (step, digest, answer, d.votes, d.rounds, d.samples, d.agent, t_start, dur, correct, tokens, name)
+            self.pending.append(tuple.__new__(PlainStepRow, row))
             return
-        self.pending.append(
-            tuple.__new__(
-                StepRow,
-                (
-                    step,
-                    call.digest(),
-                    ms.answer_json(d.answer),
-                    d.votes,
-                    d.rounds,
-                    d.samples,
-                    None if d.flags is None else json.dumps(d.flags),
-                    d.agent,
-                    t_start,
-                    dur,
-                    correct,
-                    None if d.spec is None else json.dumps(d.spec),
-                    d.tokens,
-                    call.prompt if self.keep_input else None,
-                    ms.name,
-                    call.tag,
-                ),
-            )
-        )
+        flags = None if d.flags is None else json.dumps(d.flags)
+        spec = None if d.spec is None else json.dumps(d.spec)
+        prompt = call.prompt if self.keep_input else None
+        head = (step, digest, answer, d.votes, d.rounds, d.samples, flags, d.agent, t_start, dur, correct, spec)
+        self.pending.append(tuple.__new__(StepRow, (*head, tokens, prompt, name, call.tag)))
 
     def commit(self, step: int, state: Any, wall_s: float) -> None:
         """Write the pending rows with the state reached after them (``step`` steps committed)."""

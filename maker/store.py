@@ -285,18 +285,7 @@ class PlainStepRow(NamedTuple):
 
     @property
     def red_flags(self) -> None:
-        return None
-
-    @property
-    def spec(self) -> None:
-        return None
-
-    @property
-    def input(self) -> None:
-        return None
-
-    @property
-    def tag(self) -> None:
+        """None, as in a :class:`StepRow` without red flags (what the per-step debug log reads)."""
         return None
 
 

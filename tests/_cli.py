@@ -1,4 +1,5 @@
-"""Running the real ``maker`` command in a subprocess, and peeking at a store another process is writing."""
+"""Running the real ``maker`` command in a subprocess, peeking at a store another process is writing, and reading
+a run's step rows."""
 
 from __future__ import annotations
 
@@ -47,5 +48,20 @@ def peek(db: Path, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]] 
         return con.execute(sql, args).fetchall()
     except sqlite3.Error:
         return None
+    finally:
+        con.close()
+
+
+def step_rows(db: Path, run_id: str, leave_out: Sequence[str] = ()) -> list[tuple[Any, ...]]:
+    """Every recorded column of a run's steps, in step order, but the timings (which no two runs share) and the
+    columns in ``leave_out``."""
+    con = sqlite3.connect(db)
+    try:
+        skip = ("run", "t_start", "dur", *leave_out)
+        cols = [r[1] for r in con.execute("PRAGMA table_info(steps)") if r[1] not in skip]
+        return con.execute(
+            f"SELECT {', '.join(cols)} FROM steps WHERE run=(SELECT id FROM runs WHERE run_id=?) ORDER BY step",
+            (run_id,),
+        ).fetchall()
     finally:
         con.close()

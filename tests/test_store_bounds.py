@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,25 +20,11 @@ from maker.errors import NondeterminismError
 from maker.options import DEFAULT_SNAPSHOTS, RunOptions
 from maker.replay import fork_run, replay_run
 from maker.runs import resume_run, start_run
-from tests._cli import MAKER, maker_env, peek, run_maker
+from tests._cli import MAKER, maker_env, peek, run_maker, step_rows
 
 AGENT = "simulated:p=0.99,seed=3"
 # Commits by count only, so the steps a snapshot is taken at do not depend on the machine's speed.
 BY_COUNT = {"agents": [AGENT], "k": 3, "seed": 2, "commit_every": 7, "commit_seconds": 1e9}
-TIMINGS = ("t_start", "dur")
-
-
-def _steps(db: Path, run_id: str) -> list[tuple[Any, ...]]:
-    """Every recorded column of a run's steps but the timings."""
-    con = sqlite3.connect(db)
-    try:
-        cols = [r[1] for r in con.execute("PRAGMA table_info(steps)") if r[1] not in (*TIMINGS, "run")]
-        return con.execute(
-            f"SELECT {', '.join(cols)} FROM steps WHERE run=(SELECT id FROM runs WHERE run_id=?) ORDER BY step",
-            (run_id,),
-        ).fetchall()
-    finally:
-        con.close()
 
 
 def _snapshots(db: Path, run_id: str) -> dict[int, str]:
@@ -86,7 +71,7 @@ def test_snapshots_kept_follow_the_policy(pair: Path) -> None:
     # the ones kept are the same states
     every = _snapshots(pair, "all")
     assert all(kept[s] == every[s] for s in kept)
-    assert _steps(pair, "bounded") == _steps(pair, "all")
+    assert step_rows(pair, "bounded") == step_rows(pair, "all")
 
 
 @pytest.mark.parametrize("bad", ["every:0", "every", "some", "every:-3", "every:1.5"])
@@ -119,8 +104,8 @@ def test_a_fork_at_any_step_starts_from_the_same_state(step: int, pair: Path, tm
     if step in _snapshots(pair, "all"):
         assert _snapshots(db, f"all-at-{step}")[step] == _snapshots(pair, "all")[step]
     # and the same seed decides the same steps from there
-    ours = _steps(db, f"bounded-at-{step}")
-    assert ours == _steps(db, f"all-at-{step}") == _steps(pair, "all")[step:]
+    ours = step_rows(db, f"bounded-at-{step}")
+    assert ours == step_rows(db, f"all-at-{step}") == step_rows(pair, "all")[step:]
 
 
 def test_maker_fork_inherits_the_policy_or_takes_another(pair: Path, tmp_path: Path) -> None:
@@ -256,13 +241,13 @@ def test_sigkill_then_resume_of_a_bounded_run_matches_a_run_keeping_every_snapsh
 
     resumed = run_maker("resume", "K", "--store", db, tmp=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    assert _steps(db, "K") == _steps(ref, "K")
+    assert step_rows(db, "K") == step_rows(ref, "K")
     kept = _snapshots(db, "K")
     assert kept[TOTAL] == _snapshots(ref, "K")[TOTAL]
     assert len(kept) <= TOTAL // 100 + 2 < len(_snapshots(ref, "K"))
     for step in (333, killed_at, 1999):
         fork_run("K", step, store=db, new_id=f"f{step}")
-        assert _steps(db, f"f{step}") == _steps(ref, "K")[step:]
+        assert step_rows(db, f"f{step}") == step_rows(ref, "K")[step:]
     assert replay_run("K", store=db).steps == TOTAL
 
     # both wall times, each named: the run's total and this resume's own

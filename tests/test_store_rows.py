@@ -6,25 +6,11 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 from maker import Store
 from maker.runs import start_run
 from maker.store import STEP_COLUMNS, PlainStepRow, StepRow
-
-OPTIONAL = ("red_flags", "spec", "input", "tag")
-
-
-def _rows(db: Path, run_id: str, leave_out: tuple[str, ...] = ()) -> list[tuple[Any, ...]]:
-    con = sqlite3.connect(db)
-    try:
-        cols = [c for c in STEP_COLUMNS if c not in ("t_start", "dur", *leave_out)]
-        return con.execute(
-            f"SELECT {', '.join(cols)} FROM steps WHERE run=(SELECT id FROM runs WHERE run_id=?) ORDER BY step",
-            (run_id,),
-        ).fetchall()
-    finally:
-        con.close()
+from tests._cli import step_rows
 
 
 def _full(i: int, flags: str | None) -> StepRow:
@@ -57,9 +43,9 @@ def test_a_run_with_some_red_flagged_steps_stores_what_a_run_keeping_every_input
     options = {"agents": ["simulated:p=0.95,seed=3,malformed=0.06,overlong=0.02"], "k": 3, "seed": 5}
     start_run("hanoi", {"disks": 7}, options, store=db, run_id="summary")
     start_run("hanoi", {"disks": 7}, {**options, "detail": "samples"}, store=db, run_id="samples")
-    plain, full = _rows(db, "summary", ("input",)), _rows(db, "samples", ("input",))
+    plain, full = step_rows(db, "summary", ("input",)), step_rows(db, "samples", ("input",))
     assert plain == full
-    at = [c for c in STEP_COLUMNS if c not in ("t_start", "dur", "input")].index("red_flags")
+    at = [c for c in STEP_COLUMNS if c not in ("t_start", "dur", "input")].index("red_flags")  # as step_rows reads
     flagged = [json.loads(r[at]) for r in plain if r[at] is not None]
     assert 0 < len(flagged) < len(plain) == 127
     con = sqlite3.connect(db)
