@@ -55,6 +55,24 @@ class Calibration(BaseModel):
     """Per microstep: samples, valid, correct, valid_rate and p (where any was valid)."""
 
 
+def _one_sample(
+    call: MicrostepCall, expected: Any, index: int, temperature: float, seed: int, max_tokens: int | None
+) -> GenerateRequest:
+    """A request for one sample of ``call`` (the ``index``-th call measured), as a run would ask it: the
+    microstep's stop strings, pattern and token limit (``max_tokens`` overrides the limit)."""
+    ms = call.microstep
+    return GenerateRequest(
+        call.prompt,
+        [temperature],
+        [seed],
+        max_tokens or ms.max_tokens,
+        ms.stop,
+        False,
+        Oracle(ms, expected, index, call.inputs),
+        ms.pattern,
+    )
+
+
 def _pick_states(wf: Workflow[Any, Any], params: BaseModel, n: int, seed: int, max_walk: int) -> tuple[list[Any], int]:
     """Walk the ground-truth chain and keep ``n`` states chosen uniformly (reservoir sampling)."""
     rng = random.Random(seed)
@@ -128,20 +146,8 @@ def calibrate(
                         calls = calls_of(asked) or []
                         pick = (start + i) % len(calls)
                         call, expected = calls[pick], expected[pick]
-                    ms = call.microstep
-                    temp = ms.voting.temperature if temperature is None else temperature
-                    reqs.append(
-                        GenerateRequest(
-                            call.prompt,
-                            [temp],
-                            [mix64(base + start + i)],
-                            max_tokens or ms.max_tokens,
-                            ms.stop,
-                            False,
-                            Oracle(ms, expected, j, call.inputs),
-                            ms.pattern,
-                        )
-                    )
+                    temp = call.microstep.voting.temperature if temperature is None else temperature
+                    reqs.append(_one_sample(call, expected, j, temp, mix64(base + start + i), max_tokens))
                     meta.append((call, expected))
                 results = await agent.backend.generate(reqs)
                 for (call, expected), (sample,) in zip(meta, results, strict=True):

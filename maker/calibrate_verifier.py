@@ -20,8 +20,8 @@ from pydantic import BaseModel
 from maker._decider import Decider, flag_reason
 from maker._reapply import calls_of
 from maker._rng import derive, mix64
-from maker.agents import GenerateRequest, Judging, Oracle, make_agent
-from maker.calibrate import Calibration, _pick_states, calibrate
+from maker.agents import Judging, Oracle, make_agent
+from maker.calibrate import Calibration, _one_sample, _pick_states, calibrate
 from maker.dsl import MicrostepCall, Workflow
 from maker.errors import UserError
 from maker.speculation import JudgeRequest, digit_score
@@ -194,15 +194,8 @@ def calibrate_verifier(
                 # drafts: the drafter's, or alternately the right answer and a plausible mistake
                 if dra is not None:
                     reqs = [
-                        GenerateRequest(
-                            call.prompt,
-                            [call.microstep.voting.first_temperature],
-                            [mix64(d_base + i)],
-                            max_tokens or call.microstep.max_tokens,
-                            call.microstep.stop,
-                            False,
-                            Oracle(call.microstep, expected, i, call.inputs),
-                            call.microstep.pattern,
+                        _one_sample(
+                            call, expected, i, call.microstep.voting.first_temperature, mix64(d_base + i), max_tokens
                         )
                         for i, call, expected in group
                     ]
@@ -242,15 +235,13 @@ def calibrate_verifier(
                     verdicts: list[bool | None] = [digit_score(d, score_by) >= threshold for d in digits]
                 else:
                     reqs_v = [
-                        GenerateRequest(
-                            call.prompt,
-                            [call.microstep.voting.temperature if temperature is None else temperature],
-                            [mix64(v_base + i)],
-                            max_tokens or call.microstep.max_tokens,
-                            call.microstep.stop,
-                            False,
-                            Oracle(call.microstep, expected, i, call.inputs),
-                            call.microstep.pattern,
+                        _one_sample(
+                            call,
+                            expected,
+                            i,
+                            call.microstep.voting.temperature if temperature is None else temperature,
+                            mix64(v_base + i),
+                            max_tokens,
                         )
                         for i, call, expected, _, _, _ in judged
                     ]
