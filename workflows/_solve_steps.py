@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -334,27 +334,23 @@ judge = Microstep(
     red_flags=[RedFlag("choice_range", _choice_range)],
     mistakes=_wrong_pick,
 )
-solve = Microstep(
-    "solve",
-    prompt=_fill,
-    schema=Result,
-    parse=_parse_result,
-    render=_render_result,
-    vote_key=_result_key,
-    red_flags=[RedFlag("answer_format", _answer_format)],
-    max_tokens=4096,
-    mistakes=lambda right, i: Result(result=result_mistake(right.result, i)),
-    difficulty=_solve_units,
-)
-compose = Microstep(
-    "compose",
-    prompt=_fill,
-    schema=Result,
-    parse=_parse_result,
-    render=_render_result,
-    vote_key=_result_key,
-    red_flags=[RedFlag("answer_format", _answer_format)],
-    max_tokens=4096,
-    mistakes=lambda right, i: Result(result=result_mistake(right.result, i)),
-    difficulty=_compose_units,
-)
+
+
+def _result_step(name: str, difficulty: Callable[[Mapping[str, Any]], float]) -> Microstep[Result]:
+    """A step that answers with a result line: solving a leaf, or composing its children's results."""
+    return Microstep(
+        name,
+        prompt=_fill,
+        schema=Result,
+        parse=_parse_result,
+        render=_render_result,
+        vote_key=_result_key,
+        red_flags=[RedFlag("answer_format", _answer_format)],
+        max_tokens=4096,
+        mistakes=lambda right, i: Result(result=result_mistake(right.result, i)),
+        difficulty=difficulty,
+    )
+
+
+solve = _result_step("solve", _solve_units)
+compose = _result_step("compose", _compose_units)
