@@ -245,14 +245,7 @@ class HFBackend:
             if shared:
                 cache.batch_repeat_interleave(len(rows))
             pos = ((mask.cumsum(-1) - 1).clamp(min=0))[:, shared:]
-            logits = self.model(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=pos,
-                **{self._cache_kw: cache},
-                use_cache=True,
-                logits_to_keep=1,
-            ).logits[:, -1, :]
+            logits = self._last_logits(ids, mask, pos, cache)
             self.prefilled_tokens += int(mask[:, shared:].sum())
             cache.reorder_cache(owner)
             logits = logits.index_select(0, owner)
@@ -283,14 +276,7 @@ class HFBackend:
                     break
                 step_ids = torch.tensor([[c] for c in chosen], device=self.device)
                 mask = torch.cat([mask, torch.ones((n_rows, 1), dtype=mask.dtype, device=self.device)], dim=1)
-                logits = self.model(
-                    input_ids=step_ids,
-                    attention_mask=mask,
-                    position_ids=next_pos,
-                    **{self._cache_kw: cache},
-                    use_cache=True,
-                    logits_to_keep=1,
-                ).logits[:, -1, :]
+                logits = self._last_logits(step_ids, mask, next_pos, cache)
                 next_pos = next_pos + 1
         out: list[list[Sample]] = []
         r = 0
@@ -355,6 +341,17 @@ class HFBackend:
             while len(self._prefixes) > self.prefix_cache:
                 self._prefixes.popitem(last=False)
         return cache, shared
+
+    def _last_logits(self, ids: Any, mask: Any, pos: Any, cache: Any) -> Any:
+        """The logits of each row's next token after ``ids``, going on from (and extending) ``cache``."""
+        return self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos,
+            **{self._cache_kw: cache},
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits[:, -1, :]
 
     def _pick(self, logits: Any, temps: Sequence[float], seeds: Sequence[int], t: int) -> tuple[list[int], list[float]]:
         """Next token per row: greedy at temperature 0, else inverse-CDF sampling with a counter-based uniform."""
