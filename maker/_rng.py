@@ -30,13 +30,7 @@ def mix64_py(x: int) -> int:
 
 def mixes_py(base: int, lo: int, hi: int) -> list[int]:
     """``[mix64(base + i) for i in range(lo, hi)]``: a step's sample seeds, one call for all."""
-    out = []
-    for i in range(lo, hi):
-        x = (base + i + 0x9E3779B97F4A7C15) & _M
-        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M
-        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M
-        out.append(x ^ (x >> 31))
-    return out
+    return [mix64_py(base + i) for i in range(lo, hi)]
 
 
 def uniform_py(seed: int, slot: int) -> float:
