@@ -9,13 +9,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests._cli import peek
+from tests._cli import committed_steps, has_committed, kill_when, wait_for
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 
@@ -57,12 +56,6 @@ def _maker(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _committed_steps(db: Path) -> int | None:
-    """The run's committed step counter, or None while the store/run row is not readable yet."""
-    rows = peek(db, "SELECT steps FROM runs WHERE run_id=?", (RUN_ID,))
-    return int(rows[0][0]) if rows else None
-
-
 def _start(args: list[str], tmp: Path, name: str) -> tuple[subprocess.Popen[bytes], Path]:
     err = tmp / f"{name}.stderr"
     with open(tmp / f"{name}.stdout", "wb") as out, open(err, "wb") as errf:
@@ -72,27 +65,8 @@ def _start(args: list[str], tmp: Path, name: str) -> tuple[subprocess.Popen[byte
 
 def _kill_when(proc: subprocess.Popen[bytes], stderr: Path, db: Path, threshold: int) -> int:
     """SIGKILL ``proc`` as soon as the committed step counter reaches ``threshold``; return the counter after."""
-    deadline = time.monotonic() + TIMEOUT
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"process ended (rc {proc.returncode}) before reaching {threshold} committed steps; "
-                    f"stderr:\n{stderr.read_text()}"
-                )
-            if time.monotonic() > deadline:
-                pytest.fail(f"no {threshold} committed steps within {TIMEOUT} s")
-            steps = _committed_steps(db)
-            if steps is not None and steps >= threshold:
-                break
-            time.sleep(0.004)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=TIMEOUT)  # reap it: a zombie would still look alive to `resume`'s liveness check
-    assert proc.returncode == -signal.SIGKILL, stderr.read_text()
-    after = _committed_steps(db)
+    kill_when(proc, lambda: has_committed(db, RUN_ID, threshold), f"{threshold} committed steps", stderr)
+    after = committed_steps(db, RUN_ID)
     assert after is not None and threshold <= after < TOTAL, (threshold, after)
     return after
 
@@ -230,11 +204,7 @@ def test_interrupt_commits_decided_steps_and_resume_matches(
     db = tmp_path / "store.sqlite"
     env = _env(tmp_path)
     proc, err = _start([*RUN_ARGS, "--store", str(db)], tmp_path, "run")
-    deadline = time.monotonic() + TIMEOUT
-    while (_committed_steps(db) or 0) < 300:
-        assert proc.poll() is None, err.read_text()
-        assert time.monotonic() < deadline
-        time.sleep(0.004)
+    wait_for(proc, lambda: has_committed(db, RUN_ID, 300), "300 committed steps", err)
     proc.send_signal(sig)
     proc.wait(timeout=TIMEOUT)
     assert proc.returncode == 130, err.read_text()

@@ -6,7 +6,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from maker.evaluate import evaluate
 from maker.options import RunOptions
 from maker.store import Store
 from maker.workflows._reference import same_answer
-from tests._cli import maker_env, peek, run_maker
+from tests._cli import kill_when, maker_env, peek, run_maker
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "maker-official"
 MUL5 = DATA / "bench_long_mul_5_5__200.jsonl"
@@ -139,23 +138,7 @@ def test_killed_evaluation_resumes_and_finishes(tmp_path: Path) -> None:
             env=maker_env(tmp_path),
             cwd=tmp_path,
         )
-    deadline = time.monotonic() + TIMEOUT  # a guard against a hang, not a timing assertion
-    try:
-        while (done := _done_steps(db, "killed")) is None or len(done) < 2:
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"eval ended (rc {proc.returncode}) before 2 runs were done:\n"
-                    f"{(tmp_path / 'first.err').read_text()}"
-                )
-            if time.monotonic() > deadline:
-                pytest.fail("no 2 finished runs in time")
-            time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=TIMEOUT)  # reaped: a zombie would still look alive
-    assert proc.returncode == -signal.SIGKILL
+    kill_when(proc, lambda: len(_done_steps(db, "killed") or {}) >= 2, "2 runs were done", tmp_path / "first.err")
     before = {r.run_id: r for r in _runs(db).values()}
     done_before = {rid: r.steps for rid, r in before.items() if r.status == "done"}
     assert 2 <= len(done_before) < 16

@@ -11,9 +11,7 @@ import asyncio
 import json
 import os
 import random
-import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ from maker.replay import fork_run, replay_run
 from maker.runs import resume_run, start_run
 from maker.store import Store
 from maker.workflows._reference import recognize
-from tests._cli import MAKER, peek
+from tests._cli import MAKER, committed_steps, has_committed, kill_when
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK_6X6 = "Multiply 877572 by 388389"
@@ -143,11 +141,6 @@ def test_a_fan_out_goes_to_the_backend_as_one_batched_call(tmp_path: Path) -> No
 
 
 # -- a killed tree run ------------------------------------------------------------------------------------------
-def _committed(db: Path, run_id: str) -> int:
-    rows = peek(db, "SELECT steps FROM runs WHERE run_id=?", (run_id,))
-    return int(rows[0][0]) if rows else 0
-
-
 def test_sigkill_mid_tree_then_resume_gives_the_uninterrupted_tree(tmp_path: Path) -> None:
     args = [
         "run",
@@ -177,16 +170,13 @@ def test_sigkill_mid_tree_then_resume_gives_the_uninterrupted_tree(tmp_path: Pat
     assert reference["solved"] and reference["result"]["answer"] == "17399085166891177008"
     total = reference["steps"]
 
-    proc = subprocess.Popen(
-        [*MAKER, *args, "--run-id", "T", "--store", str(db)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
-    )
-    deadline = time.monotonic() + 120
-    while _committed(db, "T") < total * 3 // 4:
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    killed_at = _committed(db, "T")
+    err = tmp_path / "killed.err"
+    with open(err, "wb") as errf:
+        proc = subprocess.Popen(
+            [*MAKER, *args, "--run-id", "T", "--store", str(db)], stdout=subprocess.DEVNULL, stderr=errf, env=env
+        )
+    kill_when(proc, lambda: has_committed(db, "T", total * 3 // 4), "3/4 of the steps committed", err)
+    killed_at = committed_steps(db, "T") or 0
     assert total * 3 // 4 <= killed_at < total
     with Store.open(db) as st:  # the kill left a tree half solved: some nodes have results, the root has none
         state = json.loads(st.latest_snapshot(st.run("T").id)[1])

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,7 @@ from maker.errors import NondeterminismError
 from maker.options import DEFAULT_SNAPSHOTS, RunOptions
 from maker.replay import fork_run, replay_run
 from maker.runs import resume_run, start_run
-from tests._cli import MAKER, maker_env, peek, run_maker, step_rows
+from tests._cli import MAKER, committed_steps, has_committed, kill_when, maker_env, run_maker, step_rows
 
 AGENT = "simulated:p=0.99,seed=3"
 # Commits by count only, so the steps a snapshot is taken at do not depend on the machine's speed.
@@ -220,23 +218,9 @@ def test_sigkill_then_resume_of_a_bounded_run_matches_a_run_keeping_every_snapsh
             stdin=subprocess.DEVNULL,
             env=maker_env(tmp_path),
         )
-    deadline = time.monotonic() + 120
-    try:
-        while True:
-            assert proc.poll() is None, (tmp_path / "err").read_text()
-            assert time.monotonic() < deadline, "no 700 committed steps in 120 s"
-            rows = peek(db, "SELECT steps FROM runs WHERE run_id='K'")
-            if rows and rows[0][0] >= 700:
-                break
-            time.sleep(0.004)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=120)
-    assert proc.returncode == -signal.SIGKILL
-    killed_at = peek(db, "SELECT steps FROM runs WHERE run_id='K'")[0][0]  # type: ignore[index]
-    assert 700 <= killed_at < TOTAL
+    kill_when(proc, lambda: has_committed(db, "K", 700), "700 committed steps", tmp_path / "err")
+    killed_at = committed_steps(db, "K")
+    assert killed_at is not None and 700 <= killed_at < TOTAL
     assert len(_snapshots(db, "K")) <= killed_at // 100 + 2
 
     resumed = run_maker("resume", "K", "--store", db, tmp=tmp_path)

@@ -11,7 +11,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,7 +21,7 @@ from maker import StepUndecidedError, UserError, start_run
 from maker._loading import canonical_ref, is_file_ref, resolve_workflow, workflow_ref
 from maker._params import read_params, reading
 from maker.cli import as_flags
-from tests._cli import MAKER, maker_env, peek, run_maker
+from tests._cli import MAKER, committed_steps, has_committed, kill_when, maker_env, peek, run_maker
 
 FLOW = '''"""A workflow in a file of its own: adds 1, 2, 3, ... to a running total, one voted step each."""
 
@@ -137,23 +136,9 @@ def test_a_file_workflow_killed_then_resumed_replayed_and_forked_from_another_di
             stderr=errf,
             stdin=subprocess.DEVNULL,
         )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"the run ended (rc {proc.returncode}) before it was killed:\n{err.read_text()}"
-            assert time.monotonic() < deadline, "no 40 committed steps within 60 s"
-            rows = peek(db, "SELECT steps FROM runs WHERE run_id='R'")
-            if rows and rows[0][0] >= 40:
-                break
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
-    killed_at = peek(db, "SELECT steps FROM runs WHERE run_id='R'")[0][0]
-    assert 40 <= killed_at < steps
+    kill_when(proc, lambda: has_committed(db, "R", 40), "40 committed steps", err, timeout=60)
+    killed_at = committed_steps(db, "R")
+    assert killed_at is not None and 40 <= killed_at < steps
     assert _ref(db, "R") == f"{path}:TallyFlow"  # absolute, so another directory finds it
 
     elsewhere = tmp_path / "elsewhere"
