@@ -1,6 +1,19 @@
 """Agents and model backends (installed as ``maker.agents``)."""
 
-from maker.agents._base import Agent, Backend, EntropyProbing, GenerateRequest, Judging, Oracle, Sample
+from maker.agents._base import (
+    RATING_INSTRUCTION,
+    Agent,
+    Backend,
+    EntropyProbing,
+    GenerateRequest,
+    JudgeRequest,
+    Judging,
+    Oracle,
+    Sample,
+    digit_score,
+    judge_prompt,
+)
+from maker.agents._roster import Roster, agent_label
 from maker.agents.simulated import PRESETS, SimulatedBackend, SimulatedConfig
 from maker.agents.specs import make_agent, parse_spec
 
@@ -12,6 +25,12 @@ __all__ = [
     "GenerateRequest",
     "Oracle",
     "Sample",
+    "JudgeRequest",
+    "judge_prompt",
+    "digit_score",
+    "RATING_INSTRUCTION",
+    "Roster",
+    "agent_label",
     "PRESETS",
     "SimulatedBackend",
     "SimulatedConfig",

@@ -1,12 +1,27 @@
-"""The one interface every model backend implements, and the agent that wraps it."""
+"""The one interface every model backend implements, the agent that wraps it, and what a verifier is asked.
+
+A verifier rates a draft by the log-probabilities of the digits 0-9 after the SpecReason rating prompt
+(:func:`judge_prompt`); every backend builds that prompt itself, so it lives here with the requests.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
-__all__ = ["GenerateRequest", "Sample", "Backend", "Agent", "Oracle"]
+__all__ = [
+    "GenerateRequest",
+    "Sample",
+    "Backend",
+    "Agent",
+    "Oracle",
+    "JudgeRequest",
+    "judge_prompt",
+    "digit_score",
+    "RATING_INSTRUCTION",
+]
 
 
 @dataclass(slots=True)
@@ -73,6 +88,38 @@ class Sample:
         return (Sample, (self.text, self.tokens, self.logprobs, self.finish_reason))
 
 
+RATING_INSTRUCTION = (
+    "\n\nIs the answer above a correct next step? Rate it from 0 (certainly wrong) to 9 (certainly right).\nRating: "
+)
+
+
+def judge_prompt(prompt: str, draft: str) -> str:
+    """The SpecReason verification prompt: the step's prompt, the drafted answer, a rating instruction."""
+    return f"{prompt}{draft}{RATING_INSTRUCTION}"
+
+
+@dataclass(slots=True)
+class JudgeRequest:
+    """Rate one draft. ``oracle`` is the ground truth, used only by simulated verifiers."""
+
+    prompt: str
+    draft: str
+    seed: int
+    oracle: Any = None
+
+
+def digit_score(logprobs: Sequence[float], how: Literal["expected", "greedy"] = "expected") -> float:
+    """Score from the log-probabilities of the digits 0..9 (renormalised over the ten)."""
+    if len(logprobs) != 10:
+        raise ValueError(f"need 10 digit log-probabilities, got {len(logprobs)}")
+    if how == "greedy":
+        return float(max(range(10), key=lambda d: logprobs[d]))
+    top = max(logprobs)
+    weights = [math.exp(lp - top) for lp in logprobs]
+    total = sum(weights)
+    return sum(d * w for d, w in enumerate(weights)) / total
+
+
 @runtime_checkable
 class Backend(Protocol):
     """Async, batched text generation."""
@@ -91,7 +138,7 @@ class Judging(Protocol):
     """A backend that can rate drafts (``--verify score``): the log-probabilities of the digits 0-9 as the next
     token after each SpecReason rating prompt. Every bundled backend has it."""
 
-    async def judge(self, requests: Sequence[Any]) -> list[list[float]]: ...
+    async def judge(self, requests: Sequence[JudgeRequest]) -> list[list[float]]: ...
 
 
 @runtime_checkable

@@ -405,7 +405,7 @@ class HFBackend:
 
     def judge_sync(self, requests: Sequence[Any]) -> list[list[float]]:
         """Log-probabilities of the digits 0-9 after the SpecReason rating prompt: one prefill pass, no decoding."""
-        from maker.speculation import judge_prompt
+        from maker.agents._base import judge_prompt
 
         return [self._next_logprobs(judge_prompt(r.prompt, r.draft))[self._digit_ids()].tolist() for r in requests]
 

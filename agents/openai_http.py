@@ -170,7 +170,7 @@ class OpenAIBackend:
     async def judge(self, requests: Sequence[Any]) -> list[list[float]]:
         """Log-probabilities of the digits 0-9 as the next token after each SpecReason rating prompt: one
         ``max_tokens=1`` request per draft, sent together. A digit the server does not list gets a floor."""
-        from maker.speculation import judge_prompt
+        from maker.agents._base import judge_prompt
 
         tops = await asyncio.gather(*(self._top(judge_prompt(r.prompt, r.draft), r.seed) for r in requests))
         return [digit_logprobs(top) for top in tops]

@@ -142,7 +142,7 @@ class VLLMBackend:
 
     async def judge(self, requests: Sequence[Any]) -> list[list[float]]:
         """Log-probabilities of the digits 0-9 after each SpecReason rating prompt (one batched call)."""
-        from maker.speculation import judge_prompt
+        from maker.agents._base import judge_prompt
 
         tops = await self._tops([judge_prompt(r.prompt, r.draft) for r in requests], [r.seed for r in requests])
         return [digit_logprobs(top) for top in tops]

@@ -30,9 +30,9 @@ from typing import Any
 
 from _report import emit  # bench/ is on sys.path when a benchmark runs as a script
 
-from maker.evaluate import evaluate
+from maker.evaluation import evaluate
+from maker.stats import k_min
 from maker.store import Store
-from maker.voting import k_min
 from maker.workflows._reference import Problem, Proposal, recognize
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -31,7 +31,7 @@ from _report import emit  # bench/ is on sys.path when a benchmark runs as a scr
 
 from maker import _rng
 from maker.agents import make_agent
-from maker.voting import expected_calls, run_success
+from maker.stats import expected_calls, run_success
 
 TARGET_S = 60.0
 FLOOR = Path(__file__).resolve().parents[2] / "shared" / "tools" / "floor_hanoi.py"

@@ -22,9 +22,7 @@ from typing import Any
 
 from _report import emit  # bench/ is on sys.path when a benchmark runs as a script
 
-from maker.options import DEFAULT_SNAPSHOTS
-from maker.replay import replay_run
-from maker.runs import start_run
+from maker.runs import DEFAULT_SNAPSHOTS, replay_run, start_run
 from maker.store import Store
 from maker.workflows.hanoi import Hanoi, HanoiAnswer, HanoiState
 

@@ -4,8 +4,17 @@
 actors; the engine, the store and the trace stay with the driver.
 """
 
-from maker.cluster.backend import Cluster, RayBackend
+from maker.cluster.backend import Cluster, RayBackend, attach
 from maker.cluster.config import ClusterOptions, Placement, resolve_address
 from maker.cluster.router import ReplicaLostError, Router
 
-__all__ = ["Cluster", "ClusterOptions", "Placement", "RayBackend", "ReplicaLostError", "Router", "resolve_address"]
+__all__ = [
+    "attach",
+    "Cluster",
+    "ClusterOptions",
+    "Placement",
+    "RayBackend",
+    "ReplicaLostError",
+    "Router",
+    "resolve_address",
+]

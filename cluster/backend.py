@@ -15,11 +15,12 @@ from typing import Any
 
 import structlog
 
-from maker.agents import Agent, GenerateRequest, Sample, parse_spec
+from maker.agents import Agent, GenerateRequest, Roster, Sample, parse_spec
 from maker.cluster.config import ClusterOptions, resolve_address
 from maker.cluster.lookahead import Lookahead
 from maker.cluster.replica import MicrostepRef, Replica
 from maker.cluster.router import Router
+from maker.engine import Recipe
 from maker.errors import UserError
 
 __all__ = ["Cluster", "RayBackend", "attach"]
@@ -227,21 +228,21 @@ class Cluster:
         self._started_ray = False
 
 
-def attach(engine: Any, steps: int) -> Lookahead | None:
-    """Let a replica run ``engine``'s chain up to ``steps`` steps ahead, when one model serves all its agents."""
-    backends = [a.backend for a in engine.all_agents]
-    if steps <= 0 or not all(isinstance(b, RayBackend) for b in backends):
+def attach(roster: Roster, recipe: Recipe, steps: int) -> Lookahead | None:
+    """Let a replica run a chain up to ``steps`` steps ahead, when one model serves all the ``roster``'s agents;
+    the engine is then built with the lookahead returned (``ahead=``), which it tells each step."""
+    backends = [b for a in roster.agents if isinstance(b := a.backend, RayBackend)]
+    if steps <= 0 or len(backends) != len(roster.agents):
         return None
     if len({b.name for b in backends}) != 1:
         log.info("lookahead off: the run's agents use more than one model, so its calls go one by one")
         return None
     first = backends[0]
     try:
-        ahead = Lookahead(first.cluster.ray, first.actors, engine.recipe(), max_steps=steps)
+        ahead = Lookahead(first.cluster.ray, first.actors, recipe, max_steps=steps)
     except Exception as exc:  # the workflow cannot be sent to the replicas (it holds a lock, a socket, ...)
         log.warning("lookahead off: the workflow cannot be sent to the replicas", error=f"{type(exc).__name__}: {exc}")
         return None
     for b in backends:
         b.ahead = ahead
-    engine.ahead = ahead
     return ahead

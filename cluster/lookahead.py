@@ -35,6 +35,7 @@ from typing import Any
 import structlog
 
 from maker.agents import Agent, GenerateRequest
+from maker.engine import Engine, Recipe
 
 __all__ = ["Lookahead", "Recorder", "request_key"]
 
@@ -91,9 +92,8 @@ class Recorder:
         pass
 
 
-async def rollout(recipe: dict[str, Any], agent: Agent, state: Any, step: int, steps: int) -> dict[str, Any]:
+async def rollout(recipe: Recipe, agent: Agent, state: Any, step: int, steps: int) -> dict[str, Any]:
     """Run by a replica: ``steps`` steps from ``state`` with the recipe's engine, and the calls they made."""
-    from maker.engine import Engine
 
     recorder = Recorder(agent.backend)
     engine = Engine.for_rollout(recipe, Agent(agent.spec, recorder, info=agent.info))
@@ -113,7 +113,7 @@ class _Chunk:
 class Lookahead:
     """The driver's side: starts rollouts on the model's replicas and answers calls from them."""
 
-    def __init__(self, ray: Any, actors: list[Any], recipe: dict[str, Any], *, max_steps: int) -> None:
+    def __init__(self, ray: Any, actors: list[Any], recipe: Recipe, *, max_steps: int) -> None:
         self.ray = ray
         self.actors = actors
         self.recipe = ray.put(recipe)

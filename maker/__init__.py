@@ -21,8 +21,7 @@ from maker.errors import (
     WorkflowCodeError,
     WorkflowDefinitionError,
 )
-from maker.replay import ReplayResult, fork_run, replay_run
-from maker.runs import RunOptions, resume_run, start_run
+from maker.runs import ReplayResult, RunOptions, fork_run, replay_run, resume_run, start_run
 from maker.store import Store, default_store_path
 from maker.voting import Voting
 

@@ -45,12 +45,11 @@ ACCELERATED = False
 mix64, mixes, uniform = mix64_py, mixes_py, uniform_py
 if os.environ.get("MAKER_PURE_PYTHON", "") in ("", "0"):  # MAKER_PURE_PYTHON=1 keeps the Python versions
     try:
-        from maker import _rngc
+        from maker._rngc import mix64, mixes, uniform
     except ImportError:  # built without a C compiler: the same values, slower
         pass
     else:
         ACCELERATED = True
-        mix64, mixes, uniform = _rngc.mix64, _rngc.mixes, _rngc.uniform
 
 
 def derive(*parts: int) -> int:

@@ -7,9 +7,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from maker.calibrate import calibrate
 from maker.cli import main
-from maker.voting import expected_calls, k_min, wilson_interval
+from maker.planning import calibrate
+from maker.stats import expected_calls, k_min, wilson_interval
 
 
 @pytest.mark.parametrize("p", [0.7, 0.9, 0.98])

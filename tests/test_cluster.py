@@ -124,9 +124,8 @@ def test_lookahead_keys_tell_apart_every_field_a_model_sees() -> None:
     chain asks for the draws of its own step and sample indices), for generate and for judge calls alike."""
     import dataclasses
 
-    from maker.agents import GenerateRequest, Oracle
+    from maker.agents import GenerateRequest, JudgeRequest, Oracle
     from maker.cluster.lookahead import request_key
-    from maker.speculation import JudgeRequest
     from maker.workflows.counting import NextNumber, next_number
 
     oracle = Oracle(next_number, NextNumber(value=4), 7)

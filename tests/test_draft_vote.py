@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from maker.engine import DRAFT_CALLS
+from maker.planning import draft_vote, speculation_estimate
 from maker.runs import start_run
-from maker.speculation import DRAFT_CALLS
-from maker.speculation_math import draft_vote, speculation_estimate
 from maker.store import STEP_COLUMNS, Store
 from tests._cli import run_maker
 

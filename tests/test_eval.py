@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from maker.evaluate import evaluate
-from maker.options import RunOptions
+from maker.evaluation import evaluate
+from maker.runs import RunOptions
 from maker.store import Store
 from maker.workflows._reference import same_answer
 from tests._cli import kill_when, maker_env, peek, run_maker

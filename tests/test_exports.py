@@ -45,9 +45,9 @@ def test_the_package_exports_exactly_these_names() -> None:
 
 
 def test_every_export_resolves_to_the_object_its_module_defines() -> None:
-    from maker import dsl, engine, errors, replay, runs, store, voting
+    from maker import dsl, engine, errors, runs, store, voting
 
-    homes = [dsl, engine, errors, replay, runs, store, voting]
+    homes = [dsl, engine, errors, runs, store, voting]
     for name in EXPORTS:
         obj = getattr(maker, name)
         assert any(getattr(m, name, None) is obj for m in homes), f"maker.{name} is not its module's {name}"
@@ -66,7 +66,7 @@ def test_errors_share_one_root() -> None:
 def test_the_workflows_and_agents_packages_export_their_names() -> None:
     from maker import agents, workflows
 
-    assert set(workflows.__all__) == {"Hanoi", "Addition", "Counting", "Solve", "BUILTIN"}
+    assert set(workflows.__all__) == {"Hanoi", "Addition", "Counting", "Solve", "BUILTIN", "same_answer"}
     assert {"Agent", "Backend", "GenerateRequest", "Sample", "SimulatedBackend", "make_agent"} <= set(agents.__all__)
     for name in [*workflows.__all__, *agents.__all__]:
         assert getattr(workflows if name in workflows.__all__ else agents, name) is not None

@@ -25,8 +25,7 @@ from maker import (
     WorkflowCodeError,
     WorkflowDefinitionError,
 )
-from maker.replay import replay_run
-from maker.runs import resume_run, start_run
+from maker.runs import replay_run, resume_run, start_run
 from maker.store import Store
 from tests._cli import run_maker
 

@@ -17,12 +17,11 @@ from typing import Any
 
 import pytest
 
-import maker._decider
+import maker.engine._decider
 from maker import DONE, Microstep, RunError, State, UserError, Workflow
 from maker.agents import Agent, SimulatedBackend, SimulatedConfig
 from maker.agents import specs as agent_specs
-from maker.replay import fork_run, replay_run
-from maker.runs import resume_run, start_run
+from maker.runs import fork_run, replay_run, resume_run, start_run
 from maker.store import Store
 from maker.workflows._reference import recognize
 from tests._cli import MAKER, committed_steps, has_committed, kill_when
@@ -78,7 +77,7 @@ def jitter(monkeypatch: pytest.MonkeyPatch) -> dict[int, list[int]]:
             return backend
 
     monkeypatch.setitem(agent_specs.AGENT_KINDS, "jitter", make)
-    monkeypatch.setattr(maker._decider, "Coalescing", NoCoalescing)
+    monkeypatch.setattr(maker.engine._decider, "Coalescing", NoCoalescing)
     return orders
 
 

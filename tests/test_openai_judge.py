@@ -14,9 +14,8 @@ from typing import Any
 
 import pytest
 
-from maker.agents import GenerateRequest
+from maker.agents import GenerateRequest, JudgeRequest, digit_score, judge_prompt
 from maker.agents.openai_http import BackendHTTPError, OpenAIBackend
-from maker.speculation import JudgeRequest, digit_score, judge_prompt
 
 # A rating model's next-token candidates: " 7" and "7" are the same answer; 0, 1, 4 and 5 are not listed.
 TOP = {"7": -1.0, " 7": -1.5, "8": -0.9, "9": -2.5, "6": -3.0, "2": -4.0, "3": -4.5, "Rating": -6.0, " ": -7.0}

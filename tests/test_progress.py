@@ -7,7 +7,7 @@ import json
 
 from rich.console import Console
 
-from maker._logging import ProgressDisplay, configure_logging
+from maker.cli._logging import ProgressDisplay, configure_logging
 from maker.engine import Progress
 
 

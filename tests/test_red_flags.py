@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from maker._decider import TOO_LONG, Decider, Parsed
 from maker._parsing import parse_fields
 from maker.dsl import FormatError, Microstep, RedFlag
+from maker.engine._decider import TOO_LONG, Decider, Parsed
 from maker.errors import WorkflowCodeError
 from maker.runs import start_run
 from maker.store import Store

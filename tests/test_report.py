@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 
 from maker.errors import UserError
-from maker.report import render_report, write_report
 from maker.runs import start_run
 from maker.store import Store
-from maker.trace import step_records, trace_stats
+from maker.trace import render_report, step_records, trace_stats, write_report
 
 AGENT = "simulated:p=0.9,spread=2,malformed=0.03,seed=3"
 PLOTS = {"votes", "calls", "rounds", "red-flags", "time"}

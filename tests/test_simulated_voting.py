@@ -20,8 +20,8 @@ import pytest
 
 from maker.agents import GenerateRequest, Oracle, make_agent
 from maker.runs import start_run
+from maker.stats import expected_calls, step_success
 from maker.store import Store
-from maker.voting import expected_calls, step_success
 from maker.workflows.counting import NextNumber, next_number
 
 Z999 = 3.2905267314919255  # two-sided 99.9% normal quantile
@@ -219,8 +219,8 @@ def test_a_simulated_responses_tokens_are_its_texts_unless_tokens_is_given(tmp_p
     # a limit below the texts' length flags every one as too long, as it would a real model's
     import asyncio
 
-    from maker._decider import Decider
     from maker.agents import GenerateRequest, Oracle, make_agent
+    from maker.engine import Decider
     from maker.workflows.hanoi import Hanoi, HanoiParams
 
     wf = Hanoi()

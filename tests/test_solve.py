@@ -16,11 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from maker import UserError
-from maker._decider import Decider
-from maker.agents import Agent, Sample
+from maker.agents import Agent, Roster, Sample
+from maker.engine import Decider
 from maker.runs import start_run
 from maker.store import Store
-from maker.trace_tree import tree_html
+from maker.trace import tree_html
 from maker.voting import Voting
 from maker.workflows import _solve_steps as steps
 from maker.workflows._reference import recognize
@@ -138,7 +138,11 @@ def _decide(ms: Any, inputs: dict[str, Any], texts: Sequence[str], k: int, max_r
     backend = Scripted(texts)
     policy = Voting(k=k, max_rounds=max_rounds)
     decider = Decider(
-        agents=[Agent("scripted", backend)], speculation=None, seed=0, policies={ms.name: policy}, max_tokens=None
+        roster=Roster.of([Agent("scripted", backend)]),
+        speculation=None,
+        seed=0,
+        policies={ms.name: policy},
+        max_tokens=None,
     )
     return asyncio.run(decider.decide(0, ms.ask(**inputs), None, None)), backend
 
@@ -390,7 +394,7 @@ def test_maker_solve_shortcut(tmp_path: Path) -> None:
 )
 def test_the_other_maker_sets_exact_through_eval(name: str, tmp_path: Path) -> None:
     """The same roles and k on the 6x6, 10x10 and sorting sets, through `maker eval`'s Python API."""
-    from maker.evaluate import evaluate
+    from maker.evaluation import evaluate
 
     agent = "simulated:p=0.95,p_decompose=0.85,p_propose=0.85,p_judge=0.9,seed=11"
     s = evaluate(

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from maker.agents import digit_score, judge_prompt
 from maker.runs import start_run
-from maker.speculation import digit_score, judge_prompt
 from maker.store import Store
 from tests._cli import run_maker
 
@@ -200,8 +200,7 @@ def test_digit_score() -> None:
 def test_real_model_scores_drafts_and_measures_entropy() -> None:
     import asyncio
 
-    from maker.agents import GenerateRequest, make_agent
-    from maker.speculation import JudgeRequest
+    from maker.agents import GenerateRequest, JudgeRequest, make_agent
 
     backend = make_agent("hf:smollm2-135m").backend
     prompt = "<|im_start|>user\nWhat is 2 + 3? Answer as: answer = N<|im_end|>\n<|im_start|>assistant\n"
@@ -257,7 +256,7 @@ def test_agents_that_lack_an_ability_the_run_needs_are_refused_before_it_starts(
     """A backend with only generate() cannot rate drafts or measure entropy: the run is refused, naming the fix."""
     from maker.agents import Agent, make_agent
     from maker.errors import UserError
-    from maker.options import RunOptions
+    from maker.runs import RunOptions
 
     class GenerateOnly:
         name = "generate-only"

@@ -1,4 +1,4 @@
-"""The guarantees of speculative drafting (:mod:`maker.speculation_math`), checked three ways.
+"""The guarantees of speculative drafting (:mod:`maker.planning._speculation`), checked three ways.
 
 The dynamic programs are compared with brute-force enumeration of every verdict sequence, walked
 by a literal copy of the decider's rules (the copy itself checked against ``Decider._verify`` on
@@ -22,15 +22,13 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from maker._decider import Decider, Decision
-from maker.agents import Oracle, make_agent
+from maker.agents import Oracle, Roster, make_agent
 from maker.cli import main
-from maker.options import RunOptions
-from maker.preflight import known_rates, preflight
-from maker.runs import start_run
-from maker.speculation import Speculation
-from maker.speculation_math import (
+from maker.engine import Decider, Decision, Speculation
+from maker.planning import (
     accept_probability,
+    known_rates,
+    preflight,
     score_verification,
     smallest_ensemble,
     speculation_estimate,
@@ -39,7 +37,9 @@ from maker.speculation_math import (
     vote_verification,
     vote_verifier_calls,
 )
-from maker.voting import Voting, expected_samples, step_success, wilson_interval
+from maker.runs import RunOptions, start_run
+from maker.stats import expected_samples, step_success, wilson_interval
+from maker.voting import Voting
 from maker.workflows.counting import NextNumber, next_number
 
 RATE = st.fractions(min_value=0, max_value=1, max_denominator=12)
@@ -147,7 +147,7 @@ def _real_verify(verifiers: list[str], verify_k: int, mode: Any) -> tuple[bool, 
         verify_k=verify_k,
     )
     decider = Decider(
-        agents=[make_agent("simulated:seed=2")],
+        roster=Roster.of([make_agent("simulated:seed=2")], spec.drafter, spec.verifiers),
         speculation=spec,
         seed=0,
         policies={next_number.name: Voting(max_rounds=1)},

@@ -15,9 +15,7 @@ import pytest
 
 from maker import StepUndecidedError, Store
 from maker.errors import NondeterminismError
-from maker.options import DEFAULT_SNAPSHOTS, RunOptions
-from maker.replay import fork_run, replay_run
-from maker.runs import resume_run, start_run
+from maker.runs import DEFAULT_SNAPSHOTS, RunOptions, fork_run, replay_run, resume_run, start_run
 from tests._cli import MAKER, committed_steps, has_committed, kill_when, maker_env, run_maker, step_rows
 
 AGENT = "simulated:p=0.99,seed=3"

@@ -13,8 +13,7 @@ from click.testing import CliRunner
 
 from maker.cli import main
 from maker.errors import NondeterminismError, StoreError, UserError
-from maker.replay import fork_run, replay_run
-from maker.runs import start_run
+from maker.runs import fork_run, replay_run, start_run
 from maker.store import SCHEMA_VERSION, Store
 from maker.trace import step_records, trace_stats
 

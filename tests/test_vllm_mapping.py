@@ -56,9 +56,9 @@ def test_the_microsteps_pattern_travels_on_the_request_without_ground_truth() ->
 
     from pydantic import BaseModel
 
-    from maker._decider import Decider
-    from maker.agents import Agent, Sample
+    from maker.agents import Agent, Roster, Sample
     from maker.dsl import Microstep, MicrostepCall
+    from maker.engine import Decider
     from maker.voting import Voting
 
     class Count(BaseModel):
@@ -78,7 +78,7 @@ def test_the_microsteps_pattern_travels_on_the_request_without_ground_truth() ->
 
     ms = Microstep("count", schema=Count, prompt="Count: {x}", pattern=r"n = [0-9]+")
     decider = Decider(
-        agents=[Agent("rec", Recorder())],
+        roster=Roster.of([Agent("rec", Recorder())]),
         speculation=None,
         seed=1,  # type: ignore[arg-type]
         policies={"count": Voting(k=2)},

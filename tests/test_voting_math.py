@@ -14,18 +14,8 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from maker.voting import (
-    Voting,
-    beta_confidence,
-    expected_calls,
-    expected_samples,
-    is_decided,
-    k_min,
-    run_success,
-    samples_needed,
-    step_success,
-    wilson_interval,
-)
+from maker.stats import expected_calls, expected_samples, k_min, run_success, step_success, wilson_interval
+from maker.voting import Voting, beta_confidence, is_decided, samples_needed
 
 # p > 0.5 but far enough from 0.5 that k_min stays a number floats can step through.
 P_GOOD = st.floats(min_value=0.5 + 1e-6, max_value=1.0, allow_nan=False)

@@ -18,9 +18,9 @@ import pytest
 from pydantic import BaseModel, Field
 
 from maker import StepUndecidedError, UserError, start_run
-from maker._loading import canonical_ref, is_file_ref, resolve_workflow, workflow_ref
-from maker._params import read_params, reading
 from maker.cli import as_flags
+from maker.cli._params import read_params, reading
+from maker.runs import canonical_ref, is_file_ref, resolve_workflow, workflow_ref
 from tests._cli import MAKER, committed_steps, has_committed, kill_when, maker_env, peek, run_maker
 
 FLOW = '''"""A workflow in a file of its own: adds 1, 2, 3, ... to a running total, one voted step each."""

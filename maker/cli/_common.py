@@ -1,0 +1,375 @@
+"""What every ``maker`` command shares: the command group, the options several commands take, reading
+``--set``, printing, and turning the library's option keys into flags. Command modules import from here,
+and :mod:`maker.cli` imports them all, so the dependencies run one way."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from maker.errors import MakerError, RunError, UserError
+from maker.store import Store, default_store_path
+
+__all__ = ["main", "as_flags"]
+
+
+def _store_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--store",
+        "store",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="SQLite store file (default: $MAKER_STORE or ~/.local/share/maker/runs.sqlite).",
+    )(f)
+
+
+def _store_path(store: str | None) -> str:
+    return str(store) if store else str(default_store_path())
+
+
+def _parse_sets(items: tuple[str, ...], workflow: Any) -> dict[str, Any]:
+    """``--set NAME=VALUE`` items as workflow parameters, each value read by the parameter's declared type of
+    ``workflow`` (a class or how to find it; see maker.cli._params)."""
+    texts: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set takes NAME=VALUE, got {item!r}")
+        texts[key.strip()] = value
+    if not texts:
+        return {}
+    from maker.cli._params import read_params
+    from maker.runs import resolve_workflow
+
+    wf_cls = resolve_workflow(workflow) if isinstance(workflow, str) else workflow
+    return read_params(wf_cls.Params, texts)
+
+
+def _recorded_sets(items: tuple[str, ...], store: str, run_id: str) -> dict[str, Any]:
+    """``--set`` items of a resume or fork, read by the parameter types of the workflow that made ``run_id``."""
+    if not items:
+        return {}
+    from maker.runs import recorded_workflow
+
+    with Store.open(store) as st:
+        record = st.run(run_id)
+    return _parse_sets(items, recorded_workflow(record))
+
+
+def _voting_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for opt in reversed(
+        [
+            click.option(
+                "--agent",
+                "agents",
+                multiple=True,
+                help="Agent spec, e.g. simulated:gpt-4.1-mini. Repeat to give escalation agents.",
+            ),
+            click.option(
+                "--k", type=int, default=None, help="Vote margin for first-to-ahead-by-k (default: the microstep's, 3)."
+            ),
+            click.option("--rule", type=click.Choice(["ahead_by_k", "adaptive"]), default=None, help="Voting rule."),
+            click.option(
+                "--confidence", type=float, default=None, help="Posterior threshold for --rule adaptive (default 0.95)."
+            ),
+            click.option(
+                "--max-rounds",
+                type=int,
+                default=None,
+                help="Sampling rounds per step before escalating or failing (default 100).",
+            ),
+            click.option(
+                "--temperature", type=float, default=None, help="Temperature of samples after the first (default 0.1)."
+            ),
+            click.option(
+                "--first-temperature",
+                type=float,
+                default=None,
+                help="Temperature of each step's first sample (default 0).",
+            ),
+            click.option(
+                "--batch",
+                type=int,
+                default=None,
+                help="Samples per backend call; later rounds are filled up to it (default: the first round's size).",
+            ),
+            click.option(
+                "--max-tokens", type=int, default=None, help="Red-flag responses longer than this (default 750)."
+            ),
+            click.option(
+                "--drafter", default=None, help="Speculative drafting: small-model agent spec that drafts each step."
+            ),
+            click.option(
+                "--verifier", "verifiers", multiple=True, help="Agent that confirms or rejects drafts (repeatable)."
+            ),
+            click.option(
+                "--verify",
+                type=click.Choice(["score", "vote"]),
+                default=None,
+                help="score: rate the draft 0-9 in one prefill pass; vote: verifiers answer themselves.",
+            ),
+            click.option("--threshold", type=float, default=None, help="Acceptance score, 0-9 (default 7)."),
+            click.option("--verify-k", type=int, default=None, help="Verdict margin to accept a draft (default 1)."),
+            click.option(
+                "--draft-k",
+                type=int,
+                default=None,
+                help="Vote each draft among the drafter's own samples, first-to-ahead-by-K (default 1: one sample).",
+            ),
+            click.option(
+                "--draft-batch",
+                type=int,
+                default=None,
+                help="Drafter samples per call with --draft-k above 1 (default 2 x K).",
+            ),
+            click.option("--large-first", type=int, default=None, help="The first N steps always by the large model."),
+            click.option(
+                "--entropy-threshold",
+                type=float,
+                default=None,
+                help="Route steps whose drafter first-token entropy exceeds this to the large model.",
+            ),
+            click.option(
+                "--window",
+                type=int,
+                default=None,
+                metavar="W",
+                help="With --drafter: steps drafted and decided ahead of the chain, at most (default 64, "
+                "adapted to how often drafts hold; 1: one step at a time). The trace is the same.",
+            ),
+            click.option(
+                "--fixed-window", is_flag=True, default=None, help="Keep the window at --window, not adapted."
+            ),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+def _cluster_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for opt in reversed(
+        [
+            click.option(
+                "--cluster",
+                "cluster",
+                default=None,
+                metavar="ADDRESS",
+                help="Serve the models from Ray replica actors: local (a private instance on loopback), "
+                "auto ($RAY_ADDRESS, else the cluster started here with `ray start`), ray://HOST:PORT, "
+                "or HOST:PORT.",
+            ),
+            click.option(
+                "--cluster-config",
+                type=click.Path(exists=True, dir_okay=False),
+                default=None,
+                help='TOML file of cluster options: address, [default] and [models."SPEC"] placement.',
+            ),
+            click.option("--replicas", type=int, default=None, help="Replica actors per model (default 1)."),
+            click.option("--replica-cpus", type=float, default=None, help="CPUs each replica reserves (default 1)."),
+            click.option(
+                "--replica-gpus",
+                type=float,
+                default=None,
+                help="GPUs each replica reserves; fractions share a GPU (default 0).",
+            ),
+            click.option(
+                "--lookahead",
+                type=int,
+                default=None,
+                metavar="N",
+                help="Steps a replica runs ahead of this process in one actor call, its model calls "
+                "checked and reused here (default 1024; 0: every model call goes out on its own).",
+            ),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+def _cluster(given: dict[str, Any]) -> Any:
+    """Cluster options from the command line (taken out of ``given``), or None to run the models in this process."""
+    cluster, config = given.pop("cluster"), given.pop("cluster_config")
+    replicas, cpus, gpus = given.pop("replicas"), given.pop("replica_cpus"), given.pop("replica_gpus")
+    lookahead = given.pop("lookahead")
+    if cluster is None and config is None:
+        if replicas is not None or cpus is not None or gpus is not None or lookahead is not None:
+            raise UserError(
+                "--replicas, --replica-cpus, --replica-gpus and --lookahead need --cluster (or --cluster-config)"
+            )
+        return None
+    from maker.cluster.config import ClusterOptions
+
+    top = {} if lookahead is None else {"lookahead": lookahead}
+    return ClusterOptions.build(cluster, config, replicas=replicas, cpus=cpus, gpus=gpus, **top)
+
+
+def _emit(obj: Any, as_json: bool, human: Callable[[], None]) -> None:
+    if as_json:
+        click.echo(json.dumps(obj, indent=None, sort_keys=False))
+    else:
+        human()
+
+
+def as_flags(message: str) -> str:
+    """A library message as the command line shows it: an option the library names by its key (`max_rounds`,
+    `agents`) becomes the flag that sets it (--max-rounds, --agent)."""
+    flags = _flags()
+    return re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: flags.get(m[1], m[0]), message)
+
+
+@functools.cache
+def _flags() -> dict[str, str]:
+    """Option key -> flag, read off every command's options (their names are the Python API's keywords), and the
+    keys whose flag is named otherwise: workflow parameters, a cluster placement's resources."""
+    flags = {"params": "--set", "cpus": "--replica-cpus", "gpus": "--replica-gpus"}
+
+    def walk(cmd: click.Command) -> None:
+        for p in cmd.params:
+            long = [o for o in p.opts if o.startswith("--")]
+            if isinstance(p, click.Option) and p.name and long:
+                flags.setdefault(p.name, long[0])
+        for sub in getattr(cmd, "commands", {}).values():
+            walk(sub)
+
+    walk(main)
+    return flags
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RunError as exc:
+            click.echo(f"error: {as_flags(str(exc))}", err=True)
+            sys.exit(1)
+        except MakerError as exc:
+            click.echo(f"error: {as_flags(str(exc))}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted; committed steps are saved (maker resume RUN_ID continues)", err=True)
+            sys.exit(130)
+
+
+def _term_as_interrupt() -> None:
+    """SIGTERM stops a run the way Ctrl-C does: decided steps are committed, the run is marked interrupted."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="maker")
+def main() -> None:
+    """maker: long chains of LLM microsteps, voted on and checkpointed."""
+
+
+def _run_common(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--json", "as_json", is_flag=True, help="Print one JSON summary at the end.")(f)
+    f = click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))(f)
+    f = _store_option(f)
+    return f
+
+
+def _progress(as_json: bool) -> Any:
+    from maker.cli._logging import ProgressDisplay
+
+    return ProgressDisplay(live=sys.stderr.isatty() and not as_json)
+
+
+def _new_run_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of a new run: voting and speculation, seed, run id, recording, commits, cluster, store, output."""
+    for opt in reversed(
+        [
+            click.option("--seed", type=int, default=0, show_default=True, help="Run seed."),
+            click.option("--run-id", default=None, help="Name of the run (default: generated and printed)."),
+            click.option(
+                "--detail",
+                type=click.Choice(["summary", "samples"]),
+                default="summary",
+                show_default=True,
+                help="What to record: one row per step, or also every sample.",
+            ),
+            click.option(
+                "--commit-every", type=int, default=4096, show_default=True, help="Commit at least every N steps."
+            ),
+            click.option(
+                "--commit-seconds", type=float, default=0.5, show_default=True, help="... and at least every S seconds."
+            ),
+            click.option(
+                "--snapshots",
+                default=None,
+                metavar="all|every:N",
+                help="State snapshots kept (one is taken per commit): all, or the first, the latest and the "
+                "first of every N steps (default every:16384). Resume, replay and fork re-apply the "
+                "recorded answers after the nearest one.",
+            ),
+        ]
+    ):
+        f = opt(f)
+    return _voting_options(_cluster_options(_run_common(f)))
+
+
+def _overrides(voting: dict[str, Any], agents: tuple[str, ...], log_level: str) -> dict[str, Any]:
+    """The run options a resume or fork changes: the voting options given, agents, step logging."""
+    overrides = {k: v for k, v in voting.items() if v is not None and v != ()}
+    if "verifiers" in overrides:
+        overrides["verifiers"] = list(overrides["verifiers"])
+    if agents:
+        overrides["agents"] = list(agents)
+    if log_level == "debug":
+        overrides["log_steps"] = True
+    return overrides
+
+
+def _finish(summary: Any, as_json: bool) -> None:
+    data = summary.model_dump(mode="json")
+    from maker.cli._logging import get_logger
+
+    get_logger(run_id=summary.run_id).info(
+        "run finished",
+        **{k: data[k] for k in ("steps", "errors", "solved", "calls", "wall_s", "segment_steps", "segment_wall_s")},
+    )
+
+    def human() -> None:
+        line = f"run {summary.run_id}: {summary.status}, {summary.steps:,} steps in {summary.wall_s:.1f} s"
+        if summary.segment_steps != summary.steps or summary.segment_wall_s != summary.wall_s:
+            line += (
+                f" in all (this resume: {summary.segment_steps:,} steps in {summary.segment_wall_s:.1f} s,"
+                f" from step {summary.first_step + summary.steps - summary.segment_steps:,})"
+            )
+        click.echo(line)
+        click.echo(f"  errors {summary.errors}  solved {summary.solved}")
+        click.echo(
+            f"  calls {summary.calls:,} ({summary.calls_per_step:.4f} per step)  red flags {summary.red_flags:,}"
+            f"  max rounds {summary.max_rounds}"
+        )
+        if summary.drafted or summary.escalated:
+            click.echo(f"  drafts {summary.drafted:,}  accepted {summary.accepted:,}  escalated {summary.escalated:,}")
+            if summary.wasted_calls:
+                click.echo(
+                    f"  wasted {summary.wasted_calls:,} calls ({summary.wasted_calls / max(1, summary.steps):.3f}"
+                    f" per step), {summary.wasted_tokens:,} tokens, on steps drafted ahead off the chain's path"
+                )
+            for label, n in summary.agent_calls.items():
+                click.echo(f"    {label}: {n:,} calls ({n / max(1, summary.steps):.3f} per step)")
+        if summary.result:
+            text = json.dumps(summary.result)
+            click.echo(f"  result {text[:200]}{'...' if len(text) > 200 else ''}")
+
+    _emit(data, as_json, human)
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"

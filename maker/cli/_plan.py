@@ -1,0 +1,428 @@
+"""Planning a run: ``maker estimate`` (k, calls and error chances from rates) and ``maker calibrate`` (measuring the
+rates: an agent's p, a verifier's TPR and FPR)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any, Literal
+
+import click
+
+from maker import stats as vm
+from maker.cli._common import _emit, _parse_sets
+from maker.errors import UserError
+
+
+@click.command()
+@click.argument("workflow")
+@click.option(
+    "--agent", "agent", default=None, help="Agent spec to measure (with --verifier: the large model, optional)."
+)
+@click.option("--samples", type=int, default=100, show_default=True, help="How many steps to sample (one sample each).")
+@click.option("--set", "sets", multiple=True, help="Workflow parameter NAME=VALUE (repeatable).")
+@click.option(
+    "--temperature",
+    type=float,
+    default=None,
+    help="Sampling temperature (default: the microstep's voting temperature).",
+)
+@click.option("--target", type=float, default=0.95, show_default=True, help="Wanted chance of a fully correct run.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch", type=int, default=16, show_default=True, help="Steps per generate call.")
+@click.option(
+    "--max-tokens",
+    type=int,
+    default=None,
+    help="Red-flag (and stop) responses longer than this (default: each microstep's own limit).",
+)
+@click.option("--verifier", default=None, help="Measure this verifier's TPR and FPR on drafts of ground-truth steps.")
+@click.option(
+    "--drafter",
+    default=None,
+    help="With --verifier: judge this drafter's drafts (and measure its p); "
+    "default: alternately the right answer and a plausible mistake.",
+)
+@click.option("--drafter-p", type=float, default=None, help="With --verifier: assume this drafter p for the estimate.")
+@click.option(
+    "--verify",
+    type=click.Choice(["score", "vote"]),
+    default=None,
+    help="How the verifier judges: score (rate 0-9, default) or vote (answer the step itself).",
+)
+@click.option("--threshold", type=float, default=None, help="Score mode: acceptance score, 0-9 (default 7).")
+@click.option(
+    "--score-by",
+    type=click.Choice(["expected", "greedy"]),
+    default=None,
+    help="Score mode: expected digit (default) or most likely digit.",
+)
+@click.option("--verifiers", "n_verifiers", type=int, default=None, help="Verifiers in the estimated run (default 1).")
+@click.option("--verify-k", type=int, default=None, help="Verdict margin in the estimated run (default 1).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def calibrate(
+    workflow: str,
+    agent: str | None,
+    samples: int,
+    sets: tuple[str, ...],
+    temperature: float | None,
+    target: float,
+    seed: int,
+    batch: int,
+    max_tokens: int | None,
+    as_json: bool,
+    verifier: str | None,
+    **spec: Any,
+) -> None:
+    """Measure an agent's per-sample correct rate p on random steps and recommend k (MAKER's pre-run check);
+    with --verifier, a verifier's TPR and FPR and what they mean for a speculative run."""
+    from maker.planning import calibrate as run_calibration
+
+    live = sys.stderr.isatty() and not as_json
+
+    def progress(done: int, total: int) -> None:
+        if live:
+            click.echo(f"\r{done}/{total} samples", err=True, nl=done == total)
+
+    if verifier is not None:
+        _calibrate_verifier(
+            workflow,
+            _parse_sets(sets, workflow),
+            verifier,
+            agent=agent,
+            samples=samples,
+            temperature=temperature,
+            target=target,
+            seed=seed,
+            batch=batch,
+            max_tokens=max_tokens,
+            as_json=as_json,
+            progress=progress,
+            **spec,
+        )
+        return
+    stray = [f"--{k.replace('_', '-')}" for k, v in spec.items() if v is not None]
+    if stray:
+        raise UserError(
+            f"{', '.join(stray).replace('--n-verifiers', '--verifiers')}: these options need "
+            f"--verifier SPEC (the verifier whose TPR and FPR are measured)"
+        )
+    if agent is None:
+        raise UserError("give --agent SPEC to measure its p (or --verifier SPEC to measure a verifier's TPR and FPR)")
+    c = run_calibration(
+        workflow,
+        _parse_sets(sets, workflow),
+        agent,
+        samples=samples,
+        temperature=temperature,
+        target=target,
+        seed=seed,
+        batch=batch,
+        max_tokens=max_tokens,
+        on_progress=progress,
+    )
+    _emit(c.model_dump(mode="json"), as_json, lambda: _print_calibration(c))
+
+
+def _print_calibration(c: Any) -> None:
+    click.echo(f"{c.workflow} with {c.agent}: {c.samples} samples at temperature {c.temperature}")
+    if c.p is not None:
+        click.echo(
+            f"p = {c.p:.4f}  (95% interval {c.p_low:.4f} .. {c.p_high:.4f}; {c.correct}/{c.valid} valid correct)"
+        )
+    click.echo(f"valid {c.valid_rate:.2%}  red flags {c.red_flags or 'none'}  tokens per call {c.tokens_per_call:.1f}")
+    if c.k is not None:
+        click.echo(
+            f"for {c.steps_in_task:,} steps at target {c.target}: k = {c.k}, "
+            f"{c.calls_per_step:.3f} calls per step, {c.calls_total:,.0f} in total, "
+            f"chance of a fully correct run {c.p_full if c.p_full is not None else 'n/a'}"
+        )
+    if len(c.by_microstep) > 1:  # a workflow of several roles: each one's own figures
+        for name, m in c.by_microstep.items():
+            p = "-" if m["p"] is None else f"{m['p']:.3f}"
+            click.echo(f"  {name:<12} {m['samples']:>5} samples  valid {m['valid_rate']:.1%}  p {p}")
+    if c.note:
+        click.echo(f"note: {c.note}")
+
+
+def _calibrate_verifier(
+    workflow: str,
+    params: dict[str, Any],
+    verifier: str,
+    *,
+    as_json: bool,
+    progress: Any,
+    drafter: str | None,
+    drafter_p: float | None,
+    verify: str | None,
+    threshold: float | None,
+    score_by: Literal["expected", "greedy"] | None,
+    n_verifiers: int | None,
+    verify_k: int | None,
+    **common: Any,
+) -> None:
+    """``maker calibrate --verifier``: measure, then print the rates, the estimate and the smallest ensemble."""
+    from maker.planning import calibrate_verifier
+
+    mode: Any = verify or "score"
+    if mode == "vote" and (threshold is not None or score_by is not None):
+        raise UserError(
+            "--threshold and --score-by are for --verify score; in vote mode the verifier answers the "
+            "step and agrees or not"
+        )
+    v = calibrate_verifier(
+        workflow,
+        params,
+        verifier,
+        drafter=drafter,
+        drafter_p=drafter_p,
+        mode=mode,
+        threshold=7.0 if threshold is None else threshold,
+        score_by=score_by or "expected",
+        verifiers=1 if n_verifiers is None else n_verifiers,
+        verify_k=1 if verify_k is None else verify_k,
+        on_progress=progress,
+        **common,
+    )
+
+    def interval(rate: float | None, low: float | None, high: float | None) -> str:
+        return "n/a" if rate is None else f"{rate:.4f}  (95% interval {low:.4f} .. {high:.4f})"
+
+    def human() -> None:
+        if v.large is not None:
+            _print_calibration(v.large)
+        how = (
+            f"score mode, accepted at {v.threshold:g} ({v.score_by} digit)"
+            if v.mode == "score"
+            else "vote mode, accepted when its own answer agrees"
+        )
+        source = f"drafts by {v.drafter}" if v.drafter else "alternately the right answer and a plausible mistake"
+        click.echo(f"{v.workflow} with verifier {v.verifier}: {how}; {v.samples} steps, {source}")
+        if v.drafter:
+            click.echo(
+                f"drafter p = {interval(v.drafter_p, v.drafter_p_low, v.drafter_p_high)}; valid "
+                f"{v.drafter_valid:.2%}, red-flagged drafts {v.drafts_flagged or 'none'}"
+            )
+        click.echo(f"TPR = {interval(v.tpr, v.tpr_low, v.tpr_high)} on {v.right} right drafts")
+        click.echo(f"FPR = {interval(v.fpr, v.fpr_low, v.fpr_high)} on {v.wrong} wrong drafts")
+        if v.mode == "vote" and v.verifier_p is not None:
+            click.echo(
+                f"verifier p = {interval(v.verifier_p, v.verifier_p_low, v.verifier_p_high)}; valid "
+                f"{v.verifier_valid:.2%}"
+            )
+        for label, e in (("", v.estimate), ("at the intervals' pessimistic ends: ", v.estimate_pessimistic)):
+            if e is None:
+                continue
+            if not label:
+                click.echo(
+                    f"speculative run of {e.steps:,} steps ({e.verifiers} verifier{'s' if e.verifiers != 1 else ''}"
+                    f", verify-k {e.verify_k}; large model p {e.p:.4g}, k {e.k}):"
+                )
+            click.echo(
+                f"  {label}per-step error {e.step_error:.2e}, expected wrong steps {e.expected_wrong:.3g}, "
+                f"chance of a fully correct run {e.p_full:.4g}"
+            )
+            if not label:
+                click.echo(
+                    f"  accepted {e.accept_rate:.1%}, escalated {e.escalation_rate:.1%}; large-model calls per "
+                    f"step {e.large_calls_per_step:.3f} against {e.voting_calls_per_step:.3f} voting; verifier "
+                    f"calls {e.verifier_calls_per_step:.3f}"
+                )
+        ens, safe = v.ensemble, v.ensemble_pessimistic
+        if safe is not None:
+
+            def one(x: Any) -> str:
+                return f"none up to {safe.bound}" if x is None else str(x)
+
+            point = f"{one(ens.unanimous)} at the measured rates, " if ens is not None else ""
+            at_n = (
+                f"; with {v.verifiers} verifiers, --verify-k {safe.verify_k_at_n}"
+                if safe.verify_k_at_n is not None and v.verifiers > 1
+                else ""
+            )
+            click.echo(
+                f"smallest ensemble meeting {v.target}: verifiers that all agree (--verify-k equal to their "
+                f"number): {point}{one(safe.unanimous)} at the pessimistic ends{at_n}"
+            )
+        for note in v.notes:
+            click.echo(f"note: {note}")
+
+    _emit(v.model_dump(mode="json"), as_json, human)
+
+
+@click.command()
+@click.option("--steps", type=int, required=True, help="Number of steps s in the task.")
+@click.option("--p", "p", type=float, default=None, help="Per-sample correct rate p.")
+@click.option("--error", type=float, default=None, help="Per-sample error rate 1-p (instead of --p).")
+@click.option("--target", type=float, default=0.95, show_default=True, help="Wanted chance of a fully correct run.")
+@click.option("--valid", type=float, default=1.0, show_default=True, help="Fraction of responses not red-flagged.")
+@click.option("--k", type=int, default=None, help="Also evaluate this k.")
+@click.option(
+    "--drafter-p",
+    type=float,
+    default=None,
+    help="Speculative drafting: the drafter's correct rate (then --p/--error is the large model's).",
+)
+@click.option(
+    "--drafter-valid", type=float, default=None, help="Drafter's share of drafts not red-flagged (default 1)."
+)
+@click.option("--tpr", type=float, default=None, help="Score mode: a verifier's chance of accepting a right draft.")
+@click.option("--fpr", type=float, default=None, help="Score mode: a verifier's chance of accepting a wrong draft.")
+@click.option("--verifiers", "n_verifiers", type=int, default=None, help="Independent verifiers (default 1).")
+@click.option("--verify-k", type=int, default=None, help="Verdict margin that accepts a draft (default 1).")
+@click.option("--verify", type=click.Choice(["score", "vote"]), default=None, help="Verification mode (default score).")
+@click.option("--verifier-p", type=float, default=None, help="Vote mode: a verifier's per-sample correct rate.")
+@click.option(
+    "--draft-k",
+    type=int,
+    default=None,
+    help="Drafts voted among the drafter's samples at this margin (default 1: one sample).",
+)
+@click.option(
+    "--verifiers-are-large",
+    is_flag=True,
+    default=False,
+    help="The verifiers are the large model: count their calls as large-model calls.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def estimate(
+    steps: int,
+    p: float | None,
+    error: float | None,
+    target: float,
+    valid: float,
+    k: int | None,
+    as_json: bool,
+    **spec: Any,
+) -> None:
+    """Plan a run: k_min, expected calls and the chance of a fully correct run (MAKER section 3); with
+    --drafter-p, the same for speculative drafting next to it."""
+    if (p is None) == (error is None):
+        raise UserError("give exactly one of --p or --error")
+    if p is None:
+        assert error is not None
+        p = 1.0 - error
+    try:
+        kmin = vm.k_min(steps, p, target)
+        chosen = k or kmin
+        out = {
+            "steps": steps,
+            "p": p,
+            "error": 1 - p,
+            "target": target,
+            "valid": valid,
+            "k_min": kmin,
+            "k": chosen,
+            "p_step": vm.step_success(p, chosen),
+            "p_full": vm.run_success(p, chosen, steps),
+            "calls_per_step": vm.expected_calls(p, chosen, valid),
+            "calls_total": vm.expected_calls(p, chosen, valid) * steps,
+        }
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    spec_lines = _speculative_estimate(out, spec)
+
+    def human() -> None:
+        click.echo(f"steps {steps:,}  p {p:.6g} (1-p {1 - p:.6g})  target {target}")
+        click.echo(f"k_min = {kmin}" + (f"  (evaluating k = {chosen})" if k else ""))
+        click.echo(f"per-step success {out['p_step']:.12g}")
+        click.echo(f"chance of a fully correct run {out['p_full']:.6f}")
+        click.echo(f"expected calls per step {out['calls_per_step']:.4f}, in total {math.ceil(out['calls_total']):,}")
+        for line in spec_lines:
+            click.echo(line)
+
+    _emit(out, as_json, human)
+
+
+def _speculative_estimate(out: dict[str, Any], given: dict[str, Any]) -> list[str]:
+    """``maker estimate``'s speculative part: checks the options, adds ``speculative`` and ``ensemble`` to
+    ``out`` and returns the lines to print (none without --drafter-p)."""
+    from maker.planning import smallest_ensemble, speculation_estimate
+
+    drafter_p, mode = given["drafter_p"], given["verify"] or "score"
+    named = {
+        "--drafter-valid": "drafter_valid",
+        "--tpr": "tpr",
+        "--fpr": "fpr",
+        "--verifiers": "n_verifiers",
+        "--verify-k": "verify_k",
+        "--verify": "verify",
+        "--verifier-p": "verifier_p",
+        "--verifiers-are-large": "verifiers_are_large",
+        "--draft-k": "draft_k",
+    }
+    if drafter_p is None:
+        stray = [flag for flag, key in named.items() if given[key] not in (None, False)]
+        if stray:
+            raise UserError(
+                f"speculative options ({', '.join(stray)}) need --drafter-p, the drafter's correct "
+                f"rate, e.g. --drafter-p 0.9 --tpr 0.99 --fpr 0.05"
+            )
+        return []
+    n = 1 if given["n_verifiers"] is None else given["n_verifiers"]
+    vk = 1 if given["verify_k"] is None else given["verify_k"]
+    tpr, fpr, vp = given["tpr"], given["fpr"], given["verifier_p"]
+    if mode == "score" and vp is not None:
+        raise UserError("--verifier-p is for --verify vote; score mode takes --tpr and --fpr")
+    if mode == "score" and (tpr is None or fpr is None):
+        raise UserError(
+            "score mode needs both --tpr and --fpr (a verifier's chance of accepting a right and a "
+            "wrong draft; measure them with `maker calibrate WORKFLOW --verifier SPEC`)"
+        )
+    if mode == "vote" and (tpr is not None or fpr is not None):
+        raise UserError("--tpr and --fpr are for --verify score; vote mode takes --verifier-p")
+    if mode == "vote" and vp is None:
+        raise UserError("--verify vote needs --verifier-p, the verifiers' per-sample correct rate")
+    if n < 0 or vk < 1:
+        raise UserError(f"need --verifiers >= 0 and --verify-k >= 1, got {n} and {vk}")
+    dk = 1 if given["draft_k"] is None else given["draft_k"]
+    if dk < 1:
+        raise UserError(f"--draft-k must be >= 1, got {dk}")
+    if mode == "score" and vk > n:
+        raise UserError(
+            f"--verify-k {vk} > --verifiers {n}: no draft could ever be accepted (every step would "
+            f"escalate); use --verify-k {max(1, n)} or more verifiers"
+        )
+    for flag, value in (("--drafter-p", drafter_p), ("--tpr", tpr), ("--fpr", fpr), ("--verifier-p", vp)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise UserError(f"{flag} is a rate in [0, 1], got {value}")
+    args: dict[str, Any] = dict(
+        drafter_p=drafter_p,
+        drafter_valid=given["drafter_valid"] or 1.0,
+        p=out["p"],
+        k=out["k"],
+        valid=out["valid"],
+        steps=out["steps"],
+        mode=mode,
+        tpr=tpr,
+        fpr=fpr,
+        verifier_p=vp,
+        verifiers_are_large=given["verifiers_are_large"],
+        draft_k=dk,
+    )
+    try:
+        est = speculation_estimate(verifiers=n, verify_k=vk, **args)
+        ens = smallest_ensemble(target=out["target"], verifiers=n, verify_k=vk, **args)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    out["speculative"], out["ensemble"] = est.model_dump(mode="json"), ens.model_dump(mode="json")
+    rates = f"TPR {tpr:g}, FPR {fpr:g}" if mode == "score" else f"verifier p {vp:g}"
+    ensemble = [
+        f"{ens.unanimous} verifiers that all agree (--verifiers {ens.unanimous} --verify-k {ens.unanimous})"
+        if ens.unanimous is not None
+        else f"no unanimous ensemble up to {ens.bound}"
+    ]
+    if ens.verify_k_at_n is not None:
+        ensemble.append(f"--verify-k {ens.verify_k_at_n} with {n} verifiers")
+    return [
+        f"speculative: {mode}, {n} verifier{'s' if n != 1 else ''}, verify-k {vk}; drafter p {drafter_p:g}"
+        + (f" voted at draft-k {dk} (a draft right with {est.draft_p:.6g})" if dk > 1 else "")
+        + f", {rates}",
+        f"  accepted {est.accept_rate:.2%}  escalated {est.escalation_rate:.2%}",
+        f"  per-step error {est.step_error:.3g} (voting {est.voting_step_error:.3g}); whole-run error "
+        f"{1 - est.p_full:.6f} (voting {1 - est.voting_p_full:.6f})",
+        f"  expected wrong steps {est.expected_wrong:.4g} (voting {est.voting_expected_wrong:.4g})",
+        f"  large-model calls per step {est.large_calls_per_step:.4f} against {est.voting_calls_per_step:.4f} voting;"
+        f" verifier calls {est.verifier_calls_per_step:.4f}, drafter calls {est.drafter_calls_per_step:.4f}",
+        f"  smallest ensemble meeting {out['target']}: " + "; ".join(ensemble),
+    ]

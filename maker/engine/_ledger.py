@@ -1,0 +1,317 @@
+"""The recorder of a run: step rows, counters, grouped commits and progress reports.
+
+Decisions are added here in step order, whatever order they were decided in, so the
+record does not depend on which of several calls in flight finished first. Rows wait in
+memory until a commit, which writes them, their samples, the state after them and the
+counters in one transaction (see :meth:`maker.store._store.Store.commit`); commits happen only
+between transitions, so every snapshot is the state after exactly the steps it holds.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import structlog
+from pydantic import BaseModel
+
+from maker.agents import agent_label
+from maker.dsl import Microstep, MicrostepCall
+from maker.engine._decider import Decision
+from maker.store import PlainStepRow, StepRow, Store
+from maker.voting import Voting
+
+__all__ = ["Ledger", "Progress"]
+
+
+class Progress(BaseModel):
+    """A progress report, handed to the progress callback a few times a second."""
+
+    run_id: str
+    steps: int
+    expected_steps: int | None
+    calls: int
+    red_flags: int
+    errors: int
+    max_rounds: int
+    elapsed_s: float
+    steps_per_s: float
+    wasted_calls: int = 0
+    """Model calls made for speculative steps that turned out off the chain's path (never committed)."""
+
+
+class Ledger:
+    """Counters, pending rows and commits of one run (``store=None``: count only, as a rollout does)."""
+
+    def __init__(
+        self,
+        *,
+        store: Store | None,
+        rid: int,
+        run_id: str,
+        labels: list[str],
+        policies: dict[str, Voting],
+        microsteps: Sequence[Microstep[Any]] = (),
+        detail: str = "summary",
+        commit_every: int = 4096,
+        commit_seconds: float = 0.5,
+        expected_steps: int | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        progress_seconds: float = 0.25,
+        log_steps: bool = False,
+        snapshot_every: int | None = None,
+    ) -> None:
+        self.store = store
+        self.rid = rid
+        self.run_id = run_id
+        self.labels = labels
+        self.policies = policies
+        self.candidates = sorted(ms.name for ms in microsteps if ms.candidate)
+        self.commit_every = commit_every
+        self.commit_seconds = commit_seconds
+        self.snapshot_every = snapshot_every
+        """Keep the first snapshot of every stretch of this many steps and the latest (None: keep every one)."""
+        self.expected_steps = expected_steps
+        self.on_progress = on_progress
+        self.progress_seconds = progress_seconds
+        self.samples: list[tuple[Any, ...]] | None = [] if detail == "samples" else None
+        """Sample rows of the pending steps (detail level ``samples``); deciders append to it."""
+        self.keep_input = self.samples is not None
+        self.pending: list[StepRow | PlainStepRow] = []
+        self._log = structlog.get_logger("maker").bind(run_id=run_id) if log_steps else None
+        # Counters; restored from the store on resume.
+        self.first_step = 0  # a fork's first own step
+        self.steps = 0
+        self.calls = 0
+        self.red_flags = 0
+        self.errors = 0
+        self.max_rounds = 0
+        self.tokens = 0
+        self.wall_s = 0.0
+        """The run's wall time over all its segments (the start and every resume), up to the last commit."""
+        self.segment_first_step = 0
+        self.segment_wall_from = 0.0
+        """Where this process's segment began: the step, and ``wall_s`` as the segments before left it."""
+        self.agent_calls = [0] * len(labels)
+        self.drafted = self.accepted = self.escalated = 0
+        self.spare_samples = self.spare_tokens = 0
+        self.wasted_calls = self.wasted_tokens = 0
+        self.wasted_agent_calls = [0] * len(labels)
+        self.window_hits = self.window_misses = 0
+        self.window_waited = self.window_went_on = 0
+
+    def restore(self, record: Any) -> None:
+        """Counters as a run's record left them."""
+        self.first_step = record.first_step
+        for name in ("steps", "calls", "red_flags", "errors", "max_rounds", "tokens", "wall_s"):
+            setattr(self, name, getattr(record, name))
+        stats = record.stats or {}
+        calls = stats.get("agent_calls", [])
+        self.agent_calls[: len(calls)] = calls[: len(self.agent_calls)]
+        for name in ("drafted", "accepted", "escalated", "spare_samples", "spare_tokens"):
+            setattr(self, name, stats.get(name, 0))
+        wasted = stats.get("wasted") or {}
+        self.wasted_calls, self.wasted_tokens = wasted.get("calls", 0), wasted.get("tokens", 0)
+        calls = wasted.get("agent_calls", [])
+        self.wasted_agent_calls[: len(calls)] = calls[: len(self.wasted_agent_calls)]
+        self.window_hits, self.window_misses = wasted.get("hits", 0), wasted.get("misses", 0)
+        self.window_waited, self.window_went_on = wasted.get("waited", 0), wasted.get("went_on", 0)
+
+    def begin_segment(self) -> None:
+        """Mark where this process's part of the run begins (a start, a resume or a fork)."""
+        self.segment_first_step = self.steps
+        self.segment_wall_from = self.wall_s
+
+    def waste(self, spent: Decision) -> None:
+        """Count what a speculative transition that turned out off the chain's path cost (never committed)."""
+        for agent, n in spent.calls.items():
+            self.wasted_agent_calls[agent] += n
+            self.wasted_calls += n
+        self.wasted_tokens += spent.tokens
+
+    # -- recording --------------------------------------------------------------------------------
+    def add(self, step: int, call: MicrostepCall, d: Decision, expected: Any, t_start: float, dur: float) -> None:
+        """Count a decided step and keep its row for the next commit."""
+        key = d.key
+        correct: int | None = None
+        if expected is not None:
+            correct = int(call.microstep.vote_key(expected) == key)
+            if not correct and not call.microstep.candidate:
+                self.errors += 1
+        n_calls = 0
+        agent_calls = self.agent_calls
+        for i, n in d.calls.items():
+            agent_calls[i] += n
+            n_calls += n
+        self.calls += n_calls
+        self.tokens += d.tokens
+        self.red_flags += d.red_flags
+        if d.spare_samples:
+            self.spare_samples += d.spare_samples
+            self.spare_tokens += d.spare_tokens
+        if d.drafted or d.escalated:
+            self.drafted += d.drafted
+            self.accepted += d.accepted
+            self.escalated += d.escalated
+        if d.rounds > self.max_rounds:
+            self.max_rounds = d.rounds
+        ms = call.microstep
+        digest, answer, tokens, name = call.digest(), ms.answer_json(d.answer), d.tokens, ms.name
+        # tuple.__new__ makes the named row at a plain tuple's cost: this runs once a step
+        if d.flags is None and d.spec is None and call.tag is None and not self.keep_input:
+            row = (step, digest, answer, d.votes, d.rounds, d.samples, d.agent, t_start, dur, correct, tokens, name)
+            self.pending.append(tuple.__new__(PlainStepRow, row))
+            return
+        flags = None if d.flags is None else json.dumps(d.flags)
+        spec = None if d.spec is None else json.dumps(d.spec)
+        prompt = call.prompt if self.keep_input else None
+        head = (step, digest, answer, d.votes, d.rounds, d.samples, flags, d.agent, t_start, dur, correct, spec)
+        self.pending.append(tuple.__new__(StepRow, (*head, tokens, prompt, name, call.tag)))
+
+    def commit(self, step: int, state: Any, wall_s: float) -> None:
+        """Write the pending rows with the state reached after them (``step`` steps committed)."""
+        self.steps = step
+        self.wall_s = wall_s
+        if self.store is not None:
+            self.store.commit(
+                self.rid,
+                self.pending,
+                self.samples or (),
+                (step, state.model_dump_json()),
+                self.counters(),
+                self.snapshot_every,
+            )
+            if self._log is not None:
+                for r in self.pending:
+                    self._log.debug(
+                        "step committed",
+                        step=r.step,
+                        votes=r.votes,
+                        rounds=r.rounds,
+                        samples=r.samples,
+                        red_flags=r.red_flags,
+                        agent=self._label(r.agent),
+                        correct=r.correct,
+                    )
+        self.pending.clear()
+        if self.samples:
+            self.samples.clear()
+
+    def failed(self, exc: BaseException) -> None:
+        """Keep what a failed transition got to (``exc.attempt``: its calls, decisions, samples) in the store's
+        failures. Nothing of it is counted: the run's counters stay the sums over its committed steps."""
+        step = getattr(exc, "step", None)
+        attempt = getattr(exc, "attempt", None)
+        if self.store is None or step is None or attempt is None:
+            return
+        t = time.time()
+        error = str(exc)
+        rows: list[tuple[Any, ...]] = []
+        for i, (call, d, out) in enumerate(zip(attempt.calls, attempt.decisions, attempt.outs, strict=True)):
+            ms = call.microstep
+            answer = votes = flags = None
+            rounds = samples = agent = tokens = calls = None
+            if d is not None:
+                answer = None if d.key is None else ms.answer_json(d.answer)
+                votes, rounds, samples, agent, tokens = d.votes or None, d.rounds, d.samples, d.agent, d.tokens
+                flags = None if d.flags is None else json.dumps(d.flags)
+                calls = sum(d.calls.values())
+            detail = (
+                None
+                if not out
+                else json.dumps(
+                    [
+                        [idx, rnd, a, temp, tok, text, flag, None if vote is None else json.loads(vote)]
+                        for _s, idx, rnd, a, temp, tok, text, flag, vote in out
+                    ]
+                )
+            )
+            rows.append(
+                (
+                    step + i,
+                    t,
+                    attempt.kind,
+                    error,
+                    ms.name,
+                    call.tag,
+                    call.digest(),
+                    call.prompt,
+                    answer,
+                    votes,
+                    rounds,
+                    samples,
+                    flags,
+                    agent,
+                    tokens,
+                    calls,
+                    detail,
+                )
+            )
+        if not rows:
+            rows.append((step, t, attempt.kind, error, *([None] * 13)))
+        self.store.record_failures(self.rid, rows)
+
+    def start_at(self, step: int) -> None:
+        """A fork's ledger: the run's own steps begin at ``step`` (the parent's steps before it are not counted)."""
+        self.steps = self.first_step = step
+
+    def _label(self, i: int) -> str:
+        return agent_label(self.labels, i).split(": ", 1)[-1]
+
+    def report(self, step: int, elapsed: float, done_here: int) -> None:
+        assert self.on_progress is not None
+        self.steps = step
+        self.on_progress(
+            Progress(
+                run_id=self.run_id,
+                steps=step,
+                expected_steps=self.expected_steps,
+                calls=self.calls,
+                red_flags=self.red_flags,
+                errors=self.errors,
+                max_rounds=self.max_rounds,
+                elapsed_s=elapsed,
+                steps_per_s=done_here / elapsed if elapsed > 0 else 0.0,
+                wasted_calls=self.wasted_calls,
+            )
+        )
+
+    # -- what the store and the summary read --------------------------------------------------------
+    def counters(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "calls": self.calls,
+            "red_flags": self.red_flags,
+            "errors": self.errors,
+            "max_rounds": self.max_rounds,
+            "tokens": self.tokens,
+            "wall_s": self.wall_s,
+            "stats": json.dumps(self.stats()),
+        }
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "agent_calls": list(self.agent_calls),
+            "agents": self.labels,
+            "drafted": self.drafted,
+            "accepted": self.accepted,
+            "escalated": self.escalated,
+            "spare_samples": self.spare_samples,
+            "spare_tokens": self.spare_tokens,
+            "wasted": {
+                "calls": self.wasted_calls,
+                "tokens": self.wasted_tokens,
+                "agent_calls": list(self.wasted_agent_calls),
+                "hits": self.window_hits,
+                "misses": self.window_misses,
+                "waited": self.window_waited,
+                "went_on": self.window_went_on,
+            },
+            "voting": {name: {"rule": p.rule, "k": p.k} for name, p in self.policies.items()},
+            "candidates": self.candidates,
+        }
+
+    def agent_calls_by_label(self) -> dict[str, int]:
+        return dict(zip(self.labels, self.agent_calls, strict=True))

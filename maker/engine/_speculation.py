@@ -1,0 +1,58 @@
+"""Speculative drafting: a small model drafts each step, verifier agents confirm or reject it.
+
+Only a rejected or undecided draft costs large-model voting. Two ways to verify:
+
+* ``score`` (SpecReason): each verifier reads the prompt, the draft and an instruction to
+  rate it 0-9, and one prefill-only pass gives the log-probabilities of the ten digits; the
+  score is the expected digit (or the most likely one) and a verifier accepts at or above
+  the threshold.
+* ``vote`` (MAKER): verifiers answer the step themselves; the draft counts as one vote and
+  is accepted when first-to-ahead-by-k over the verifiers' answers agrees with it.
+
+Verdicts are tallied first-to-ahead-by-``verify_k`` (accepts minus rejects). Routing by the
+drafter's first-token entropy (GlimpRouter) sends uncertain steps straight to the large model.
+
+With ``draft_k`` > 1 the draft is itself voted: the drafter answers several times in one call and
+the draft is the first answer ahead by ``draft_k``. A cheap model's vote turns most of its wrong
+drafts into split tallies before any verifier sees them, and a split the drafter cannot settle
+sends the step to the large model at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from maker.agents import Agent
+
+__all__ = ["Speculation", "DRAFT_CALLS"]
+
+DRAFT_CALLS = 4
+"""Drafter calls a voted draft (``draft_k`` > 1) may take before the step is routed to large-model voting."""
+
+
+@dataclass(kw_only=True)
+class Speculation:
+    """How drafts are made and checked."""
+
+    drafter: Agent
+    """The small model that drafts every step."""
+    verifiers: list[Agent] = field(default_factory=list)
+    """Agents that confirm or reject the draft (none: every draft escalates to voting)."""
+    mode: Literal["score", "vote"] = "score"
+    """``score``: rate the draft 0-9 in one prefill pass; ``vote``: verifiers answer the step themselves."""
+    threshold: float = 7.0
+    """A verifier accepts a draft whose score is at least this (score mode)."""
+    score_by: Literal["expected", "greedy"] = "expected"
+    """Expected digit over the digit log-probabilities, or the most likely digit."""
+    verify_k: int = 1
+    """Verdict margin: accepted when accepts - rejects >= verify_k, rejected when rejects - accepts >= verify_k."""
+    draft_k: int = 1
+    """The draft is the winner of first-to-ahead-by-``draft_k`` among the drafter's own samples (1: its one
+    sample). Up to :data:`DRAFT_CALLS` drafter calls; a step the drafter's samples do not decide goes to voting."""
+    draft_batch: int | None = None
+    """Drafter samples per call when ``draft_k`` > 1 (None: ``2 * draft_k``)."""
+    large_first: int = 0
+    """The first N steps are always voted by the large model."""
+    entropy_threshold: float | None = None
+    """Route a step to the large model when the drafter's first-token entropy (nats, top-20) exceeds this."""

@@ -1,0 +1,18 @@
+"""Evaluation: a workflow over a data set, one run per problem, scored, with accuracy and cost figures and a report."""
+
+from maker.evaluation._datasets import Problem, load_problems
+from maker.evaluation._evaluate import EvalSettings, EvalSummary, ProblemRow, default_name, evaluate, evaluate_async
+from maker.evaluation._report import render_eval_report, write_eval_report
+
+__all__ = [
+    "Problem",
+    "load_problems",
+    "EvalSettings",
+    "EvalSummary",
+    "ProblemRow",
+    "evaluate",
+    "evaluate_async",
+    "default_name",
+    "render_eval_report",
+    "write_eval_report",
+]

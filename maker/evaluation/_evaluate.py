@@ -1,0 +1,476 @@
+"""Evaluating a workflow on a data set: one durable run per problem, many at once, in one store.
+
+A data file is JSON lines ``{"id", "question", "answer"}``. Each problem becomes the run
+``NAME/<id>`` of one store, its question passed as one workflow parameter. The runs share one
+process, one event loop and one set of agents; every backend sits behind one coalescing front
+(:class:`~maker.engine._batching.Coalescing`), so the requests that concurrent runs make in the same
+turn of the loop reach the model as one batched call.
+
+Evaluating again under the same name finishes what is left: a finished run is read back, not
+run; a killed, interrupted or failed one is resumed from its last commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from maker._rng import derive
+from maker.agents import Agent
+from maker.dsl import Workflow
+from maker.engine import Coalescing
+from maker.errors import RunError, RunNotFoundError, StoreError, UserError
+from maker.evaluation._datasets import Problem, load_problems
+from maker.runs import RunOptions, drive, is_live, new_run, read_options, reopen_run, resolve_workflow, workflow_ref
+from maker.stats import wilson_interval
+from maker.store import RunRecord, Store
+from maker.workflows import same_answer
+
+__all__ = [
+    "EvalSettings",
+    "EvalSummary",
+    "ProblemRow",
+    "Problem",
+    "evaluate",
+    "evaluate_async",
+    "load_problems",
+    "default_name",
+]
+
+
+class ProblemRow(BaseModel):
+    """How one problem went."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    id: str
+    run_id: str
+    status: str
+    """The run's status: ``done``, ``failed``, or ``not started`` (the workflow refused the problem)."""
+    correct: bool
+    expected: str
+    got: str | None
+    """``str(result[answer_key])`` of a finished run."""
+    steps: int
+    calls: int
+    tokens: int
+    red_flags: int
+    wall_s: float
+    error: str | None
+    """Why it failed, or why a finished run's answer could not be read."""
+    reused: bool = False
+    """Finished in an earlier evaluation under the same name: read back, not run."""
+
+
+class EvalSettings(BaseModel):
+    data: str
+    workflow: str
+    param: str
+    answer_key: str
+    params: dict[str, Any]
+    """The other workflow parameters (``--set``), the same for every problem."""
+    agents: list[str]
+    options: dict[str, Any]
+    """Voting, speculation and recording options (the run options other than the agents)."""
+    concurrency: int
+    limit: int | None
+    name: str
+    store: str
+
+
+class EvalSummary(BaseModel):
+    """The figures of an evaluation, its settings and one row per problem (in data-file order)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    settings: EvalSettings
+    problems: int
+    correct: int
+    wrong: int
+    failed: int
+    accuracy: float
+    accuracy_low: float
+    """95% Wilson interval of the accuracy."""
+    accuracy_high: float
+    calls_mean: float
+    calls_max: int
+    tokens_mean: float
+    steps_mean: float
+    red_flags: int
+    wall_s: float
+    """Wall time of this evaluation (problems read back from earlier ones take none)."""
+    problems_per_s: float | None
+    """Problems run (not read back) per second of wall time."""
+    ran: int
+    reused: int
+    backend_calls: int
+    """Calls the backends received in this evaluation, after coalescing (one batched call counts once)."""
+    backend_requests: int
+    """Requests those calls carried (one per voting round of a step)."""
+    rows: list[ProblemRow]
+
+    @property
+    def failures(self) -> list[ProblemRow]:
+        return [r for r in self.rows if not r.correct]
+
+    def write_json(self, path: str | os.PathLike[str]) -> Path:
+        """Write the summary as JSON (whole, then moved into place); returns the path."""
+        out = Path(path)
+        tmp = out.with_name(out.name + ".partial")
+        tmp.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        tmp.replace(out)
+        return out
+
+
+def default_name(data: str | os.PathLike[str]) -> str:
+    return f"eval-{Path(data).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _problem_seed(seed: int, pid: str) -> int:
+    """A run seed of its own per problem: problems whose runs have the same shape do not err at the same steps."""
+    return derive(seed, int.from_bytes(hashlib.sha256(pid.encode()).digest()[:8], "big")) & (2**63 - 1)
+
+
+@dataclass(slots=True)
+class _Tally:
+    calls: int = 0
+    requests: int = 0
+
+
+class _Counted:
+    """A backend that counts what reaches it (beneath the coalescing front: the batched calls themselves)."""
+
+    def __init__(self, backend: Any, tally: _Tally) -> None:
+        self.inner = backend
+        self.name = backend.name
+        self._tally = tally
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def generate(self, requests: Any) -> Any:
+        return await self._call("generate", requests)
+
+    async def judge(self, requests: Any) -> Any:
+        return await self._call("judge", requests)
+
+    async def first_token_entropy(self, requests: Any) -> Any:
+        return await self._call("first_token_entropy", requests)
+
+    async def _call(self, method: str, requests: Any) -> Any:
+        self._tally.calls += 1
+        self._tally.requests += len(requests)
+        return await getattr(self.inner, method)(requests)
+
+
+@dataclass(slots=True)
+class _Job:
+    problem: Problem
+    run_id: str
+    params: dict[str, Any]
+    opts: RunOptions
+
+
+@dataclass(slots=True)
+class _Shared:
+    """What every run of the evaluation shares: the workflow, the store, the agents."""
+
+    wf_cls: type[Workflow[Any, Any]]
+    st: Store
+    agents: list[Agent]
+    speculation: Any
+    answer_key: str
+
+
+def evaluate(data: str | os.PathLike[str], options: RunOptions | Mapping[str, Any], **keywords: Any) -> EvalSummary:
+    """Evaluate a workflow on a data set in a new event loop; the keywords are :func:`evaluate_async`'s."""
+    return asyncio.run(evaluate_async(data, options, **keywords))
+
+
+async def evaluate_async(
+    data: str | os.PathLike[str],
+    options: RunOptions | Mapping[str, Any],
+    *,
+    store: str | os.PathLike[str],
+    workflow: str = "solve",
+    param: str = "task",
+    answer_key: str = "answer",
+    params: Mapping[str, Any] | None = None,
+    concurrency: int = 8,
+    limit: int | None = None,
+    name: str | None = None,
+    on_start: Callable[[str, int, int], None] | None = None,
+    on_result: Callable[[ProblemRow, int, int], None] | None = None,
+) -> EvalSummary:
+    """Run every problem of ``data`` (``concurrency`` at a time) and score the answers.
+
+    Bad input raises :class:`UserError` before anything is written. ``on_start(name, problems,
+    already done)`` is called once the input is checked; ``on_result(row, finished, problems)``
+    once per problem. A problem whose run fails is a failed row; the others go on.
+    """
+    opts = options if isinstance(options, RunOptions) else read_options(options)
+    if concurrency < 1:
+        raise UserError(f"concurrency must be at least 1, got {concurrency}")
+    problems = load_problems(data, limit)
+    wf_cls = resolve_workflow(workflow)
+    extra = dict(params or {})
+    if param not in wf_cls.Params.model_fields:
+        raise UserError(
+            f"workflow {wf_cls.name!r} has no parameter {param!r} to take each question; its parameters "
+            f"are {', '.join(wf_cls.Params.model_fields) or '(none)'}: name the one that takes it (`param`)"
+        )
+    if param in extra:
+        raise UserError(f"parameter {param} (`params`) would be replaced by each problem's question; leave it out")
+    name = name or default_name(data)
+    jobs = [_job(p, name, param, extra, opts, wf_cls, data) for p in problems]
+    existing = _existing(store, jobs, wf_cls)
+    settings = EvalSettings(
+        data=str(data),
+        workflow=workflow,
+        param=param,
+        answer_key=answer_key,
+        params=extra,
+        agents=opts.agents,
+        options=opts.model_dump(mode="json", exclude={"agents"}),
+        concurrency=concurrency,
+        limit=limit,
+        name=name,
+        store=os.path.abspath(store),
+    )
+    tally = _Tally()
+    with contextlib.ExitStack() as stack:
+        make = opts.agent_maker(stack)
+        built: dict[str, Agent] = {}
+
+        def shared(spec: str) -> Agent:  # one agent, and one backend behind one front, per spec
+            if spec not in built:
+                a = make(spec)
+                front: Any = Coalescing.over(_Counted(a.backend, tally))
+                built[spec] = Agent(a.spec, front, a.info)
+            return built[spec]
+
+        try:
+            agents = [shared(s) for s in opts.agents]
+            speculation = opts.speculation(shared)
+            st = stack.enter_context(Store.create(store))
+            if on_start:
+                on_start(name, len(jobs), sum(1 for r in existing.values() if r.status == "done"))
+            t0 = time.perf_counter()
+            rows = await _run_all(
+                _Shared(wf_cls, st, agents, speculation, answer_key), jobs, existing, concurrency, on_result
+            )
+            wall = time.perf_counter() - t0
+        finally:
+            await asyncio.gather(*(a.backend.aclose() for a in built.values()), return_exceptions=True)
+    return _summarize(settings, rows, wall, tally)
+
+
+def _job(
+    p: Problem,
+    name: str,
+    param: str,
+    extra: dict[str, Any],
+    opts: RunOptions,
+    wf_cls: type[Workflow[Any, Any]],
+    data: str | os.PathLike[str],
+) -> _Job:
+    values = {**extra, param: p.question}
+    try:
+        wf_cls.parse_params(values)
+    except UserError as exc:
+        raise UserError(f"{data}, line {p.line} (id {p.id!r}): {exc}") from None
+    return _Job(p, f"{name}/{p.id}", values, opts.model_copy(update={"seed": _problem_seed(opts.seed, p.id)}))
+
+
+def _existing(
+    store: str | os.PathLike[str], jobs: list[_Job], wf_cls: type[Workflow[Any, Any]]
+) -> dict[str, RunRecord]:
+    """The runs an earlier evaluation under this name left, checked to be the same problems and settings."""
+    if not Path(store).exists():
+        return {}
+    wanted = {j.run_id: j for j in jobs}
+    with Store.open(store) as st:
+        found = {r.run_id: r for r in st.runs() if r.run_id in wanted}
+    for rid, record in found.items():
+        problem = _mismatch(record, wanted[rid], wf_cls)
+        if problem:
+            raise UserError(
+                f"run {rid} of an earlier evaluation under this name was made with {problem}; rerun with "
+                f"the settings it was started with, or give a new `name`"
+            )
+        if record.status == "running" and is_live(record) and record.pid != os.getpid():
+            raise UserError(
+                f"run {rid} is being run by process {record.pid}; stop that evaluation first (or give a new `name`)"
+            )
+    return found
+
+
+def _mismatch(record: RunRecord, job: _Job, wf_cls: type[Workflow[Any, Any]]) -> str | None:
+    ref = workflow_ref(wf_cls)
+    if (record.workflow_ref or record.workflow) != ref or record.workflow_version != wf_cls.version:
+        recorded = record.workflow_ref or record.workflow
+        return f"workflow {recorded} v{record.workflow_version}, not {ref} v{wf_cls.version}"
+    given = wf_cls.parse_params(job.params).model_dump(mode="json")
+    if given != record.params:
+        return "other parameters: " + _diff(record.params, given)
+    try:
+        recorded_opts = RunOptions.model_validate(record.config).model_dump(mode="json")
+    except ValidationError:
+        return f"options this maker cannot read ({record.config})"
+    current = job.opts.model_dump(mode="json")
+    return "other options: " + _diff(recorded_opts, current) if recorded_opts != current else None
+
+
+def _diff(recorded: Mapping[str, Any], given: Mapping[str, Any]) -> str:
+    keys = [k for k in {**recorded, **given} if recorded.get(k) != given.get(k)]
+    return ", ".join(f"{k} recorded {_short(recorded.get(k))}, given {_short(given.get(k))}" for k in keys)
+
+
+def _short(value: Any, n: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+async def _run_all(
+    sh: _Shared,
+    jobs: list[_Job],
+    existing: dict[str, RunRecord],
+    concurrency: int,
+    on_result: Callable[[ProblemRow, int, int], None] | None,
+) -> list[ProblemRow]:
+    rows: list[ProblemRow | None] = [None] * len(jobs)
+    queue: Iterator[int] = iter(range(len(jobs)))
+    finished = 0
+
+    async def worker() -> None:
+        nonlocal finished
+        for i in queue:  # one iterator shared by the workers: each problem is taken once, in data order
+            row = rows[i] = await _one(sh, jobs[i], existing.get(jobs[i].run_id))
+            finished += 1
+            if on_result:
+                on_result(row, finished, len(jobs))
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(min(concurrency, len(jobs))):
+                tg.create_task(worker())
+    except BaseExceptionGroup as group:  # a store failure: the other runs were cancelled and marked interrupted
+        raise group.exceptions[0] from None
+    return [r for r in rows if r is not None]
+
+
+async def _one(sh: _Shared, job: _Job, record: RunRecord | None) -> ProblemRow:
+    if record is not None and record.status == "done":
+        return _row(sh, job, record, reused=True)
+    error = None
+    try:
+        if record is None:
+            engine, wf, state = new_run(
+                sh.wf_cls,
+                job.params,
+                job.opts,
+                st=sh.st,
+                agents=sh.agents,
+                speculation=sh.speculation,
+                run_id=job.run_id,
+            )
+        else:
+            engine, wf, state = reopen_run(sh.st, record, agents=sh.agents, speculation=sh.speculation)
+        await drive(engine, wf, state, sh.wf_cls.name, close=False)
+    except StoreError:
+        raise
+    except RunError as exc:
+        error = str(exc)
+    except Exception as exc:  # workflow code raised: this problem failed, the others go on
+        error = f"{type(exc).__name__}: {exc}"
+    try:
+        record = sh.st.run(job.run_id)
+    except RunNotFoundError:  # the workflow refused the problem before its run was recorded
+        record = None
+    return _row(sh, job, record, error=error)
+
+
+def _row(
+    sh: _Shared, job: _Job, record: RunRecord | None, *, reused: bool = False, error: str | None = None
+) -> ProblemRow:
+    expected, got, correct = job.problem.answer, None, False
+    if record is None:
+        return ProblemRow(
+            id=job.problem.id,
+            run_id=job.run_id,
+            status="not started",
+            correct=False,
+            expected=expected,
+            got=None,
+            steps=0,
+            calls=0,
+            tokens=0,
+            red_flags=0,
+            wall_s=0.0,
+            error=error,
+        )
+    error = record.error or error
+    if record.status == "done":
+        result = record.result or {}
+        if sh.answer_key in result:
+            got = str(result[sh.answer_key])
+            correct = same_answer(expected, got)
+        else:
+            keys = ", ".join(map(repr, result)) or "none"
+            error = f"the workflow's result has no key {sh.answer_key!r} (it has {keys}); name its key (`answer_key`)"
+    elif error is None:
+        error = f"run {record.status}"
+    return ProblemRow(
+        id=job.problem.id,
+        run_id=job.run_id,
+        status=record.status,
+        correct=correct,
+        expected=expected,
+        got=got,
+        steps=record.steps - record.first_step,
+        calls=record.calls,
+        tokens=record.tokens,
+        red_flags=record.red_flags,
+        wall_s=round(record.wall_s, 3),
+        error=error,
+        reused=reused,
+    )
+
+
+def _summarize(settings: EvalSettings, rows: list[ProblemRow], wall: float, tally: _Tally) -> EvalSummary:
+    n = len(rows)
+    correct = sum(r.correct for r in rows)
+    failed = sum(r.status != "done" for r in rows)
+    low, high = wilson_interval(correct, n)
+    ran = sum(not r.reused for r in rows)
+    return EvalSummary(
+        settings=settings,
+        problems=n,
+        correct=correct,
+        wrong=n - correct - failed,
+        failed=failed,
+        accuracy=correct / n,
+        accuracy_low=low,
+        accuracy_high=high,
+        calls_mean=sum(r.calls for r in rows) / n,
+        calls_max=max(r.calls for r in rows),
+        tokens_mean=sum(r.tokens for r in rows) / n,
+        steps_mean=sum(r.steps for r in rows) / n,
+        red_flags=sum(r.red_flags for r in rows),
+        wall_s=round(wall, 3),
+        problems_per_s=round(ran / wall, 3) if ran and wall > 0 else None,
+        ran=ran,
+        reused=n - ran,
+        backend_calls=tally.calls,
+        backend_requests=tally.requests,
+        rows=rows,
+    )

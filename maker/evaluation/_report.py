@@ -1,0 +1,133 @@
+"""An evaluation as one self-contained HTML file (``maker eval ... --report out.html``).
+
+Top to bottom: the figures (accuracy with its 95% interval, calls, tokens, steps, time), the
+settings, and one row per problem, failures first, each with its run id and the command that
+shows the run's steps. Inline CSS, no JavaScript, nothing fetched; every string from the data
+file or a model is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from html import escape
+from pathlib import Path
+
+from maker.evaluation._evaluate import EvalSummary, ProblemRow
+from maker.trace.html import CSS, facts_table, num, table
+
+__all__ = ["render_eval_report", "write_eval_report"]
+
+_SHOWN = 60
+
+
+def _cut(text: str | None) -> str:
+    """Escaped text, cut to about 60 characters; the whole of it in the tooltip."""
+    if text is None:
+        return "–"
+    if len(text) <= _SHOWN:
+        return escape(text)
+    return f'<span title="{escape(text)}">{escape(text[: _SHOWN - 3])}...</span>'
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _figures(s: EvalSummary) -> str:
+    rate = f"{num(s.problems_per_s)} per second" if s.problems_per_s is not None else "none run now"
+    per_call = f" ({s.backend_requests / s.backend_calls:.2f} requests per call)" if s.backend_calls else ""
+    return facts_table(
+        [
+            ["problems", f"{num(s.problems)} (run now {num(s.ran)}, read back {num(s.reused)})"],
+            ["correct", f"{num(s.correct)} (wrong {num(s.wrong)}, failed {num(s.failed)})"],
+            ["accuracy", f"{_pct(s.accuracy)} (95% interval {_pct(s.accuracy_low)} – {_pct(s.accuracy_high)})"],
+            ["calls per problem", f"mean {num(s.calls_mean)}, max {num(s.calls_max)}"],
+            ["tokens per problem", f"mean {num(s.tokens_mean)}"],
+            ["steps per problem", f"mean {num(s.steps_mean)}"],
+            ["red flags", num(s.red_flags)],
+            ["wall time", f"{num(s.wall_s)} s; problems {rate}"],
+            ["concurrency", num(s.settings.concurrency)],
+            ["backend calls", f"{num(s.backend_calls)}{per_call}"],
+        ]
+    )
+
+
+def _settings(s: EvalSummary) -> str:
+    st = s.settings
+    options = {k: v for k, v in st.options.items() if v not in (None, [], {})}
+    return facts_table(
+        [
+            ["name", escape(st.name)],
+            ["data", escape(st.data) + (f" (first {st.limit})" if st.limit else "")],
+            [
+                "workflow",
+                f"{escape(st.workflow)}, question as <code>{escape(st.param)}</code>, answer from "
+                f"<code>{escape(st.answer_key)}</code>",
+            ],
+            ["parameters", escape(", ".join(f"{k}={v!r}" for k, v in st.params.items())) or "–"],
+            ["agents", escape("; ".join(st.agents))],
+            ["options", escape(", ".join(f"{k}={v}" for k, v in options.items()))],
+            ["store", escape(st.store)],
+        ]
+    )
+
+
+def _outcome(r: ProblemRow) -> str:
+    if r.correct:
+        return "correct"
+    return f'<span class="flag">{"WRONG" if r.status == "done" else "FAILED"}</span>'
+
+
+def _problems(s: EvalSummary) -> str:
+    store = shlex.quote(s.settings.store)
+    rows = [
+        [
+            escape(r.id),
+            _outcome(r),
+            _cut(r.expected),
+            _cut(r.got),
+            num(r.steps),
+            num(r.calls),
+            num(r.tokens),
+            num(r.red_flags),
+            num(r.wall_s),
+            f'{escape(r.run_id)}<br><code class="muted">maker trace show {escape(shlex.quote(r.run_id))} '
+            f"--store {escape(store)}</code>",
+            _cut(r.error),
+        ]
+        for r in sorted(s.rows, key=lambda r: r.correct)
+    ]  # stable: failures first, each group in data order
+    return table(
+        ["id", "outcome", "expected", "got", "steps", "calls", "tokens", "red flags", "wall s", "run", "error"],
+        rows,
+        {4, 5, 6, 7, 8},
+    )
+
+
+def render_eval_report(s: EvalSummary) -> str:
+    title = escape(f"maker eval: {s.settings.name}")
+    return "".join(
+        [
+            f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+            f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{CSS}</style></head><body>',
+            f'<h1>{title}</h1><p class="muted">{escape(s.settings.workflow)} on {escape(s.settings.data)}: '
+            f"{s.correct} of {s.problems} correct</p>",
+            "<h2>Figures</h2>",
+            _figures(s),
+            "<h2>Settings</h2>",
+            _settings(s),
+            f"<h2>Problems ({len(s.failures)} not correct, listed first)</h2>",
+            _problems(s),
+            "</body></html>\n",
+        ]
+    )
+
+
+def write_eval_report(s: EvalSummary, path: str | os.PathLike[str]) -> Path:
+    """Render ``s`` to ``path`` (written whole, then moved into place); returns the path."""
+    out = Path(path)
+    tmp = out.with_name(out.name + ".partial")
+    tmp.write_text(render_eval_report(s), encoding="utf-8")
+    tmp.replace(out)
+    return out

@@ -1,0 +1,45 @@
+"""Runs: start one, resume it after a crash, replay its trace without model calls, fork it from a recorded state.
+
+Also where a run's options live (:class:`RunOptions`) and how a workflow's code is found from its name,
+``module:Class`` or ``file.py:Class`` and found again from a run's record.
+"""
+
+from maker.runs._loading import canonical_ref, is_file_ref, recorded_workflow, resolve_workflow, workflow_ref
+from maker.runs._options import DEFAULT_SNAPSHOTS, DEFAULT_WINDOW, VOTING_OVERRIDES, RunOptions, options_error
+from maker.runs._replay import ReplayResult, fork_run, replay_run
+from maker.runs._runs import (
+    drive,
+    is_live,
+    new_run,
+    new_run_id,
+    read_options,
+    reopen_run,
+    resume_run,
+    shown_status,
+    start_run,
+)
+
+__all__ = [
+    "RunOptions",
+    "start_run",
+    "resume_run",
+    "replay_run",
+    "fork_run",
+    "ReplayResult",
+    "new_run",
+    "new_run_id",
+    "reopen_run",
+    "drive",
+    "is_live",
+    "shown_status",
+    "options_error",
+    "read_options",
+    "VOTING_OVERRIDES",
+    "DEFAULT_WINDOW",
+    "DEFAULT_SNAPSHOTS",
+    "resolve_workflow",
+    "recorded_workflow",
+    "workflow_ref",
+    "canonical_ref",
+    "is_file_ref",
+]

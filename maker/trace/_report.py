@@ -1,0 +1,312 @@
+"""A run's trace as one self-contained HTML file (``maker trace report RUN_ID -o report.html``).
+
+The report holds, top to bottom: a statistics table (steps, errors, calls per step measured
+against theory, measured p, valid rate, rounds, red flags by reason, time per step, tokens,
+each agent's p with its 95% interval, speculation acceptance when the run drafted); five plots
+(votes per step, cumulative calls against the theoretical curve, rounds, red flags and time per
+step over the run); a table of the hardest steps (most rounds, most disagreement) linking to a
+section per step with its record: answer, votes, red flags, speculation verdicts, the prompt
+and every sample the run recorded.
+
+Everything is inline (CSS, plots as SVG with text drawn as paths), so the file opens offline
+and runs no JavaScript. Every string taken from the trace is HTML-escaped: prompts and sample
+texts come from models and may contain markup.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from maker.errors import UserError
+from maker.trace.html import CSS, facts_table, num, table
+
+__all__ = ["render_report", "write_report"]
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.3g}%"
+
+
+def _step_link(step: int, linked: set[int]) -> str:
+    return f'<a href="#step-{step}">{step}</a>' if step in linked else str(step)
+
+
+# -- plots -----------------------------------------------------------------------------------
+def _plots(stats: dict[str, Any]) -> str:
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure registry
+    from matplotlib.ticker import MaxNLocator
+
+    series = stats["series"]
+    x = series["step"]
+    per = series["steps_per_point"]
+    xlabel = "step" if per == 1 else f"step (each point is {per} steps)"
+    out = []
+
+    def figure(fid: str, caption: str, draw: Any) -> None:
+        fig = Figure(figsize=(6.4, 3.4), layout="constrained")
+        ax = fig.add_subplot()
+        ax.yaxis.set_major_locator(MaxNLocator(integer=fid != "time"))
+        draw(ax)
+        ax.grid(alpha=0.3)
+        buf = io.StringIO()
+        fig.savefig(buf, format="svg")
+        svg = buf.getvalue()
+        svg = svg[svg.index("<svg") :]  # drop the XML prolog and DOCTYPE: the SVG sits inside HTML
+        out.append(f'<figure id="plot-{fid}">{svg}<figcaption>{caption}</figcaption></figure>')
+
+    def votes(ax: Any) -> None:
+        hist = {int(n): c for n, c in stats["samples_per_step"]["histogram"].items()}
+        ax.bar(list(hist), list(hist.values()), color="#3b6ea8", width=0.8)
+        if hist and max(hist.values()) >= 100 * min(hist.values()):
+            ax.set_yscale("log")
+        ax.set_xlabel("samples (votes) drawn for the step")
+        ax.set_ylabel("steps")
+
+    def calls(ax: Any) -> None:
+        ax.plot(x, series["calls_cum"], color="#3b6ea8", label="measured")
+        if "calls_theory_cum" in series:
+            ax.plot(x, series["calls_theory_cum"], "--", color="#c2571a", label="theory")
+        ax.legend()
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("calls so far")
+
+    def rounds(ax: Any) -> None:
+        if per == 1:  # one step per point: mean and max are the same line
+            ax.plot(x, series["rounds_max"], color="#3b6ea8")
+        else:
+            ax.plot(x, series["rounds_max"], color="#c2571a", lw=0.8, label="max")
+            ax.plot(x, series["rounds_mean"], color="#3b6ea8", label="mean")
+            ax.legend()
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("voting rounds")
+
+    def flags(ax: Any) -> None:
+        ax.bar(x, series["red_flags"], width=-0.9 * per, align="edge", color="#b42318")  # a bar spans its bin
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("red-flagged samples")
+
+    def time(ax: Any) -> None:
+        ax.plot(x, series["dur_mean_ms"], color="#3b6ea8")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("ms per step (mean)")
+
+    theory = stats.get("calls_per_step_theory")
+    figure("votes", "Samples drawn per step: most steps should stop at k; the tail is the hard steps.", votes)
+    figure(
+        "calls",
+        "Cumulative model calls"
+        + (
+            f"; dashed: theory at {num(theory)} calls per step"
+            if theory is not None
+            else "; no theoretical curve (p unknown)"
+        ),
+        calls,
+    )
+    figure("rounds", "Voting rounds per step over the run (mean and max per point).", rounds)
+    figure("red-flags", "Red-flagged samples over the run.", flags)
+    figure("time", "Mean wall time per step over the run.", time)
+    return '<div class="plots">' + "".join(out) + "</div>"
+
+
+# -- tables ----------------------------------------------------------------------------------
+def _stats_table(s: dict[str, Any], linked: set[int]) -> str:
+    r, t, rf, sp = s["rounds"], s["time"], s["red_flags"], s["samples_per_step"]
+    reasons = ", ".join(f"{escape(str(k))}: {num(v)}" for k, v in rf["by_reason"].items()) or "none"
+    rows = [
+        ["steps", f"{num(s['steps'])} (from step {num(s['first_step'])}), k = {num(s['k'])}"],
+        ["errors", "unknown (no oracle)" if s["errors"] is None else num(s["errors"])],
+        ["calls", num(s["calls"])],
+        ["calls per step", f"{num(s['calls_per_step'])} measured, {num(s['calls_per_step_theory'])} theory"],
+        ["samples per step", f"median {num(sp['median'])}, p99 {num(sp['p99'])}, max {num(sp['max'])}"],
+        ["p measured", num(s["p_measured"])],
+        ["valid rate", _pct(s["valid_rate"])],
+        [
+            "rounds",
+            f"median {num(r['median'])}, p99 {num(r['p99'])}, max {num(r['max'])} "
+            f"(step {_step_link(r['max_step'], linked)})",
+        ],
+        ["red flags", f"{num(rf['total'])} ({_pct(rf['rate'])} of calls); {reasons}"],
+        [
+            "time per step",
+            f"mean {num(t['mean_ms'])} ms, median {num(t['median_ms'])} ms, p99 {num(t['p99_ms'])}"
+            f" ms, max {num(t['max_ms'])} ms (step {_step_link(t['max_step'], linked)}); "
+            f"total {num(t['total_s'])} s",
+        ],
+        ["tokens", num(s["tokens"])],
+    ]
+    spec = s.get("speculation")
+    if spec:
+        routed = ", ".join(f"{escape(str(k))}: {num(v)}" for k, v in spec["routed"].items()) or "none"
+        rows.append(
+            [
+                "speculation",
+                f"{num(spec['accepted'])} of {num(spec['drafted'])} drafts accepted "
+                f"({_pct(spec['acceptance_rate'])}), {num(spec['escalated'])} escalated; "
+                f"routed to the large model: {routed}",
+            ]
+        )
+    html = facts_table(rows)
+    agents = [
+        [
+            escape(a["agent"]),
+            num(a["steps_decided"]),
+            num(a["votes"]),
+            num(a["p"]),
+            f"{num(a['p_low'])} – {num(a['p_high'])}",
+        ]
+        for a in s["per_agent"]
+    ]
+    if agents:
+        html += "<h3>Agents</h3>" + table(
+            ["agent", "steps decided", "valid votes", "p", "95% interval"], agents, {1, 2, 3}
+        )
+    return html
+
+
+def _hardest(stats: dict[str, Any], details: dict[int, dict[str, Any]]) -> str:
+    rows: dict[int, dict[str, Any]] = {}
+    for h in stats["hardest"]["most_rounds"] + stats["hardest"]["most_disagreement"]:
+        rows.setdefault(h["step"], {}).update(h)
+    out = []
+    for step, h in rows.items():
+        rec = details.get(step, {})
+        votes = rec.get("votes")
+        dis = h.get("disagreement", 1 - votes[0] / sum(votes) if votes and sum(votes) else None)
+        out.append(
+            [
+                _step_link(step, set(details)),
+                num(h.get("rounds", rec.get("rounds"))),
+                num(h.get("samples", rec.get("samples"))),
+                escape(", ".join(map(str, votes or []))) or "–",
+                _pct(dis),
+            ]
+        )
+    if not out:
+        return '<p class="muted">No step needed more than one round or split its votes.</p>'
+    return table(["step", "rounds", "samples", "votes", "disagreement"], out, {1, 2, 4})
+
+
+def _step_section(rec: dict[str, Any]) -> str:
+    step = rec["step"]
+    flags = ", ".join(f"{escape(str(k))}: {num(v)}" for k, v in (rec.get("red_flags") or {}).items()) or "none"
+    correct = {True: "yes", False: '<span class="flag">no</span>', None: "unknown"}[rec.get("correct")]
+    facts = [
+        ["agent", escape(str(rec["agent"]))],
+        ["votes", escape(", ".join(map(str, rec["votes"])))],
+        ["rounds", num(rec["rounds"])],
+        ["samples", num(rec["samples"])],
+        ["red flags", flags],
+        ["correct", correct],
+        ["tokens", num(rec.get("tokens"))],
+        ["time", f"{num(1000 * rec['dur_s'])} ms"],
+    ]
+    spec = rec.get("speculation")
+    if spec:
+        said = "; ".join(
+            escape(
+                f"{v['verifier']}: {'accept' if v['accept'] else 'reject'}"
+                + (f" (score {v['score']})" if "score" in v else "")
+            )
+            for v in spec["verdicts"]
+        )
+        how = (
+            escape(f"routed ({spec['route']})")
+            if spec.get("route")
+            else ("draft accepted" if spec.get("accepted") else "draft rejected, escalated to voting")
+        )
+        facts.append(["speculation", how + (f"; {said}" if said else "")])
+    html = [
+        f'<section class="step" id="step-{step}"><h3>Step {step}</h3>',
+        facts_table(facts),
+        "<h4>Answer</h4>",
+        f"<pre>{escape(json.dumps(rec['answer'], ensure_ascii=False))}</pre>",
+        "<h4>Input</h4>",
+        f"<pre>{escape(str(rec.get('input') or ''))}</pre>",
+    ]
+    samples = rec.get("sample_detail") or []
+    if samples:
+        rows = [
+            [
+                num(sd["idx"]),
+                num(sd["round"] + 1),
+                escape(str(sd["agent"])),
+                num(sd["temperature"]),
+                num(sd["tokens"]),
+                f'<span class="flag">{escape(str(sd["red_flag"]))}</span>' if sd["red_flag"] else "–",
+                "–" if sd["vote"] is None else "winner" if sd["vote"] == rec["answer"] else "other",
+                f"<pre>{escape(str(sd['text']))}</pre>",
+            ]
+            for sd in samples
+        ]
+        html += [
+            f"<h4>Samples ({len(samples)})</h4>",
+            table(["#", "round", "agent", "temperature", "tokens", "red flag", "voted", "text"], rows, {0, 1, 3, 4}),
+        ]
+    else:
+        html.append('<p class="muted">Samples were not recorded for this run (run with --detail samples).</p>')
+    return "".join(html) + "</section>"
+
+
+# -- the page --------------------------------------------------------------------------------
+def render_report(
+    stats: dict[str, Any], details: list[dict[str, Any]], tree: list[dict[str, Any]] | None = None
+) -> str:
+    """The report as an HTML string, from ``trace_stats``, the step records of the steps to show and, for a
+    tree workflow's run, its task tree (:func:`maker.trace._tree.task_tree`)."""
+    from maker.trace._tree import tree_html
+
+    by_step = {d["step"]: d for d in details}
+    title = escape(f"maker report: {stats['run_id']}")
+    head = (
+        f'<h1>{title}</h1><p class="muted">workflow {escape(str(stats["workflow"]))}, '
+        f"status {escape(str(stats['status']))}; agents: " + escape("; ".join(map(str, stats["agents"]))) + "</p>"
+    )
+    parts = [
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{CSS}</style></head><body>',
+        head,
+        "<h2>Statistics</h2>",
+        _stats_table(stats, set(by_step)),
+        *(("<h2>Task tree</h2>", tree_html(tree)) if tree else ()),
+        "<h2>Plots</h2>",
+        _plots(stats),
+        "<h2>Hardest steps</h2>",
+        _hardest(stats, by_step),
+        *(_step_section(by_step[s]) for s in sorted(by_step)),
+        "</body></html>\n",
+    ]
+    return "".join(parts)
+
+
+def write_report(store_path: str | os.PathLike[str], run_id: str, out_path: str | os.PathLike[str]) -> Path:
+    """Render run ``run_id`` of the store at ``store_path`` to ``out_path``, atomically; returns the path."""
+    from maker.store import Store
+    from maker.trace._records import step_records, trace_stats
+    from maker.trace._tree import task_tree
+
+    out = Path(out_path)
+    if not out.parent.is_dir():
+        raise UserError(f"cannot write {out}: directory {out.parent} does not exist; create it or pass another -o")
+    with Store.open(store_path) as st:
+        record = st.run(run_id)
+        stats = trace_stats(st, record)
+        hard = {h["step"] for h in stats["hardest"]["most_rounds"] + stats["hardest"]["most_disagreement"]}
+        details = [rec for step in sorted(hard) for rec in step_records(st, record, step, step + 1, samples=True)]
+        tree = task_tree(st, record)
+    page = render_report(stats, details, tree)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(page)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a report is for sharing
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
