@@ -67,7 +67,7 @@ import hashlib, json, sqlite3, sys
 from maker import _rng
 from maker.runs import start_run
 sys.path.insert(0, sys.argv[1])
-from test_trace_stability import CASES
+from tests.engine.test_trace_stability import CASES
 out = {"accelerated": _rng.ACCELERATED}
 for name, (workflow, params, options, _steps, _digest) in CASES.items():
     db = f"{sys.argv[2]}/{len(out)}.sqlite"
@@ -84,7 +84,7 @@ def _digests(tmp: Path, pure: bool) -> dict[str, object]:
     env = {**os.environ, "MAKER_PURE_PYTHON": "1" if pure else "0"}
     tmp.mkdir()
     proc = subprocess.run(
-        [sys.executable, "-c", _RUNS, str(Path(__file__).parent), str(tmp)],
+        [sys.executable, "-c", _RUNS, str(Path(__file__).resolve().parents[1]), str(tmp)],
         capture_output=True,
         text=True,
         env=env,

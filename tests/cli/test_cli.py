@@ -314,7 +314,7 @@ def test_command_modules_import_the_shared_pieces_not_the_entry_point() -> None:
     import ast
     from pathlib import Path
 
-    pkg = Path(__file__).resolve().parent.parent / "maker" / "cli"
+    pkg = Path(__file__).resolve().parents[2] / "maker" / "cli"
     modules = sorted(p for p in pkg.glob("_*.py") if p.name not in ("__init__.py", "__main__.py"))
     assert len(modules) >= 9
     for path in modules:

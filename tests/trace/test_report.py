@@ -166,6 +166,6 @@ def test_report_opens_in_headless_chromium(report: tuple[Path, dict, str], tmp_p
         colours = img.convert("RGB").getcolors(maxcolors=1 << 24)
     assert colours is not None and len(colours) > 16, "the screenshot is blank"
     if os.environ.get("MAKER_KEEP_ARTIFACTS"):
-        dest = Path(__file__).parent / "artifacts" / "report.png"
+        dest = Path(__file__).parents[1] / "artifacts" / "report.png"
         dest.parent.mkdir(exist_ok=True)
         shutil.copyfile(png, dest)

@@ -29,7 +29,7 @@ from maker.runs import replay_run, resume_run, start_run
 from maker.store import Store
 from tests._cli import run_maker
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 # Fails at step 34 with this seed: one round of five samples decides a step only when all five agree.
 SPLIT = {"agents": ["simulated:p=0.99,spread=1"], "k": 5, "max_rounds": 1, "seed": 2}

@@ -83,7 +83,7 @@ if __name__ == "__main__":
 '''
 
 AGENT = "simulated:p=0.999,seed=3"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _write_flow(folder: Path, version: int = 1) -> Path:

@@ -263,7 +263,7 @@ def test_a_result_built_from_every_step_is_read_from_the_trace(tmp_path: Path) -
         pegs[dst].append(disk)
         previous = tuple(move)
     assert len(moves) == 63 and pegs == [[], [], [6, 5, 4, 3, 2, 1]]
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     proc = subprocess.run(
         [sys.executable, "-m", "examples.hanoi_moves", str(db), "h"],
         capture_output=True,

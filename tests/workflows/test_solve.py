@@ -25,7 +25,7 @@ from maker.voting import Voting
 from maker.workflows import _solve_steps as steps
 from maker.workflows._reference import recognize
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 _SCRIPT = Path(sys.executable).with_name("maker")
 MAKER = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "maker.cli"]
 TASK = "Multiply 46048 by 42098"

@@ -17,7 +17,7 @@ from maker.store import Store
 from maker.workflows._reference import same_answer
 from tests._cli import kill_when, maker_env, peek, run_maker
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "maker-official"
+DATA = Path(__file__).resolve().parents[2] / "data" / "maker-official"
 MUL5 = DATA / "bench_long_mul_5_5__200.jsonl"
 SORT = DATA / "bench_sort_len_500__50.jsonl"
 AGENT = "simulated:p=0.95,seed=1"

@@ -26,7 +26,7 @@ from maker.store import Store
 from maker.workflows._reference import recognize
 from tests._cli import MAKER, committed_steps, has_committed, kill_when
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TASK_6X6 = "Multiply 877572 by 388389"
 
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import maker.workflows._reference as reference
 from maker.workflows._reference import Problem, Proposal, canonical_result, recognize, result_mistake, same_answer
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "maker-official"  # shipped with maker, see its NOTICE.md
+DATA = Path(__file__).resolve().parents[2] / "data" / "maker-official"  # shipped with maker, see its NOTICE.md
 FILES = {
     "bench_long_mul_5_5__200.jsonl": "multiply",
     "bench_long_mul_6_6__200.jsonl": "multiply",

@@ -319,7 +319,7 @@ def test_openai_client_in_a_replica(local_ray: Any) -> None:
     from maker.agents import GenerateRequest, make_agent
     from maker.agents.openai_http import BackendHTTPError
     from maker.cluster import Cluster
-    from tests.test_openai_backend import Scripted
+    from tests.agents.test_openai_backend import Scripted
 
     srv = Scripted(["503"])
     cluster = Cluster(ClusterOptions.build("auto", cpus=0.25))

@@ -17,7 +17,7 @@ from maker.runs import fork_run, replay_run, start_run
 from maker.store import SCHEMA_VERSION, Store
 from maker.trace import step_records, trace_stats
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 AGENT = "simulated:p=0.85,spread=2,malformed=0.03,seed=2"
 COMPARED = ("digest", "answer", "votes", "rounds", "samples", "tokens", "red_flags", "agent", "correct", "speculation")
 
@@ -101,7 +101,7 @@ def test_export_jsonl_is_one_documented_record_per_step(hanoi, tmp_path) -> None
     assert code == 0
     lines = out.read_text().splitlines()
     assert len(lines) == 63
-    doc = (Path(__file__).parents[1] / "docs" / "trace-format.md").read_text()
+    doc = (Path(__file__).parents[2] / "docs" / "trace-format.md").read_text()
     for line in lines:
         rec = json.loads(line)
         for key in rec:

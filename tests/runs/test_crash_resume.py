@@ -244,7 +244,7 @@ def test_every_write_connection_waits_for_the_disk(tmp_path: Path, monkeypatch: 
 
     db = tmp_path / "s.sqlite"
     old = tmp_path / "v1.sqlite"
-    old.write_bytes((Path(__file__).parent / "fixtures" / "v1-hanoi.sqlite").read_bytes())
+    old.write_bytes((Path(__file__).parents[1] / "fixtures" / "v1-hanoi.sqlite").read_bytes())
     for open_it in (
         lambda: Store.create(db),
         lambda: Store.create(db),

@@ -159,7 +159,7 @@ def test_draft_vote_equals_every_sample_sequence(p, valid, k, batch, calls) -> N
 def test_estimate_of_voted_drafts_matches_a_simulated_run(tmp_path: Path) -> None:
     """A lax verifier (FPR 0.2) lets wrong voted drafts through: the wrong steps committed fall in the
     estimate's 99.9% interval, and the drafter's samples per step match."""
-    from tests.test_speculation_math import _binomial_interval
+    from tests.planning.test_speculation_math import _binomial_interval
 
     s = start_run(
         "addition",
