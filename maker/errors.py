@@ -59,6 +59,7 @@ class RunError(MakerError):
         step: int | None = None,
         agent: str | None = None,
         retryable: bool | None = None,
+        attempt: object | None = None,
     ) -> None:
         super().__init__(message)
         self.run_id = run_id
@@ -66,6 +67,10 @@ class RunError(MakerError):
         self.agent = agent
         if retryable is not None:
             self.retryable = retryable
+        self.attempt = attempt
+        """How far the failed transition got (its calls, and the decision and samples each reached), when the
+        engine raised this at a step: the run keeps it in the store's failures (``maker trace show RUN --step N``).
+        None for failures outside a transition."""
 
 
 class StepUndecidedError(RunError):

@@ -11,12 +11,12 @@ once and the :class:`~maker.engine._ledger.Ledger` adds each one when it is reco
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 
 from maker._rng import derive, mix64, mixes
-from maker.agents import GenerateRequest, JudgeRequest, Oracle, Roster, digit_score
+from maker.agents import EntropyProbing, GenerateRequest, JudgeRequest, Judging, Oracle, Roster, digit_score
 from maker.dsl import Microstep, MicrostepCall
 from maker.engine._batching import Coalescing
 from maker.engine._failures import EARLY_SAMPLES, Attempt, code_error, undecided_error, unknown_microstep
@@ -239,16 +239,17 @@ class Decider:
         together: bool,
         d: Decision | None = None,
     ) -> Decision:
+        """Vote on ``call``: each agent in turn samples round after round until one answer leads by the policy's
+        margin; an agent that runs out of rounds (or whose samples are nearly all red-flagged) hands the step to the
+        next; when none is left the step is undecided."""
         ms: Microstep[Any] = call.microstep
         try:
             policy = self.policies[ms.name]
         except KeyError:
             policy = self._policy(ms, step)
         max_tokens = self.max_tokens or ms.max_tokens
-        prompt = call.prompt
-        inputs = call.inputs
         step_seed = mix64(self._seed ^ step)
-        oracle = Oracle(ms, expected, step, inputs) if expected is not None else None
+        oracle = Oracle(ms, expected, step, call.inputs) if expected is not None else None
         cache: dict[str, Parsed] = {}
         prefetched: list[Any] | None = None
         if d is None:
@@ -257,42 +258,19 @@ class Decider:
             if lean is None:
                 lean = self._lean[id(policy)] = _lean_round(policy)
             if samples_out is None and lean:
-                # The common case, kept lean: the first agent's first round, k samples of one valid text, decides
-                # the step. Anything else goes on below with these samples as that round's, asked for as it asks.
-                k, first, unanimous = lean
-                req = GenerateRequest(
-                    prompt, first, mixes(step_seed, 0, k), max_tokens, ms.stop, False, oracle, ms.pattern
-                )
-                d.issued[0] = k
-                (prefetched,) = await (self._fronts[0] if together else self.agents[0].backend).generate([req])
-                text = prefetched[0].text if prefetched else ""
-                tokens = 0
-                for s in prefetched:
-                    if s.text != text or s.tokens > max_tokens:
-                        break
-                    tokens += s.tokens
-                else:
-                    if len(prefetched) == k:
-                        read = cache[text] = self.parse(ms, ms.parse, ms.vote_key, bool(ms.red_flags), text, inputs)
-                        if read.flag is None:
-                            d.calls[0] = k
-                            d.tokens = tokens
-                            d.answer, d.key, d.votes = read.answer, read.key, unanimous
-                            d.rounds = 1
-                            d.samples = k
-                            return d
+                prefetched = await self._first_round(d, lean, call, step_seed, max_tokens, oracle, cache, together)
+                if prefetched is None:
+                    return d
         idx = 0
         rounds = 0
-        parse = ms.parse
-        vote_key = ms.vote_key
-        user_flags = bool(ms.red_flags)
         t_first = policy.first_temperature
         t_rest = policy.temperature
         calls = d.calls
         early = 0
+        counts: dict[Any, int] = {}
         for agent_idx, agent in enumerate(self.agents):
             generate = (self._fronts[agent_idx] if together else agent.backend).generate
-            counts: dict[Any, int] = {}
+            counts = {}
             winners: dict[Any, Any] = {}
             top = second = 0
             need = policy.k if policy.rule == "ahead_by_k" else samples_needed(policy, 0, 0)
@@ -311,62 +289,22 @@ class Decider:
                         hi = idx + max(need, len(spare) + fill)
                         seeds = mixes(step_seed, lo, hi)
                         temps = [t_first if i == 0 else t_rest for i in range(lo, hi)]
-                        req = GenerateRequest(prompt, temps, seeds, max_tokens, ms.stop, False, oracle, ms.pattern)
+                        req = GenerateRequest(call.prompt, temps, seeds, max_tokens, ms.stop, False, oracle, ms.pattern)
                         d.issue(agent_idx, hi - lo)
                         (more,) = await generate([req])
                     spare += more
                 batch = spare[:need]
                 del spare[:need]
                 calls[agent_idx] = calls.get(agent_idx, 0) + need
-                for s in batch:
-                    d.tokens += s.tokens
-                    flag: str | None
-                    key: Any = None
-                    if s.tokens > max_tokens:
-                        flag = too_long(s.tokens, max_tokens)
-                    else:
-                        parsed = cache.get(s.text)
-                        if parsed is None:
-                            parsed = cache[s.text] = self.parse(ms, parse, vote_key, user_flags, s.text, inputs)
-                        flag = parsed.flag
-                        key = parsed.key
-                    if flag is not None:
-                        d.flag(flag_reason(flag), 1, flag)
-                        d.red_flags += 1
-                    else:
-                        counts[key] = counts.get(key, 0) + 1
-                        if key not in winners:
-                            winners[key] = parsed.answer  # type: ignore[union-attr]  # no flag: parsed was read
-                    if samples_out is not None:
-                        samples_out.append(
-                            (
-                                step,
-                                idx,
-                                rounds + agent_rounds - 1,
-                                agent_idx,
-                                t_first if idx == 0 else t_rest,
-                                s.tokens,
-                                s.text,
-                                flag,
-                                None if key is None else ms.answer_json(winners[key]),
-                            )
-                        )
-                    idx += 1
+                where = (step, rounds + agent_rounds - 1, agent_idx, t_first, t_rest)
+                idx = self._count(d, call, batch, idx, max_tokens, cache, counts, winners, samples_out, where)
                 if counts:
                     ranked = sorted(counts.values(), reverse=True)
                     top = ranked[0]
                     second = ranked[1] if len(ranked) > 1 else 0
                     if is_decided(policy, top, second):
-                        leader = max(counts, key=counts.__getitem__)
-                        votes = ",".join(
-                            map(
-                                str,
-                                [counts[leader]]
-                                + sorted((v for k2, v in counts.items() if k2 != leader), reverse=True),
-                            )
-                        )
                         self._drop(d, spare)
-                        d.answer, d.key, d.votes = winners[leader], leader, f"[{votes}]"
+                        self._won(d, counts, winners)
                         d.rounds += rounds + agent_rounds
                         d.samples += idx
                         d.agent = agent_idx
@@ -381,9 +319,8 @@ class Decider:
         d.rounds += rounds
         d.samples += idx
         d.agent = len(self.agents) - 1
-        tally = sorted(counts.values(), reverse=True)
-        d.votes = "[" + ",".join(map(str, tally)) + "]"
-        err = undecided_error(
+        d.votes = "[" + ",".join(map(str, sorted(counts.values(), reverse=True))) + "]"
+        raise undecided_error(
             step=step,
             call=call,
             decision=d,
@@ -394,12 +331,101 @@ class Decider:
             run_id=self.run_id,
             workflow=self.workflow,
             workflow_ref=self.workflow_ref,
+            attempt=Attempt("undecided", [call], [d], [samples_out]),
             early=early,
             kept=samples_out is not None,
             examples=d.examples or {},
         )
-        err.attempt = Attempt("undecided", [call], [d], [samples_out])  # type: ignore[attr-defined]
-        raise err
+
+    async def _first_round(
+        self,
+        d: Decision,
+        lean: tuple[int, tuple[float, ...], str],
+        call: MicrostepCall,
+        step_seed: int,
+        max_tokens: int,
+        oracle: Oracle | None,
+        cache: dict[str, Parsed],
+        together: bool,
+    ) -> list[Any] | None:
+        """The common case, kept lean: the first agent's first round, k samples of one valid text, decides the step
+        (``d`` is filled, None returned). Otherwise the round's samples are returned, for the vote to go on with as
+        that round's, asked for as it asks."""
+        ms: Microstep[Any] = call.microstep
+        k, first, unanimous = lean
+        req = GenerateRequest(
+            call.prompt, first, mixes(step_seed, 0, k), max_tokens, ms.stop, False, oracle, ms.pattern
+        )
+        d.issued[0] = k
+        (prefetched,) = await (self._fronts[0] if together else self.agents[0].backend).generate([req])
+        text = prefetched[0].text if prefetched else ""
+        tokens = 0
+        for s in prefetched:
+            if s.text != text or s.tokens > max_tokens:
+                return prefetched
+            tokens += s.tokens
+        if len(prefetched) != k:
+            return prefetched
+        read = cache[text] = self.parse(ms, ms.parse, ms.vote_key, bool(ms.red_flags), text, call.inputs)
+        if read.flag is not None:
+            return prefetched
+        d.calls[0] = k
+        d.tokens = tokens
+        d.answer, d.key, d.votes = read.answer, read.key, unanimous
+        d.rounds = 1
+        d.samples = k
+        return None
+
+    def _count(
+        self,
+        d: Decision,
+        call: MicrostepCall,
+        batch: list[Any],
+        idx: int,
+        max_tokens: int,
+        cache: dict[str, Parsed],
+        counts: dict[Any, int],
+        winners: dict[Any, Any],
+        samples_out: list[tuple[Any, ...]] | None,
+        where: tuple[int, int, int, float, float],
+    ) -> int:
+        """Read one round's samples (from index ``idx``): red-flag them or add their votes to ``counts`` (the first
+        answer read for each key to ``winners``), and keep a sample row for each when asked. Returns the next index."""
+        ms: Microstep[Any] = call.microstep
+        parse, vote_key, user_flags, inputs = ms.parse, ms.vote_key, bool(ms.red_flags), call.inputs
+        step, round_, agent_idx, t_first, t_rest = where
+        for s in batch:
+            d.tokens += s.tokens
+            flag: str | None
+            key: Any = None
+            if s.tokens > max_tokens:
+                flag = too_long(s.tokens, max_tokens)
+            else:
+                parsed = cache.get(s.text)
+                if parsed is None:
+                    parsed = cache[s.text] = self.parse(ms, parse, vote_key, user_flags, s.text, inputs)
+                flag = parsed.flag
+                key = parsed.key
+            if flag is not None:
+                d.flag(flag_reason(flag), 1, flag)
+                d.red_flags += 1
+            else:
+                counts[key] = counts.get(key, 0) + 1
+                if key not in winners:
+                    winners[key] = parsed.answer  # type: ignore[union-attr]  # no flag: parsed was read
+            if samples_out is not None:
+                answer = None if key is None else ms.answer_json(winners[key])
+                temperature = t_first if idx == 0 else t_rest
+                samples_out.append((step, idx, round_, agent_idx, temperature, s.tokens, s.text, flag, answer))
+            idx += 1
+        return idx
+
+    @staticmethod
+    def _won(d: Decision, counts: dict[Any, int], winners: dict[Any, Any]) -> None:
+        """Fill ``d`` with the leader's answer and the tally, the leader's count first."""
+        leader = max(counts, key=counts.__getitem__)
+        others = sorted((v for k, v in counts.items() if k != leader), reverse=True)
+        d.answer, d.key, d.votes = winners[leader], leader, "[" + ",".join(map(str, [counts[leader], *others])) + "]"
 
     @staticmethod
     def _drop(d: Decision, spare: list[Any]) -> None:
@@ -434,8 +460,8 @@ class Decider:
             return Drafted(d, None, None)
         if spec.entropy_threshold is not None:
             probe = GenerateRequest(call.prompt, [0.0], [0], max_tokens, ms.stop, False, oracle, ms.pattern)
-            # options.py admits a threshold only for an EntropyProbing drafter, which Backend does not declare.
-            (entropy,) = await drafter.first_token_entropy([probe])  # type: ignore[union-attr]
+            # The run's options admit a threshold only for an EntropyProbing drafter (checked before the run).
+            (entropy,) = await cast(EntropyProbing, drafter).first_token_entropy([probe])
             info["entropy"] = round(float(entropy), 4)
             if entropy > spec.entropy_threshold:
                 info["route"] = "entropy"
@@ -578,10 +604,10 @@ class Decider:
                 ask = range(i, min(n, i + max(1, spec.verify_k - margin)))
                 for j in ask:
                     d.issue(base + j)
-                # Score mode: options.py admits only Judging verifiers, which Backend does not declare.
+                # Score mode: the run's options admit only Judging verifiers (checked before the run).
                 answers = await asyncio.gather(
                     *(
-                        backends[j].judge(  # type: ignore[union-attr]
+                        cast(Judging, backends[j]).judge(
                             [JudgeRequest(call.prompt, draft, mix64(step_seed ^ _VERIFY_SALT ^ j), oracle)]
                         )
                         for j in ask

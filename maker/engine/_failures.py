@@ -90,10 +90,14 @@ def code_error(
         message = (
             f"{method} raised {text[:500]} at step {step}{where} of workflow {name!r}\n{frames}\n{_go_on(run_id, step)}"
         )
-    err = WorkflowCodeError(message, method=method, workflow=name, run_id=run_id, step=step)
-    if not reapplying:
-        err.attempt = attempt if attempt is not None else Attempt(kind)  # type: ignore[attr-defined]
-    return err
+    return WorkflowCodeError(
+        message,
+        method=method,
+        workflow=name,
+        run_id=run_id,
+        step=step,
+        attempt=None if reapplying else attempt if attempt is not None else Attempt(kind),
+    )
 
 
 def state_error(returned: Any, *, workflow: Any, step: int, run_id: str, attempt: Attempt) -> WorkflowCodeError:
@@ -115,8 +119,8 @@ def state_error(returned: Any, *, workflow: Any, step: int, run_id: str, attempt
         workflow=cls.name,
         run_id=run_id,
         step=step,
+        attempt=attempt,
     )
-    err.attempt = attempt  # type: ignore[attr-defined]
     return err
 
 
@@ -168,6 +172,7 @@ def undecided_error(
     run_id: str,
     workflow: Any,
     workflow_ref: str | None = None,
+    attempt: Attempt | None = None,
     early: int,
     kept: bool,
     examples: dict[str, str],
@@ -211,7 +216,7 @@ def undecided_error(
         )
     trace = f"`maker trace show {run_id} --step {step}` shows this attempt"
     trace += ", its samples included" if kept else " (run with `detail` = samples to keep its samples too)"
-    err = StepUndecidedError(
+    return StepUndecidedError(
         f"{head}\n  {counts}.\n  {fix}\n  Committed steps are saved; {trace}. After the fix, resume with "
         f"`maker resume {run_id}`.",
         run_id=run_id,
@@ -220,8 +225,8 @@ def undecided_error(
         flags=flags,
         votes=votes,
         samples=n,
+        attempt=attempt,
     )
-    return err
 
 
 def _fix(reason: str, ms: Any, max_tokens: int, example: str | None) -> str:

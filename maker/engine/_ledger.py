@@ -20,6 +20,8 @@ from pydantic import BaseModel
 from maker.agents import agent_label
 from maker.dsl import Microstep, MicrostepCall
 from maker.engine._decider import Decision
+from maker.engine._failures import Attempt
+from maker.errors import RunError
 from maker.store import PlainStepRow, StepRow, Store
 from maker.voting import Voting
 
@@ -202,9 +204,10 @@ class Ledger:
     def failed(self, exc: BaseException) -> None:
         """Keep what a failed transition got to (``exc.attempt``: its calls, decisions, samples) in the store's
         failures. Nothing of it is counted: the run's counters stay the sums over its committed steps."""
-        step = getattr(exc, "step", None)
-        attempt = getattr(exc, "attempt", None)
-        if self.store is None or step is None or attempt is None:
+        if self.store is None or not isinstance(exc, RunError) or exc.step is None:
+            return
+        step, attempt = exc.step, exc.attempt
+        if not isinstance(attempt, Attempt):
             return
         t = time.time()
         error = str(exc)

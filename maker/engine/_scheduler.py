@@ -51,7 +51,6 @@ class Scheduler:
         before the chain gets there; they are the same decisions, recorded the same way."""
         wf = self.wf
         decide = self.decider.decide
-        add = ledger.add
         has_oracle = self.has_oracle
         keep = ledger.samples
         step = first = ledger.steps
@@ -61,8 +60,8 @@ class Scheduler:
         commit_every = ledger.commit_every
         commit_seconds = ledger.commit_seconds
         pending = ledger.pending
-        state_cls = self.state_cls
         crash = self.crash
+        advance = self.advance
         try:
             while True:
                 if window is not None:
@@ -73,14 +72,7 @@ class Scheduler:
                     ts = time.perf_counter()
                     decisions = await t.decisions()
                     dur = time.perf_counter() - ts
-                    try:
-                        new = wf.apply(state, decisions[0].answer if t.single else tuple(d.answer for d in decisions))
-                    except Exception as exc:
-                        raise crash("apply", exc, step, t.calls, decisions, t.outs) from exc
-                    if type(new) is not state_cls:
-                        self._check_state(new, step, t.calls, decisions, t.outs)
-                    state = new
-                    self._record(ledger, step, t.calls, decisions, t.expected, t.outs, t_step, dur)
+                    state = advance(ledger, state, step, t.calls, decisions, t.expected, t.outs, t_step, dur, t.single)
                     step += len(t.calls)
                     window.advanced(step, state)
                 else:
@@ -100,18 +92,7 @@ class Scheduler:
                         ts = time.perf_counter()
                         d = await decide(step, call, expected, out)
                         dur = time.perf_counter() - ts
-                        # Only a transition whose answers applied cleanly is kept, so every commit's snapshot is
-                        # the state after exactly the steps it holds.
-                        try:
-                            new = wf.apply(state, d.answer)
-                        except Exception as exc:
-                            raise crash("apply", exc, step, [call], [d], [out]) from exc
-                        if type(new) is not state_cls:
-                            self._check_state(new, step, [call], [d], [out])
-                        state = new
-                        add(step, call, d, expected, t_step, dur)
-                        if out:
-                            keep.extend(out)  # type: ignore[union-attr]
+                        state = advance(ledger, state, step, (call,), (d,), (expected,), (out,), t_step, dur, True)
                         step += 1
                     elif isinstance(call, Done):
                         break
@@ -124,14 +105,7 @@ class Scheduler:
                         outs: list[list[tuple[Any, ...]] | None] = [None if keep is None else [] for _ in calls]
                         decisions = await self._together(step, calls, expected_all, outs)
                         dur = time.perf_counter() - ts
-                        try:
-                            new = wf.apply(state, tuple(d.answer for d in decisions))
-                        except Exception as exc:
-                            raise crash("apply", exc, step, calls, decisions, outs) from exc
-                        if type(new) is not state_cls:
-                            self._check_state(new, step, calls, decisions, outs)
-                        state = new
-                        self._record(ledger, step, calls, decisions, expected_all, outs, t_step, dur)
+                        state = advance(ledger, state, step, calls, decisions, expected_all, outs, t_step, dur, False)
                         step += n
                 # Commits are grouped, by count and by time; a slow model's steps are therefore committed as they
                 # come (one clock read per transition costs well under a microsecond).
@@ -178,9 +152,10 @@ class Scheduler:
             return state, step, "error", f"{type(exc).__name__}: {exc}"[:500]
         return state, step, "steps", None
 
-    @staticmethod
-    def _record(
+    def advance(
+        self,
         ledger: Ledger,
+        state: Any,
         step: int,
         calls: Sequence[MicrostepCall],
         decisions: Sequence[Decision],
@@ -188,13 +163,29 @@ class Scheduler:
         outs: Sequence[list[tuple[Any, ...]] | None],
         t_step: float,
         dur: float,
-    ) -> None:
-        """Add a transition's decisions to the ledger, in step order, with their sample rows."""
+        single: bool,
+    ) -> Any:
+        """The one path of a decided transition: apply its answers (one answer, or a fan-out's tuple), check that
+        ``apply`` gave the workflow's State, and add its decisions to the ledger in step order with their sample
+        rows; returns the new state. Only a transition whose answers applied cleanly is recorded, so every commit's
+        snapshot is the state after exactly the steps it holds."""
+        try:
+            new = self.wf.apply(state, decisions[0].answer if single else tuple(d.answer for d in decisions))
+        except Exception as exc:
+            raise self.crash("apply", exc, step, calls, decisions, outs) from exc
+        if type(new) is not self.state_cls:
+            self._check_state(new, step, calls, decisions, outs)
         keep = ledger.samples
+        if len(calls) == 1:
+            ledger.add(step, calls[0], decisions[0], expected[0], t_step, dur)
+            if outs[0]:
+                keep.extend(outs[0])  # type: ignore[union-attr]
+            return new
         for i, (c, d, e, o) in enumerate(zip(calls, decisions, expected, outs, strict=True)):
             ledger.add(step + i, c, d, e, t_step, dur)
             if o:
                 keep.extend(o)  # type: ignore[union-attr]
+        return new
 
     # -- a fan-out --------------------------------------------------------------------------------
     async def _together(
