@@ -12,4 +12,4 @@ staged="$(bash tools/stage.sh)"
 cd "$staged"
 PYTHONPATH="$staged:$root${PYTHONPATH:+:$PYTHONPATH}" exec "$py" -c \
     'import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())' \
-    --config "$root/.importlinter" --no-cache "$@"
+    "$root/.importlinter" --no-cache "$@"
