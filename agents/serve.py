@@ -28,6 +28,59 @@ def _prompt_from_messages(agent: Agent, messages: list[dict[str, Any]]) -> str:
     return "\n".join(str(m.get("content", "")) for m in messages) + "\n"
 
 
+class _BadRequest(ValueError):
+    """A request this server cannot answer (HTTP 400), with what is wrong in it."""
+
+
+def _request(agent: Agent, route: str, body: dict[str, Any]) -> tuple[GenerateRequest, int]:
+    """The generate request a completions or chat body asks for, and the client's hard cap on tokens."""
+    try:
+        n = int(body.get("n", 1))
+        temperature = float(body.get("temperature", 1.0))
+        max_tokens = int(body.get("max_tokens", 16))
+        seed = int(body.get("seed", 0))
+        stop = body.get("stop") or []
+        stop = [stop] if isinstance(stop, str) else list(stop)
+        if route == "/chat/completions":
+            prompt = _prompt_from_messages(agent, list(body["messages"]))
+        else:
+            prompt = str(body["prompt"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _BadRequest(f"bad request: {exc!r}") from None
+    if not 1 <= n <= 64 or max_tokens < 1:
+        raise _BadRequest("n must be 1..64 and max_tokens >= 1")
+    # A GenerateRequest's max_tokens is a red-flag limit that backends may exceed by one token
+    # (to show the response was too long); an API client's max_tokens is a hard cap.
+    req = GenerateRequest(
+        prompt,
+        [temperature] * n,
+        [seed + i for i in range(n)],
+        max_tokens - 1,
+        stop,
+        bool(body.get("logprobs")),
+    )
+    return req, max_tokens
+
+
+def _choice(route: str, index: int, sample: Any, max_tokens: int) -> dict[str, Any]:
+    """One sample as a choice of a chat or a text completion."""
+    finish = "length" if sample.tokens >= max_tokens else sample.finish_reason
+    choice: dict[str, Any]
+    if route == "/chat/completions":
+        choice = {"index": index, "message": {"role": "assistant", "content": sample.text}, "finish_reason": finish}
+        if sample.logprobs is not None:
+            choice["logprobs"] = {"content": [{"token": "", "logprob": lp} for lp in sample.logprobs]}
+    else:
+        choice = {
+            "index": index,
+            "text": sample.text,
+            "finish_reason": finish,
+            "logprobs": {"token_logprobs": sample.logprobs} if sample.logprobs is not None else None,
+        }
+    choice["completion_tokens"] = sample.tokens
+    return choice
+
+
 def make_server(
     agent: Agent, model_name: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None
 ) -> ThreadingHTTPServer:
@@ -85,55 +138,13 @@ def make_server(
                 self._error(404, f"model {body.get('model')!r} not found; this server has {model_name!r}", "not_found")
                 return
             try:
-                n = int(body.get("n", 1))
-                temperature = float(body.get("temperature", 1.0))
-                max_tokens = int(body.get("max_tokens", 16))
-                seed = int(body.get("seed", 0))
-                stop = body.get("stop") or []
-                stop = [stop] if isinstance(stop, str) else list(stop)
-                if route == "/chat/completions":
-                    prompt = _prompt_from_messages(agent, list(body["messages"]))
-                else:
-                    prompt = str(body["prompt"])
-            except (KeyError, TypeError, ValueError) as exc:
-                self._error(400, f"bad request: {exc!r}", "invalid_request_error")
+                req, max_tokens = _request(agent, route, body)
+            except _BadRequest as exc:
+                self._error(400, str(exc), "invalid_request_error")
                 return
-            if not 1 <= n <= 64 or max_tokens < 1:
-                self._error(400, "n must be 1..64 and max_tokens >= 1", "invalid_request_error")
-                return
-            # A GenerateRequest's max_tokens is a red-flag limit that backends may exceed by one token
-            # (to show the response was too long); an API client's max_tokens is a hard cap.
-            req = GenerateRequest(
-                prompt,
-                [temperature] * n,
-                [seed + i for i in range(n)],
-                max_tokens - 1,
-                stop,
-                bool(body.get("logprobs")),
-            )
             with lock:
                 (samples,) = asyncio.run(agent.backend.generate([req]))
-            choices = []
-            for i, s in enumerate(samples):
-                text = s.text
-                finish = "length" if s.tokens >= max_tokens else s.finish_reason
-                if route == "/chat/completions":
-                    choice: dict[str, Any] = {
-                        "index": i,
-                        "message": {"role": "assistant", "content": text},
-                        "finish_reason": finish,
-                    }
-                    if s.logprobs is not None:
-                        choice["logprobs"] = {"content": [{"token": "", "logprob": lp} for lp in s.logprobs]}
-                else:
-                    choice = {
-                        "index": i,
-                        "text": text,
-                        "finish_reason": finish,
-                        "logprobs": {"token_logprobs": s.logprobs} if s.logprobs is not None else None,
-                    }
-                choice["completion_tokens"] = s.tokens
-                choices.append(choice)
+            choices = [_choice(route, i, smp, max_tokens) for i, smp in enumerate(samples)]
             self._send(
                 200,
                 {
