@@ -13,12 +13,13 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
 
 from maker._rng import derive, mix64
-from maker.agents import GenerateRequest, Oracle, make_agent
+from maker.agents import Agent, GenerateRequest, Oracle, make_agent
 from maker.dsl import Done, MicrostepCall, Workflow
 from maker.engine import Decider, calls_of, flag_reason
 from maker.errors import UserError
@@ -54,7 +55,7 @@ class Calibration(BaseModel):
     """Per microstep: samples, valid, correct, valid_rate and p (where any was valid)."""
 
 
-def _one_sample(
+def one_sample(
     call: MicrostepCall, expected: Any, index: int, temperature: float, seed: int, max_tokens: int | None
 ) -> GenerateRequest:
     """A request for one sample of ``call`` (the ``index``-th call measured), as a run would ask it: the
@@ -72,7 +73,7 @@ def _one_sample(
     )
 
 
-def _pick_states(wf: Workflow[Any, Any], params: BaseModel, n: int, seed: int, max_walk: int) -> tuple[list[Any], int]:
+def pick_states(wf: Workflow[Any, Any], params: BaseModel, n: int, seed: int, max_walk: int) -> tuple[list[Any], int]:
     """Walk the ground-truth chain and keep ``n`` states chosen uniformly (reservoir sampling)."""
     rng = random.Random(seed)
     state = wf.start(params)
@@ -92,6 +93,69 @@ def _pick_states(wf: Workflow[Any, Any], params: BaseModel, n: int, seed: int, m
         step += len(calls_of(call) or ())
     chosen.sort(key=lambda x: x[0])
     return [s for _, s in chosen], step
+
+
+def choose_steps(
+    wf: Workflow[Any, Any], params: BaseModel, samples: int, seed: int, max_walk: int
+) -> tuple[list[tuple[int, Any]], int]:
+    """The steps to measure, one per sample: ``(which chosen state, state)``, ``samples`` of them, the states
+    chosen by :func:`pick_states` and cycled if the task is shorter; and the task's length in steps."""
+    states, steps_in_task = pick_states(wf, params, samples, seed, max_walk)
+    if not states:
+        raise UserError(f"workflow {wf.name!r} with these parameters has no steps")
+    return [(i % len(states), states[i % len(states)]) for i in range(samples)], steps_in_task
+
+
+def call_at(wf: Workflow[Any, Any], state: Any, index: int) -> tuple[MicrostepCall, Any]:
+    """The call measured at ``state`` and its right answer: the step's call, or of a fan-out's calls the
+    ``index``-th (cycled), so that successive samples take its calls in turn."""
+    asked = wf.next(state)
+    expected: Any = wf.oracle(state)  # one answer, or a fan-out's list of them
+    if type(asked) is MicrostepCall:
+        return asked, expected
+    calls = calls_of(asked) or []
+    pick = index % len(calls)
+    return calls[pick], expected[pick]
+
+
+def read_answer(call: MicrostepCall, text: str, tokens: int, max_tokens: int | None) -> tuple[str | None, Any]:
+    """A response to ``call`` read as a run reads it: ``(red flag's reason, None)`` or ``(None, vote key)``."""
+    ms = call.microstep
+    parsed = Decider.read(ms, text, tokens, max_tokens or ms.max_tokens, call.inputs)
+    if parsed.flag is not None:
+        return flag_reason(parsed.flag), None
+    return None, parsed.key
+
+
+@dataclass
+class SampleTally:
+    """What :func:`calibrate` counts, fed one sample at a time (:meth:`add`)."""
+
+    samples: int = 0
+    correct: int = 0
+    """Valid samples that gave the right answer."""
+    valid: int = 0
+    """Samples not red-flagged."""
+    tokens: int = 0
+    red_flags: Counter[str] = field(default_factory=Counter)
+    """Red-flagged samples by reason."""
+    by_microstep: dict[str, list[int]] = field(default_factory=dict)
+    """Per microstep, in the order first seen: ``[samples, valid, correct]``."""
+
+    def add(self, microstep: str, tokens: int, flag: str | None, right: bool) -> None:
+        """One sample of ``microstep``: its tokens, its red flag's reason (None: valid) and whether it is right
+        (read only when valid)."""
+        mine = self.by_microstep.setdefault(microstep, [0, 0, 0])
+        self.samples += 1
+        self.tokens += tokens
+        mine[0] += 1
+        if flag is not None:
+            self.red_flags[flag] += 1
+            return
+        self.valid += 1
+        self.correct += int(right)
+        mine[1] += 1
+        mine[2] += int(right)
 
 
 def calibrate(
@@ -118,70 +182,62 @@ def calibrate(
         raise UserError(f"`samples` must be at least 1, got {samples}")
     p = wf_cls.parse_params(params)
     wf = wf_cls()
-    states, steps_in_task = _pick_states(wf, p, samples, seed, max_walk)
-    if not states:
-        raise UserError(f"workflow {wf_cls.name!r} with these parameters has no steps")
+    picks, steps_in_task = choose_steps(wf, p, samples, seed, max_walk)
     agent = make_agent(agent_spec)
-    base = derive(seed, 0xCA1)
-    correct = valid = tokens = 0
-    flags: Counter[str] = Counter()
-    by: dict[str, list[int]] = {}  # microstep -> [samples, valid, correct]
-    jobs = [(i, s) for i, s in enumerate(states)]
-    # One sample per chosen step, `samples` in all: steps are cycled if the task is shorter.
-    picks = [jobs[i % len(jobs)] for i in range(samples)]
-
-    async def run() -> None:
-        nonlocal correct, valid, tokens
-        try:
-            for start in range(0, len(picks), batch):
-                group = picks[start : start + batch]
-                reqs, meta = [], []
-                for i, (j, state) in enumerate(group):
-                    asked = wf.next(state)
-                    expected: Any = wf.oracle(state)  # one answer, or a fan-out's list of them
-                    if type(asked) is MicrostepCall:
-                        call = asked
-                    else:  # a fan-out: one of its calls, in turn
-                        calls = calls_of(asked) or []
-                        pick = (start + i) % len(calls)
-                        call, expected = calls[pick], expected[pick]
-                    temp = call.microstep.voting.temperature if temperature is None else temperature
-                    reqs.append(_one_sample(call, expected, j, temp, mix64(base + start + i), max_tokens))
-                    meta.append((call, expected))
-                results = await agent.backend.generate(reqs)
-                for (call, expected), (sample,) in zip(meta, results, strict=True):
-                    ms = call.microstep
-                    tokens += sample.tokens
-                    parsed = Decider.read(ms, sample.text, sample.tokens, max_tokens or ms.max_tokens, call.inputs)
-                    mine = by.setdefault(ms.name, [0, 0, 0])
-                    mine[0] += 1
-                    if parsed.flag is not None:
-                        flags[flag_reason(parsed.flag)] += 1
-                        continue
-                    right = int(parsed.key == ms.vote_key(expected))
-                    valid += 1
-                    correct += right
-                    mine[1] += 1
-                    mine[2] += right
-                if on_progress:
-                    on_progress(min(start + batch, len(picks)), len(picks))
-        finally:
-            await agent.backend.aclose()
-
-    asyncio.run(run())
-    n = len(picks)
+    tally = asyncio.run(_sample(agent, wf, picks, derive(seed, 0xCA1), temperature, batch, max_tokens, on_progress))
     temp_used = wf.microsteps[0].voting.temperature if temperature is None else temperature
+    return _report(wf_cls.name, agent_spec, tally, steps_in_task, temp_used, target, t0)
+
+
+async def _sample(
+    agent: Agent,
+    wf: Workflow[Any, Any],
+    picks: list[tuple[int, Any]],
+    base: int,
+    temperature: float | None,
+    batch: int,
+    max_tokens: int | None,
+    on_progress: Callable[[int, int], None] | None,
+) -> SampleTally:
+    """One sample of each pick at the voting temperature (or ``temperature``), ``batch`` requests at a time;
+    closes the agent's backend."""
+    tally = SampleTally()
+    try:
+        for start in range(0, len(picks), batch):
+            reqs, asked = [], []
+            for index, (j, state) in enumerate(picks[start : start + batch], start):
+                call, expected = call_at(wf, state, index)
+                temp = call.microstep.voting.temperature if temperature is None else temperature
+                reqs.append(one_sample(call, expected, j, temp, mix64(base + index), max_tokens))
+                asked.append((call, expected))
+            results = await agent.backend.generate(reqs)
+            for (call, expected), (sample,) in zip(asked, results, strict=True):
+                flag, key = read_answer(call, sample.text, sample.tokens, max_tokens)
+                right = flag is None and key == call.microstep.vote_key(expected)
+                tally.add(call.microstep.name, sample.tokens, flag, right)
+            if on_progress:
+                on_progress(min(start + batch, len(picks)), len(picks))
+    finally:
+        await agent.backend.aclose()
+    return tally
+
+
+def _report(
+    workflow: str, agent: str, tally: SampleTally, steps: int, temperature: float, target: float, t0: float
+) -> Calibration:
+    """The report of a measurement: p with its interval, and the k and cost a run of ``steps`` steps needs."""
+    n, valid, correct = tally.samples, tally.valid, tally.correct
     out: dict[str, Any] = dict(
-        workflow=wf_cls.name,
-        agent=agent_spec,
+        workflow=workflow,
+        agent=agent,
         samples=n,
-        steps_in_task=steps_in_task,
-        temperature=temp_used,
+        steps_in_task=steps,
+        temperature=temperature,
         correct=correct,
         valid=valid,
         valid_rate=valid / n,
-        red_flags=dict(flags),
-        tokens_per_call=tokens / n,
+        red_flags=dict(tally.red_flags),
+        tokens_per_call=tally.tokens / n,
         target=target,
         p=None,
         p_low=None,
@@ -192,37 +248,40 @@ def calibrate(
         p_full=None,
     )
     if valid:
-        rate = correct / valid
-        low, high = wilson_interval(correct, valid)
-        out.update(p=rate, p_low=low, p_high=high)
-        if rate > 0.5 and rate < 1.0:
-            k = k_min(steps_in_task, rate, target)
-            calls = expected_calls(rate, k, valid / n)
-            out.update(
-                k=k, calls_per_step=calls, calls_total=calls * steps_in_task, p_full=run_success(rate, k, steps_in_task)
-            )
-            if low <= 0.5:
-                out["note"] = "the 95% interval reaches 0.5: measure more samples before trusting k"
-        elif rate == 1.0:
-            out.update(
-                k=1,
-                calls_per_step=1 / (valid / n),
-                calls_total=steps_in_task / (valid / n),
-                p_full=None,
-                note="no error seen: k cannot be estimated; measure more samples (k >= 2 is prudent)",
-            )
-        else:
-            out["note"] = (
-                "p <= 0.5: voting cannot converge on this formulation; change the prompt, model or temperature"
-            )
+        out.update(_advice(correct, valid, n, steps, target))
     else:
         out["note"] = "every response was red-flagged"
     out["wall_s"] = round(time.perf_counter() - t0, 3)
     out["by_microstep"] = {
         name: {"samples": n_, "valid": v, "correct": c, "valid_rate": v / n_, "p": c / v if v else None}
-        for name, (n_, v, c) in sorted(by.items())
+        for name, (n_, v, c) in sorted(tally.by_microstep.items())
     }
     return Calibration(**out)
+
+
+def _advice(correct: int, valid: int, n: int, steps: int, target: float) -> dict[str, Any]:
+    """p among ``valid`` of ``n`` samples with its interval, and what it means for a run of ``steps`` steps:
+    k, calls and the chance of a fully correct run, or a note where k cannot be had."""
+    rate = correct / valid
+    low, high = wilson_interval(correct, valid)
+    out: dict[str, Any] = dict(p=rate, p_low=low, p_high=high)
+    if rate > 0.5 and rate < 1.0:
+        k = k_min(steps, rate, target)
+        calls = expected_calls(rate, k, valid / n)
+        out.update(k=k, calls_per_step=calls, calls_total=calls * steps, p_full=run_success(rate, k, steps))
+        if low <= 0.5:
+            out["note"] = "the 95% interval reaches 0.5: measure more samples before trusting k"
+    elif rate == 1.0:
+        out.update(
+            k=1,
+            calls_per_step=1 / (valid / n),
+            calls_total=steps / (valid / n),
+            p_full=None,
+            note="no error seen: k cannot be estimated; measure more samples (k >= 2 is prudent)",
+        )
+    else:
+        out["note"] = "p <= 0.5: voting cannot converge on this formulation; change the prompt, model or temperature"
+    return out
 
 
 # -- verifiers ---------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from maker.stats import k_min
 if TYPE_CHECKING:  # pragma: no cover
     from maker.dsl import Workflow
     from maker.runs import RunOptions
+    from maker.voting import Voting
 
 __all__ = ["preflight", "known_rates"]
 
@@ -66,29 +67,16 @@ def preflight(
     """
     if options.drafter is None:
         return "", None
-    from maker.voting import Voting
-
     infos = dict(agents_info or {})
 
     def rates(spec: str) -> Mapping[str, Any]:
         got = infos.get(spec)
         return got if got is not None else known_rates(spec)
 
-    wf_name, policy = "WORKFLOW", Voting()
-    if workflow is not None:
-        from maker.runs import resolve_workflow
-
-        wf_cls = resolve_workflow(workflow) if isinstance(workflow, str) else workflow
-        wf_name, policy = wf_cls.name, wf_cls.microsteps[0].voting
-    k = options.k or policy.k
-    max_rounds = options.max_rounds or policy.max_rounds
-    mode = options.verify
+    wf_name, policy = _workflow_policy(workflow)
     large, drafter = rates(options.agents[0]), rates(options.drafter)
     vinfo = [rates(v) for v in options.verifiers]
-    need = ("tpr", "fpr") if mode == "score" else ("p",)
-    unknown = ([options.drafter] if "p" not in drafter else []) + [
-        v for v, i in zip(options.verifiers, vinfo, strict=True) if any(x not in i for x in need)
-    ]
+    unknown = _unknown(options.verify, options.drafter, drafter, options.verifiers, vinfo)
     if unknown:
         ver = options.verifiers[0] if options.verifiers else "SPEC"
         return (
@@ -98,25 +86,9 @@ def preflight(
     note = ""
     if "p" not in large:
         note = f" (voting by {options.agents[0]} counted as error-free: its rate is unknown)"
-    common: dict[str, Any] = dict(
-        drafter_p=float(drafter["p"]),
-        drafter_valid=float(drafter.get("valid", 1.0)),
-        p=float(large.get("p", 1.0)),
-        k=k,
-        valid=float(large.get("valid", 1.0)),
-        max_rounds=max_rounds,
-        large_first=options.large_first,
-        draft_k=options.draft_k,
-        draft_batch=options.draft_batch,
-        verifiers_are_large=bool(options.verifiers) and all(v == options.agents[0] for v in options.verifiers),
-    )
-    n, vk = len(options.verifiers), options.verify_k
-    if mode == "score":
-        rate_args: dict[str, Any] = dict(tpr=[float(i["tpr"]) for i in vinfo], fpr=[float(i["fpr"]) for i in vinfo])
-    else:
-        rate_args = dict(
-            verifier_p=[float(i["p"]) for i in vinfo], verifier_valid=[float(i.get("valid", 1.0)) for i in vinfo]
-        )
+    common = _common_args(options, policy, large, drafter)
+    n, vk, mode = len(options.verifiers), options.verify_k, options.verify
+    rate_args = _rate_args(mode, vinfo)
     if expected_steps is None:
         est = speculation_estimate(steps=1, mode=mode, verifiers=n, verify_k=vk, **rate_args, **common)
         return (
@@ -132,6 +104,54 @@ def preflight(
     if est.expected_wrong >= 0.5:
         text += "\n" + _warning(est, options, vinfo, common, expected_steps, target, wf_name)
     return text, est.expected_wrong
+
+
+def _workflow_policy(workflow: str | type[Workflow[Any, Any]] | None) -> tuple[str, Voting]:
+    """The workflow's name for the advice and its first microstep's voting policy (defaults without one)."""
+    from maker.voting import Voting
+
+    if workflow is None:
+        return "WORKFLOW", Voting()
+    from maker.runs import resolve_workflow
+
+    wf_cls = resolve_workflow(workflow) if isinstance(workflow, str) else workflow
+    return wf_cls.name, wf_cls.microsteps[0].voting
+
+
+def _unknown(
+    mode: str, drafter_spec: str, drafter: Mapping[str, Any], verifiers: list[str], vinfo: list[Mapping[str, Any]]
+) -> list[str]:
+    """The drafter and verifiers whose rates the estimate needs and are not known."""
+    need = ("tpr", "fpr") if mode == "score" else ("p",)
+    return ([drafter_spec] if "p" not in drafter else []) + [
+        v for v, i in zip(verifiers, vinfo, strict=True) if any(x not in i for x in need)
+    ]
+
+
+def _common_args(
+    options: RunOptions, policy: Voting, large: Mapping[str, Any], drafter: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The estimate's arguments other than the verifiers': the drafter's and large model's rates and the run's
+    voting and drafting settings (the options' k and max_rounds, else the workflow's)."""
+    return dict(
+        drafter_p=float(drafter["p"]),
+        drafter_valid=float(drafter.get("valid", 1.0)),
+        p=float(large.get("p", 1.0)),
+        k=options.k or policy.k,
+        valid=float(large.get("valid", 1.0)),
+        max_rounds=options.max_rounds or policy.max_rounds,
+        large_first=options.large_first,
+        draft_k=options.draft_k,
+        draft_batch=options.draft_batch,
+        verifiers_are_large=bool(options.verifiers) and all(v == options.agents[0] for v in options.verifiers),
+    )
+
+
+def _rate_args(mode: str, vinfo: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """The verifiers' rates as the estimate takes them: TPR and FPR (score mode), or p and valid (vote mode)."""
+    if mode == "score":
+        return dict(tpr=[float(i["tpr"]) for i in vinfo], fpr=[float(i["fpr"]) for i in vinfo])
+    return dict(verifier_p=[float(i["p"]) for i in vinfo], verifier_valid=[float(i.get("valid", 1.0)) for i in vinfo])
 
 
 def _warning(
