@@ -448,17 +448,79 @@ class Workflow(Generic[P, S]):
 
     @classmethod
     def parse_params(cls, values: Mapping[str, Any]) -> BaseModel:
-        unknown = sorted(set(values) - set(cls.Params.model_fields))
-        if unknown:
-            raise UserError(
-                f"workflow {cls.name!r} has no parameter {', '.join(map(repr, unknown))}; "
-                f"its parameters are: {', '.join(cls.Params.model_fields) or '(none)'}"
-            )
+        """``values`` as the workflow's ``Params``. What it refuses is a UserError of one line: unknown names (with
+        the known ones), or each value and the rule it breaks, as ``bad parameter disks=-1: must be greater than or
+        equal to 1`` (several joined by ``;``), and parameters left out that have no default."""
+        _refuse_unknown(cls, values)
         try:
             return cls.Params.model_validate(dict(values))
         except ValidationError as exc:
-            fields = ", ".join(
-                f"{n}: {f.annotation.__name__ if isinstance(f.annotation, type) else f.annotation}"
-                for n, f in cls.Params.model_fields.items()
-            )
-            raise UserError(f"bad parameters for workflow {cls.name!r} ({fields}):\n{exc}") from None
+            raise UserError(_params_message(exc.errors())) from None
+
+    @classmethod
+    def check_params(cls, values: Mapping[str, Any]) -> None:
+        """Refuse what :meth:`parse_params` would among ``values`` alone, in its words: unknown names and values
+        their parameter does not take. Parameters left out are not asked for (an evaluation gives each problem's
+        question later), nor are the rules that tie parameters together checked."""
+        _refuse_unknown(cls, values)
+        try:
+            cls.Params.model_validate(dict(values))
+        except ValidationError as exc:
+            errors = [e for e in exc.errors() if e["loc"] and e["loc"][0] in values]
+            if errors:
+                raise UserError(_params_message(errors)) from None
+
+
+def _refuse_unknown(wf: type[Workflow[Any, Any]], values: Mapping[str, Any]) -> None:
+    unknown = sorted(set(values) - set(wf.Params.model_fields))
+    if unknown:
+        raise UserError(
+            f"workflow {wf.name!r} has no parameter {', '.join(map(repr, unknown))}; "
+            f"its parameters are: {', '.join(wf.Params.model_fields) or '(none)'}"
+        )
+
+
+def _params_message(errors: Sequence[Any]) -> str:
+    """pydantic's errors on workflow parameters as one line, in the words of a run option's (``options_error``):
+    each value as ``--set`` gives it and the rule it breaks; the alternatives of a union joined by "or"."""
+    bad: dict[tuple[Any, str], tuple[tuple[Any, ...], list[str]]] = {}
+    missing: list[str] = []
+    for err in errors:
+        loc = tuple(err.get("loc") or ())
+        if err.get("type") == "missing" and len(loc) == 1:
+            missing.append(f"missing parameter {loc[0]}")
+            continue
+        value = err.get("input")
+        if isinstance(value, str):
+            shown = value
+        else:
+            try:
+                shown = json.dumps(value)
+            except (TypeError, ValueError):
+                shown = repr(value)
+        key = (loc[:1], shown)
+        where, rules = bad.get(key, (loc, []))
+        common = 0
+        while common < min(len(where), len(loc)) and where[common] == loc[common]:
+            common += 1
+        rule = _rule(str(err.get("msg", "is not valid")))
+        bad[key] = (where[:common], rules if rule in rules else [*rules, rule])
+    parts = []
+    for (_, shown), (where, rules) in bad.items():
+        if not where:  # a rule of the model as a whole
+            parts.append(" or ".join(rules))
+            continue
+        name = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in where).lstrip(".")
+        parts.append(f"{name}={shown[:80]}{'...' if len(shown) > 80 else ''}: {' or '.join(rules)}")
+    return "; ".join((["bad parameter " + "; ".join(parts)] if parts else []) + missing)
+
+
+def _rule(msg: str) -> str:
+    """pydantic's ``Input should be greater than or equal to 1`` as ``must be greater than or equal to 1``."""
+    said = re.match(r"(?:Input|Value|List|String|Tuple|Dictionary|Set|Decimal|Object|Data|URL) should ", msg)
+    if said:
+        return "must " + msg[said.end() :]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix) :]
+    return msg[:1].lower() + msg[1:]

@@ -1,6 +1,13 @@
 """What every ``maker`` command shares: the command group, the options several commands take, reading
-``--set``, printing, and turning the library's option keys into flags. Command modules import from here,
-and :mod:`maker.cli` imports them all, so the dependencies run one way."""
+``--set`` and the run options, printing, and how an error is shown. Command modules import from here, and
+:mod:`maker.cli` imports them all, so the dependencies run one way.
+
+Errors, in one place: a command raises :class:`~maker.errors.UserError` (or the library does) and the group
+prints it as one line, ``error: ...``, with an option the library names by its key (`max_rounds`) shown as
+its flag (--max-rounds); click's own usage errors read the same. The exit status says which kind it was:
+:data:`EXIT_FAILED` (1) a run or job failed while working, :data:`EXIT_MISUSE` (2) the command was used
+wrongly and nothing ran or was written, :data:`EXIT_INTERRUPTED` (130) Ctrl-C or SIGTERM, committed work
+saved. A command that must stop itself calls :func:`fail` or :func:`interrupted`, never ``sys.exit``."""
 
 from __future__ import annotations
 
@@ -9,17 +16,85 @@ import json
 import re
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from maker.errors import MakerError, RunError, UserError
 from maker.store import Store, default_store_path
 
-__all__ = ["main", "as_flags"]
+__all__ = [
+    "main",
+    "as_flags",
+    "EXIT_FAILED",
+    "EXIT_MISUSE",
+    "EXIT_INTERRUPTED",
+    "error_line",
+    "fail",
+    "interrupted",
+    "store_option",
+    "store_path",
+    "parse_sets",
+    "recorded_sets",
+    "run_options",
+    "voting_options",
+    "cluster_options",
+    "cluster_placement",
+    "new_run_options",
+    "run_common",
+    "run_overrides",
+    "term_as_interrupt",
+    "progress_display",
+    "emit",
+    "finish",
+    "size_text",
+]
+
+EXIT_FAILED = 1
+"""A run (or a Ray job) failed while working; its committed steps are kept."""
+EXIT_MISUSE = 2
+"""The command was used wrongly (an option, a parameter, an input): nothing ran and nothing was written."""
+EXIT_INTERRUPTED = 130
+"""Stopped by Ctrl-C or SIGTERM; committed work is saved."""
 
 
-def _store_option(f: Callable[..., Any]) -> Callable[..., Any]:
+def error_line(message: str) -> str:
+    """How every error reads: ``error: `` and the message, options named by their flags (:func:`as_flags`)."""
+    return f"error: {as_flags(message)}"
+
+
+def fail(message: str, code: int = EXIT_MISUSE) -> NoReturn:
+    """Print ``message`` as an error line on stderr and exit with ``code``."""
+    click.echo(error_line(message), err=True)
+    sys.exit(code)
+
+
+def interrupted(message: str) -> NoReturn:
+    """Print what was saved and how to go on, and exit as interrupted."""
+    click.echo(message, err=True)
+    sys.exit(EXIT_INTERRUPTED)
+
+
+def _usage_failed(exc: click.UsageError) -> NoReturn:
+    """click's usage error as an error line; a group given no command (click 8.2+ raises that too) shows its
+    help as click does."""
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        raise exc
+    fail(_usage_message(exc))
+
+
+def _usage_message(exc: click.UsageError) -> str:
+    """click's usage error on one line, with the command's usage: ``no such option: --bogus (usage: maker run
+    [OPTIONS] WORKFLOW; see maker run --help)``."""
+    text = exc.format_message().strip().rstrip(".")
+    text = text[:1].lower() + text[1:]
+    if exc.ctx is None:
+        return text
+    usage = " ".join(exc.ctx.get_usage().split()).removeprefix("Usage: ")
+    return f"{text} (usage: {usage}; see {exc.ctx.command_path} --help)"
+
+
+def store_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--store",
         "store",
@@ -29,13 +104,16 @@ def _store_option(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)
 
 
-def _store_path(store: str | None) -> str:
+def store_path(store: str | None) -> str:
     return str(store) if store else str(default_store_path())
 
 
-def _parse_sets(items: tuple[str, ...], workflow: Any) -> dict[str, Any]:
+def parse_sets(items: tuple[str, ...], workflow: Any) -> dict[str, Any]:
     """``--set NAME=VALUE`` items as workflow parameters, each value read by the parameter's declared type of
-    ``workflow`` (a class or how to find it; see maker.cli._params)."""
+    ``workflow`` (a class or how to find it; see maker.cli._params), and checked before anything runs: an
+    unknown name or a value its parameter refuses is a UserError of one line (``bad parameter disks=-1: must
+    be greater than or equal to 1``). Parameters not given are left to the workflow's defaults (or, for an
+    evaluation, to each problem)."""
     texts: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -48,10 +126,12 @@ def _parse_sets(items: tuple[str, ...], workflow: Any) -> dict[str, Any]:
     from maker.runs import resolve_workflow
 
     wf_cls = resolve_workflow(workflow) if isinstance(workflow, str) else workflow
-    return read_params(wf_cls.Params, texts)
+    values = read_params(wf_cls.Params, texts)
+    wf_cls.check_params(values)
+    return values
 
 
-def _recorded_sets(items: tuple[str, ...], store: str, run_id: str) -> dict[str, Any]:
+def recorded_sets(items: tuple[str, ...], store: str, run_id: str) -> dict[str, Any]:
     """``--set`` items of a resume or fork, read by the parameter types of the workflow that made ``run_id``."""
     if not items:
         return {}
@@ -59,10 +139,23 @@ def _recorded_sets(items: tuple[str, ...], store: str, run_id: str) -> dict[str,
 
     with Store.open(store) as st:
         record = st.run(run_id)
-    return _parse_sets(items, recorded_workflow(record))
+    return parse_sets(items, recorded_workflow(record))
 
 
-def _voting_options(f: Callable[..., Any]) -> Callable[..., Any]:
+def run_options(**fields: Any) -> Any:
+    """The run options the command line gives, as :class:`~maker.runs.RunOptions`; a bad one is a UserError of
+    one line naming each option (``bad run option `k` 0: ...``, shown as ``--k 0``)."""
+    from pydantic import ValidationError
+
+    from maker.runs import RunOptions, options_error
+
+    try:
+        return RunOptions(**fields)
+    except ValidationError as exc:
+        raise options_error(exc) from None
+
+
+def voting_options(f: Callable[..., Any]) -> Callable[..., Any]:
     for opt in reversed(
         [
             click.option(
@@ -152,7 +245,7 @@ def _voting_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def _cluster_options(f: Callable[..., Any]) -> Callable[..., Any]:
+def cluster_options(f: Callable[..., Any]) -> Callable[..., Any]:
     for opt in reversed(
         [
             click.option(
@@ -192,7 +285,7 @@ def _cluster_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def _cluster(given: dict[str, Any]) -> Any:
+def cluster_placement(given: dict[str, Any]) -> Any:
     """Cluster options from the command line (taken out of ``given``), or None to run the models in this process."""
     cluster, config = given.pop("cluster"), given.pop("cluster_config")
     replicas, cpus, gpus = given.pop("replicas"), given.pop("replica_cpus"), given.pop("replica_gpus")
@@ -209,7 +302,7 @@ def _cluster(given: dict[str, Any]) -> Any:
     return ClusterOptions.build(cluster, config, replicas=replicas, cpus=cpus, gpus=gpus, **top)
 
 
-def _emit(obj: Any, as_json: bool, human: Callable[[], None]) -> None:
+def emit(obj: Any, as_json: bool, human: Callable[[], None]) -> None:
     if as_json:
         click.echo(json.dumps(obj, indent=None, sort_keys=False))
     else:
@@ -242,21 +335,26 @@ def _flags() -> dict[str, str]:
 
 
 class _Group(click.Group):
+    """The ``maker`` group: every error a command raises is shown here (see the module's doc)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            _usage_failed(exc)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except RunError as exc:
-            click.echo(f"error: {as_flags(str(exc))}", err=True)
-            sys.exit(1)
         except MakerError as exc:
-            click.echo(f"error: {as_flags(str(exc))}", err=True)
-            sys.exit(2)
+            fail(str(exc), EXIT_FAILED if isinstance(exc, RunError) else EXIT_MISUSE)
+        except click.UsageError as exc:
+            _usage_failed(exc)
         except KeyboardInterrupt:
-            click.echo("interrupted; committed steps are saved (maker resume RUN_ID continues)", err=True)
-            sys.exit(130)
+            interrupted("interrupted; committed steps are saved (maker resume RUN_ID continues)")
 
 
-def _term_as_interrupt() -> None:
+def term_as_interrupt() -> None:
     """SIGTERM stops a run the way Ctrl-C does: decided steps are committed, the run is marked interrupted."""
     import signal
 
@@ -272,20 +370,20 @@ def main() -> None:
     """maker: long chains of LLM microsteps, voted on and checkpointed."""
 
 
-def _run_common(f: Callable[..., Any]) -> Callable[..., Any]:
+def run_common(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option("--json", "as_json", is_flag=True, help="Print one JSON summary at the end.")(f)
     f = click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))(f)
-    f = _store_option(f)
+    f = store_option(f)
     return f
 
 
-def _progress(as_json: bool) -> Any:
+def progress_display(as_json: bool) -> Any:
     from maker.cli._logging import ProgressDisplay
 
     return ProgressDisplay(live=sys.stderr.isatty() and not as_json)
 
 
-def _new_run_options(f: Callable[..., Any]) -> Callable[..., Any]:
+def new_run_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """The options of a new run: voting and speculation, seed, run id, recording, commits, cluster, store, output."""
     for opt in reversed(
         [
@@ -315,10 +413,10 @@ def _new_run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ]
     ):
         f = opt(f)
-    return _voting_options(_cluster_options(_run_common(f)))
+    return voting_options(cluster_options(run_common(f)))
 
 
-def _overrides(voting: dict[str, Any], agents: tuple[str, ...], log_level: str) -> dict[str, Any]:
+def run_overrides(voting: dict[str, Any], agents: tuple[str, ...], log_level: str) -> dict[str, Any]:
     """The run options a resume or fork changes: the voting options given, agents, step logging."""
     overrides = {k: v for k, v in voting.items() if v is not None and v != ()}
     if "verifiers" in overrides:
@@ -330,7 +428,7 @@ def _overrides(voting: dict[str, Any], agents: tuple[str, ...], log_level: str) 
     return overrides
 
 
-def _finish(summary: Any, as_json: bool) -> None:
+def finish(summary: Any, as_json: bool) -> None:
     data = summary.model_dump(mode="json")
     from maker.cli._logging import get_logger
 
@@ -365,10 +463,10 @@ def _finish(summary: Any, as_json: bool) -> None:
             text = json.dumps(summary.result)
             click.echo(f"  result {text[:200]}{'...' if len(text) > 200 else ''}")
 
-    _emit(data, as_json, human)
+    emit(data, as_json, human)
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= scale:
             return f"{n / scale:.1f} {unit}"

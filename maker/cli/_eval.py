@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Literal
 
 import click
 
-from maker.cli._common import _parse_sets, _run_common, _store_path, _term_as_interrupt, _voting_options, as_flags
+from maker.cli._common import (
+    as_flags,
+    interrupted,
+    parse_sets,
+    run_common,
+    run_options,
+    store_path,
+    term_as_interrupt,
+    voting_options,
+)
 from maker.errors import UserError
 
 _SHOWN = 60
@@ -27,7 +35,7 @@ _SHOWN = 60
     help="Key of the workflow's result that holds the answer to score.",
 )
 @click.option("--set", "sets", multiple=True, help="Another workflow parameter NAME=VALUE, the same for every problem.")
-@_voting_options
+@voting_options
 @click.option(
     "--seed",
     type=int,
@@ -70,7 +78,7 @@ _SHOWN = 60
     default=None,
     help="Write the JSON summary (figures, settings, one row per problem) here.",
 )
-@_run_common
+@run_common
 def eval_(
     data: str,
     workflow: str,
@@ -101,30 +109,24 @@ def eval_(
     Exit status 0 when the evaluation ran, however many problems came out wrong or failed (the
     table and --summary say which); 2 for bad input, before anything runs; 130 when interrupted.
     """
-    from pydantic import ValidationError
-
     from maker.cli._logging import configure_logging
     from maker.evaluation import evaluate, write_eval_report
-    from maker.runs import RunOptions, options_error
 
     configure_logging(level=log_level)
-    _term_as_interrupt()
+    term_as_interrupt()
     if not agents:
         raise UserError("give at least one --agent, e.g. --agent simulated:gpt-4.1-mini")
     for out in (report_path, summary_path):
         if out is not None and not Path(out).resolve().parent.is_dir():
             raise UserError(f"cannot write {out}: directory {Path(out).resolve().parent} does not exist; create it")
-    try:
-        options = RunOptions(
-            agents=list(agents),
-            seed=seed,
-            detail=detail,
-            log_steps=log_level == "debug",
-            **{k: v for k, v in voting.items() if v is not None},
-        )
-    except ValidationError as exc:
-        raise options_error(exc) from None
-    path = _store_path(store)
+    options = run_options(
+        agents=list(agents),
+        seed=seed,
+        detail=detail,
+        log_steps=log_level == "debug",
+        **{k: v for k, v in voting.items() if v is not None},
+    )
+    path = store_path(store)
 
     names: list[str] = []
 
@@ -152,7 +154,7 @@ def eval_(
             workflow=workflow,
             param=param,
             answer_key=answer_key,
-            params=_parse_sets(sets, workflow),
+            params=parse_sets(sets, workflow),
             concurrency=concurrency,
             limit=limit,
             name=name,
@@ -162,12 +164,10 @@ def eval_(
     except KeyboardInterrupt:
         if not names:
             raise
-        click.echo(
+        interrupted(
             f"interrupted; finished runs and committed steps are saved: the same command with "
-            f"--name {names[0]} finishes the rest",
-            err=True,
+            f"--name {names[0]} finishes the rest"
         )
-        sys.exit(130)
     if summary_path:
         click.echo(f"wrote {summary.write_json(summary_path)}", err=True)
     if report_path:

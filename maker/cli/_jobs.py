@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import shlex
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 
 import click
 
-from maker.cli._common import _emit
+from maker.cli._common import EXIT_FAILED, emit, fail, interrupted, parse_sets
 from maker.errors import UserError
 
 # Never shipped to the cluster with the working directory (on top of what .gitignore excludes).
@@ -72,8 +71,7 @@ def _follow(client: Any, job_id: str) -> str:
     try:
         asyncio.run(tail())
     except KeyboardInterrupt:
-        click.echo(f"\nstopped following; the job goes on (maker jobs stop {job_id} stops it)", err=True)
-        raise SystemExit(130) from None
+        interrupted(f"\nstopped following; the job goes on (maker jobs stop {job_id} stops it)")
     for _ in range(100):  # the log closes a moment before the status is final
         status = str(client.get_job_status(job_id).value)
         if status in _TERMINAL:
@@ -119,7 +117,9 @@ def submit(workflow: str, run_args: tuple[str, ...], address: str | None, workin
             f"--store {store}: give an absolute path on the cluster; a relative one would land in the "
             "job's temporary copy of the working directory and be lost"
         )
-    wf_name = resolve_workflow(workflow).name
+    wf_cls = resolve_workflow(workflow)
+    parse_sets(given.get("sets") or (), wf_cls)  # a bad --set is refused here, not by the job
+    wf_name = wf_cls.name
     run_id = new_run_id(wf_name)
     argv = [workflow, *args, "--cluster", "auto", "--run-id", run_id]
     entrypoint = shlex.join(["maker", "run", *argv])
@@ -136,9 +136,9 @@ def submit(workflow: str, run_args: tuple[str, ...], address: str | None, workin
         click.echo(job_id)
         return
     status = _follow(client, job_id)
-    click.echo(f"job {job_id}: {status}", err=True)
     if status != "SUCCEEDED":
-        sys.exit(1)
+        fail(f"job {job_id}: {status} (maker jobs logs {job_id} shows its output)", EXIT_FAILED)
+    click.echo(f"job {job_id}: {status}", err=True)
 
 
 @contextlib.contextmanager
@@ -185,7 +185,7 @@ def jobs_list(address: str | None, show_all: bool, as_json: bool) -> None:
         for r in rows:
             click.echo(f"{r['job_id']}  {r['status']}  {r['workflow'] or ''}  run {r['run_id'] or '-'}")
 
-    _emit(rows, as_json, human)
+    emit(rows, as_json, human)
 
 
 @jobs.command("status")
@@ -203,7 +203,7 @@ def jobs_status(job_id: str, address: str | None, as_json: bool) -> None:
             if v is not None:
                 click.echo(f"{k}: {v}")
 
-    _emit(row, as_json, human)
+    emit(row, as_json, human)
 
 
 @jobs.command("logs")

@@ -80,9 +80,8 @@ def _value(name: str, how: Reading, text: str, annotation: Any) -> Any:
         if how == "any":
             return text
         raise UserError(
-            f"parameter {name} is {type_name(annotation)}: its value is read as JSON, "
-            f"got {text!r}; e.g. {name}='[1, 2]' for a list or {name}='{{\"a\": 1}}' "
-            f"for a mapping"
+            f"bad parameter {name}={text}: must be JSON, as {name} is {type_name(annotation)}; "
+            f"e.g. {name}='[1, 2]' for a list or {name}='{{\"a\": 1}}' for a mapping"
         ) from None
 
 

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import click
 
 from maker import stats as vm
-from maker.cli._common import _emit, _parse_sets
+from maker.cli._common import emit, parse_sets
 from maker.errors import UserError
 
 
@@ -87,7 +87,7 @@ def calibrate(
     if verifier is not None:
         _calibrate_verifier(
             workflow,
-            _parse_sets(sets, workflow),
+            parse_sets(sets, workflow),
             verifier,
             agent=agent,
             samples=samples,
@@ -111,7 +111,7 @@ def calibrate(
         raise UserError("give --agent SPEC to measure its p (or --verifier SPEC to measure a verifier's TPR and FPR)")
     c = run_calibration(
         workflow,
-        _parse_sets(sets, workflow),
+        parse_sets(sets, workflow),
         agent,
         samples=samples,
         temperature=temperature,
@@ -121,7 +121,7 @@ def calibrate(
         max_tokens=max_tokens,
         on_progress=progress,
     )
-    _emit(c.model_dump(mode="json"), as_json, lambda: _print_calibration(c))
+    emit(c.model_dump(mode="json"), as_json, lambda: _print_calibration(c))
 
 
 def _print_calibration(c: Any) -> None:
@@ -184,70 +184,79 @@ def _calibrate_verifier(
         on_progress=progress,
         **common,
     )
+    emit(v.model_dump(mode="json"), as_json, lambda: _print_verifier_calibration(v))
 
-    def interval(rate: float | None, low: float | None, high: float | None) -> str:
-        return "n/a" if rate is None else f"{rate:.4f}  (95% interval {low:.4f} .. {high:.4f})"
 
-    def human() -> None:
-        if v.large is not None:
-            _print_calibration(v.large)
-        how = (
-            f"score mode, accepted at {v.threshold:g} ({v.score_by} digit)"
-            if v.mode == "score"
-            else "vote mode, accepted when its own answer agrees"
+def _interval(rate: float | None, low: float | None, high: float | None) -> str:
+    return "n/a" if rate is None else f"{rate:.4f}  (95% interval {low:.4f} .. {high:.4f})"
+
+
+def _print_verifier_calibration(v: Any) -> None:
+    """``maker calibrate --verifier`` for people: the large model's calibration (with --agent), the rates, the
+    speculative run's estimate, the smallest ensemble and the notes."""
+    if v.large is not None:
+        _print_calibration(v.large)
+    how = (
+        f"score mode, accepted at {v.threshold:g} ({v.score_by} digit)"
+        if v.mode == "score"
+        else "vote mode, accepted when its own answer agrees"
+    )
+    source = f"drafts by {v.drafter}" if v.drafter else "alternately the right answer and a plausible mistake"
+    click.echo(f"{v.workflow} with verifier {v.verifier}: {how}; {v.samples} steps, {source}")
+    if v.drafter:
+        click.echo(
+            f"drafter p = {_interval(v.drafter_p, v.drafter_p_low, v.drafter_p_high)}; valid "
+            f"{v.drafter_valid:.2%}, red-flagged drafts {v.drafts_flagged or 'none'}"
         )
-        source = f"drafts by {v.drafter}" if v.drafter else "alternately the right answer and a plausible mistake"
-        click.echo(f"{v.workflow} with verifier {v.verifier}: {how}; {v.samples} steps, {source}")
-        if v.drafter:
-            click.echo(
-                f"drafter p = {interval(v.drafter_p, v.drafter_p_low, v.drafter_p_high)}; valid "
-                f"{v.drafter_valid:.2%}, red-flagged drafts {v.drafts_flagged or 'none'}"
-            )
-        click.echo(f"TPR = {interval(v.tpr, v.tpr_low, v.tpr_high)} on {v.right} right drafts")
-        click.echo(f"FPR = {interval(v.fpr, v.fpr_low, v.fpr_high)} on {v.wrong} wrong drafts")
-        if v.mode == "vote" and v.verifier_p is not None:
-            click.echo(
-                f"verifier p = {interval(v.verifier_p, v.verifier_p_low, v.verifier_p_high)}; valid "
-                f"{v.verifier_valid:.2%}"
-            )
-        for label, e in (("", v.estimate), ("at the intervals' pessimistic ends: ", v.estimate_pessimistic)):
-            if e is None:
-                continue
-            if not label:
-                click.echo(
-                    f"speculative run of {e.steps:,} steps ({e.verifiers} verifier{'s' if e.verifiers != 1 else ''}"
-                    f", verify-k {e.verify_k}; large model p {e.p:.4g}, k {e.k}):"
-                )
-            click.echo(
-                f"  {label}per-step error {e.step_error:.2e}, expected wrong steps {e.expected_wrong:.3g}, "
-                f"chance of a fully correct run {e.p_full:.4g}"
-            )
-            if not label:
-                click.echo(
-                    f"  accepted {e.accept_rate:.1%}, escalated {e.escalation_rate:.1%}; large-model calls per "
-                    f"step {e.large_calls_per_step:.3f} against {e.voting_calls_per_step:.3f} voting; verifier "
-                    f"calls {e.verifier_calls_per_step:.3f}"
-                )
-        ens, safe = v.ensemble, v.ensemble_pessimistic
-        if safe is not None:
+    click.echo(f"TPR = {_interval(v.tpr, v.tpr_low, v.tpr_high)} on {v.right} right drafts")
+    click.echo(f"FPR = {_interval(v.fpr, v.fpr_low, v.fpr_high)} on {v.wrong} wrong drafts")
+    if v.mode == "vote" and v.verifier_p is not None:
+        click.echo(
+            f"verifier p = {_interval(v.verifier_p, v.verifier_p_low, v.verifier_p_high)}; valid {v.verifier_valid:.2%}"
+        )
+    _print_speculative_run(v)
+    for note in v.notes:
+        click.echo(f"note: {note}")
 
-            def one(x: Any) -> str:
-                return f"none up to {safe.bound}" if x is None else str(x)
 
-            point = f"{one(ens.unanimous)} at the measured rates, " if ens is not None else ""
-            at_n = (
-                f"; with {v.verifiers} verifiers, --verify-k {safe.verify_k_at_n}"
-                if safe.verify_k_at_n is not None and v.verifiers > 1
-                else ""
-            )
+def _print_speculative_run(v: Any) -> None:
+    """What a verifier's measured rates mean for a speculative run: the estimate at them and at the intervals'
+    pessimistic ends, and the smallest ensemble meeting the target."""
+    for label, e in (("", v.estimate), ("at the intervals' pessimistic ends: ", v.estimate_pessimistic)):
+        if e is None:
+            continue
+        if not label:
             click.echo(
-                f"smallest ensemble meeting {v.target}: verifiers that all agree (--verify-k equal to their "
-                f"number): {point}{one(safe.unanimous)} at the pessimistic ends{at_n}"
+                f"speculative run of {e.steps:,} steps ({e.verifiers} verifier{'s' if e.verifiers != 1 else ''}"
+                f", verify-k {e.verify_k}; large model p {e.p:.4g}, k {e.k}):"
             )
-        for note in v.notes:
-            click.echo(f"note: {note}")
+        click.echo(
+            f"  {label}per-step error {e.step_error:.2e}, expected wrong steps {e.expected_wrong:.3g}, "
+            f"chance of a fully correct run {e.p_full:.4g}"
+        )
+        if not label:
+            click.echo(
+                f"  accepted {e.accept_rate:.1%}, escalated {e.escalation_rate:.1%}; large-model calls per "
+                f"step {e.large_calls_per_step:.3f} against {e.voting_calls_per_step:.3f} voting; verifier "
+                f"calls {e.verifier_calls_per_step:.3f}"
+            )
+    ens, safe = v.ensemble, v.ensemble_pessimistic
+    if safe is None:
+        return
 
-    _emit(v.model_dump(mode="json"), as_json, human)
+    def one(x: Any) -> str:
+        return f"none up to {safe.bound}" if x is None else str(x)
+
+    point = f"{one(ens.unanimous)} at the measured rates, " if ens is not None else ""
+    at_n = (
+        f"; with {v.verifiers} verifiers, --verify-k {safe.verify_k_at_n}"
+        if safe.verify_k_at_n is not None and v.verifiers > 1
+        else ""
+    )
+    click.echo(
+        f"smallest ensemble meeting {v.target}: verifiers that all agree (--verify-k equal to their "
+        f"number): {point}{one(safe.unanimous)} at the pessimistic ends{at_n}"
+    )
 
 
 @click.command()
@@ -331,7 +340,7 @@ def estimate(
         for line in spec_lines:
             click.echo(line)
 
-    _emit(out, as_json, human)
+    emit(out, as_json, human)
 
 
 def _speculative_estimate(out: dict[str, Any], given: dict[str, Any]) -> list[str]:
@@ -339,6 +348,23 @@ def _speculative_estimate(out: dict[str, Any], given: dict[str, Any]) -> list[st
     ``out`` and returns the lines to print (none without --drafter-p)."""
     from maker.planning import smallest_ensemble, speculation_estimate
 
+    checked = _speculative_options(given)
+    if checked is None:
+        return []
+    n, vk, args = checked
+    args.update(p=out["p"], k=out["k"], valid=out["valid"], steps=out["steps"])
+    try:
+        est = speculation_estimate(verifiers=n, verify_k=vk, **args)
+        ens = smallest_ensemble(target=out["target"], verifiers=n, verify_k=vk, **args)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    out["speculative"], out["ensemble"] = est.model_dump(mode="json"), ens.model_dump(mode="json")
+    return _speculative_lines(est, ens, n, vk, args, out["target"])
+
+
+def _speculative_options(given: dict[str, Any]) -> tuple[int, int, dict[str, Any]] | None:
+    """``maker estimate``'s speculative options, checked: ``(verifiers, verify-k, the drafter's and verifiers'
+    arguments to the estimate)``, or None without --drafter-p. UserError for options that do not fit together."""
     drafter_p, mode = given["drafter_p"], given["verify"] or "score"
     named = {
         "--drafter-valid": "drafter_valid",
@@ -358,7 +384,7 @@ def _speculative_estimate(out: dict[str, Any], given: dict[str, Any]) -> list[st
                 f"speculative options ({', '.join(stray)}) need --drafter-p, the drafter's correct "
                 f"rate, e.g. --drafter-p 0.9 --tpr 0.99 --fpr 0.05"
             )
-        return []
+        return None
     n = 1 if given["n_verifiers"] is None else given["n_verifiers"]
     vk = 1 if given["verify_k"] is None else given["verify_k"]
     tpr, fpr, vp = given["tpr"], given["fpr"], given["verifier_p"]
@@ -386,27 +412,27 @@ def _speculative_estimate(out: dict[str, Any], given: dict[str, Any]) -> list[st
     for flag, value in (("--drafter-p", drafter_p), ("--tpr", tpr), ("--fpr", fpr), ("--verifier-p", vp)):
         if value is not None and not 0.0 <= value <= 1.0:
             raise UserError(f"{flag} is a rate in [0, 1], got {value}")
-    args: dict[str, Any] = dict(
-        drafter_p=drafter_p,
-        drafter_valid=given["drafter_valid"] or 1.0,
-        p=out["p"],
-        k=out["k"],
-        valid=out["valid"],
-        steps=out["steps"],
-        mode=mode,
-        tpr=tpr,
-        fpr=fpr,
-        verifier_p=vp,
-        verifiers_are_large=given["verifiers_are_large"],
-        draft_k=dk,
+    return (
+        n,
+        vk,
+        dict(
+            drafter_p=drafter_p,
+            drafter_valid=given["drafter_valid"] or 1.0,
+            mode=mode,
+            tpr=tpr,
+            fpr=fpr,
+            verifier_p=vp,
+            verifiers_are_large=given["verifiers_are_large"],
+            draft_k=dk,
+        ),
     )
-    try:
-        est = speculation_estimate(verifiers=n, verify_k=vk, **args)
-        ens = smallest_ensemble(target=out["target"], verifiers=n, verify_k=vk, **args)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    out["speculative"], out["ensemble"] = est.model_dump(mode="json"), ens.model_dump(mode="json")
-    rates = f"TPR {tpr:g}, FPR {fpr:g}" if mode == "score" else f"verifier p {vp:g}"
+
+
+def _speculative_lines(est: Any, ens: Any, n: int, vk: int, args: dict[str, Any], target: float) -> list[str]:
+    """``maker estimate``'s speculative lines: the estimate ``est`` for ``n`` verifiers at verify-k ``vk`` next
+    to voting, and the smallest ensemble ``ens`` meeting ``target``."""
+    mode, dk = args["mode"], args["draft_k"]
+    rates = f"TPR {args['tpr']:g}, FPR {args['fpr']:g}" if mode == "score" else f"verifier p {args['verifier_p']:g}"
     ensemble = [
         f"{ens.unanimous} verifiers that all agree (--verifiers {ens.unanimous} --verify-k {ens.unanimous})"
         if ens.unanimous is not None
@@ -415,7 +441,7 @@ def _speculative_estimate(out: dict[str, Any], given: dict[str, Any]) -> list[st
     if ens.verify_k_at_n is not None:
         ensemble.append(f"--verify-k {ens.verify_k_at_n} with {n} verifiers")
     return [
-        f"speculative: {mode}, {n} verifier{'s' if n != 1 else ''}, verify-k {vk}; drafter p {drafter_p:g}"
+        f"speculative: {mode}, {n} verifier{'s' if n != 1 else ''}, verify-k {vk}; drafter p {args['drafter_p']:g}"
         + (f" voted at draft-k {dk} (a draft right with {est.draft_p:.6g})" if dk > 1 else "")
         + f", {rates}",
         f"  accepted {est.accept_rate:.2%}  escalated {est.escalation_rate:.2%}",
@@ -424,5 +450,5 @@ def _speculative_estimate(out: dict[str, Any], given: dict[str, Any]) -> list[st
         f"  expected wrong steps {est.expected_wrong:.4g} (voting {est.voting_expected_wrong:.4g})",
         f"  large-model calls per step {est.large_calls_per_step:.4f} against {est.voting_calls_per_step:.4f} voting;"
         f" verifier calls {est.verifier_calls_per_step:.4f}, drafter calls {est.drafter_calls_per_step:.4f}",
-        f"  smallest ensemble meeting {out['target']}: " + "; ".join(ensemble),
+        f"  smallest ensemble meeting {target}: " + "; ".join(ensemble),
     ]

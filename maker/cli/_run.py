@@ -7,21 +7,22 @@ from typing import Any, Literal
 import click
 
 from maker.cli._common import (
-    _cluster,
-    _cluster_options,
-    _emit,
-    _finish,
-    _new_run_options,
-    _overrides,
-    _parse_sets,
-    _progress,
-    _recorded_sets,
-    _run_common,
-    _size,
-    _store_option,
-    _store_path,
-    _term_as_interrupt,
-    _voting_options,
+    cluster_options,
+    cluster_placement,
+    emit,
+    finish,
+    new_run_options,
+    parse_sets,
+    progress_display,
+    recorded_sets,
+    run_common,
+    run_options,
+    run_overrides,
+    size_text,
+    store_option,
+    store_path,
+    term_as_interrupt,
+    voting_options,
 )
 from maker.errors import UserError
 from maker.store import Store
@@ -30,10 +31,10 @@ from maker.store import Store
 @click.command()
 @click.argument("workflow")
 @click.option("--set", "sets", multiple=True, help="Workflow parameter NAME=VALUE (repeatable).")
-@_new_run_options
+@new_run_options
 def run(workflow: str, sets: tuple[str, ...], **options: Any) -> None:
     """Run WORKFLOW (a built-in name, module:Class or path/to/file.py:Class) to the end."""
-    _finish(*start(workflow, _parse_sets(sets, workflow), **options))
+    finish(*start(workflow, parse_sets(sets, workflow), **options))
 
 
 def start(
@@ -53,30 +54,25 @@ def start(
     **voting: Any,
 ) -> tuple[Any, bool]:
     """Start a run from the command line's options; its summary, and whether to print it as JSON."""
-    from pydantic import ValidationError
-
     from maker.cli._logging import configure_logging, get_logger
-    from maker.runs import RunOptions, options_error, start_run
+    from maker.runs import start_run
 
     configure_logging(level=log_level)
-    _term_as_interrupt()
+    term_as_interrupt()
     if not agents:
         raise UserError("give at least one --agent, e.g. --agent simulated:gpt-4.1-mini")
-    placement = _cluster(voting)
-    try:
-        options = RunOptions(
-            agents=list(agents),
-            seed=seed,
-            detail=detail,
-            commit_every=commit_every,
-            commit_seconds=commit_seconds,
-            log_steps=log_level == "debug",
-            cluster=placement,
-            **{k: v for k, v in {**voting, "snapshots": snapshots}.items() if v is not None},
-        )
-    except ValidationError as exc:
-        raise options_error(exc) from None
-    path = _store_path(store)
+    placement = cluster_placement(voting)
+    options = run_options(
+        agents=list(agents),
+        seed=seed,
+        detail=detail,
+        commit_every=commit_every,
+        commit_seconds=commit_seconds,
+        log_steps=log_level == "debug",
+        cluster=placement,
+        **{k: v for k, v in {**voting, "snapshots": snapshots}.items() if v is not None},
+    )
+    path = store_path(store)
     if options.drafter is not None:
         _preflight(workflow, params, options)
 
@@ -84,7 +80,7 @@ def start(
         click.echo(f"run_id: {rid}  (store {path})", err=True)
         get_logger(run_id=rid).info("run started", workflow=workflow, agents=list(agents), store=path)
 
-    with _progress(as_json) as progress:
+    with progress_display(as_json) as progress:
         summary = start_run(
             workflow, params, options, store=path, run_id=run_id, on_start=started, on_progress=progress
         )
@@ -109,9 +105,9 @@ def _preflight(workflow: str, params: dict[str, Any], options: Any) -> None:
 @click.command()
 @click.argument("run_id")
 @click.option("--set", "sets", multiple=True, help="Must equal the recorded parameters (checked).")
-@_voting_options
-@_cluster_options
-@_run_common
+@voting_options
+@cluster_options
+@run_common
 def resume(
     run_id: str,
     sets: tuple[str, ...],
@@ -126,31 +122,32 @@ def resume(
     from maker.runs import resume_run
 
     configure_logging(level=log_level)
-    _term_as_interrupt()
-    placement = _cluster(voting)
-    overrides = _overrides(voting, agents, log_level)
-    path = _store_path(store)
+    term_as_interrupt()
+    placement = cluster_placement(voting)
+    overrides = run_overrides(voting, agents, log_level)
+    path = store_path(store)
+    params = recorded_sets(sets, path, run_id) or None
     get_logger(run_id=run_id).info("resuming", store=path, overrides=overrides)
-    with _progress(as_json) as progress:
+    with progress_display(as_json) as progress:
         summary = resume_run(
             run_id,
             store=path,
-            params=_recorded_sets(sets, path, run_id) or None,
+            params=params,
             overrides=overrides,
             on_progress=progress,
             cluster=placement,
         )
-    _finish(summary, as_json)
+    finish(summary, as_json)
 
 
 @click.command()
-@_store_option
+@store_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def runs(store: str | None, as_json: bool) -> None:
     """List the runs in a store."""
     from maker.runs import shown_status
 
-    path = _store_path(store)
+    path = store_path(store)
     with Store.open(path) as st:
         records = st.runs()
         kept = st.snapshot_sizes()
@@ -185,11 +182,11 @@ def runs(store: str | None, as_json: bool) -> None:
             click.echo(
                 f"{r['run_id']}  {r['workflow']}  {r['status']}  {r['steps']:,}{total} steps  "
                 f"errors {r['errors']}  agents {','.join(r['agents'] or [])}  "
-                f"snapshots {r['snapshots']} ({_size(r['snapshot_bytes'])}){fork}"
+                f"snapshots {r['snapshots']} ({size_text(r['snapshot_bytes'])}){fork}"
             )
-        click.echo(f"store {path}: {_size(size)} on disk")
+        click.echo(f"store {path}: {size_text(size)} on disk")
 
-    _emit(rows, as_json, human)
+    emit(rows, as_json, human)
 
 
 @click.command()

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from maker.cli._common import _finish, _new_run_options
+from maker.cli._common import finish, new_run_options
 from maker.cli._run import start
 from maker.errors import UserError
 
@@ -44,7 +44,7 @@ def _prompts(path: str) -> dict[str, str]:
     default=None,
     help="TOML or JSON file of prompt templates by role: classify, decompose, judge, solve, compose.",
 )
-@_new_run_options
+@new_run_options
 def solve(
     task: str,
     vote: str | None,
@@ -72,6 +72,6 @@ def solve(
     if prompts_file is not None:
         params["prompts"] = _prompts(prompts_file)
     summary, as_json = start("solve", params, **options)
-    _finish(summary, as_json)
+    finish(summary, as_json)
     if not as_json:
         click.echo(f"answer: {(summary.result or {}).get('answer')}")

@@ -5,23 +5,26 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from maker.cli._common import (
-    _emit,
-    _finish,
-    _overrides,
-    _progress,
-    _recorded_sets,
-    _run_common,
-    _store_option,
-    _store_path,
-    _voting_options,
+    emit,
+    finish,
+    progress_display,
+    recorded_sets,
+    run_common,
+    run_overrides,
+    store_option,
+    store_path,
+    voting_options,
 )
 from maker.errors import UserError
 from maker.store import Store
+
+if TYPE_CHECKING:
+    from maker.trace import TraceStats
 
 _DEFAULT_SHOWN = 20
 
@@ -32,7 +35,7 @@ def trace() -> None:
 
 
 def _open(store: str | None, run_id: str) -> tuple[Store, Any]:
-    st = Store.open(_store_path(store))
+    st = Store.open(store_path(store))
     try:
         return st, st.run(run_id)
     except BaseException:
@@ -53,7 +56,7 @@ def _open(store: str | None, run_id: str) -> tuple[Store, Any]:
 @click.option(
     "--json", "as_json", is_flag=True, help="One JSON record per line (the export format; with --tree, one per node)."
 )
-@_store_option
+@store_option
 def show(run_id: str, step: int | None, steps: str | None, tree: bool, as_json: bool, store: str | None) -> None:
     """Every detail of some steps: input, samples, red flags, tallies, winner, speculation, timings; with --step, a
     failed attempt at that step too (a vote no agent decided, workflow code that raised)."""
@@ -197,7 +200,7 @@ def _show_samples(r: dict[str, Any]) -> None:
 @trace.command()
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_store_option
+@store_option
 def stats(run_id: str, as_json: bool, store: str | None) -> None:
     """Rounds, red flags, calls against theory, per-agent p, speculation, time per step, hardest steps."""
     from maker.trace import trace_stats
@@ -206,68 +209,64 @@ def stats(run_id: str, as_json: bool, store: str | None) -> None:
     with st:
         s = trace_stats(st, record)
     if as_json:
-        click.echo(json.dumps({k: v for k, v in s.items() if k != "series"}))
+        click.echo(json.dumps(s.model_dump(exclude={"series"})))
         return
     click.echo(_stats_text(s))
 
 
-def _stats_text(s: dict[str, Any]) -> str:
-    r, sp, t, rf = s["rounds"], s["samples_per_step"], s["time"], s["red_flags"]
-    theory = s["calls_per_step_theory"]
+def _stats_text(s: TraceStats) -> str:
+    r, sp, t, rf = s.rounds, s.samples_per_step, s.time, s.red_flags
+    theory = s.calls_per_step_theory
     lines = [
-        f"run {s['run_id']} ({s['workflow']}, {s['status']}): {s['steps']:,} steps"
-        + (f" from step {s['first_step']}" if s["first_step"] else "")
-        + f", errors {s['errors']}",
-        f"rounds per step   median {r['median']:g}  p99 {r['p99']:g}  max {r['max']} (step {r['max_step']})",
-        f"calls per step    {s['calls_per_step']:.4f} measured"
+        f"run {s.run_id} ({s.workflow}, {s.status}): {s.steps:,} steps"
+        + (f" from step {s.first_step}" if s.first_step else "")
+        + f", errors {s.errors}",
+        f"rounds per step   median {r.median:g}  p99 {r.p99:g}  max {r.max} (step {r.max_step})",
+        f"calls per step    {s.calls_per_step:.4f} measured"
         + (
-            f", {theory:.4f} expected for k={s['k']} at p={s['p_measured']} and valid rate {s['valid_rate']}"
-            f" (ratio {s['calls_per_step'] / theory:.3f})"
+            f", {theory:.4f} expected for k={s.k} at p={s.p_measured} and valid rate {s.valid_rate}"
+            f" (ratio {s.calls_per_step / theory:.3f})"
             if theory
             else ""
         ),
-        f"samples per step  median {sp['median']:g}  p99 {sp['p99']:g}  max {sp['max']}",
-        f"red flags         {rf['total']:,} ({100 * rf['rate']:.3f}% of calls)"
-        + ("".join(f"\n    {k}: {v:,}" for k, v in rf["by_reason"].items())),
-        f"time per step     mean {t['mean_ms']:.3f} ms  median {t['median_ms']:.3f}  p99 {t['p99_ms']:.3f}  "
-        f"max {t['max_ms']:.3f} (step {t['max_step']})",
+        f"samples per step  median {sp.median:g}  p99 {sp.p99:g}  max {sp.max}",
+        f"red flags         {rf.total:,} ({100 * rf.rate:.3f}% of calls)"
+        + ("".join(f"\n    {k}: {v:,}" for k, v in rf.by_reason.items())),
+        f"time per step     mean {t.mean_ms:.3f} ms  median {t.median_ms:.3f}  p99 {t.p99_ms:.3f}  "
+        f"max {t.max_ms:.3f} (step {t.max_step})",
         "per agent (p: votes for the winning answer, the right one where ground truth is known; 95% interval)",
     ]
-    for a in s["per_agent"]:
+    for a in s.per_agent:
         lines.append(
-            f"    {a['agent']}: decided {a['steps_decided']:,} steps, p {a['p']} "
-            f"[{a['p_low']}, {a['p_high']}] over {a['votes']:,} votes"
+            f"    {a.agent}: decided {a.steps_decided:,} steps, p {a.p} [{a.p_low}, {a.p_high}] over {a.votes:,} votes"
         )
-    if s["speculation"]:
-        sp2 = s["speculation"]
+    if s.speculation:
+        sp2 = s.speculation
         lines.append(
-            f"speculation       drafted {sp2['drafted']:,}, accepted {sp2['accepted']:,} "
-            f"(rate {sp2['acceptance_rate']}), escalated {sp2['escalated']:,}, routed {sp2['routed']}"
+            f"speculation       drafted {sp2.drafted:,}, accepted {sp2.accepted:,} "
+            f"(rate {sp2.acceptance_rate}), escalated {sp2.escalated:,}, routed {sp2.routed}"
         )
-        win = sp2.get("window")
+        win = sp2.window
         if win:
             lines.append(
-                f"window            predictions held {win['predictions_held']:,}, missed "
-                f"{win['predictions_missed']:,}; wasted {win['wasted_calls']:,} calls "
-                f"({win['wasted_calls_per_step']} per step), {win['wasted_tokens']:,} tokens: "
-                + ", ".join(f"{k} {v:,}" for k, v in win["wasted_by_agent"].items())
+                f"window            predictions held {win.predictions_held:,}, missed "
+                f"{win.predictions_missed:,}; wasted {win.wasted_calls:,} calls "
+                f"({win.wasted_calls_per_step} per step), {win.wasted_tokens:,} tokens: "
+                + ", ".join(f"{k} {v:,}" for k, v in win.wasted_by_agent.items())
             )
             lines.append(
-                f"                  at a rejected draft: waited for its vote {win['rejected_drafts_waited_at']:,} "
-                f"times, drafted on past it {win['rejected_drafts_passed']:,} times"
+                f"                  at a rejected draft: waited for its vote {win.rejected_drafts_waited_at:,} "
+                f"times, drafted on past it {win.rejected_drafts_passed:,} times"
             )
     lines.append(
         "hardest steps     most rounds: "
-        + ", ".join(
-            f"{h['step']} ({h['rounds']} rounds, {h['samples']} samples)" for h in s["hardest"]["most_rounds"][:5]
-        )
+        + ", ".join(f"{h.step} ({h.rounds} rounds, {h.samples} samples)" for h in s.hardest.most_rounds[:5])
     )
-    if s["hardest"]["most_disagreement"]:
+    if s.hardest.most_disagreement:
         lines.append(
             "                  most disagreement: "
             + ", ".join(
-                f"{h['step']} ({100 * h['disagreement']:.0f}% against the winner)"
-                for h in s["hardest"]["most_disagreement"][:5]
+                f"{h.step} ({100 * h.disagreement:.0f}% against the winner)" for h in s.hardest.most_disagreement[:5]
             )
         )
     return "\n".join(lines)
@@ -276,12 +275,12 @@ def _stats_text(s: dict[str, Any]) -> str:
 @trace.command()
 @click.argument("run_id")
 @click.option("-o", "--output", "output", type=click.Path(dir_okay=False), required=True, help="HTML file to write.")
-@_store_option
+@store_option
 def report(run_id: str, output: str, store: str | None) -> None:
     """One self-contained HTML file with plots, the stats table and the hardest steps' details."""
     from maker.trace import write_report
 
-    path = write_report(_store_path(store), run_id, output)
+    path = write_report(store_path(store), run_id, output)
     click.echo(f"wrote {path}", err=True)
 
 
@@ -297,7 +296,7 @@ def report(run_id: str, output: str, store: str | None) -> None:
     help="File to write (jsonl: default standard output; parquet: required).",
 )
 @click.option("--samples", "with_samples", is_flag=True, help="jsonl: include every recorded sample in its step.")
-@_store_option
+@store_option
 def export(run_id: str, fmt: str, output: str | None, with_samples: bool, store: str | None) -> None:
     """One record per step, in the documented trace format (docs/trace-format.md)."""
     from maker.trace import export_jsonl, export_parquet
@@ -321,7 +320,7 @@ def export(run_id: str, fmt: str, output: str | None, with_samples: bool, store:
 @click.command()
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_store_option
+@store_option
 def replay(run_id: str, as_json: bool, store: str | None) -> None:
     """Re-run the workflow code over RUN_ID's recorded answers (no model calls) and check every input and state."""
     from maker.runs import replay_run
@@ -330,7 +329,7 @@ def replay(run_id: str, as_json: bool, store: str | None) -> None:
         if not as_json and sys.stderr.isatty():
             click.echo(f"\rreplayed {done:,}/{total:,} steps", err=True, nl=False)
 
-    result = replay_run(run_id, store=_store_path(store), on_progress=progress)
+    result = replay_run(run_id, store=store_path(store), on_progress=progress)
     if not as_json and sys.stderr.isatty():
         click.echo("", err=True)
 
@@ -342,7 +341,7 @@ def replay(run_id: str, as_json: bool, store: str | None) -> None:
             + ("" if result.finished is None else ", the workflow is done at the end")
         )
 
-    _emit(result.model_dump(), as_json, human)
+    emit(result.model_dump(), as_json, human)
 
 
 @click.command()
@@ -354,14 +353,14 @@ def replay(run_id: str, as_json: bool, store: str | None) -> None:
     multiple=True,
     help="Change a workflow parameter (the parent's answers before the fork are re-applied).",
 )
-@_voting_options
+@voting_options
 @click.option("--seed", type=int, default=None, help="Run seed (default: the parent's).")
 @click.option("--run-id", "new_id", default=None, help="Name of the new run (default: generated).")
 @click.option(
     "--detail", type=click.Choice(["summary", "samples"]), default=None, help="What to record (default: the parent's)."
 )
 @click.option("--snapshots", default=None, metavar="all|every:N", help="State snapshots kept (default: the parent's).")
-@_run_common
+@run_common
 def fork(
     run_id: str,
     from_step: int,
@@ -377,30 +376,30 @@ def fork(
     **voting: Any,
 ) -> None:
     """A new run from RUN_ID's state before --from-step, with new settings, linked to its parent."""
-    from maker.cli._common import _term_as_interrupt
+    from maker.cli._common import term_as_interrupt
     from maker.cli._logging import configure_logging
     from maker.runs import fork_run
 
     configure_logging(level=log_level)
-    _term_as_interrupt()
-    overrides = _overrides(voting, agents, log_level)
+    term_as_interrupt()
+    overrides = run_overrides(voting, agents, log_level)
     for name, value in (("seed", seed), ("detail", detail), ("snapshots", snapshots)):
         if value is not None:
             overrides[name] = value
-    path = _store_path(store)
+    path = store_path(store)
 
     def started(rid: str) -> None:
         click.echo(f"run_id: {rid}  (forked from {run_id} at step {from_step}; store {path})", err=True)
 
-    with _progress(as_json) as progress:
+    with progress_display(as_json) as progress:
         summary = fork_run(
             run_id,
             from_step,
             store=path,
-            params=_recorded_sets(sets, path, run_id) or None,
+            params=recorded_sets(sets, path, run_id) or None,
             overrides=overrides,
             new_id=new_id,
             on_start=started,
             on_progress=progress,
         )
-    _finish(summary, as_json)
+    finish(summary, as_json)

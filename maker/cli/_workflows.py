@@ -8,7 +8,7 @@ from typing import Any
 import click
 from pydantic_core import to_jsonable_python
 
-from maker.cli._common import _emit
+from maker.cli._common import emit
 
 
 @click.command()
@@ -22,10 +22,10 @@ def workflows(workflow: str | None, as_json: bool) -> None:
 
     if workflow is None:
         rows = [describe(wf) for wf in BUILTIN.values()]
-        _emit(rows, as_json, lambda: click.echo("\n".join(_text(r, brief=True) for r in rows)))
+        emit(rows, as_json, lambda: click.echo("\n".join(_text(r, brief=True) for r in rows)))
         return
     row = describe(resolve_workflow(workflow))
-    _emit(row, as_json, lambda: click.echo(_text(row, brief=False)))
+    emit(row, as_json, lambda: click.echo(_text(row, brief=False)))
 
 
 def describe(wf: Any) -> dict[str, Any]:
