@@ -18,8 +18,7 @@ def hanoi_moves(store: str, run_id: str) -> list[list[int]]:
     fork step on: the moves before it are its parent's)."""
     with Store.open(store) as st:
         run = st.run(run_id)
-        rows = st.query("SELECT answer FROM steps WHERE run=? ORDER BY step", (run.id,))
-        return [json.loads(answer)["move"] for (answer,) in rows]
+        return [json.loads(a.answer)["move"] for a in st.answers(run.id)]
 
 
 if __name__ == "__main__":

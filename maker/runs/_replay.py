@@ -68,11 +68,8 @@ def _rows(st: Store, lineage: list[RunRecord], stop: int) -> Iterator[Row]:
         end = min(stop, lineage[i + 1].first_step if i + 1 < len(lineage) else stop)
         if end <= lo:
             continue
-        cur = st.query(
-            "SELECT step, digest, answer FROM steps WHERE run=? AND step>=? AND step<? ORDER BY step", (rec.id, lo, end)
-        )
-        for step, digest, answer in cur:
-            yield Row(rec, step, digest, answer)
+        for a in st.answers(rec.id, lo, end):
+            yield Row(rec, a.step, a.digest, a.answer)
 
 
 def _snapshots(st: Store, lineage: list[RunRecord]) -> dict[int, tuple[str, str]]:
@@ -80,9 +77,8 @@ def _snapshots(st: Store, lineage: list[RunRecord]) -> dict[int, tuple[str, str]
     out: dict[int, tuple[str, str]] = {}
     for i, rec in enumerate(lineage):
         end = lineage[i + 1].first_step if i + 1 < len(lineage) else None
-        for step, state in st.query("SELECT step, state FROM snapshots WHERE run=?", (rec.id,)):
-            if end is None or step < end:
-                out[step] = (rec.run_id, state)
+        for snap in st.snapshots(rec.id, stop=end):
+            out[snap.step] = (rec.run_id, snap.state)
     return out
 
 
@@ -190,8 +186,7 @@ def _short(v: Any) -> str:
 
 
 def _diverged(st: Store, rec: RunRecord, step: int, digest: str, call: MicrostepCall) -> None:
-    row = st.query("SELECT input FROM steps WHERE run=? AND step=?", (rec.id, step)).fetchone()
-    recorded = row[0] if row else None
+    recorded = st.step_input(rec.id, step)
     prompt = call.prompt
     if recorded is not None:
         diff = [
@@ -217,6 +212,35 @@ def _diverged(st: Store, rec: RunRecord, step: int, digest: str, call: Microstep
         actual=call.digest(),
         detail=detail,
     )
+
+
+def _state_before(
+    st: Store, parent: RunRecord, wf: Workflow[Any, Any], from_step: int, new_params: BaseModel | None
+) -> Any:
+    """The workflow state a fork of ``parent`` starts from at ``from_step``: the parent's, from its nearest snapshot
+    on (its answers re-applied, their digests checked); with ``new_params``, their start state and the parent's
+    answers up to the fork point."""
+    try:
+        if new_params is None:
+            snap_step, snap = st.latest_snapshot(parent.id, from_step)
+            return state_from_snapshot(
+                st,
+                parent,
+                wf,
+                snap_step,
+                snap,
+                from_step,
+                lambda step, digest, call: _diverged(st, parent, step, digest, call),
+            )
+        return reapply(wf, wf.start(new_params), _rows(st, _lineage(st, parent), from_step), 0)[0]
+    except WorkflowEnded:
+        raise UserError(f"with the new parameters the workflow is done before step {from_step}") from None
+    except SplitTransition as exc:
+        last = exc.first + exc.size - 1
+        raise UserError(
+            f"step {from_step} is inside a fan-out: steps {exc.first}..{last} were asked together and are "
+            f"decided together; fork from step {exc.first} (to decide them again) or {last + 1}"
+        ) from None
 
 
 def fork_run(
@@ -247,29 +271,7 @@ def fork_run(
         options.update({k: v for k, v in (overrides or {}).items() if v is not None})
         opts = read_options(options)
         agents = [make_agent(s) for s in opts.agents]
-        try:
-            if same:
-                snap_step, snap = st.latest_snapshot(parent.id, from_step)
-                state = state_from_snapshot(
-                    st,
-                    parent,
-                    wf,
-                    snap_step,
-                    snap,
-                    from_step,
-                    lambda step, digest, call: _diverged(st, parent, step, digest, call),
-                )
-            else:
-                # New parameters: their start state, then the parent's answers up to the fork point.
-                state = reapply(wf, wf.start(new_params), _rows(st, _lineage(st, parent), from_step), 0)[0]
-        except WorkflowEnded:
-            raise UserError(f"with the new parameters the workflow is done before step {from_step}") from None
-        except SplitTransition as exc:
-            last = exc.first + exc.size - 1
-            raise UserError(
-                f"step {from_step} is inside a fan-out: steps {exc.first}..{last} were asked together and are "
-                f"decided together; fork from step {exc.first} (to decide them again) or {last + 1}"
-            ) from None
+        state = _state_before(st, parent, wf, from_step, None if same else new_params)
     fork_id = new_id or new_run_id(wf_cls.name)
     st = Store.open(store, write=True)
     try:

@@ -1,6 +1,6 @@
 """The run's durable record: a SQLite file of runs, committed steps, samples, snapshots and failures.
 
-The store owns its SQL: every reader asks it a named question (:meth:`Store.steps`, :meth:`Store.digests`, ...),
+The store owns its SQL: every reader asks it a named question (:meth:`Store.steps`, :meth:`Store.answers`, ...),
 and the schema upgrades itself from older versions on open. The layout is described in ``docs/trace-format.md``.
 """
 
@@ -8,9 +8,13 @@ from maker.store._store import (
     FAILURE_COLUMNS,
     SCHEMA_VERSION,
     STEP_COLUMNS,
+    Answer,
+    Durability,
     PlainStepRow,
     RunRecord,
+    Snapshot,
     StepRow,
+    StepTally,
     Store,
     default_store_path,
 )
@@ -20,6 +24,10 @@ __all__ = [
     "RunRecord",
     "StepRow",
     "PlainStepRow",
+    "StepTally",
+    "Answer",
+    "Snapshot",
+    "Durability",
     "STEP_COLUMNS",
     "FAILURE_COLUMNS",
     "SCHEMA_VERSION",

@@ -31,162 +31,36 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, cast
 
 from maker.errors import RunNotFoundError, StoreCorruptError, StoreError
+from maker.store._rows import (
+    STEP_COLUMNS,
+    Answer,
+    Durability,
+    PlainStepRow,
+    RunRecord,
+    Snapshot,
+    StepRow,
+    StepTally,
+)
+from maker.store._schema import _FAILURES, _MIGRATIONS, _SCHEMA, _UPGRADABLE, FAILURE_COLUMNS, SCHEMA_VERSION
 
 __all__ = [
     "Store",
     "RunRecord",
     "StepRow",
     "PlainStepRow",
+    "StepTally",
+    "Answer",
+    "Snapshot",
+    "Durability",
     "STEP_COLUMNS",
     "FAILURE_COLUMNS",
     "default_store_path",
     "SCHEMA_VERSION",
 ]
-
-SCHEMA_VERSION = 3
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY,
-    run_id TEXT NOT NULL UNIQUE,
-    workflow TEXT NOT NULL,
-    workflow_version INTEGER NOT NULL,
-    params TEXT NOT NULL,
-    config TEXT NOT NULL,
-    status TEXT NOT NULL,
-    error TEXT,
-    created REAL NOT NULL,
-    updated REAL NOT NULL,
-    expected_steps INTEGER,
-    steps INTEGER NOT NULL DEFAULT 0,
-    calls INTEGER NOT NULL DEFAULT 0,
-    red_flags INTEGER NOT NULL DEFAULT 0,
-    errors INTEGER NOT NULL DEFAULT 0,
-    max_rounds INTEGER NOT NULL DEFAULT 0,
-    tokens INTEGER NOT NULL DEFAULT 0,
-    wall_s REAL NOT NULL DEFAULT 0,
-    stats TEXT,
-    solved INTEGER,
-    result TEXT,
-    pid INTEGER,
-    host TEXT,
-    parent_run_id TEXT,
-    parent_step INTEGER,
-    workflow_ref TEXT
-);
-CREATE TABLE IF NOT EXISTS steps (
-    run INTEGER NOT NULL,
-    step INTEGER NOT NULL,
-    digest TEXT NOT NULL,
-    answer TEXT NOT NULL,
-    votes TEXT NOT NULL,
-    rounds INTEGER NOT NULL,
-    samples INTEGER NOT NULL,
-    red_flags TEXT,
-    agent INTEGER NOT NULL,
-    t_start REAL NOT NULL,
-    dur REAL NOT NULL,
-    correct INTEGER,
-    spec TEXT,
-    tokens INTEGER,
-    input TEXT,
-    microstep TEXT,
-    tag TEXT,
-    PRIMARY KEY (run, step)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS snapshots (
-    run INTEGER NOT NULL,
-    step INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    PRIMARY KEY (run, step)
-);
-CREATE TABLE IF NOT EXISTS samples (
-    run INTEGER NOT NULL,
-    step INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    round INTEGER NOT NULL,
-    agent INTEGER NOT NULL,
-    temperature REAL NOT NULL,
-    tokens INTEGER NOT NULL,
-    text TEXT NOT NULL,
-    flag TEXT,
-    vote TEXT,
-    PRIMARY KEY (run, step, idx)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS events (
-    run INTEGER NOT NULL,
-    t REAL NOT NULL,
-    kind TEXT NOT NULL,
-    data TEXT NOT NULL
-);
-"""
-
-# Each entry upgrades a store from the version before it; columns are only ever added.
-_MIGRATIONS = {
-    2: """
-ALTER TABLE runs ADD COLUMN workflow_ref TEXT;
-UPDATE runs SET workflow_ref = workflow;
-ALTER TABLE steps ADD COLUMN tokens INTEGER;
-ALTER TABLE steps ADD COLUMN input TEXT;
-""",
-    3: """
-ALTER TABLE steps ADD COLUMN microstep TEXT;
-ALTER TABLE steps ADD COLUMN tag TEXT;
-""",
-}
-
-_UPGRADABLE = {1, *(_MIGRATIONS)}
-
-# Added beside the versioned schema: made (if missing) whenever a store is opened for writing, so older stores get
-# it without an upgrade and older makers still read the stores that have it.
-_FAILURES = """
-CREATE TABLE IF NOT EXISTS failures (
-    run INTEGER NOT NULL,
-    step INTEGER NOT NULL,
-    t REAL NOT NULL,
-    kind TEXT NOT NULL,
-    error TEXT NOT NULL,
-    microstep TEXT,
-    tag TEXT,
-    digest TEXT,
-    input TEXT,
-    answer TEXT,
-    votes TEXT,
-    rounds INTEGER,
-    samples INTEGER,
-    red_flags TEXT,
-    agent INTEGER,
-    tokens INTEGER,
-    calls INTEGER,
-    sample_detail TEXT
-);
-CREATE INDEX IF NOT EXISTS failures_step ON failures (run, step);
-"""
-FAILURE_COLUMNS = (
-    "step",
-    "t",
-    "kind",
-    "error",
-    "microstep",
-    "tag",
-    "digest",
-    "input",
-    "answer",
-    "votes",
-    "rounds",
-    "samples",
-    "red_flags",
-    "agent",
-    "tokens",
-    "calls",
-    "sample_detail",
-)
 
 
 def default_store_path() -> Path:
@@ -198,97 +72,6 @@ def default_store_path() -> Path:
     return Path(base) / "maker" / "runs.sqlite"
 
 
-@dataclass(frozen=True, slots=True)
-class RunRecord:
-    id: int
-    run_id: str
-    workflow: str
-    workflow_version: int
-    params: dict[str, Any]
-    config: dict[str, Any]
-    status: str
-    error: str | None
-    created: float
-    updated: float
-    expected_steps: int | None
-    steps: int
-    calls: int
-    red_flags: int
-    errors: int
-    max_rounds: int
-    tokens: int
-    wall_s: float
-    stats: dict[str, Any] | None
-    solved: bool | None
-    result: dict[str, Any] | None
-    pid: int | None
-    host: str | None
-    parent_run_id: str | None
-    parent_step: int | None
-    workflow_ref: str | None
-
-    @property
-    def first_step(self) -> int:
-        """Index of this run's first own step: 0, or the step a fork started from."""
-        return self.parent_step or 0
-
-
-class StepRow(NamedTuple):
-    """One committed step, as the ``steps`` table holds it (the columns in order)."""
-
-    step: int
-    digest: str
-    """The prompt's digest: resume, replay and fork check the recomputed prompt against it."""
-    answer: str
-    """The decided answer, as JSON."""
-    votes: str
-    """The tally, winner first: ``[3,1]``."""
-    rounds: int
-    samples: int
-    red_flags: str | None
-    """Red flags by reason, as JSON (None: none)."""
-    agent: int
-    """Index of the deciding agent (voting agents, then the drafter, then the verifiers)."""
-    t_start: float
-    dur: float
-    correct: int | None
-    """1 or 0 against the workflow's ground truth; None without one."""
-    spec: str | None
-    """The speculation record, as JSON (None: the run does not draft)."""
-    tokens: int | None
-    input: str | None
-    """The prompt, when the run keeps inputs."""
-    microstep: str | None
-    tag: str | None
-
-
-STEP_COLUMNS = StepRow._fields
-
-
-class PlainStepRow(NamedTuple):
-    """A step with no red flags, no speculation record, no kept input and no tag: the columns of a
-    :class:`StepRow` less those four, which the store writes as NULL. Most steps of a long run are plain, and
-    SQLite binds a NULL literal for nothing where a bound ``None`` costs about as much as a short string."""
-
-    step: int
-    digest: str
-    answer: str
-    votes: str
-    rounds: int
-    samples: int
-    agent: int
-    t_start: float
-    dur: float
-    correct: int | None
-    tokens: int | None
-    microstep: str | None
-
-    @property
-    def red_flags(self) -> None:
-        """None, as in a :class:`StepRow` without red flags (what the per-step debug log reads)."""
-        return None
-
-
 _PLAIN_VALUES = ",".join("NULL" if c in ("red_flags", "spec", "input", "tag") else "?" for c in STEP_COLUMNS)
 assert _PLAIN_VALUES.count("?") == len(PlainStepRow._fields)
 assert [c for c in STEP_COLUMNS if c not in ("red_flags", "spec", "input", "tag")] == list(PlainStepRow._fields)
@@ -296,6 +79,24 @@ assert [c for c in STEP_COLUMNS if c not in ("red_flags", "spec", "input", "tag"
 
 def _step_row(_cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> StepRow:
     return tuple.__new__(StepRow, row)
+
+
+def _answer(_cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> Answer:
+    return tuple.__new__(Answer, row)
+
+
+def _step_tally(_cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> StepTally:
+    return tuple.__new__(StepTally, row)
+
+
+def _range(q: str, rid: int, start: int, stop: int | None) -> tuple[str, list[Any]]:
+    """``q`` (which ends in ``WHERE run=?``) narrowed to the steps in ``[start, stop)``, and its arguments."""
+    args: list[Any] = [rid, start]
+    q += " AND step>=?"
+    if stop is not None:
+        q += " AND step<?"
+        args.append(stop)
+    return q, args
 
 
 def _damaged(path: Path, exc: BaseException) -> StoreCorruptError:
@@ -596,11 +397,8 @@ class Store:
         return int(row[0]), row[1]
 
     def steps(self, rid: int, start: int = 0, stop: int | None = None) -> Iterator[StepRow]:
-        q = f"SELECT {', '.join(STEP_COLUMNS)} FROM steps WHERE run=? AND step>=?"
-        args: list[Any] = [rid, start]
-        if stop is not None:
-            q += " AND step<?"
-            args.append(stop)
+        """The committed steps in ``[start, stop)``, in step order, streamed."""
+        q, args = _range(f"SELECT {', '.join(STEP_COLUMNS)} FROM steps WHERE run=?", rid, start, stop)
         cur = self._conn.execute(q + " ORDER BY step", args)
         cur.row_factory = _step_row
         # Not `yield from`: a reader that stops early (an error while re-applying) may drop this generator after
@@ -608,9 +406,50 @@ class Store:
         for row in cur:  # noqa: UP028
             yield row
 
-    def query(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
-        """A read query for the trace tools; iterate the cursor to stream its rows."""
-        return self._conn.execute(sql, args)
+    def answers(self, rid: int, start: int = 0, stop: int | None = None) -> Iterator[Answer]:
+        """The decided answers of the committed steps in ``[start, stop)`` with their prompts' digests, in step
+        order, streamed: what replay and fork feed back through the workflow, reading nothing else."""
+        q, args = _range("SELECT step, digest, answer FROM steps WHERE run=?", rid, start, stop)
+        cur = self._conn.execute(q + " ORDER BY step", args)
+        cur.row_factory = _answer
+        for row in cur:  # noqa: UP028 (see steps)
+            yield row
+
+    def step_tallies(self, rid: int) -> Iterator[StepTally]:
+        """How each committed step of the run was decided and what it cost, in step order, streamed: the run's
+        statistics in one pass, without reading the prompts and answers."""
+        cur = self._conn.execute(f"SELECT {', '.join(StepTally._fields)} FROM steps WHERE run=? ORDER BY step", (rid,))
+        cur.row_factory = _step_tally
+        for row in cur:  # noqa: UP028 (see steps)
+            yield row
+
+    def tagged_steps(self, rid: int) -> Iterator[StepRow]:
+        """The committed steps whose call carried a tag (a tree workflow's node path), in step order, streamed."""
+        cur = self._conn.execute(
+            f"SELECT {', '.join(STEP_COLUMNS)} FROM steps WHERE run=? AND tag IS NOT NULL ORDER BY step", (rid,)
+        )
+        cur.row_factory = _step_row
+        for row in cur:  # noqa: UP028 (see steps)
+            yield row
+
+    def step_input(self, rid: int, step: int) -> str | None:
+        """The prompt a committed step was asked with; None when the run did not keep it (detail ``summary``) or
+        has no such step."""
+        row = self._conn.execute("SELECT input FROM steps WHERE run=? AND step=?", (rid, step)).fetchone()
+        return None if row is None else cast("str | None", row[0])
+
+    def snapshots(self, rid: int, start: int = 0, stop: int | None = None) -> Iterator[Snapshot]:
+        """The run's kept states before steps in ``[start, stop)``, in step order, streamed."""
+        q, args = _range("SELECT step, state FROM snapshots WHERE run=?", rid, start, stop)
+        for step, state in self._conn.execute(q + " ORDER BY step", args):
+            yield Snapshot(step, state)
+
+    def durability(self) -> Durability:
+        """How this store's connection writes: opened for writing, WAL and each commit on disk when it returns
+        (see :meth:`_connect`); opened to read, SQLite's default level."""
+        mode = self._conn.execute("PRAGMA journal_mode").fetchone()[0]
+        sync = self._conn.execute("PRAGMA synchronous").fetchone()[0]
+        return Durability(str(mode), int(sync))
 
     def samples(self, rid: int, step: int) -> list[tuple[Any, ...]]:
         return list(
@@ -628,11 +467,7 @@ class Store:
 
     def failures(self, rid: int, start: int = 0, stop: int | None = None) -> list[dict[str, Any]]:
         """The failed attempts at steps in ``[start, stop)``, oldest first (none in a store that has no table)."""
-        q = f"SELECT {', '.join(FAILURE_COLUMNS)} FROM failures WHERE run=? AND step>=?"
-        args: list[Any] = [rid, start]
-        if stop is not None:
-            q += " AND step<?"
-            args.append(stop)
+        q, args = _range(f"SELECT {', '.join(FAILURE_COLUMNS)} FROM failures WHERE run=?", rid, start, stop)
         try:
             rows = self._conn.execute(q + " ORDER BY rowid", args).fetchall()
         except sqlite3.OperationalError as exc:  # a store made before failures were kept, opened read-only

@@ -3,17 +3,10 @@
 Everything here reads the store through its named questions and never changes it.
 """
 
-from maker.trace._records import (
-    TRACE_FORMAT,
-    agent_labels,
-    export_jsonl,
-    export_parquet,
-    failure_records,
-    parse_range,
-    step_records,
-    trace_stats,
-)
+from maker.trace._export import export_jsonl, export_parquet
+from maker.trace._records import TRACE_FORMAT, agent_labels, failure_records, parse_range, step_records
 from maker.trace._report import render_report, write_report
+from maker.trace._stats import TraceStats, trace_stats
 from maker.trace._tree import task_tree, tree_html, tree_text
 
 __all__ = [
@@ -21,6 +14,7 @@ __all__ = [
     "step_records",
     "failure_records",
     "trace_stats",
+    "TraceStats",
     "agent_labels",
     "parse_range",
     "export_jsonl",

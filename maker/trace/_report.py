@@ -21,10 +21,13 @@ import os
 import tempfile
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from maker.errors import UserError
 from maker.trace.html import CSS, facts_table, num, table
+
+if TYPE_CHECKING:
+    from maker.trace._stats import RoundsStep, SplitStep, TraceStats
 
 __all__ = ["render_report", "write_report"]
 
@@ -38,13 +41,13 @@ def _step_link(step: int, linked: set[int]) -> str:
 
 
 # -- plots -----------------------------------------------------------------------------------
-def _plots(stats: dict[str, Any]) -> str:
+def _plots(stats: TraceStats) -> str:
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure registry
     from matplotlib.ticker import MaxNLocator
 
-    series = stats["series"]
-    x = series["step"]
-    per = series["steps_per_point"]
+    series = stats.series
+    x = series.step
+    per = series.steps_per_point
     xlabel = "step" if per == 1 else f"step (each point is {per} steps)"
     out = []
 
@@ -61,7 +64,7 @@ def _plots(stats: dict[str, Any]) -> str:
         out.append(f'<figure id="plot-{fid}">{svg}<figcaption>{caption}</figcaption></figure>')
 
     def votes(ax: Any) -> None:
-        hist = {int(n): c for n, c in stats["samples_per_step"]["histogram"].items()}
+        hist = {int(n): c for n, c in stats.samples_per_step.histogram.items()}
         ax.bar(list(hist), list(hist.values()), color="#3b6ea8", width=0.8)
         if hist and max(hist.values()) >= 100 * min(hist.values()):
             ax.set_yscale("log")
@@ -69,34 +72,34 @@ def _plots(stats: dict[str, Any]) -> str:
         ax.set_ylabel("steps")
 
     def calls(ax: Any) -> None:
-        ax.plot(x, series["calls_cum"], color="#3b6ea8", label="measured")
-        if "calls_theory_cum" in series:
-            ax.plot(x, series["calls_theory_cum"], "--", color="#c2571a", label="theory")
+        ax.plot(x, series.calls_cum, color="#3b6ea8", label="measured")
+        if series.calls_theory_cum is not None:
+            ax.plot(x, series.calls_theory_cum, "--", color="#c2571a", label="theory")
         ax.legend()
         ax.set_xlabel(xlabel)
         ax.set_ylabel("calls so far")
 
     def rounds(ax: Any) -> None:
         if per == 1:  # one step per point: mean and max are the same line
-            ax.plot(x, series["rounds_max"], color="#3b6ea8")
+            ax.plot(x, series.rounds_max, color="#3b6ea8")
         else:
-            ax.plot(x, series["rounds_max"], color="#c2571a", lw=0.8, label="max")
-            ax.plot(x, series["rounds_mean"], color="#3b6ea8", label="mean")
+            ax.plot(x, series.rounds_max, color="#c2571a", lw=0.8, label="max")
+            ax.plot(x, series.rounds_mean, color="#3b6ea8", label="mean")
             ax.legend()
         ax.set_xlabel(xlabel)
         ax.set_ylabel("voting rounds")
 
     def flags(ax: Any) -> None:
-        ax.bar(x, series["red_flags"], width=-0.9 * per, align="edge", color="#b42318")  # a bar spans its bin
+        ax.bar(x, series.red_flags, width=-0.9 * per, align="edge", color="#b42318")  # a bar spans its bin
         ax.set_xlabel(xlabel)
         ax.set_ylabel("red-flagged samples")
 
     def time(ax: Any) -> None:
-        ax.plot(x, series["dur_mean_ms"], color="#3b6ea8")
+        ax.plot(x, series.dur_mean_ms, color="#3b6ea8")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("ms per step (mean)")
 
-    theory = stats.get("calls_per_step_theory")
+    theory = stats.calls_per_step_theory
     figure("votes", "Samples drawn per step: most steps should stop at k; the tail is the hard steps.", votes)
     figure(
         "calls",
@@ -115,52 +118,51 @@ def _plots(stats: dict[str, Any]) -> str:
 
 
 # -- tables ----------------------------------------------------------------------------------
-def _stats_table(s: dict[str, Any], linked: set[int]) -> str:
-    r, t, rf, sp = s["rounds"], s["time"], s["red_flags"], s["samples_per_step"]
-    reasons = ", ".join(f"{escape(str(k))}: {num(v)}" for k, v in rf["by_reason"].items()) or "none"
+def _stats_table(s: TraceStats, linked: set[int]) -> str:
+    r, t, rf, sp = s.rounds, s.time, s.red_flags, s.samples_per_step
+    reasons = ", ".join(f"{escape(str(k))}: {num(v)}" for k, v in rf.by_reason.items()) or "none"
     rows = [
-        ["steps", f"{num(s['steps'])} (from step {num(s['first_step'])}), k = {num(s['k'])}"],
-        ["errors", "unknown (no oracle)" if s["errors"] is None else num(s["errors"])],
-        ["calls", num(s["calls"])],
-        ["calls per step", f"{num(s['calls_per_step'])} measured, {num(s['calls_per_step_theory'])} theory"],
-        ["samples per step", f"median {num(sp['median'])}, p99 {num(sp['p99'])}, max {num(sp['max'])}"],
-        ["p measured", num(s["p_measured"])],
-        ["valid rate", _pct(s["valid_rate"])],
+        ["steps", f"{num(s.steps)} (from step {num(s.first_step)}), k = {num(s.k)}"],
+        ["errors", "unknown (no oracle)" if s.errors is None else num(s.errors)],
+        ["calls", num(s.calls)],
+        ["calls per step", f"{num(s.calls_per_step)} measured, {num(s.calls_per_step_theory)} theory"],
+        ["samples per step", f"median {num(sp.median)}, p99 {num(sp.p99)}, max {num(sp.max)}"],
+        ["p measured", num(s.p_measured)],
+        ["valid rate", _pct(s.valid_rate)],
         [
             "rounds",
-            f"median {num(r['median'])}, p99 {num(r['p99'])}, max {num(r['max'])} "
-            f"(step {_step_link(r['max_step'], linked)})",
+            f"median {num(r.median)}, p99 {num(r.p99)}, max {num(r.max)} (step {_step_link(r.max_step, linked)})",
         ],
-        ["red flags", f"{num(rf['total'])} ({_pct(rf['rate'])} of calls); {reasons}"],
+        ["red flags", f"{num(rf.total)} ({_pct(rf.rate)} of calls); {reasons}"],
         [
             "time per step",
-            f"mean {num(t['mean_ms'])} ms, median {num(t['median_ms'])} ms, p99 {num(t['p99_ms'])}"
-            f" ms, max {num(t['max_ms'])} ms (step {_step_link(t['max_step'], linked)}); "
-            f"total {num(t['total_s'])} s",
+            f"mean {num(t.mean_ms)} ms, median {num(t.median_ms)} ms, p99 {num(t.p99_ms)}"
+            f" ms, max {num(t.max_ms)} ms (step {_step_link(t.max_step, linked)}); "
+            f"total {num(t.total_s)} s",
         ],
-        ["tokens", num(s["tokens"])],
+        ["tokens", num(s.tokens)],
     ]
-    spec = s.get("speculation")
+    spec = s.speculation
     if spec:
-        routed = ", ".join(f"{escape(str(k))}: {num(v)}" for k, v in spec["routed"].items()) or "none"
+        routed = ", ".join(f"{escape(str(k))}: {num(v)}" for k, v in spec.routed.items()) or "none"
         rows.append(
             [
                 "speculation",
-                f"{num(spec['accepted'])} of {num(spec['drafted'])} drafts accepted "
-                f"({_pct(spec['acceptance_rate'])}), {num(spec['escalated'])} escalated; "
+                f"{num(spec.accepted)} of {num(spec.drafted)} drafts accepted "
+                f"({_pct(spec.acceptance_rate)}), {num(spec.escalated)} escalated; "
                 f"routed to the large model: {routed}",
             ]
         )
     html = facts_table(rows)
     agents = [
         [
-            escape(a["agent"]),
-            num(a["steps_decided"]),
-            num(a["votes"]),
-            num(a["p"]),
-            f"{num(a['p_low'])} – {num(a['p_high'])}",
+            escape(a.agent),
+            num(a.steps_decided),
+            num(a.votes),
+            num(a.p),
+            f"{num(a.p_low)} – {num(a.p_high)}",
         ]
-        for a in s["per_agent"]
+        for a in s.per_agent
     ]
     if agents:
         html += "<h3>Agents</h3>" + table(
@@ -169,10 +171,11 @@ def _stats_table(s: dict[str, Any], linked: set[int]) -> str:
     return html
 
 
-def _hardest(stats: dict[str, Any], details: dict[int, dict[str, Any]]) -> str:
+def _hardest(stats: TraceStats, details: dict[int, dict[str, Any]]) -> str:
     rows: dict[int, dict[str, Any]] = {}
-    for h in stats["hardest"]["most_rounds"] + stats["hardest"]["most_disagreement"]:
-        rows.setdefault(h["step"], {}).update(h)
+    hard: list[RoundsStep | SplitStep] = [*stats.hardest.most_rounds, *stats.hardest.most_disagreement]
+    for one in hard:
+        rows.setdefault(one.step, {}).update(one.model_dump())
     out = []
     for step, h in rows.items():
         rec = details.get(step, {})
@@ -254,18 +257,16 @@ def _step_section(rec: dict[str, Any]) -> str:
 
 
 # -- the page --------------------------------------------------------------------------------
-def render_report(
-    stats: dict[str, Any], details: list[dict[str, Any]], tree: list[dict[str, Any]] | None = None
-) -> str:
+def render_report(stats: TraceStats, details: list[dict[str, Any]], tree: list[dict[str, Any]] | None = None) -> str:
     """The report as an HTML string, from ``trace_stats``, the step records of the steps to show and, for a
     tree workflow's run, its task tree (:func:`maker.trace._tree.task_tree`)."""
     from maker.trace._tree import tree_html
 
     by_step = {d["step"]: d for d in details}
-    title = escape(f"maker report: {stats['run_id']}")
+    title = escape(f"maker report: {stats.run_id}")
     head = (
-        f'<h1>{title}</h1><p class="muted">workflow {escape(str(stats["workflow"]))}, '
-        f"status {escape(str(stats['status']))}; agents: " + escape("; ".join(map(str, stats["agents"]))) + "</p>"
+        f'<h1>{title}</h1><p class="muted">workflow {escape(str(stats.workflow))}, '
+        f"status {escape(str(stats.status))}; agents: " + escape("; ".join(map(str, stats.agents))) + "</p>"
     )
     parts = [
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
@@ -287,7 +288,8 @@ def render_report(
 def write_report(store_path: str | os.PathLike[str], run_id: str, out_path: str | os.PathLike[str]) -> Path:
     """Render run ``run_id`` of the store at ``store_path`` to ``out_path``, atomically; returns the path."""
     from maker.store import Store
-    from maker.trace._records import step_records, trace_stats
+    from maker.trace._records import step_records
+    from maker.trace._stats import trace_stats
     from maker.trace._tree import task_tree
 
     out = Path(out_path)
@@ -296,7 +298,7 @@ def write_report(store_path: str | os.PathLike[str], run_id: str, out_path: str 
     with Store.open(store_path) as st:
         record = st.run(run_id)
         stats = trace_stats(st, record)
-        hard = {h["step"] for h in stats["hardest"]["most_rounds"] + stats["hardest"]["most_disagreement"]}
+        hard = {h.step for h in stats.hardest.most_rounds} | {h.step for h in stats.hardest.most_disagreement}
         details = [rec for step in sorted(hard) for rec in step_records(st, record, step, step + 1, samples=True)]
         tree = task_tree(st, record)
     page = render_report(stats, details, tree)

@@ -25,22 +25,18 @@ def _path_key(path: str) -> tuple[int | str, ...]:
 def task_tree(st: Store, record: RunRecord) -> list[dict[str, Any]] | None:
     """One record per node, depth first, or None when the run's steps carry no tags."""
     steps: dict[str, list[dict[str, Any]]] = {}
-    cur = st.query(
-        "SELECT step, microstep, tag, answer, votes, rounds, samples, correct, red_flags FROM steps "
-        "WHERE run=? AND tag IS NOT NULL ORDER BY step",
-        (record.id,),
-    )
-    for step, microstep, tag, answer, votes, rounds, samples, correct, flags in cur:
-        steps.setdefault(tag, []).append(
+    for row in st.tagged_steps(record.id):
+        assert row.tag is not None  # the store reads only the tagged steps
+        steps.setdefault(row.tag, []).append(
             {
-                "step": step,
-                "microstep": microstep,
-                "answer": json.loads(answer),
-                "votes": json.loads(votes),
-                "rounds": rounds,
-                "samples": samples,
-                "correct": None if correct is None else bool(correct),
-                "red_flags": json.loads(flags) if flags else {},
+                "step": row.step,
+                "microstep": row.microstep,
+                "answer": json.loads(row.answer),
+                "votes": json.loads(row.votes),
+                "rounds": row.rounds,
+                "samples": row.samples,
+                "correct": None if row.correct is None else bool(row.correct),
+                "red_flags": json.loads(row.red_flags) if row.red_flags else {},
             }
         )
     if not steps:

@@ -13,7 +13,7 @@ import pytest
 from maker.errors import UserError
 from maker.runs import start_run
 from maker.store import Store
-from maker.trace import render_report, step_records, trace_stats, write_report
+from maker.trace import TraceStats, render_report, step_records, trace_stats, write_report
 
 AGENT = "simulated:p=0.9,spread=2,malformed=0.03,seed=3"
 PLOTS = {"votes", "calls", "rounds", "red-flags", "time"}
@@ -25,23 +25,23 @@ def _run(tmp_path: Path, detail: str) -> Path:
     return store
 
 
-def _stats(store: Path) -> dict:
+def _stats(store: Path) -> TraceStats:
     with Store.open(store) as st:
         return trace_stats(st, st.run("r"))
 
 
-def _hardest(stats: dict) -> set[int]:
-    return {h["step"] for h in stats["hardest"]["most_rounds"] + stats["hardest"]["most_disagreement"]}
+def _hardest(stats: TraceStats) -> set[int]:
+    return {h.step for h in [*stats.hardest.most_rounds, *stats.hardest.most_disagreement]}
 
 
 @pytest.fixture
-def report(tmp_path: Path) -> tuple[Path, dict, str]:
+def report(tmp_path: Path) -> tuple[Path, TraceStats, str]:
     store = _run(tmp_path, "samples")
     out = write_report(store, "r", tmp_path / "report.html")
     return out, _stats(store), out.read_text(encoding="utf-8")
 
 
-def test_report_is_complete_and_self_contained(report: tuple[Path, dict, str], tmp_path: Path) -> None:
+def test_report_is_complete_and_self_contained(report: tuple[Path, TraceStats, str], tmp_path: Path) -> None:
     out, stats, page = report
     assert out == tmp_path / "report.html" and out.is_file()
     assert not list(tmp_path.glob(".report.html.*")), "the temp file of the atomic write was left behind"
@@ -53,14 +53,14 @@ def test_report_is_complete_and_self_contained(report: tuple[Path, dict, str], t
     assert "<?xml" not in page and "<!DOCTYPE svg" not in page
 
     # the stats table carries the run's own numbers
-    assert f"{stats['calls_per_step']:.4g} measured, {stats['calls_per_step_theory']:.4g} theory" in page
-    r = stats["rounds"]
-    assert f"max {r['max']} (step " in page and f'href="#step-{r["max_step"]}"' in page
-    assert f"<th>p measured</th><td>{stats['p_measured']:.4g}</td>" in page
-    assert f"<th>tokens</th><td>{stats['tokens']:,}</td>" in page
-    assert f"{stats['red_flags']['total']} (" in page and "format: " in page
-    agent = stats["per_agent"][0]
-    assert f"{agent['p_low']:.4g} – {agent['p_high']:.4g}" in page
+    assert f"{stats.calls_per_step:.4g} measured, {stats.calls_per_step_theory:.4g} theory" in page
+    r = stats.rounds
+    assert f"max {r.max} (step " in page and f'href="#step-{r.max_step}"' in page
+    assert f"<th>p measured</th><td>{stats.p_measured:.4g}</td>" in page
+    assert f"<th>tokens</th><td>{stats.tokens:,}</td>" in page
+    assert f"{stats.red_flags.total} (" in page and "format: " in page
+    agent = stats.per_agent[0]
+    assert f"{agent.p_low:.4g} – {agent.p_high:.4g}" in page
 
     # every hardest step links to its own section, which shows the step's record and samples
     hardest = _hardest(stats)
@@ -69,7 +69,7 @@ def test_report_is_complete_and_self_contained(report: tuple[Path, dict, str], t
         assert f'href="#step-{step}"' in page
         assert f'<section class="step" id="step-{step}">' in page
     with Store.open(tmp_path / "s.sqlite") as st:
-        step = stats["rounds"]["max_step"]
+        step = stats.rounds.max_step
         (rec,) = step_records(st, st.run("r"), step, step + 1, samples=True)
     section = page[page.index(f'id="step-{step}"') :]
     section = section[: section.index("</section>")]
@@ -82,7 +82,7 @@ def test_report_is_complete_and_self_contained(report: tuple[Path, dict, str], t
     assert "<script" not in page.lower() and "@import" not in page
 
 
-def test_sample_text_and_input_are_escaped(report: tuple[Path, dict, str]) -> None:
+def test_sample_text_and_input_are_escaped(report: tuple[Path, TraceStats, str]) -> None:
     _, stats, _ = report
     step = min(_hardest(stats))
     rec = {
@@ -139,7 +139,7 @@ def test_report_into_a_missing_directory_says_so(tmp_path: Path) -> None:
         write_report(store, "r", tmp_path / "nope" / "report.html")
 
 
-def test_report_opens_in_headless_chromium(report: tuple[Path, dict, str], tmp_path: Path) -> None:
+def test_report_opens_in_headless_chromium(report: tuple[Path, TraceStats, str], tmp_path: Path) -> None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         pytest.skip("Chromium is not installed (looked for chromium and chromium-browser on PATH)")

@@ -9,22 +9,16 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from maker.cli import main
 from maker.errors import NondeterminismError, StoreError, UserError
 from maker.runs import fork_run, replay_run, start_run
 from maker.store import SCHEMA_VERSION, Store
 from maker.trace import step_records, trace_stats
+from tests._cli import invoke as _cli
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 AGENT = "simulated:p=0.85,spread=2,malformed=0.03,seed=2"
 COMPARED = ("digest", "answer", "votes", "rounds", "samples", "tokens", "red_flags", "agent", "correct", "speculation")
-
-
-def _cli(*args: str) -> tuple[int, str]:
-    r = CliRunner().invoke(main, list(args))
-    return r.exit_code, r.output
 
 
 def _copy(name: str, tmp_path: Path) -> Path:
@@ -75,24 +69,24 @@ def test_stats_match_a_recount_of_the_rows(hanoi) -> None:
         rec = st.run("h")
         s = trace_stats(st, rec)
         rows = list(step_records(st, rec))
-    assert s["steps"] == len(rows) == 63
-    assert s["calls"] == sum(r["samples"] for r in rows) == rec.calls
-    assert s["rounds"]["max"] == max(r["rounds"] for r in rows) == rec.max_rounds
-    assert rows[s["rounds"]["max_step"]]["rounds"] == s["rounds"]["max"]
-    assert s["red_flags"]["total"] == rec.red_flags
-    assert s["errors"] == rec.errors
+    assert s.steps == len(rows) == 63
+    assert s.calls == sum(r["samples"] for r in rows) == rec.calls
+    assert s.rounds.max == max(r["rounds"] for r in rows) == rec.max_rounds
+    assert rows[s.rounds.max_step]["rounds"] == s.rounds.max
+    assert s.red_flags.total == rec.red_flags
+    assert s.errors == rec.errors
     valid = sum(sum(r["votes"]) for r in rows)
-    assert s["per_agent"][0]["votes"] == valid
-    assert s["per_agent"][0]["p_low"] < s["p_measured"] < s["per_agent"][0]["p_high"]
+    assert s.per_agent[0].votes == valid
+    assert s.p_measured is not None and s.per_agent[0].p_low < s.p_measured < s.per_agent[0].p_high
     # the measured calls per step are near the gambler's-ruin expectation at the measured p
-    assert 0.7 < s["calls_per_step"] / s["calls_per_step_theory"] < 1.3
-    top = s["hardest"]["most_rounds"][0]
-    assert top["rounds"] == s["rounds"]["max"]
-    assert s["series"]["calls_cum"][-1] == s["calls"]
+    assert s.calls_per_step_theory is not None and 0.7 < s.calls_per_step / s.calls_per_step_theory < 1.3
+    top = s.hardest.most_rounds[0]
+    assert top.rounds == s.rounds.max
+    assert s.series.calls_cum[-1] == s.calls
     code, out = _cli("trace", "stats", "h", "--store", str(hanoi))
     assert code == 0 and "calls per step" in out and "hardest steps" in out
     code, out = _cli("trace", "stats", "h", "--json", "--store", str(hanoi))
-    assert json.loads(out)["calls"] == s["calls"]
+    assert json.loads(out) == s.model_dump(exclude={"series"})
 
 
 def test_export_jsonl_is_one_documented_record_per_step(hanoi, tmp_path) -> None:
@@ -322,12 +316,13 @@ def test_show_and_stats_name_the_drafter_verifiers_and_their_verdicts(tmp_path) 
             "verifier 2: simulated:tpr=0.99,fpr=0.05,seed=4",
         ]
         assert all(v["accept"] and 0 <= v["score"] <= 9 for v in r["speculation"]["verdicts"])
-    spec = stats["speculation"]
-    assert (spec["drafted"], spec["accepted"], spec["escalated"]) == (
+    spec = stats.speculation
+    assert spec is not None
+    assert (spec.drafted, spec.accepted, spec.escalated) == (
         summary.drafted,
         summary.accepted,
         summary.escalated,
     )
-    assert spec["routed"] == {"large_first": 3}
+    assert spec.routed == {"large_first": 3}
     code, out = _cli("trace", "show", "s", "--step", str(accepted[0]["step"]), "--store", str(store))
     assert "drafted by drafter: simulated:p=0.8,seed=2" in out and "accepted" in out and "score" in out
