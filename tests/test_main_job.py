@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
-import sys
 
 import pytest
 
 from maker.runs import start_run
 from maker.workflows.counting import next_number
+from tests._cli import ok, run_maker
 
 
 def test_counting_with_a_simulated_agent(tmp_path) -> None:
@@ -39,13 +38,7 @@ def test_readme_main_job_on_the_bundled_model(tmp_path) -> None:
     line = next(ln for ln in readme.splitlines() if "maker run counting" in ln)
     args = line[line.index("maker run counting") :].split()[1:]
     args[args.index("steps=30")] = "steps=8"  # the same command, shorter, to keep the suite quick
-    proc = subprocess.run(
-        [sys.executable, "-m", "maker.cli", *args, "--store", str(tmp_path / "m.sqlite"), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = ok(run_maker(*args, "--store", tmp_path / "m.sqlite", "--json", tmp=tmp_path, timeout=600))
     summary = json.loads(proc.stdout)
     assert summary["steps"] == 8 and summary["errors"] == 0 and summary["solved"] is True
     assert summary["calls_per_step"] >= 4, "ahead-by-4 needs at least four votes per step"

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests._cli import ok, run_maker
+
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
@@ -42,17 +44,8 @@ def test_readme_cli_examples_run(line: str, tmp_path) -> None:
         pytest.skip("the full 20-disk run is the slow test and the benchmark")
     env = {**os.environ, "MAKER_STORE": str(tmp_path / "readme.sqlite")}
     if args[0] == "runs":  # needs something in the store
-        subprocess.run(
-            [sys.executable, "-m", "maker.cli", "run", "addition", "--set", "digits=5", "--agent", "simulated:p=0.99"],
-            env=env,
-            check=True,
-            capture_output=True,
-            cwd=ROOT,
-        )
-    proc = subprocess.run(
-        [sys.executable, "-m", "maker.cli", *args], env=env, capture_output=True, text=True, cwd=ROOT, timeout=120
-    )
-    assert proc.returncode == 0, proc.stderr
+        ok(run_maker("run", "addition", "--set", "digits=5", "--agent", "simulated:p=0.99", env=env, cwd=ROOT))
+    proc = ok(run_maker(*args, env=env, cwd=ROOT))
     if args[0] == "estimate":
         assert "k_min = " in proc.stdout
         if "1048575" in args and "0.0022" in args:  # MAKER's figure, as the README says

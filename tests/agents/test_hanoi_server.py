@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,20 +14,14 @@ import pytest
 from maker.agents import GenerateRequest, JudgeRequest, digit_score
 from maker.agents.openai_http import OpenAIBackend
 from maker.dsl import Done
+from maker.stats import wilson_interval
 from maker.workflows.hanoi import Hanoi, HanoiParams, hanoi_move
-from tests._cli import run_maker
+from tests._cli import ok, run_maker, shown_steps
 from tests.fixtures.hanoi_server import HanoiServer
+from tests.fixtures.loopback import call
 
 Z999 = 3.2905267314919255  # two-sided 99.9% normal quantile
 VOLATILE = {"run_id", "t_start", "dur_s"}
-
-
-def _wilson(successes: int, n: int, z: float = Z999) -> tuple[float, float]:
-    phat = successes / n
-    denom = 1 + z * z / n
-    centre = (phat + z * z / (2 * n)) / denom
-    half = z * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / denom
-    return centre - half, centre + half
 
 
 def _chain(disks: int) -> list[tuple[str, Any]]:
@@ -52,16 +44,6 @@ def _kind(text: str, correct: Any) -> str:
     return "right" if hanoi_move.vote_key(answer) == hanoi_move.vote_key(correct) else "wrong"
 
 
-def _call(backend: OpenAIBackend, method: str, requests: Sequence[Any]) -> list[Any]:
-    async def go() -> list[Any]:
-        try:
-            return await getattr(backend, method)(requests)
-        finally:
-            await backend.aclose()
-
-    return asyncio.run(go())
-
-
 def _run(tmp: Path, run_id: str, *args: str) -> dict[str, Any]:
     proc = run_maker(
         "run",
@@ -78,14 +60,11 @@ def _run(tmp: Path, run_id: str, *args: str) -> dict[str, Any]:
         "--json",
         tmp=tmp,
     )
-    assert proc.returncode == 0, f"rc {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    return json.loads(proc.stdout)
+    return json.loads(ok(proc).stdout)
 
 
 def _trace(tmp: Path, run_id: str) -> list[dict[str, Any]]:
-    proc = run_maker("trace", "show", run_id, "--steps", "0:", "--json", "--store", tmp / "runs.sqlite", tmp=tmp)
-    assert proc.returncode == 0, proc.stderr
-    return [{k: v for k, v in json.loads(line).items() if k not in VOLATILE} for line in proc.stdout.splitlines()]
+    return [{k: v for k, v in s.items() if k not in VOLATILE} for s in shown_steps(tmp / "runs.sqlite", run_id, tmp)]
 
 
 @pytest.mark.parametrize("api", ["completions", "chat"])
@@ -200,12 +179,12 @@ def test_error_and_malformed_rates_bracket_the_configured_ones() -> None:
         for i, (prompt, _) in enumerate(steps)
     ]
     with HanoiServer(error=0.05, malformed=0.02, latency_s=0.0) as server:
-        out = _call(OpenAIBackend("m", server.url, concurrency=16, timeout=10), "generate", reqs)
+        out = call(OpenAIBackend("m", server.url, concurrency=16, timeout=10), "generate", reqs)
     kinds = [_kind(s.text, correct) for samples, (_, correct) in zip(out, steps, strict=True) for s in samples]
     n = len(kinds)
     assert n == 3 * 255 == server.choices and server.requests == 2 * 255  # one request per temperature
     for kind, rate in (("wrong", 0.05), ("malformed", 0.02)):
-        low, high = _wilson(kinds.count(kind), n)
+        low, high = wilson_interval(kinds.count(kind), n, Z999)
         assert low <= rate <= high, f"{kind}: {kinds.count(kind)}/{n}, 99.9% interval [{low:.4f}, {high:.4f}]"
 
 
@@ -236,8 +215,8 @@ def test_verification_and_entropy_through_the_backend(api: str) -> None:
     wrong = hanoi_move.render(hanoi_move.mistake(correct, 0, {}))
     reqs = [JudgeRequest(prompt, right, 1), JudgeRequest(prompt, wrong, 2), JudgeRequest(prompt, "move: ?", 3)]
     with HanoiServer(judge_tpr=1.0, judge_fpr=0.0, latency_s=0.0) as server:
-        scores = [digit_score(row) for row in _call(OpenAIBackend("v", server.url, api=api, timeout=5), "judge", reqs)]
-        (entropy,) = _call(
+        scores = [digit_score(row) for row in call(OpenAIBackend("v", server.url, api=api, timeout=5), "judge", reqs)]
+        (entropy,) = call(
             OpenAIBackend("d", server.url, api=api, timeout=5),
             "first_token_entropy",
             [GenerateRequest(prompt, [0.0], [4], 750)],
@@ -251,7 +230,7 @@ def test_requests_in_flight_are_served_together() -> None:
     steps = _chain(3)[:4]
     reqs = [GenerateRequest(prompt, [0.0], [i], 750) for i, (prompt, _) in enumerate(steps)]
     with HanoiServer(error=0.0, latency_s=1.0) as server:
-        out = _call(OpenAIBackend("m", server.url, concurrency=8, timeout=10), "generate", reqs)
+        out = call(OpenAIBackend("m", server.url, concurrency=8, timeout=10), "generate", reqs)
     assert [s.text for (s,) in out] == [hanoi_move.render(c) for _, c in steps]
     assert server.requests == 4 and server.peak_in_flight == 4, "four requests in flight at once, one latency"
 

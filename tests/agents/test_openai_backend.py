@@ -5,18 +5,17 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from maker.agents import GenerateRequest, make_agent
 from maker.agents.openai_http import BackendHTTPError, OpenAIBackend
+from tests.fixtures.loopback import LoopbackServer, QuietHandler, call
 
 
-class Scripted:
+class Scripted(LoopbackServer):
     """A loopback server answering each POST with the next scripted behaviour."""
 
     def __init__(self, script: list[str]) -> None:
@@ -25,12 +24,7 @@ class Scripted:
         self.headers: list[dict[str, str]] = []
         outer = self
 
-        class H(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a: Any) -> None:
-                return
-
+        class H(QuietHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.bodies.append(body)
@@ -62,23 +56,11 @@ class Scripted:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(H, "scripted-server")
 
 
 def _gen(backend: OpenAIBackend, req: GenerateRequest) -> list:
-    async def go():
-        try:
-            return await backend.generate([req])
-        finally:
-            await backend.aclose()
-
-    return asyncio.run(go())
+    return call(backend, "generate", [req])
 
 
 @pytest.mark.parametrize(

@@ -3,25 +3,24 @@ against a real loopback server that answers every request with a scripted top-lo
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import threading
 import time
 from collections.abc import Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from maker.agents import GenerateRequest, JudgeRequest, digit_score, judge_prompt
 from maker.agents.openai_http import BackendHTTPError, OpenAIBackend
+from tests.fixtures.loopback import LoopbackServer, QuietHandler, call, send_json
 
 # A rating model's next-token candidates: " 7" and "7" are the same answer; 0, 1, 4 and 5 are not listed.
 TOP = {"7": -1.0, " 7": -1.5, "8": -0.9, "9": -2.5, "6": -3.0, "2": -4.0, "3": -4.5, "Rating": -6.0, " ": -7.0}
 
 
-class TopServer:
+class TopServer(LoopbackServer):
     """Answers every completion with one token and ``top`` as its top log-probabilities, in the format of the
     route asked (``logprobs.top_logprobs`` or ``logprobs.content[0].top_logprobs``), after ``delay_s``.
     ``fail`` is a list of HTTP statuses to answer the first requests with; ``bare`` leaves log-probs out."""
@@ -40,13 +39,7 @@ class TopServer:
         lock = threading.Lock()
         outer = self
 
-        class H(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
-
-            def log_message(self, *a: Any) -> None:
-                return
-
+        class H(QuietHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with lock:
@@ -58,24 +51,14 @@ class TopServer:
                 try:
                     time.sleep(outer.delay_s)
                     if status != 200:
-                        self._raw(status, {"error": {"message": "try again"}})
+                        send_json(self, status, {"error": {"message": "try again"}})
                     else:
-                        self._raw(200, {"choices": [outer.choice(self.path.endswith("/chat/completions"))]})
+                        send_json(self, 200, {"choices": [outer.choice(self.path.endswith("/chat/completions"))]})
                 finally:
                     with lock:
                         outer.in_flight -= 1
 
-            def _raw(self, code: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(code)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self._serve(H, "top-server")
 
     def choice(self, chat: bool) -> dict[str, Any]:
         best, lp = max(self.top.items(), key=lambda kv: kv[1])
@@ -104,23 +87,6 @@ class TopServer:
         logprobs = {"tokens": [best], "token_logprobs": [lp], "top_logprobs": None if self.bare else [self.top]}
         return {"index": 0, "text": best, "logprobs": logprobs, "finish_reason": "length"}
 
-    def __enter__(self) -> TopServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def _call(backend: OpenAIBackend, method: str, requests: Sequence[Any]) -> list[Any]:
-    async def go() -> list[Any]:
-        try:
-            return await getattr(backend, method)(requests)
-        finally:
-            await backend.aclose()
-
-    return asyncio.run(go())
-
 
 def _expected_digits(top: dict[str, float]) -> list[float]:
     floor = min(top.values()) - 5.0
@@ -137,7 +103,7 @@ def _entropy(lps: Sequence[float]) -> float:
 def test_judge_reads_the_ten_digits_from_the_top_list(api: str) -> None:
     reqs = [JudgeRequest("Step: 2 + 2?\n", "answer = 4", seed=2**40 + 5), JudgeRequest("Step: 3 + 3?\n", "x", 9)]
     with TopServer(TOP) as srv:
-        out = _call(OpenAIBackend("v", srv.url, api=api, timeout=5), "judge", reqs)
+        out = call(OpenAIBackend("v", srv.url, api=api, timeout=5), "judge", reqs)
     assert len(out) == 2 and all(len(row) == 10 for row in out)
     for row in out:
         assert row == pytest.approx(_expected_digits(TOP))
@@ -161,8 +127,8 @@ def test_first_token_entropy_over_the_top_list(api: str) -> None:
     confident = {"move": -0.01, **{f"t{i}": -7.0 - i for i in range(19)}}
     with TopServer(TOP) as flat, TopServer(confident) as sure:
         reqs = [GenerateRequest("Previous move: None\n", [0.0], [3], 64)]
-        (h_flat,) = _call(OpenAIBackend("d", flat.url, api=api, timeout=5), "first_token_entropy", reqs)
-        (h_sure,) = _call(OpenAIBackend("d", sure.url, api=api, timeout=5), "first_token_entropy", reqs)
+        (h_flat,) = call(OpenAIBackend("d", flat.url, api=api, timeout=5), "first_token_entropy", reqs)
+        (h_sure,) = call(OpenAIBackend("d", sure.url, api=api, timeout=5), "first_token_entropy", reqs)
     assert h_flat == pytest.approx(_entropy(list(TOP.values())))
     assert h_sure == pytest.approx(_entropy(list(confident.values()))) and h_sure < 0.05 < 1.0 < h_flat
     body = sure.bodies[0]
@@ -172,7 +138,7 @@ def test_first_token_entropy_over_the_top_list(api: str) -> None:
 
 def test_no_digit_listed_gives_every_digit_the_floor() -> None:
     with TopServer({"The": -0.2, "I": -2.0}) as srv:
-        (row,) = _call(OpenAIBackend("v", srv.url, timeout=5), "judge", [JudgeRequest("p", "d", 1)])
+        (row,) = call(OpenAIBackend("v", srv.url, timeout=5), "judge", [JudgeRequest("p", "d", 1)])
     assert row == [-7.0] * 10
     assert digit_score(row) == pytest.approx(4.5)  # uniform: below any sensible threshold, the draft is rejected
 
@@ -180,7 +146,7 @@ def test_no_digit_listed_gives_every_digit_the_floor() -> None:
 def test_requests_go_out_together_under_the_concurrency_limit() -> None:
     reqs = [JudgeRequest(f"step {i}\n", "d", i) for i in range(6)]
     with TopServer(TOP, delay_s=0.3) as srv:
-        out = _call(OpenAIBackend("v", srv.url, concurrency=3, timeout=5), "judge", reqs)
+        out = call(OpenAIBackend("v", srv.url, concurrency=3, timeout=5), "judge", reqs)
     assert len(out) == 6 and len(srv.bodies) == 6
     assert srv.peak_in_flight == 3, "sent concurrently, never more than concurrency= at once"
     assert sorted(b["prompt"] for b in srv.bodies) == sorted(judge_prompt(r.prompt, r.draft) for r in reqs)
@@ -189,7 +155,7 @@ def test_requests_go_out_together_under_the_concurrency_limit() -> None:
 def test_transient_failures_are_retried() -> None:
     with TopServer(TOP, fail=[503, 429]) as srv:
         backend = OpenAIBackend("v", srv.url, timeout=5, retries=3, backoff=0.01)
-        (row,) = _call(backend, "judge", [JudgeRequest("p", "d", 1)])
+        (row,) = call(backend, "judge", [JudgeRequest("p", "d", 1)])
     assert row == pytest.approx(_expected_digits(TOP)) and len(srv.bodies) == 3
 
 
@@ -197,7 +163,7 @@ def test_transient_failures_are_retried() -> None:
 def test_a_server_without_top_logprobs_is_a_clear_error(api: str) -> None:
     with TopServer(TOP, bare=True) as srv:
         with pytest.raises(BackendHTTPError, match="no top log-probabilities") as info:
-            _call(
+            call(
                 OpenAIBackend("v", srv.url, api=api, timeout=5),
                 "first_token_entropy",
                 [GenerateRequest("p", [0.0], [1], 8)],

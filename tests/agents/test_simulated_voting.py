@@ -20,9 +20,9 @@ import pytest
 
 from maker.agents import GenerateRequest, Oracle, make_agent
 from maker.runs import start_run
-from maker.stats import expected_calls, step_success
-from maker.store import Store
+from maker.stats import expected_calls, step_success, wilson_interval
 from maker.workflows.counting import NextNumber, next_number
+from tests._cli import stored_steps
 
 Z999 = 3.2905267314919255  # two-sided 99.9% normal quantile
 
@@ -31,14 +31,6 @@ STEPS = 40_000
 # Addition.solved() converts the whole sum with int(), which Python refuses past 4300
 # digits (see test_addition_past_the_int_digit_limit); stay below it and chain runs.
 CHUNK = 4_000
-
-
-def _wilson(successes: int, n: int, z: float = Z999) -> tuple[float, float]:
-    phat = successes / n
-    denom = 1 + z * z / n
-    centre = (phat + z * z / (2 * n)) / denom
-    half = z * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / denom
-    return centre - half, centre + half
 
 
 def _run(
@@ -51,12 +43,6 @@ def _run(
         store=store,
         run_id=run_id,
     )
-
-
-def _rows(store: Path, run_id: str) -> list[tuple[Any, ...]]:
-    with Store.open(store) as st:
-        rid = st.run(run_id).id
-        return list(st.steps(rid))
 
 
 class Measured:
@@ -75,7 +61,7 @@ class Measured:
             assert summary.k == k
             self.errors += summary.errors
             self.calls += summary.calls
-            rows = _rows(store, f"r{chunk}")
+            rows = stored_steps(store, f"r{chunk}")
             assert len(rows) == digits
             self.samples += [row[5] for row in rows]
             self.wrong_rows += sum(row[10] == 0 for row in rows)
@@ -94,7 +80,7 @@ def measured(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 def test_step_error_matches_theory(measured: Measured) -> None:
     theory = 1 - step_success(measured.p, measured.k)
     assert theory == pytest.approx(1 / (1 + (measured.p / (1 - measured.p)) ** measured.k), rel=1e-12)
-    lo, hi = _wilson(measured.errors, measured.steps)
+    lo, hi = wilson_interval(measured.errors, measured.steps, Z999)
     assert lo <= theory <= hi, (
         f"p={measured.p} k={measured.k}: measured {measured.errors}/{measured.steps} = "
         f"{measured.errors / measured.steps:.5f}, 99.9% CI [{lo:.5f}, {hi:.5f}], theory {theory:.5f}"
@@ -128,7 +114,7 @@ def test_same_seed_same_steps_other_seed_other_steps(tmp_path: Path) -> None:
     _run(store, "a", 0.7, 3, digits=400, seed=5, agent_seed=9)
     _run(store, "b", 0.7, 3, digits=400, seed=5, agent_seed=9)
     _run(store, "c", 0.7, 3, digits=400, seed=5, agent_seed=10)
-    a, b, c = (_comparable(_rows(store, r)) for r in "abc")
+    a, b, c = (_comparable(stored_steps(store, r)) for r in "abc")
     assert len(a) == len(b) == len(c) == 400
     assert a == b
     assert a != c
@@ -144,7 +130,7 @@ def test_run_seed_changes_the_draws(tmp_path: Path) -> None:
     params = {"a": "9" * 300, "b": "1" * 300}
     start_run("addition", params, {**opts, "seed": 1}, store=store, run_id="s1")
     start_run("addition", params, {**opts, "seed": 2}, store=store, run_id="s2")
-    s1, s2 = _rows(store, "s1"), _rows(store, "s2")
+    s1, s2 = stored_steps(store, "s1"), stored_steps(store, "s2")
     assert [r[5] for r in s1] != [r[5] for r in s2]
 
 

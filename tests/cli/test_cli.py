@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-_SCRIPT = Path(sys.executable).with_name("maker")
-MAKER = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "maker.cli"]
-TIMEOUT = 120
+from tests._cli import ok as _ok
+from tests._cli import run_maker as _maker
+
 AGENT = "simulated:gpt-4.1-mini"
 SUMMARY_KEYS = {
     "run_id",
@@ -28,21 +26,6 @@ SUMMARY_KEYS = {
     "max_rounds",
     "wall_s",
 }
-
-
-def _maker(*args: str | Path, tmp: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    if env is None:
-        env = dict(os.environ)
-        # never fall back on the user's real default store
-        env["MAKER_STORE"] = str(tmp / "default-store-must-not-be-used.sqlite")
-    return subprocess.run(
-        [*MAKER, *map(str, args)], capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=TIMEOUT
-    )
-
-
-def _ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert proc.returncode == 0, f"rc {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    return proc
 
 
 def _one_json(stdout: str) -> Any:
@@ -205,7 +188,7 @@ BAD_RUNS = {
     "no-agent": (["hanoi"], ["give at least one --agent"]),
     "bad-param-value": (
         ["hanoi", "--set", "disks=abc", "--agent", AGENT],
-        ["bad parameters for workflow 'hanoi'", "disks"],
+        ["error: bad parameter disks=abc: must be a valid integer"],
     ),
     "param-out-of-range": (["hanoi", "--set", "disks=0", "--agent", AGENT], ["disks", "greater than or equal to 1"]),
     "unknown-workflow": (["nosuch", "--agent", AGENT], ["unknown workflow 'nosuch'", "hanoi", "addition"]),

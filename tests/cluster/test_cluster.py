@@ -7,10 +7,9 @@ import importlib.util
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +20,9 @@ ray = pytest.importorskip("ray")
 
 from maker.cluster import ClusterOptions  # noqa: E402
 from maker.runs import RunOptions, start_run  # noqa: E402
-from maker.store import STEP_COLUMNS, Store  # noqa: E402
+from maker.store import Store  # noqa: E402
+from tests._cli import Started, committed_steps, has_committed, ok, run_maker, trace, wait_for  # noqa: E402
 
-_SCRIPT = Path(sys.executable).with_name("maker")
-MAKER = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "maker.cli"]
 AGENT = "simulated:p=0.85,seed=3,overlong=0.02,malformed=0.02"
 
 
@@ -41,16 +39,6 @@ def local_ray() -> Any:
     )
     yield ray
     ray.shutdown()
-
-
-def _trace(path: Path, run_id: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """Every recorded step (timings left out) and every sample of a run."""
-    keep = [i for i, c in enumerate(STEP_COLUMNS) if c not in ("t_start", "dur")]
-    with Store.open(path) as st:
-        rid = st.run(run_id).id
-        steps = [tuple(row[i] for i in keep) for row in st.steps(rid)]
-        samples = [(s, *row) for s in range(len(steps)) for row in st.samples(rid, s)]
-    return steps, samples
 
 
 def _run(tmp: Path, name: str, cluster: ClusterOptions | None, disks: int = 7, **extra: Any) -> Any:
@@ -76,7 +64,7 @@ def test_same_trace_as_in_process(local_ray: Any, tmp_path: Path, lookahead: int
         here.tokens,
     )
     assert here.red_flags > 0  # the red-flag path went through the actors too
-    assert _trace(tmp_path / "there.sqlite", "there") == _trace(tmp_path / "here.sqlite", "here")
+    assert trace(tmp_path / "there.sqlite", "there") == trace(tmp_path / "here.sqlite", "here")
     ahead = _lookahead(logs)
     if lookahead:  # every step's model calls were answered from rollouts: 16 + 32 + 64 steps, then the rest
         assert ahead is not None and ahead["calls_served"] >= 127 and ahead["rollouts"] == 4 and not ahead["off"]
@@ -111,7 +99,7 @@ def test_tree_run_with_fan_outs_same_trace(local_ray: Any, tmp_path: Path, looka
                 mp.setattr(SimulatedBackend, "generate", counted)
             runs[name] = start_run("solve", params, opts, store=tmp_path / f"{name}.sqlite", run_id=name)
     assert runs["there"].solved and runs["there"].result == runs["here"].result
-    assert _trace(tmp_path / "there.sqlite", "there") == _trace(tmp_path / "here.sqlite", "here")
+    assert trace(tmp_path / "there.sqlite", "there") == trace(tmp_path / "here.sqlite", "here")
     assert max(calls_here) > 1  # fan-outs went to the backend as batched calls
     ahead = _lookahead(logs)
     if lookahead:  # every batched call the driver made was answered from the replica's rollouts
@@ -191,7 +179,7 @@ def test_speculative_run_same_trace(local_ray: Any, tmp_path: Path) -> None:
     assert any(e["event"].startswith("lookahead off: the run's agents use more than one model") for e in logs)
     assert runs["there"].accepted == runs["here"].accepted > 0
     assert runs["there"].escalated == runs["here"].escalated > 0
-    assert _trace(tmp_path / "there.sqlite", "there") == _trace(tmp_path / "here.sqlite", "here")
+    assert trace(tmp_path / "there.sqlite", "there") == trace(tmp_path / "here.sqlite", "here")
 
 
 def test_speculative_window_through_replicas(local_ray: Any, tmp_path: Path) -> None:
@@ -211,7 +199,7 @@ def test_speculative_window_through_replicas(local_ray: Any, tmp_path: Path) -> 
     assert runs["there"].accepted == runs["here"].accepted > 0
     assert runs["there"].escalated == runs["here"].escalated > 0
     assert runs["there"].wasted_calls > 0 and runs["here"].wasted_calls == 0
-    assert _trace(tmp_path / "there.sqlite", "there") == _trace(tmp_path / "here.sqlite", "here")
+    assert trace(tmp_path / "there.sqlite", "there") == trace(tmp_path / "here.sqlite", "here")
 
 
 def test_speculative_run_ahead_on_one_model(local_ray: Any, tmp_path: Path) -> None:
@@ -226,7 +214,7 @@ def test_speculative_run_ahead_on_one_model(local_ray: Any, tmp_path: Path) -> N
             runs[name] = start_run("hanoi", {"disks": 6}, opts, store=tmp_path / f"{name}.sqlite", run_id=name)
     assert runs["there"].accepted == runs["here"].accepted > 0
     assert runs["there"].escalated == runs["here"].escalated > 0
-    assert _trace(tmp_path / "there.sqlite", "there") == _trace(tmp_path / "here.sqlite", "here")
+    assert trace(tmp_path / "there.sqlite", "there") == trace(tmp_path / "here.sqlite", "here")
     ahead = _lookahead(logs)
     assert ahead is not None and ahead["calls_served"] >= 63 * 2 and not ahead["off"]
 
@@ -277,7 +265,7 @@ def test_replica_killed_mid_run(local_ray: Any, tmp_path: Path, lookahead: int) 
     with Store.open(tmp_path / "kill.sqlite") as st:
         steps = [r[0] for r in st.steps(st.run("kill").id)]
     assert steps == list(range(60))
-    assert _trace(tmp_path / "kill.sqlite", "kill") == _trace(tmp_path / "ref.sqlite", "ref")
+    assert trace(tmp_path / "kill.sqlite", "kill") == trace(tmp_path / "ref.sqlite", "ref")
     events = [e["event"] for e in logs]
     if not lookahead:
         resent = [e for e in logs if e["event"].startswith("replica lost; sending its requests again")]
@@ -307,7 +295,7 @@ def test_bundled_model_in_a_replica(local_ray: Any, tmp_path: Path, lookahead: i
     assert (ahead is not None and ahead["calls_served"] >= 3 and not ahead["off"]) if lookahead else ahead is None
     assert runs["there"].steps == runs["here"].steps == 3 and runs["there"].solved
     assert runs["there"].calls == runs["here"].calls >= 12
-    assert _trace(tmp_path / "there.sqlite", "there") == _trace(tmp_path / "here.sqlite", "here")
+    assert trace(tmp_path / "there.sqlite", "there") == trace(tmp_path / "here.sqlite", "here")
 
 
 def test_openai_client_in_a_replica(local_ray: Any) -> None:
@@ -353,9 +341,8 @@ def test_openai_client_in_a_replica(local_ray: Any) -> None:
 
 def test_cli_run_on_local_cluster(tmp_path: Path) -> None:
     db = tmp_path / "cli.sqlite"
-    out = subprocess.run(
-        [
-            *MAKER,
+    out = ok(
+        run_maker(
             "run",
             "hanoi",
             "--set",
@@ -369,17 +356,14 @@ def test_cli_run_on_local_cluster(tmp_path: Path) -> None:
             "--replica-cpus",
             "0.5",
             "--store",
-            str(db),
+            db,
             "--run-id",
             "C",
             "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        stdin=subprocess.DEVNULL,
+            tmp=tmp_path,
+            timeout=180,
+        )
     )
-    assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert summary["steps"] == 31 and summary["solved"] is True
     events = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
@@ -435,45 +419,35 @@ def _listening(pids: set[int]) -> list[str]:
 
 
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads listening sockets from Linux's /proc")
-def test_local_cluster_listens_on_loopback_only(tmp_path: Path) -> None:
+def test_local_cluster_listens_on_loopback_only(tmp_path: Path, background: Callable[..., Started]) -> None:
     """`--cluster local`: the driver, Ray's daemons, its agents and the replica workers all listen on
     127.0.0.1 and nowhere else."""
-    db = tmp_path / "l.sqlite"
-    proc = subprocess.Popen(
-        [
-            *MAKER,
-            "run",
-            "hanoi",
-            "--set",
-            "disks=12",
-            "--agent",
-            "simulated:p=0.95,call_s=0.003",
-            "--cluster",
-            "local",
-            "--replica-cpus",
-            "0.5",
-            "--lookahead",
-            "0",
-            "--store",
-            str(db),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
+    # Held at step 20: the replicas are up and have served steps 0-19, and the run is certain to be going on.
+    run = background(
+        "run",
+        "hanoi",
+        "--set",
+        "disks=12",
+        "--agent",
+        "simulated:p=0.95,call_s=0.003",
+        "--cluster",
+        "local",
+        "--replica-cpus",
+        "0.5",
+        "--lookahead",
+        "0",
+        "--store",
+        tmp_path / "l.sqlite",
+        hold=20,
+        new_session=True,
     )
     try:
-        deadline = time.monotonic() + 120
-        seen: list[str] = []
-        while time.monotonic() < deadline and proc.poll() is None:
-            if _committed(db, "%") >= 20:  # replicas are up and serving
-                seen = _listening(_tree(proc.pid))
-                break
-            time.sleep(0.1)
-        assert proc.poll() is None, "the run ended before its sockets were read"
+        wait_for(run.proc, run.held, "step 20 held", run.stderr)
+        seen = _listening(_tree(run.proc.pid))
+        assert run.proc.poll() is None, "the run ended while its sockets were read"
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        os.killpg(run.proc.pid, signal.SIGKILL)
+        run.proc.wait(timeout=30)
     assert len(seen) >= 5, seen  # GCS, raylet, workers, agents...
     assert set(seen) == {"127.0.0.1"}, seen
 
@@ -493,46 +467,28 @@ def test_replicas_that_cannot_be_placed_fail_clearly(local_ray: Any, tmp_path: P
 
 
 def test_cli_cluster_option_errors(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [
-            *MAKER,
-            "run",
-            "hanoi",
-            "--agent",
-            "simulated:p=0.95",
-            "--replicas",
-            "2",
-            "--store",
-            str(tmp_path / "x.sqlite"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    out = run_maker(
+        "run", "hanoi", "--agent", "simulated:p=0.95", "--replicas", "2", "--store", tmp_path / "x.sqlite", tmp=tmp_path
     )
     assert out.returncode == 2 and "--replicas" in out.stderr and "need --cluster" in out.stderr
     bad = tmp_path / "c.toml"
     bad.write_text("[default]\nreplicas = 0\n")
-    out = subprocess.run(
-        [
-            *MAKER,
-            "run",
-            "hanoi",
-            "--agent",
-            "simulated:p=0.95",
-            "--cluster-config",
-            str(bad),
-            "--store",
-            str(tmp_path / "x.sqlite"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    out = run_maker(
+        "run",
+        "hanoi",
+        "--agent",
+        "simulated:p=0.95",
+        "--cluster-config",
+        bad,
+        "--store",
+        tmp_path / "x.sqlite",
+        tmp=tmp_path,
     )
     assert out.returncode == 2 and "replicas" in out.stderr and "greater than or equal to 1" in out.stderr
     assert not (tmp_path / "x.sqlite").exists()
 
 
-def test_killed_driver_resumes_on_cluster(tmp_path: Path) -> None:
+def test_killed_driver_resumes_on_cluster(tmp_path: Path, background: Callable[..., Started]) -> None:
     """SIGKILL the driver of a cluster run; `maker resume --cluster local` finishes it, and the trace equals
     an uninterrupted in-process run."""
     db = tmp_path / "d.sqlite"
@@ -548,61 +504,23 @@ def test_killed_driver_resumes_on_cluster(tmp_path: Path) -> None:
         "8",
         "--commit-seconds",
         "0.05",
+        "--commit-every",
+        "10",
         "--store",
         str(db),
     ]
-    proc = subprocess.Popen(
-        [*MAKER, "run", *args, "--run-id", "D", "--cluster", "local"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    # Held at step 120: the driver commits at least up to step 111 and can go no further.
+    run = background("run", *args, "--run-id", "D", "--cluster", "local", hold=120, new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        committed = 0
-        while time.monotonic() < deadline and proc.poll() is None:
-            committed = _committed(db)
-            if committed >= 100:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None and committed >= 100, "the run ended or stalled before it could be killed"
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
-        proc.wait(timeout=30)
+        wait_for(run.proc, lambda: has_committed(db, "D", 100), "100 committed steps", run.stderr)
+        os.killpg(run.proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        run.proc.wait(timeout=30)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    left = _committed(db)
-    assert 100 <= left < 1023
-    out = subprocess.run(
-        [*MAKER, "resume", "D", "--store", str(db), "--cluster", "local", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
-    assert out.returncode == 0, out.stderr
+        if run.proc.poll() is None:
+            os.killpg(run.proc.pid, signal.SIGKILL)
+    left = committed_steps(db, "D")
+    assert left is not None and 100 <= left <= 120
+    out = ok(run_maker("resume", "D", "--store", db, "--cluster", "local", "--json", tmp=tmp_path, timeout=300))
     assert json.loads(out.stdout)["steps"] == 1023
-    ref = subprocess.run(
-        [*MAKER, "run", *args, "--run-id", "REF", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
-    assert ref.returncode == 0, ref.stderr
-    assert _trace(db, "D")[0] == _trace(db, "REF")[0]
-
-
-def _committed(db: Path, run_id: str = "D") -> int:
-    import sqlite3
-
-    if not db.exists():
-        return 0
-    try:
-        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=0.05)
-        row = con.execute("SELECT steps FROM runs WHERE run_id LIKE ?", (run_id,)).fetchone()
-        con.close()
-    except sqlite3.Error:
-        return 0
-    return int(row[0]) if row else 0
+    ok(run_maker("run", *args, "--run-id", "REF", "--json", tmp=tmp_path, timeout=300))
+    assert trace(db, "D")[0] == trace(db, "REF")[0]

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +20,9 @@ import pytest
 
 pytest.importorskip("ray")
 
+from tests._cli import run_maker  # noqa: E402
+
 BIN = Path(sys.executable).parent
-MAKER = [str(BIN / "maker")] if (BIN / "maker").exists() else [sys.executable, "-m", "maker.cli"]
 RAY = [str(BIN / "ray")] if (BIN / "ray").exists() else [sys.executable, "-m", "ray.scripts.scripts"]
 
 WORKFLOW = textwrap.dedent('''
@@ -37,54 +42,86 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+HEAD_MARK = "MAKER_TEST_RAY_HEAD"
+"""Set, to the head's session folder, in the environment of the head and so of every process it starts."""
+
+
+def _stop(temp: Path, timeout: float = 60) -> None:
+    """SIGKILL every process of the head started in ``temp``, found by the mark in its environment (Ray's agents
+    rename themselves, so their command lines do not say), until none is left. ``ray stop`` would stop every Ray
+    instance of this user, those of tests running alongside too."""
+    deadline = time.monotonic() + timeout
+    mark = os.fsencode(f"{HEAD_MARK}={temp}")
+    while True:
+        pids = []
+        for d in os.listdir("/proc"):
+            if d.isdigit() and int(d) != os.getpid():
+                try:
+                    if mark in Path(f"/proc/{d}/environ").read_bytes().split(b"\0"):
+                        pids.append(int(d))
+                except OSError:
+                    continue
+        if not pids or time.monotonic() > deadline:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
-def head(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    # A one-machine head, kept on loopback as the README shows (Ray's single-machine switch).
+def head() -> Any:
+    # A one-machine head, kept on loopback as the README shows (Ray's single-machine switch), with a session folder
+    # of its own (short: Ray's socket paths in it must fit in 107 bytes) and free ports, beside any other Ray.
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
     env.pop("RAY_ADDRESS", None)
+    temp = Path(tempfile.mkdtemp(prefix="ray-"))
+    env[HEAD_MARK] = str(temp)
     dash = _free_port()
-    start = subprocess.run(
-        [
-            *RAY,
-            "start",
-            "--head",
-            "--node-ip-address",
-            "127.0.0.1",
-            "--port",
-            str(_free_port()),
-            "--dashboard-host",
-            "127.0.0.1",
-            "--dashboard-port",
-            str(dash),
-            "--include-dashboard",
-            "true",
-            "--num-cpus",
-            "2",
-            "--disable-usage-stats",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=180,
-    )
-    if start.returncode != 0:
-        pytest.fail(f"ray start --head failed:\n{start.stdout}\n{start.stderr}")
     try:
+        start = subprocess.run(
+            [
+                *RAY,
+                "start",
+                "--head",
+                "--temp-dir",
+                str(temp),
+                "--node-ip-address",
+                "127.0.0.1",
+                "--port",
+                str(_free_port()),
+                "--ray-client-server-port",
+                str(_free_port()),
+                "--dashboard-agent-listen-port",
+                str(_free_port()),
+                "--dashboard-host",
+                "127.0.0.1",
+                "--dashboard-port",
+                str(dash),
+                "--include-dashboard",
+                "true",
+                "--num-cpus",
+                "2",
+                "--disable-usage-stats",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=180,
+        )
+        if start.returncode != 0:
+            pytest.fail(f"ray start --head failed:\n{start.stdout}\n{start.stderr}")
         yield {"address": f"http://127.0.0.1:{dash}", "env": env}
     finally:
-        subprocess.run([*RAY, "stop", "--force"], capture_output=True, env=env, timeout=120)
+        _stop(temp)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _maker(head: dict[str, Any], *args: str, cwd: Path | None = None, timeout: int = 240) -> Any:
-    return subprocess.run(
-        [*MAKER, *args],
-        capture_output=True,
-        text=True,
-        env=head["env"],
-        cwd=cwd,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
+    """``maker ARGS`` in the head's environment (its ``ray`` on the PATH, no ``RAY_ADDRESS``)."""
+    return run_maker(*args, env=head["env"], cwd=cwd, timeout=timeout)
 
 
 def test_submit_runs_a_shipped_workflow_and_its_trace_is_readable(head: dict[str, Any], tmp_path: Path) -> None:

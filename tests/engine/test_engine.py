@@ -11,12 +11,7 @@ from maker.agents import SimulatedBackend
 from maker.runs import start_run
 from maker.store import Store
 from maker.voting import Voting, is_decided
-
-
-def _rows(store, run_id):
-    with Store.open(store) as st:
-        rid = st.run(run_id).id
-        return list(st.steps(rid))
+from tests._cli import ok, run_maker, stored_steps
 
 
 def test_undecided_steps_escalate_to_the_next_agent(tmp_path) -> None:
@@ -31,7 +26,7 @@ def test_undecided_steps_escalate_to_the_next_agent(tmp_path) -> None:
     )
     # the coin-flipping agent sometimes wins a vote for the wrong answer; that is what errors counts
     assert summary.status == "done" and summary.steps == 60
-    rows = _rows(store, "esc")
+    rows = stored_steps(store, "esc")
     agents = [row[7] for row in rows]
     assert 1 in agents, "some steps must have been decided by the escalation agent"
     assert 0 in agents, "the coin flip decides a step when one answer gets four ahead within its three rounds"
@@ -70,7 +65,7 @@ def test_adaptive_rule_decides_by_posterior(tmp_path) -> None:
     )
     assert summary.status == "done"
     policy = Voting(rule="adaptive", confidence=0.99)
-    for row in _rows(store, "ad"):
+    for row in stored_steps(store, "ad"):
         counts = json.loads(row[3])
         top, second = counts[0], (counts[1] if len(counts) > 1 else 0)
         assert is_decided(policy, top, second)
@@ -157,14 +152,8 @@ def test_a_crash_in_workflow_code_keeps_committed_steps_and_marks_the_run_failed
 
 
 def test_debug_logs_one_json_line_per_committed_step(tmp_path) -> None:
-    import subprocess
-    import sys
-
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "maker.cli",
+    proc = ok(
+        run_maker(
             "run",
             "hanoi",
             "--set",
@@ -172,15 +161,13 @@ def test_debug_logs_one_json_line_per_committed_step(tmp_path) -> None:
             "--agent",
             "simulated:gpt-4.1-mini",
             "--store",
-            str(tmp_path / "s.sqlite"),
+            tmp_path / "s.sqlite",
             "--run-id",
             "dbg",
             "--log-level",
             "debug",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
+            tmp=tmp_path,
+        )
     )
     events = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
     steps = [e for e in events if e["event"] == "step committed"]

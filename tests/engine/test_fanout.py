@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
-import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +23,10 @@ from maker.agents import specs as agent_specs
 from maker.runs import fork_run, replay_run, resume_run, start_run
 from maker.store import Store
 from maker.workflows._reference import recognize
-from tests._cli import MAKER, committed_steps, has_committed, kill_when
+from tests._cli import Started, committed_steps, kill_when, ok, run_maker, step_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 TASK_6X6 = "Multiply 877572 by 388389"
-
-
-def _rows(db: Path, run_id: str) -> list[tuple[Any, ...]]:
-    """Every step row but its timings."""
-    with Store.open(db) as st:
-        rid = st.run(run_id).id
-        return [r[:8] + r[10:] for r in st.steps(rid)]
 
 
 # -- completion order ---------------------------------------------------------------------------------------
@@ -112,7 +104,7 @@ def test_fan_out_record_does_not_depend_on_completion_order(
             base.errors,
             base.result,
         )
-        assert _rows(db, f"jitter{delay}") == _rows(db, "plain")
+        assert step_rows(db, f"jitter{delay}") == step_rows(db, "plain")
     # the calls really did finish in different orders
     assert len({tuple(order) for order in jitter.values()}) == 3
     assert any(order != sorted(order) for order in jitter.values())
@@ -140,7 +132,9 @@ def test_a_fan_out_goes_to_the_backend_as_one_batched_call(tmp_path: Path) -> No
 
 
 # -- a killed tree run ------------------------------------------------------------------------------------------
-def test_sigkill_mid_tree_then_resume_gives_the_uninterrupted_tree(tmp_path: Path) -> None:
+def test_sigkill_mid_tree_then_resume_gives_the_uninterrupted_tree(
+    tmp_path: Path, background: Callable[..., Started]
+) -> None:
     args = [
         "run",
         "solve",
@@ -155,40 +149,25 @@ def test_sigkill_mid_tree_then_resume_gives_the_uninterrupted_tree(tmp_path: Pat
         "--commit-every",
         "1",
     ]
-    env = {**os.environ, "MAKER_STORE": str(tmp_path / "unused.sqlite")}
     ref_db, db = tmp_path / "ref.sqlite", tmp_path / "killed.sqlite"
-    ref = subprocess.run(
-        [*MAKER, *args, "--run-id", "T", "--store", str(ref_db), "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert ref.returncode == 0, ref.stderr
-    reference = json.loads(ref.stdout)
+    reference = json.loads(ok(run_maker(*args, "--run-id", "T", "--store", ref_db, "--json", tmp=tmp_path)).stdout)
     assert reference["solved"] and reference["result"]["answer"] == "17399085166891177008"
     total = reference["steps"]
 
-    err = tmp_path / "killed.err"
-    with open(err, "wb") as errf:
-        proc = subprocess.Popen(
-            [*MAKER, *args, "--run-id", "T", "--store", str(db)], stdout=subprocess.DEVNULL, stderr=errf, env=env
-        )
-    kill_when(proc, lambda: has_committed(db, "T", total * 3 // 4), "3/4 of the steps committed", err)
+    # Held at the fan-out that holds step 3/4 of the way: every transition before it committed, that one not.
+    hold = total * 3 // 4
+    run = background(*args, "--run-id", "T", "--store", db, hold=hold)
+    kill_when(run.proc, run.held, f"step {hold} held", run.stderr)
     killed_at = committed_steps(db, "T") or 0
-    assert total * 3 // 4 <= killed_at < total
+    assert total // 2 <= killed_at <= hold < total
     with Store.open(db) as st:  # the kill left a tree half solved: some nodes have results, the root has none
         state = json.loads(st.latest_snapshot(st.run("T").id)[1])
     assert state["nodes"][0]["result"] is None and any(n["result"] for n in state["nodes"])
 
-    done = subprocess.run(
-        [*MAKER, "resume", "T", "--store", str(db), "--json"], capture_output=True, text=True, env=env, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    summary = json.loads(done.stdout)
+    summary = json.loads(ok(run_maker("resume", "T", "--store", db, "--json", tmp=tmp_path)).stdout)
     for key in ("steps", "calls", "errors", "solved", "result", "red_flags", "tokens"):
         assert summary[key] == reference[key], key
-    assert _rows(db, "T") == _rows(ref_db, "T")
+    assert step_rows(db, "T") == step_rows(ref_db, "T")
     with Store.open(db) as st, Store.open(ref_db) as rs:
         assert st.latest_snapshot(st.run("T").id) == rs.latest_snapshot(rs.run("T").id)
     assert replay_run("T", store=db).steps == total
@@ -303,5 +282,5 @@ def test_a_failed_tree_run_resumes_with_other_settings(tmp_path: Path) -> None:
     # ... and resumes with a policy that can, to the same tree as a run made that way from the start
     s = resume_run("R", store=db, overrides={"max_rounds": 100})
     ref = start_run("solve", {"task": TASK_6X6}, {"agents": ["simulated:p=0.8,seed=5"], "k": 6}, store=db, run_id="ref")
-    assert s.result == ref.result and s.solved and _rows(db, "R") == _rows(db, "ref")
+    assert s.result == ref.result and s.solved and step_rows(db, "R") == step_rows(db, "ref")
     assert recognize(TASK_6X6) is not None and s.result["answer"] == recognize(TASK_6X6).answer()

@@ -4,29 +4,24 @@ window (and the same as one step at a time), wasted calls counted, a killed wind
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from maker.runs import start_run
-from maker.store import STEP_COLUMNS, Store
-from tests._cli import MAKER, maker_env, peek, run_maker
-
-KEEP = [i for i, c in enumerate(STEP_COLUMNS) if c not in ("t_start", "dur")]
+from maker.store import Store
+from tests._cli import Started, committed_steps, has_committed, kill_when, ok, run_maker, trace
 
 
-def _trace(db: Path, run_id: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], tuple[Any, ...]]:
-    """Every step row (timings aside), every sample, and the counters the run record keeps."""
+def _trace(db: Path, run_id: str) -> tuple[Any, ...]:
+    """Every step row (timings aside), every sample (:func:`tests._cli.trace`), and the counters the run record
+    keeps."""
     with Store.open(db) as st:
         rec = st.run(run_id)
-        steps = [tuple(r[i] for i in KEEP) for r in st.steps(rec.id)]
-        samples = [(s[0], *row) for s in steps for row in st.samples(rec.id, s[0])]
-        counters = (rec.steps, rec.calls, rec.red_flags, rec.errors, rec.max_rounds, rec.tokens, rec.solved)
-    return steps, samples, counters
+    counters = (rec.steps, rec.calls, rec.red_flags, rec.errors, rec.max_rounds, rec.tokens, rec.solved)
+    return (*trace(db, run_id), counters)
 
 
 # drafters that err and write malformed or over-long drafts; verifiers with false positives; escalation when a
@@ -149,7 +144,7 @@ def test_wasted_calls_show_in_trace_stats_and_the_window_adapts(tmp_path: Path) 
     assert "window            predictions held" in text and "wasted" in text
 
 
-def test_sigkill_mid_window_resumes_to_the_same_trace(tmp_path: Path) -> None:
+def test_sigkill_mid_window_resumes_to_the_same_trace(tmp_path: Path, background: Callable[..., Started]) -> None:
     args = [
         "run",
         "hanoi",
@@ -169,23 +164,19 @@ def test_sigkill_mid_window_resumes_to_the_same_trace(tmp_path: Path) -> None:
         "32",
         "--commit-seconds",
         "0.05",
+        "--commit-every",
+        "10",
         "--run-id",
         "K",
     ]
-    ref = run_maker(*args, "--store", tmp_path / "ref.sqlite", "--window", "1", "--json", tmp=tmp_path)
-    assert ref.returncode == 0, ref.stderr
+    ok(run_maker(*args, "--store", tmp_path / "ref.sqlite", "--window", "1", "--json", tmp=tmp_path))
     db = tmp_path / "killed.sqlite"
-    proc = subprocess.Popen(
-        [*MAKER, *args, "--store", str(db)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=maker_env(tmp_path)
-    )
-    deadline = time.monotonic() + 120
-    while (rows := peek(db, "SELECT steps FROM runs WHERE run_id='K'")) is None or not rows or rows[0][0] < 200:
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    killed_at = peek(db, "SELECT steps FROM runs WHERE run_id='K'")[0][0]  # type: ignore[index]
-    assert 200 <= killed_at < 511
+    # Held at step 300: the chain commits at least up to step 291 and can go no further, so the kill at 200
+    # committed steps lands on a running process.
+    run = background(*args, "--store", db, hold=300)
+    kill_when(run.proc, lambda: has_committed(db, "K", 200), "200 committed steps", run.stderr)
+    killed_at = committed_steps(db, "K")
+    assert killed_at is not None and 200 <= killed_at <= 300
     done = run_maker("resume", "K", "--store", db, "--json", tmp=tmp_path)
     assert done.returncode == 0, done.stderr
     assert _trace(db, "K") == _trace(tmp_path / "ref.sqlite", "K")

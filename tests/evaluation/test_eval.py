@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,22 +14,12 @@ from maker.evaluation import evaluate
 from maker.runs import RunOptions
 from maker.store import Store
 from maker.workflows._reference import same_answer
-from tests._cli import kill_when, maker_env, peek, run_maker
+from tests._cli import Started, kill_when, ok, peek, run_maker, step_rows
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "maker-official"
 MUL5 = DATA / "bench_long_mul_5_5__200.jsonl"
 SORT = DATA / "bench_sort_len_500__50.jsonl"
 AGENT = "simulated:p=0.95,seed=1"
-TIMEOUT = 120
-
-
-def _maker(*args: str | Path, tmp: Path) -> subprocess.CompletedProcess[str]:
-    return run_maker(*args, tmp=tmp, cwd=tmp)
-
-
-def _ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert proc.returncode == 0, f"rc {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    return proc
 
 
 def _answers(path: Path) -> dict[str, str]:
@@ -72,7 +61,7 @@ def test_eval_twenty_problems_then_again_runs_nothing(tmp_path: Path) -> None:
         "--store",
         db,
     ]
-    proc = _ok(_maker(*args, tmp=tmp_path))
+    proc = ok(run_maker(*args, tmp=tmp_path, cwd=tmp_path))
     assert "accuracy        100.0%" in proc.stdout, proc.stdout
     assert "correct         20  (wrong 0, failed 0)" in proc.stdout, proc.stdout
     assert "--name mul5" in proc.stderr and "[20/20]" in proc.stderr, proc.stderr
@@ -94,7 +83,7 @@ def test_eval_twenty_problems_then_again_runs_nothing(tmp_path: Path) -> None:
 
     # Again under the same name: everything is read back, nothing is run.
     calls = sum(r.calls for r in runs.values())
-    proc = _ok(_maker(*args, tmp=tmp_path))
+    proc = ok(run_maker(*args, tmp=tmp_path, cwd=tmp_path))
     assert "(run now 0, read back 20)" in proc.stdout, proc.stdout
     again = json.loads((tmp_path / "s.json").read_text())
     assert sum(r.calls for r in _runs(db).values()) == calls
@@ -109,7 +98,7 @@ def _done_steps(db: Path, prefix: str) -> dict[str, int] | None:
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
-def test_killed_evaluation_resumes_and_finishes(tmp_path: Path) -> None:
+def test_killed_evaluation_resumes_and_finishes(tmp_path: Path, background: Callable[..., Started]) -> None:
     db = tmp_path / "eval.sqlite"
     args = [
         "eval",
@@ -129,21 +118,21 @@ def test_killed_evaluation_resumes_and_finishes(tmp_path: Path) -> None:
         "--summary",
         "s.json",
     ]
-    with open(tmp_path / "first.err", "wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "maker.cli", *args],
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            stdin=subprocess.DEVNULL,
-            env=maker_env(tmp_path),
-            cwd=tmp_path,
-        )
-    kill_when(proc, lambda: len(_done_steps(db, "killed") or {}) >= 2, "2 runs were done", tmp_path / "first.err")
+    # Two at a time, in data order: the fourth problem starts once two runs are done. Its first model call is
+    # held, so the evaluation is still running when it is killed.
+    fourth = json.loads(MUL5.read_text().splitlines()[3])["question"].splitlines()[-1]
+    run = background(*args, name="first", hold=0, hold_prompt=fourth, cwd=tmp_path)
+    kill_when(
+        run.proc,
+        lambda: run.held() and len(_done_steps(db, "killed") or {}) >= 2,
+        "2 runs done and the 4th problem held",
+        run.stderr,
+    )
     before = {r.run_id: r for r in _runs(db).values()}
     done_before = {rid: r.steps for rid, r in before.items() if r.status == "done"}
     assert 2 <= len(done_before) < 16
 
-    proc2 = _ok(_maker(*args, tmp=tmp_path))
+    proc2 = ok(run_maker(*args, tmp=tmp_path, cwd=tmp_path))
     assert f"{len(done_before)} already done" in proc2.stderr, proc2.stderr
     summary = json.loads((tmp_path / "s.json").read_text())
     assert (summary["problems"], summary["correct"], summary["reused"]) == (16, 16, len(done_before))
@@ -156,24 +145,8 @@ def test_killed_evaluation_resumes_and_finishes(tmp_path: Path) -> None:
 
 def test_weak_agent_lists_wrong_problems_and_exits_zero(tmp_path: Path) -> None:
     db = tmp_path / "eval.sqlite"
-    proc = _ok(
-        _maker(
-            "eval",
-            MUL5,
-            "--limit",
-            "10",
-            "--agent",
-            "simulated:p=0.6,seed=3,spread=3",
-            "--k",
-            "1",
-            "--name",
-            "weak",
-            "--store",
-            db,
-            "--json",
-            tmp=tmp_path,
-        )
-    )
+    args = ["eval", MUL5, "--limit", "10", "--agent", "simulated:p=0.6,seed=3,spread=3", "--k", "1", "--name", "weak"]
+    proc = ok(run_maker(*args, "--store", db, "--json", tmp=tmp_path, cwd=tmp_path))
     summary = json.loads(proc.stdout)
     wrong = [r for r in summary["rows"] if not r["correct"]]
     assert wrong and summary["wrong"] + summary["failed"] == len(wrong)
@@ -183,23 +156,7 @@ def test_weak_agent_lists_wrong_problems_and_exits_zero(tmp_path: Path) -> None:
         assert runs[r["run_id"]].status == r["status"]
         assert f"{r['id']}  WRONG" in proc.stderr or f"{r['id']}  FAILED" in proc.stderr
 
-    table = _ok(
-        _maker(
-            "eval",
-            MUL5,
-            "--limit",
-            "10",
-            "--agent",
-            "simulated:p=0.6,seed=3,spread=3",
-            "--k",
-            "1",
-            "--name",
-            "weak",
-            "--store",
-            db,
-            tmp=tmp_path,
-        )
-    ).stdout
+    table = ok(run_maker(*args, "--store", db, tmp=tmp_path, cwd=tmp_path)).stdout
     assert f"not correct ({len(wrong)}):" in table
     assert all(f"run {r['run_id']}" in table for r in wrong)
 
@@ -213,15 +170,14 @@ def test_concurrent_runs_share_batched_backend_calls(tmp_path: Path) -> None:
     assert eight.backend_requests == one.backend_requests  # the same requests, fewer calls
 
     def steps(db: Path) -> dict[str, list[tuple[Any, ...]]]:
-        with Store.open(db) as st:  # every column but the timings t_start and dur
-            return {r.run_id: [row[:8] + row[10:] for row in st.steps(r.id)] for r in st.runs()}
+        return {run_id: step_rows(db, run_id) for run_id in _runs(db)}
 
     assert steps(tmp_path / "one.sqlite") == steps(tmp_path / "eight.sqlite")
 
 
 def test_sorting_problems(tmp_path: Path) -> None:
-    proc = _ok(
-        _maker(
+    proc = ok(
+        run_maker(
             "eval",
             SORT,
             "--limit",
@@ -234,6 +190,7 @@ def test_sorting_problems(tmp_path: Path) -> None:
             tmp_path / "s.sqlite",
             "--json",
             tmp=tmp_path,
+            cwd=tmp_path,
         )
     )
     summary = json.loads(proc.stdout)
@@ -260,7 +217,7 @@ def test_bad_input_fails_before_anything_runs(tmp_path: Path, lines: list[str], 
     data = tmp_path / "data.jsonl"
     data.write_text("\n".join(lines) + "\n")
     db = tmp_path / "eval.sqlite"
-    proc = _maker("eval", data, "--agent", AGENT, *extra, "--store", db, tmp=tmp_path)
+    proc = run_maker("eval", data, "--agent", AGENT, *extra, "--store", db, tmp=tmp_path, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr, proc.stderr
     assert not db.exists() or not _runs(db)
@@ -269,6 +226,6 @@ def test_bad_input_fails_before_anything_runs(tmp_path: Path, lines: list[str], 
 def test_changed_settings_under_the_same_name_are_refused(tmp_path: Path) -> None:
     db = tmp_path / "eval.sqlite"
     base = ["eval", MUL5, "--limit", "2", "--agent", AGENT, "--name", "n", "--store", db]
-    _ok(_maker(*base, "--k", "3", tmp=tmp_path))
-    proc = _maker(*base, "--k", "4", tmp=tmp_path)
+    ok(run_maker(*base, "--k", "3", tmp=tmp_path, cwd=tmp_path))
+    proc = run_maker(*base, "--k", "4", tmp=tmp_path, cwd=tmp_path)
     assert proc.returncode == 2 and "k recorded 3, given 4" in proc.stderr and "new --name" in proc.stderr

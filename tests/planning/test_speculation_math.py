@@ -18,12 +18,10 @@ from fractions import Fraction
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from maker.agents import Oracle, Roster, make_agent
-from maker.cli import main
 from maker.engine import Decider, Decision, Speculation
 from maker.planning import (
     accept_probability,
@@ -41,6 +39,7 @@ from maker.runs import RunOptions, start_run
 from maker.stats import expected_samples, step_success, wilson_interval
 from maker.voting import Voting
 from maker.workflows.counting import NextNumber, next_number
+from tests._cli import invoke as _cli
 
 RATE = st.fractions(min_value=0, max_value=1, max_denominator=12)
 LOW_RATE = st.fractions(min_value=0, max_value=Fraction(1, 2), max_denominator=12)
@@ -445,11 +444,6 @@ def test_estimate_matches_simulated_runs(tmp_path, options, args, digits) -> Non
 
 
 # -- the command line ----------------------------------------------------------------------------------
-
-
-def _cli(*args: str) -> tuple[int, str]:
-    r = CliRunner().invoke(main, list(args))
-    return r.exit_code, r.output
 
 
 def test_cli_estimate_prints_speculation_next_to_voting() -> None:

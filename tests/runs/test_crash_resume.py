@@ -1,29 +1,29 @@
-"""Crash safety with real processes: SIGKILL a run (and a resume) part way, resume, and
-compare everything recorded with an uninterrupted run of the same seed."""
+"""Crash safety with real processes: SIGKILL a run (and a resume) part way, or interrupt it, resume, and
+compare everything recorded with an uninterrupted run of the same seed.
+
+Each process to signal is held at a known step (tests/fixtures/held.py): it cannot finish before the signal,
+however fast the machine, and commits by count only, so the steps it has committed when the signal lands are
+known exactly."""
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests._cli import committed_steps, has_committed, kill_when, wait_for
+from tests._cli import TIMEOUT, Started, committed_steps, has_committed, kill_when, ok, run_maker, wait_for
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
-
-_SCRIPT = Path(sys.executable).with_name("maker")
-MAKER = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "maker.cli"]
 
 RUN_ID = "R"
 DISKS = 11
 TOTAL = 2**DISKS - 1
+EVERY = 100
 RUN_ARGS = [
     "run",
     "hanoi",
@@ -37,37 +37,24 @@ RUN_ARGS = [
     "5",
     "--run-id",
     RUN_ID,
+    "--commit-every",
+    str(EVERY),
     "--commit-seconds",
-    "0.05",
+    "1e9",  # by count only: a run held at step N has committed exactly the multiples of EVERY up to N
 ]
 COUNTERS = ("steps", "calls", "red_flags", "errors", "max_rounds", "tokens")
-TIMEOUT = 120
 
 
-def _env(tmp: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["MAKER_STORE"] = str(tmp / "default-store-must-not-be-used.sqlite")
-    return env
+def _at_hold(run: Started, db: Path, hold: int) -> Callable[[], bool]:
+    """Whether ``run`` waits at step ``hold`` with the steps before it committed as far as commits go."""
+    return lambda: run.held() and has_committed(db, RUN_ID, hold // EVERY * EVERY)
 
 
-def _maker(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*MAKER, *args], capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=TIMEOUT
-    )
-
-
-def _start(args: list[str], tmp: Path, name: str) -> tuple[subprocess.Popen[bytes], Path]:
-    err = tmp / f"{name}.stderr"
-    with open(tmp / f"{name}.stdout", "wb") as out, open(err, "wb") as errf:
-        proc = subprocess.Popen([*MAKER, *args], stdout=out, stderr=errf, stdin=subprocess.DEVNULL, env=_env(tmp))
-    return proc, err
-
-
-def _kill_when(proc: subprocess.Popen[bytes], stderr: Path, db: Path, threshold: int) -> int:
-    """SIGKILL ``proc`` as soon as the committed step counter reaches ``threshold``; return the counter after."""
-    kill_when(proc, lambda: has_committed(db, RUN_ID, threshold), f"{threshold} committed steps", stderr)
+def _kill_at(run: Started, db: Path, hold: int) -> int:
+    """SIGKILL ``run`` once it waits at step ``hold`` (see :func:`_at_hold`); return its committed step count."""
+    kill_when(run.proc, _at_hold(run, db, hold), f"step {hold} held", run.stderr)
     after = committed_steps(db, RUN_ID)
-    assert after is not None and threshold <= after < TOTAL, (threshold, after)
+    assert after == hold // EVERY * EVERY, (hold, after)  # the decided steps after the last commit are lost
     return after
 
 
@@ -111,8 +98,7 @@ def _recorded(db: Path) -> dict[str, Any]:
 def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("reference")
     db = tmp / "ref.sqlite"
-    proc = _maker(*RUN_ARGS, "--store", str(db), "--json", env=_env(tmp))
-    assert proc.returncode == 0, proc.stderr
+    proc = ok(run_maker(*RUN_ARGS, "--store", db, "--json", tmp=tmp))
     summary = json.loads(proc.stdout)
     rec = _recorded(db)
     assert summary["steps"] == TOTAL and summary["solved"] is True
@@ -122,38 +108,38 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return rec
 
 
-# (threshold for the kill of `maker run`, thresholds for kills of the following resumes)
+# (step `maker run` is held and killed at, steps the following resumes are held and killed at)
 KILL_PLANS = {
-    # as soon as the run row exists: well within the first second, usually before any step is committed
-    "first-second": (0, ()),
-    "middle": (1000, ()),
-    "run-and-resume-killed": (300, (1500,)),
+    # at the first model call: the run row exists, no step is committed
+    "first-step": (0, ()),
+    # 1,050 steps decided, the last 50 not committed yet
+    "middle": (1050, ()),
+    "run-and-resume-killed": (350, (1550,)),
 }
 
 
 @pytest.mark.parametrize("plan", list(KILL_PLANS), ids=list(KILL_PLANS))
-def test_sigkill_then_resume_matches_uninterrupted_run(plan: str, tmp_path: Path, reference: dict[str, Any]) -> None:
+def test_sigkill_then_resume_matches_uninterrupted_run(
+    plan: str, tmp_path: Path, reference: dict[str, Any], background: Callable[..., Started]
+) -> None:
     first, later = KILL_PLANS[plan]
     db = tmp_path / "store.sqlite"
-    env = _env(tmp_path)
 
-    proc, err = _start([*RUN_ARGS, "--store", str(db)], tmp_path, "run")
-    kill_points = [_kill_when(proc, err, db, first)]
+    run = background(*RUN_ARGS, "--store", db, hold=first)
+    kill_points = [_kill_at(run, db, first)]
 
     # a killed run is listed with its committed steps and can be resumed
-    listed = _maker("runs", "--store", str(db), "--json", env=env)
-    assert listed.returncode == 0, listed.stderr
+    listed = ok(run_maker("runs", "--store", db, "--json", tmp=tmp_path))
     (row,) = json.loads(listed.stdout)
     assert row["run_id"] == RUN_ID and row["steps"] == kill_points[0] and row["status"] == "killed"
 
-    for i, threshold in enumerate(later):
-        assert threshold > kill_points[-1]
-        proc, err = _start(["resume", RUN_ID, "--store", str(db)], tmp_path, f"resume{i}")
-        kill_points.append(_kill_when(proc, err, db, threshold))
+    for i, hold in enumerate(later):
+        assert hold > kill_points[-1]
+        run = background("resume", RUN_ID, "--store", db, name=f"resume{i}", hold=hold)
+        kill_points.append(_kill_at(run, db, hold))
 
     assert kill_points == sorted(kill_points)
-    done = _maker("resume", RUN_ID, "--store", str(db), "--json", env=env)
-    assert done.returncode == 0, done.stderr
+    done = ok(run_maker("resume", RUN_ID, "--store", db, "--json", tmp=tmp_path))
     summary = json.loads(done.stdout)
     for key in (
         "run_id",
@@ -188,8 +174,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(plan: str, tmp_path: Path
     resumes = [d["from_step"] for k, d in rec["events"] if k == "resume"]
     assert resumes == kill_points
 
-    listed = _maker("runs", "--store", str(db), "--json", env=env)
-    assert listed.returncode == 0, listed.stderr
+    listed = ok(run_maker("runs", "--store", db, "--json", tmp=tmp_path))
     (row,) = json.loads(listed.stdout)
     assert row["run_id"] == RUN_ID
     assert row["status"] == "done"
@@ -199,27 +184,32 @@ def test_sigkill_then_resume_matches_uninterrupted_run(plan: str, tmp_path: Path
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_commits_decided_steps_and_resume_matches(
-    sig: int, tmp_path: Path, reference: dict[str, Any]
+    sig: int, tmp_path: Path, reference: dict[str, Any], background: Callable[..., Started]
 ) -> None:
+    """Interrupted while step 1,050's model call is in flight, the run commits the 50 steps it decided since its
+    last commit (at 1,000) before it exits, and a resume goes on from there to the uninterrupted run's trace."""
     db = tmp_path / "store.sqlite"
-    env = _env(tmp_path)
-    proc, err = _start([*RUN_ARGS, "--store", str(db)], tmp_path, "run")
-    wait_for(proc, lambda: has_committed(db, RUN_ID, 300), "300 committed steps", err)
-    proc.send_signal(sig)
-    proc.wait(timeout=TIMEOUT)
-    assert proc.returncode == 130, err.read_text()
-    assert "committed steps are saved" in err.read_text()
+    hold = 1050
+    run = background(*RUN_ARGS, "--store", db, hold=hold)
+    wait_for(run.proc, _at_hold(run, db, hold), f"step {hold} held", run.stderr)
+    assert committed_steps(db, RUN_ID) == 1000
+    run.proc.send_signal(sig)
+    run.proc.wait(timeout=TIMEOUT)
+    err = run.stderr.read_text()
+    assert run.proc.returncode == 130, err
+    assert "committed steps are saved" in err
     stopped = _recorded(db)
     assert stopped["status"] == "interrupted"
-    assert [s[0] for s in stopped["steps"]] == list(range(len(stopped["steps"])))
-    assert stopped["snapshot"][0] == len(stopped["steps"]) == stopped["counters"]["steps"]
+    assert [s[0] for s in stopped["steps"]] == list(range(hold))
+    assert stopped["steps"] == reference["steps"][:hold]
+    assert stopped["snapshot"][0] == stopped["counters"]["steps"] == hold
 
-    done = _maker("resume", RUN_ID, "--store", str(db), "--json", env=env)
-    assert done.returncode == 0, done.stderr
+    ok(run_maker("resume", RUN_ID, "--store", db, "--json", tmp=tmp_path))
     rec = _recorded(db)
     assert rec["steps"] == reference["steps"]
     assert rec["counters"] == reference["counters"], "a step cut short must not be counted twice"
     assert rec["snapshot"] == reference["snapshot"]
+    assert [d["from_step"] for k, d in rec["events"] if k == "resume"] == [hold]
 
 
 def test_every_write_connection_waits_for_the_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -239,9 +229,6 @@ def test_every_write_connection_waits_for_the_disk(tmp_path: Path, monkeypatch: 
 
     monkeypatch.setattr(sqlite3, "connect", as_built_with_normal)
 
-    def settings(st: Store) -> tuple[Any, ...]:
-        return (st.query("PRAGMA journal_mode").fetchone()[0], st.query("PRAGMA synchronous").fetchone()[0])
-
     db = tmp_path / "s.sqlite"
     old = tmp_path / "v1.sqlite"
     old.write_bytes((Path(__file__).parents[1] / "fixtures" / "v1-hanoi.sqlite").read_bytes())
@@ -252,6 +239,6 @@ def test_every_write_connection_waits_for_the_disk(tmp_path: Path, monkeypatch: 
         lambda: Store.open(old, write=True),
     ):
         with open_it() as st:
-            assert settings(st) == ("wal", 2)  # 2: FULL
+            assert st.durability() == ("wal", 2)  # 2: FULL
     with Store.open(db) as st:  # the stand-in build is in force: a reader keeps its default
-        assert st.query("PRAGMA synchronous").fetchone() == (1,)
+        assert st.durability().synchronous == 1

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests._cli import MAKER, TIMEOUT, maker_env, run_maker
+from tests._cli import MAKER, TIMEOUT, maker_env
+from tests._cli import run_maker as _maker
 
 DISKS = 11
 TOTAL = 2**DISKS - 1
@@ -52,10 +53,6 @@ FAILED_RUN = [
     "--run-id",
     "F",
 ]
-
-
-def _maker(*args: str | Path, tmp: Path) -> subprocess.CompletedProcess[str]:
-    return run_maker(*args, tmp=tmp)
 
 
 def _digest(db: Path) -> dict[str, str | None]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,10 +22,9 @@ from maker.trace import tree_html
 from maker.voting import Voting
 from maker.workflows import _solve_steps as steps
 from maker.workflows._reference import recognize
+from tests._cli import ok, run_maker, stored_steps
 
 ROOT = Path(__file__).resolve().parents[2]
-_SCRIPT = Path(sys.executable).with_name("maker")
-MAKER = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "maker.cli"]
 TASK = "Multiply 46048 by 42098"
 DECOMPOSE_INPUTS = {"template": steps.PROMPTS["decompose"], "task": TASK, "max_children": 2}
 
@@ -202,8 +199,7 @@ def _nodes(db: Path, run_id: str) -> list[dict[str, Any]]:
 
 
 def _microsteps(db: Path, run_id: str) -> list[tuple[str, str]]:
-    with Store.open(db) as s:
-        return [(r[14], r[15]) for r in s.steps(s.run(run_id).id)]
+    return [(r.microstep, r.tag) for r in stored_steps(db, run_id)]
 
 
 def test_depth_limit_and_one_shot(tmp_path: Path) -> None:
@@ -273,9 +269,7 @@ def test_trace_show_tree_and_report(tmp_path: Path) -> None:
     assert s.status == "done"
 
     def maker(*args: str) -> str:
-        out = subprocess.run([*MAKER, *args, "--store", str(db)], capture_output=True, text=True, timeout=60)
-        assert out.returncode == 0, out.stderr
-        return out.stdout
+        return ok(run_maker(*args, "--store", db, tmp=tmp_path)).stdout
 
     text = maker("trace", "show", "t", "--tree")
     assert text.startswith(f"node 0  {TASK}  => ")
@@ -311,7 +305,7 @@ def test_trace_show_tree_and_report(tmp_path: Path) -> None:
     assert "<script>" not in html and "&lt;script&gt;" in html and "<i>" not in html
 
     start_run("hanoi", {"disks": 3}, {"agents": ["simulated:p=1.0"]}, store=db, run_id="h")
-    out = subprocess.run([*MAKER, "trace", "show", "h", "--tree", "--store", str(db)], capture_output=True, text=True)
+    out = run_maker("trace", "show", "h", "--tree", "--store", db, tmp=tmp_path)
     assert out.returncode == 2 and "has no task tree" in out.stderr
 
 
@@ -338,9 +332,8 @@ def test_maker_solve_shortcut(tmp_path: Path) -> None:
     db = tmp_path / "s.sqlite"
     prompts = tmp_path / "prompts.toml"
     prompts.write_text('solve = """Work this out: {task}\nEnd with: result = N"""\n')
-    out = subprocess.run(
-        [
-            *MAKER,
+    out = ok(
+        run_maker(
             "solve",
             TASK,
             "--agent",
@@ -350,19 +343,16 @@ def test_maker_solve_shortcut(tmp_path: Path) -> None:
             "--max-depth",
             "2",
             "--prompts",
-            str(prompts),
+            prompts,
             "--detail",
             "samples",
             "--run-id",
             "S",
             "--store",
-            str(db),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+            db,
+            tmp=tmp_path,
+        )
     )
-    assert out.returncode == 0, out.stderr
     assert out.stdout.rstrip().endswith("answer: 1938528704")
     with Store.open(db) as st_:
         record = st_.run("S")
@@ -370,21 +360,16 @@ def test_maker_solve_shortcut(tmp_path: Path) -> None:
     assert record.params["vote"] == "judge" and record.params["max_depth"] == 2
     assert inputs and all(i.startswith("Work this out: Multiply") for i in inputs)
     prompts.write_text('solve = "no placeholder"\n')
-    bad = subprocess.run(
-        [
-            *MAKER,
-            "solve",
-            TASK,
-            "--agent",
-            "simulated:p=1",
-            "--prompts",
-            str(prompts),
-            "--store",
-            str(tmp_path / "bad.sqlite"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    bad = run_maker(
+        "solve",
+        TASK,
+        "--agent",
+        "simulated:p=1",
+        "--prompts",
+        prompts,
+        "--store",
+        tmp_path / "bad.sqlite",
+        tmp=tmp_path,
     )
     assert bad.returncode == 2 and "must use {task}" in bad.stderr and not (tmp_path / "bad.sqlite").exists()
 

@@ -10,35 +10,20 @@ same steps.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests._cli import ok, run_maker, shown_steps
 from tests.fixtures.model_server import ModelServer
 
-_SCRIPT = Path(sys.executable).with_name("maker")
-MAKER = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "maker.cli"]
-TIMEOUT = 120
 TASK = "Multiply 46048 by 42098"
 ANSWER = "1938528704"
 MICROSTEPS = {"classify", "decompose", "propose", "judge", "solve", "compose"}
-
-
-def _maker(*args: str | Path, tmp: Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env["MAKER_STORE"] = str(tmp / "default-store-must-not-be-used.sqlite")
-    proc = subprocess.run(
-        [*MAKER, *map(str, args)], capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=TIMEOUT
-    )
-    assert proc.returncode == 0, f"rc {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    return proc
 
 
 def _solve(
@@ -73,16 +58,15 @@ def _solve(
         "--json",
         *extra,
     ]
-    return json.loads(_maker(*args, tmp=tmp).stdout)
+    return json.loads(ok(run_maker(*args, tmp=tmp)).stdout)
 
 
 def _steps(tmp: Path, run_id: str) -> list[dict[str, Any]]:
-    out = _maker("trace", "show", run_id, "--steps", "0:", "--json", "--store", tmp / "runs.sqlite", tmp=tmp).stdout
-    return [json.loads(line) for line in out.splitlines()]
+    return shown_steps(tmp / "runs.sqlite", run_id, tmp)
 
 
 def _flag_reasons(tmp: Path, run_id: str) -> dict[str, int]:
-    out = _maker("trace", "stats", run_id, "--json", "--store", tmp / "runs.sqlite", tmp=tmp).stdout
+    out = ok(run_maker("trace", "stats", run_id, "--json", "--store", tmp / "runs.sqlite", tmp=tmp)).stdout
     return json.loads(out)["red_flags"]["by_reason"]
 
 
@@ -223,7 +207,9 @@ def test_replay_of_a_finished_run(tmp_path: Path) -> None:
     with ModelServer() as server:
         summary = _solve(server, tmp_path, TASK, run_id="r", seed=2)
         requests = server.requests
-        out = json.loads(_maker("replay", "r", "--json", "--store", tmp_path / "runs.sqlite", tmp=tmp_path).stdout)
+        out = json.loads(
+            ok(run_maker("replay", "r", "--json", "--store", tmp_path / "runs.sqlite", tmp=tmp_path)).stdout
+        )
         assert server.requests == requests, "a replay calls no model"
     assert summary["status"] == "done"
     assert out["steps"] == summary["steps"] and out["finished"] is True, out
