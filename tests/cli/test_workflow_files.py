@@ -21,7 +21,7 @@ from maker import StepUndecidedError, UserError, start_run
 from maker.cli import as_flags
 from maker.cli._params import read_params, reading
 from maker.runs import canonical_ref, is_file_ref, resolve_workflow, workflow_ref
-from tests._cli import MAKER, committed_steps, has_committed, kill_when, maker_env, peek, run_maker
+from tests._cli import committed_steps, has_committed, kill_when, peek, run_maker
 
 FLOW = '''"""A workflow in a file of its own: adds 1, 2, 3, ... to a running total, one voted step each."""
 
@@ -106,37 +106,33 @@ def _ref(db: Path, run_id: str) -> str:
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
-def test_a_file_workflow_killed_then_resumed_replayed_and_forked_from_another_directory(tmp_path: Path) -> None:
+def test_a_file_workflow_killed_then_resumed_replayed_and_forked_from_another_directory(
+    tmp_path: Path, background: Any
+) -> None:
     path = _write_flow(tmp_path / "flows")
     db = tmp_path / "runs.sqlite"
     steps = 400
-    err = tmp_path / "run.stderr"
-    with open(err, "wb") as errf:  # a relative path, from the folder above the file
-        proc = subprocess.Popen(
-            [
-                *MAKER,
-                "run",
-                "flows/tally.py:TallyFlow",
-                "--set",
-                f"steps={steps}",
-                "--set",
-                "label=007",
-                "--agent",
-                f"{AGENT},call_s=0.004",
-                "--run-id",
-                "R",
-                "--store",
-                str(db),
-                "--commit-every",
-                "5",
-            ],
-            cwd=tmp_path,
-            env=maker_env(tmp_path),
-            stdout=subprocess.DEVNULL,
-            stderr=errf,
-            stdin=subprocess.DEVNULL,
-        )
-    kill_when(proc, lambda: has_committed(db, "R", 40), "40 committed steps", err, timeout=60)
+    # A relative path, from the folder above the file; held at step 200 (tests/fixtures/held.py), so the run is
+    # still going when it is killed, however fast the machine.
+    run = background(
+        "run",
+        "flows/tally.py:TallyFlow",
+        "--set",
+        f"steps={steps}",
+        "--set",
+        "label=007",
+        "--agent",
+        AGENT,
+        "--run-id",
+        "R",
+        "--store",
+        db,
+        "--commit-every",
+        "5",
+        cwd=tmp_path,
+        hold=200,
+    )
+    kill_when(run.proc, lambda: run.held() and has_committed(db, "R", 40), "40 committed steps", run.stderr)
     killed_at = committed_steps(db, "R")
     assert killed_at is not None and 40 <= killed_at < steps
     assert _ref(db, "R") == f"{path}:TallyFlow"  # absolute, so another directory finds it

@@ -10,13 +10,14 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from maker import StepUndecidedError, Store
 from maker.errors import NondeterminismError
 from maker.runs import DEFAULT_SNAPSHOTS, RunOptions, fork_run, replay_run, resume_run, start_run
-from tests._cli import MAKER, committed_steps, has_committed, kill_when, maker_env, run_maker, step_rows
+from tests._cli import committed_steps, has_committed, kill_when, run_maker, step_rows
 
 AGENT = "simulated:p=0.99,seed=3"
 # Commits by count only, so the steps a snapshot is taken at do not depend on the machine's speed.
@@ -201,22 +202,18 @@ RUN = [
 ]
 
 
-def test_sigkill_then_resume_of_a_bounded_run_matches_a_run_keeping_every_snapshot(tmp_path: Path) -> None:
+def test_sigkill_then_resume_of_a_bounded_run_matches_a_run_keeping_every_snapshot(
+    tmp_path: Path, background: Any
+) -> None:
     ref = tmp_path / "ref.sqlite"
     done = run_maker(*RUN, "--snapshots", "all", "--store", ref, tmp=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "in all" not in done.stdout.splitlines()[0], "a run never resumed shows one wall time"
 
     db = tmp_path / "s.sqlite"
-    with open(tmp_path / "err", "wb") as err:
-        proc = subprocess.Popen(
-            [*MAKER, *RUN, "--snapshots", "every:100", "--store", str(db)],
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            stdin=subprocess.DEVNULL,
-            env=maker_env(tmp_path),
-        )
-    kill_when(proc, lambda: has_committed(db, "K", 700), "700 committed steps", tmp_path / "err")
+    # Held at step 1,200 (tests/fixtures/held.py): still running when killed, however fast the machine.
+    run = background(*RUN, "--snapshots", "every:100", "--store", db, hold=1200)
+    kill_when(run.proc, lambda: run.held() and has_committed(db, "K", 700), "700 committed steps", run.stderr)
     killed_at = committed_steps(db, "K")
     assert killed_at is not None and 700 <= killed_at < TOTAL
     assert len(_snapshots(db, "K")) <= killed_at // 100 + 2

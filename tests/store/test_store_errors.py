@@ -7,16 +7,14 @@ import hashlib
 import json
 import random
 import shutil
-import signal
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests._cli import MAKER, TIMEOUT, maker_env
+from tests._cli import has_committed, kill_when
 from tests._cli import run_maker as _maker
 
 DISKS = 11
@@ -171,7 +169,7 @@ def test_resume_failed_run_with_other_params_is_refused(store: Path, base: dict[
     assert json.loads(ok.stdout)["steps"] == TOTAL
 
 
-def test_resume_killed_run_with_other_params_is_refused(tmp_path: Path) -> None:
+def test_resume_killed_run_with_other_params_is_refused(tmp_path: Path, background: Any) -> None:
     db = tmp_path / "killed.sqlite"
     args = [
         "run",
@@ -184,36 +182,14 @@ def test_resume_killed_run_with_other_params_is_refused(tmp_path: Path) -> None:
         "K",
         "--commit-seconds",
         "0.05",
+        "--commit-every",
+        "32",
         "--store",
         str(db),
     ]
-    with open(tmp_path / "run.stderr", "wb") as err:
-        proc = subprocess.Popen(
-            [*MAKER, *args], stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL, env=maker_env(tmp_path)
-        )
-    deadline = time.monotonic() + TIMEOUT
-    try:
-        while proc.poll() is None and time.monotonic() < deadline:
-            steps = None
-            if db.exists():
-                try:
-                    con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=0.05)
-                    try:
-                        row = con.execute("SELECT steps FROM runs WHERE run_id='K'").fetchone()
-                        steps = row and row[0]
-                    finally:
-                        con.close()
-                except sqlite3.Error:  # locked, or not created yet
-                    pass
-            if steps and steps >= 128:
-                proc.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.004)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=TIMEOUT)
-    assert proc.returncode == -signal.SIGKILL, (tmp_path / "run.stderr").read_text()
+    # Held at step 300 (tests/fixtures/held.py), the run is still going when it is killed, however fast the machine.
+    run = background(*args, hold=300)
+    kill_when(run.proc, lambda: run.held() and has_committed(db, "K", 128), "128 committed steps", run.stderr)
 
     before = _digest(db)
     proc2 = _maker("resume", "K", "--store", db, "--set", f"disks={DISKS + 1}", tmp=tmp_path)
