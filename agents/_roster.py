@@ -62,6 +62,3 @@ class Roster:
             labels.append(f"drafter: {drafter}")
             labels += [f"verifier {i + 1}: {v}" for i, v in enumerate(verifiers)]
         return labels
-
-    def label(self, index: int) -> str:
-        return agent_label(self.labels, index)

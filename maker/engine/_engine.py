@@ -31,7 +31,7 @@ from maker.errors import RunError
 from maker.store import Store
 from maker.voting import Voting
 
-__all__ = ["Engine", "EngineConfig", "Recipe", "Ahead", "RunSummary"]
+__all__ = ["Engine", "EngineConfig", "Recipe", "Ahead", "RunSummary", "roster_of"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,6 +97,11 @@ class Recipe:
             verifiers=len(roster.verifiers),
             speculation=settings,
         )
+
+
+def roster_of(agents: Sequence[Agent], speculation: Speculation | None) -> Roster:
+    """A run's agents in step-row order: the voting ``agents``, then the speculation's drafter and verifiers."""
+    return Roster.of(agents, speculation.drafter, speculation.verifiers) if speculation else Roster.of(agents)
 
 
 class Ahead(Protocol):
@@ -173,9 +178,7 @@ class Engine:
         self.rid = rid
         self.run_id = run_id
         self.spec = speculation
-        self.roster = (
-            Roster.of(agents, speculation.drafter, speculation.verifiers) if speculation else Roster.of(agents)
-        )
+        self.roster = roster_of(agents, speculation)
         voting = dict(config.voting)
         self.policies: dict[str, Voting] = {
             ms.name: ms.voting if (ms.voting.fixed or not voting) else ms.voting.model_copy(update=voting)

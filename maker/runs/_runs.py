@@ -15,10 +15,21 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
-from maker.agents import Agent, Roster
+from maker.agents import Agent
 from maker.cluster.config import ClusterOptions
 from maker.dsl import MicrostepCall, Workflow
-from maker.engine import Engine, EngineConfig, Progress, Recipe, Row, RunSummary, Speculation, WorkflowEnded, reapply
+from maker.engine import (
+    Engine,
+    EngineConfig,
+    Progress,
+    Recipe,
+    Row,
+    RunSummary,
+    Speculation,
+    WorkflowEnded,
+    reapply,
+    roster_of,
+)
 from maker.errors import RunError, RunMismatchError, StoreCorruptError, UserError
 from maker.runs._loading import canonical_ref, recorded_workflow, resolve_workflow, workflow_ref
 from maker.runs._options import DEFAULT_WINDOW, RunOptions, options_error
@@ -367,7 +378,7 @@ def build_engine(
         else:
             from maker.cluster import attach
 
-            roster = Roster.of(agents, *((speculation.drafter, speculation.verifiers) if speculation else ()))
+            roster = roster_of(agents, speculation)
             ahead = attach(roster, Recipe.of(wf, config, roster, speculation), opts.cluster.lookahead)
             if ahead is not None:
                 config = dataclasses.replace(config, window=1)
