@@ -13,6 +13,7 @@ from maker.agents._base import (
     digit_score,
     judge_prompt,
 )
+from maker.agents._http import RateLimitWait, rate_limit_waits
 from maker.agents._roster import Roster, agent_label
 from maker.agents.simulated import PRESETS, SimulatedBackend, SimulatedConfig
 from maker.agents.specs import make_agent, parse_spec
@@ -36,4 +37,6 @@ __all__ = [
     "SimulatedConfig",
     "make_agent",
     "parse_spec",
+    "RateLimitWait",
+    "rate_limit_waits",
 ]

@@ -9,11 +9,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from maker.agents.prices import Price
 
 __all__ = [
     "GenerateRequest",
     "Sample",
+    "Usage",
     "Backend",
     "Agent",
     "Oracle",
@@ -73,19 +77,36 @@ def estimate_tokens(text: str) -> int:
     return max(1, -(-len(text) // 4))
 
 
+@dataclass(slots=True, frozen=True)
+class Usage:
+    """What one request to a model was billed, as its server reported it: prompt tokens (cached ones included),
+    the cached part of them, and completion tokens (every choice's, when ``n`` asked for several)."""
+
+    prompt: int
+    completion: int
+    cached: int = 0
+
+
 @dataclass(slots=True)
 class Sample:
-    """One response: its text, how many tokens it took, and optionally token log-probs."""
+    """One response: its text, how many tokens it took, and optionally token log-probs.
+
+    ``usage`` is what the request that brought it was billed, as the server reported it, on the first sample of
+    each request only (a request with ``n`` choices is billed once for its prompt): summing ``usage`` over the
+    samples of a call gives the call's bill. None where the server reported nothing (or the backend is local):
+    the engine then records an estimate, marked as one.
+    """
 
     text: str
     tokens: int
     logprobs: list[float] | None = None
     finish_reason: str = "stop"
+    usage: Usage | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled as a constructor call: a third of the time of the default for slotted classes, which
         # matters when replicas send back thousands of samples in one reply.
-        return (Sample, (self.text, self.tokens, self.logprobs, self.finish_reason))
+        return (Sample, (self.text, self.tokens, self.logprobs, self.finish_reason, self.usage))
 
 
 RATING_INSTRUCTION = (
@@ -150,11 +171,16 @@ class EntropyProbing(Protocol):
 
 @dataclass(slots=True)
 class Agent:
-    """A role bound to a backend. ``spec`` is the string the user gave (``simulated:gpt-4.1-mini``)."""
+    """A role bound to a backend. ``spec`` is the string the user gave (``simulated:gpt-4.1-mini``).
+
+    ``model`` is the model's name as prices know it (``gpt-4.1-mini``; None: a local or unnamed model), and
+    ``price`` the spec's own ``price=IN/CACHED/OUT`` when it gave one (see :mod:`maker.agents.prices`)."""
 
     spec: str
     backend: Backend
     info: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None
+    price: Price | None = None
 
     @property
     def name(self) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from maker.agents._base import Agent
+from maker.agents.prices import parse_price
 from maker.agents.simulated import PRESETS, SimulatedBackend, SimulatedConfig
 from maker.errors import AgentSpecError, UserError
 
@@ -75,6 +76,7 @@ def _simulated(spec: str, name: str | None, options: dict[str, Any]) -> Agent:
         spec,
         SimulatedBackend(config, name=spec),
         info={"p": config.p, "valid": config.valid, "tpr": config.tpr, "fpr": config.fpr},
+        model=name if name in PRESETS else None,
     )
 
 
@@ -103,14 +105,30 @@ def _hf(spec: str, name: str | None, options: dict[str, Any]) -> Agent:
     return Agent(spec, backend)
 
 
+_OPENAI_OPTIONS = {
+    "api",
+    "key_env",
+    "concurrency",
+    "timeout",
+    "deadline",
+    "retries",
+    "backoff",
+    "rpm",
+    "tpm",
+    "circuit",
+    "circuit_minutes",
+}
+"""See :mod:`maker.agents.openai_http` (the grammar) and docs/providers.md."""
+
+
 def _openai(spec: str, name: str | None, options: dict[str, Any]) -> Agent:
     from maker.agents.openai_http import OpenAIBackend
 
     if not name or "@" not in name:
         raise AgentSpecError(f"agent spec {spec!r}: write openai:MODEL@http://host:port/v1")
     model, _, url = name.partition("@")
-    _check_options(spec, "openai", options, {"api", "key_env", "concurrency", "timeout", "retries"})
-    return Agent(spec, OpenAIBackend(model, url, name=spec, **options))
+    _check_options(spec, "openai", options, _OPENAI_OPTIONS)
+    return Agent(spec, OpenAIBackend(model, url, name=spec, **options), model=model)
 
 
 def _vllm(spec: str, name: str | None, options: dict[str, Any]) -> Agent:
@@ -131,7 +149,8 @@ AGENT_KINDS: dict[str, Callable[[str, str | None, dict[str, Any]], Agent]] = {
 
 
 def make_agent(spec: str) -> Agent:
-    """Build an agent from its spec string."""
+    """Build an agent from its spec string. Every kind takes ``price=IN/CACHED/OUT`` (dollars per million tokens;
+    see :mod:`maker.agents.prices`)."""
     kind, name, options = parse_spec(spec)
     factory = AGENT_KINDS.get(kind)
     if factory is None:
@@ -139,4 +158,12 @@ def make_agent(spec: str) -> Agent:
             f"agent spec {spec!r}: unknown kind {kind!r}; available: {', '.join(sorted(AGENT_KINDS))} "
             f"(simulated presets: {', '.join(PRESETS)})"
         )
-    return factory(spec, name, options)
+    price = None
+    if "price" in options:
+        try:
+            price = parse_price(options.pop("price"), f"agent spec {spec!r}: price")
+        except UserError as exc:
+            raise AgentSpecError(str(exc)) from None
+    agent = factory(spec, name, options)
+    agent.price = price
+    return agent

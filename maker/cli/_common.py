@@ -6,8 +6,8 @@ Errors, in one place: a command raises :class:`~maker.errors.UserError` (or the 
 prints it as one line, ``error: ...``, with an option the library names by its key (`max_rounds`) shown as
 its flag (--max-rounds); click's own usage errors read the same. The exit status says which kind it was:
 :data:`EXIT_FAILED` (1) a run or job failed while working, :data:`EXIT_MISUSE` (2) the command was used
-wrongly and nothing ran or was written, :data:`EXIT_INTERRUPTED` (130) Ctrl-C or SIGTERM, committed work
-saved. A command that must stop itself calls :func:`fail` or :func:`interrupted`, never ``sys.exit``."""
+wrongly and nothing ran or was written, :data:`EXIT_BUDGET` (3) spending reached the budget and the run stopped
+at a commit, resumable with a larger one, :data:`EXIT_INTERRUPTED` (130) Ctrl-C or SIGTERM, committed work saved. A command that must stop itself calls :func:`fail` or :func:`interrupted`, never ``sys.exit``."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_MISUSE",
     "EXIT_INTERRUPTED",
+    "EXIT_BUDGET",
     "error_line",
     "fail",
     "interrupted",
@@ -48,6 +49,7 @@ __all__ = [
     "emit",
     "finish",
     "size_text",
+    "cost_line",
 ]
 
 EXIT_FAILED = 1
@@ -56,6 +58,8 @@ EXIT_MISUSE = 2
 """The command was used wrongly (an option, a parameter, an input): nothing ran and nothing was written."""
 EXIT_INTERRUPTED = 130
 """Stopped by Ctrl-C or SIGTERM; committed work is saved."""
+EXIT_BUDGET = 3
+"""Stopped at a commit because spending reached the budget (``--max-cost``, ``--token-budget``); resumable."""
 
 
 def error_line(message: str) -> str:
@@ -149,10 +153,22 @@ def run_options(**fields: Any) -> Any:
 
     from maker.runs import RunOptions, options_error
 
+    fields = prices_option(fields)
     try:
         return RunOptions(**fields)
     except ValidationError as exc:
         raise options_error(exc) from None
+
+
+def prices_option(fields: dict[str, Any]) -> dict[str, Any]:
+    """``--prices FILE`` (``prices_file``) read into the run option ``prices``: model name to dollars per million
+    input, cached input and output tokens, recorded with the run."""
+    path = fields.pop("prices_file", None)
+    if path is None:
+        return fields
+    from maker.agents.prices import load_prices
+
+    return {**fields, "prices": {m: p.as_list() for m, p in load_prices(path).items()}}
 
 
 def voting_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -238,6 +254,33 @@ def voting_options(f: Callable[..., Any]) -> Callable[..., Any]:
             ),
             click.option(
                 "--fixed-window", is_flag=True, default=None, help="Keep the window at --window, not adapted."
+            ),
+            click.option(
+                "--max-cost",
+                type=float,
+                default=None,
+                metavar="USD",
+                help="Stop at a commit once the run has spent this many dollars (resume with a larger one).",
+            ),
+            click.option(
+                "--token-budget",
+                type=int,
+                default=None,
+                metavar="TOKENS",
+                help="Stop at a commit once the run has been billed this many tokens, prompt and completion.",
+            ),
+            click.option(
+                "--over-budget",
+                is_flag=True,
+                default=None,
+                help="Start even when the run's estimated cost is over --max-cost or --token-budget.",
+            ),
+            click.option(
+                "--prices",
+                "prices_file",
+                type=click.Path(dir_okay=False),
+                default=None,
+                help="JSON or TOML file of model prices, dollars per million tokens (see docs/costs.md).",
             ),
         ]
     ):
@@ -347,6 +390,11 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except MakerError as exc:
+            from maker.engine import BudgetExceeded
+
+            if isinstance(exc, BudgetExceeded):
+                click.echo(f"stopped: {as_flags(str(exc))}", err=True)
+                sys.exit(EXIT_BUDGET)
             fail(str(exc), EXIT_FAILED if isinstance(exc, RunError) else EXIT_MISUSE)
         except click.UsageError as exc:
             _usage_failed(exc)
@@ -418,7 +466,7 @@ def new_run_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def run_overrides(voting: dict[str, Any], agents: tuple[str, ...], log_level: str) -> dict[str, Any]:
     """The run options a resume or fork changes: the voting options given, agents, step logging."""
-    overrides = {k: v for k, v in voting.items() if v is not None and v != ()}
+    overrides = prices_option({k: v for k, v in voting.items() if v is not None and v != ()})
     if "verifiers" in overrides:
         overrides["verifiers"] = list(overrides["verifiers"])
     if agents:
@@ -450,6 +498,7 @@ def finish(summary: Any, as_json: bool) -> None:
             f"  calls {summary.calls:,} ({summary.calls_per_step:.4f} per step)  red flags {summary.red_flags:,}"
             f"  max rounds {summary.max_rounds}"
         )
+        click.echo(f"  {cost_line(summary)}")
         if summary.drafted or summary.escalated:
             click.echo(f"  drafts {summary.drafted:,}  accepted {summary.accepted:,}  escalated {summary.escalated:,}")
             if summary.wasted_calls:
@@ -464,6 +513,21 @@ def finish(summary: Any, as_json: bool) -> None:
             click.echo(f"  result {text[:200]}{'...' if len(text) > 200 else ''}")
 
     emit(data, as_json, human)
+
+
+def cost_line(summary: Any) -> str:
+    """The summary's cost line: ``cost $1.2345 (estimated usage; 11,523 prompt + 107,550 completion tokens)``."""
+    from maker.cli._logging import money
+
+    tokens = f"{summary.prompt_tokens:,} prompt ({summary.cached_tokens:,} cached) + {summary.completion_tokens:,} completion tokens"
+    said = "estimated usage" if summary.cost_estimated else "as billed"
+    line = f"cost {money(summary.cost)} ({said}; {tokens})"
+    if summary.cost is None:
+        unpriced = [k for k, v in summary.agent_cost.items() if v is None]
+        line += f"; no price for {', '.join(unpriced)} (give price=IN/CACHED/OUT in its spec, or --prices FILE)"
+    if summary.wasted_cost:
+        line += f"; {money(summary.wasted_cost)} of it on speculative steps dropped"
+    return line
 
 
 def size_text(n: int) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from typing import Any, TextIO, cast
 
@@ -11,7 +12,7 @@ import structlog
 
 from maker.engine import Progress
 
-__all__ = ["configure_logging", "ProgressDisplay", "get_logger"]
+__all__ = ["configure_logging", "ProgressDisplay", "get_logger", "money", "waiting_text"]
 
 
 class _Stderr:
@@ -48,8 +49,22 @@ def get_logger(**context: Any) -> Any:
     return structlog.get_logger("maker").bind(**context)
 
 
+def waiting_text(now: float | None = None) -> str:
+    """What the run is waiting on, if anything: ``waiting on a rate limit (HTTP 429 from ...) 42 s``; else ``""``."""
+    from maker.agents import rate_limit_waits
+
+    waits = rate_limit_waits()
+    if not waits:
+        return ""
+    now = time.time() if now is None else now
+    longest = max(waits, key=lambda w: w.until)
+    return f"waiting on a rate limit ({longest.reason}, {longest.endpoint}) {max(0.0, longest.until - now):.0f} s"
+
+
 class ProgressDisplay:
-    """Steps/s, votes per step, red-flag rate and ETA: a live bar on a terminal, a log line every 10 s otherwise."""
+    """Steps/s, votes per step, red-flag rate, cost and ETA, and any wait on a provider's rate limit: a live bar on
+    a terminal (the wait refreshed every second, steps or not), a log line every 10 s otherwise (a wait is logged by
+    the backend when it begins)."""
 
     def __init__(self, *, live: bool, log_every_s: float = 10.0, console: Any = None) -> None:
         self.live = live
@@ -58,6 +73,8 @@ class ProgressDisplay:
         self._last_log = time.monotonic()
         self._progress: Any = None
         self._task: Any = None
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     def __enter__(self) -> ProgressDisplay:
         if self.live:
@@ -69,17 +86,30 @@ class ProgressDisplay:
                 BarColumn(bar_width=10),
                 TextColumn(
                     "{task.completed:,}/{task.fields[total_text]} steps  ETA {task.fields[eta]}  {task.fields[rate]}"
+                    "{task.fields[waiting]}"
                 ),
                 transient=False,
                 refresh_per_second=4,
                 console=self.console or Console(stderr=True),
             )
             self._progress.__enter__()
+            self._ticker = threading.Thread(target=self._tick, name="maker-progress", daemon=True)
+            self._ticker.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout=2)
         if self._progress is not None:
             self._progress.__exit__(*exc)
+
+    def _tick(self) -> None:
+        """Refresh the wait on a rate limit every second: no step is committed while it lasts."""
+        while not self._stop.wait(1.0):
+            if self._task is not None:
+                text = waiting_text()
+                self._progress.update(self._task, waiting=f"  {text}" if text else "")
 
     def __call__(self, p: Progress) -> None:
         votes = p.calls / p.steps if p.steps else 0.0
@@ -91,8 +121,10 @@ class ProgressDisplay:
             fields = {
                 "total_text": f"{p.expected_steps:,}" if p.expected_steps else "?",
                 "rate": f"{p.steps_per_s:,.0f}/s  {votes:.3f} votes/step  red flags {flag_rate:.2%}  errors {p.errors}"
-                + (f"  wasted {p.wasted_calls / max(1, p.steps):.2f} calls/step" if p.wasted_calls else ""),
+                + (f"  wasted {p.wasted_calls / max(1, p.steps):.2f} calls/step" if p.wasted_calls else "")
+                + ("" if p.cost is None else f"  {money(p.cost)}"),
                 "eta": _fmt(eta_s),
+                "waiting": "",
             }
             if self._task is None:
                 self._task = self._progress.add_task(p.run_id, total=p.expected_steps, completed=p.steps, **fields)
@@ -112,7 +144,16 @@ class ProgressDisplay:
                 errors=p.errors,
                 eta_s=None if eta_s is None else round(eta_s, 1),
                 wasted_calls=p.wasted_calls,
+                tokens=p.tokens,
+                cost_usd=None if p.cost is None else round(p.cost, 6),
             )
+
+
+def money(cost: float | None) -> str:
+    """Dollars as a person reads them: ``$3,512.40``, ``$0.0123`` (small sums keep four decimals), ``unknown``."""
+    if cost is None:
+        return "unknown"
+    return f"${cost:,.2f}" if cost >= 10 else f"${cost:,.4f}"
 
 
 def _fmt(seconds: float | None) -> str:

@@ -162,6 +162,8 @@ def runs(store: str | None, as_json: bool) -> None:
             "errors": r.errors,
             "solved": r.solved,
             "calls": r.calls,
+            "tokens": r.tokens,
+            "cost": (r.stats or {}).get("cost"),
             "params": r.params,
             "agents": r.config.get("agents"),
             "parent": r.parent_run_id,
@@ -174,6 +176,8 @@ def runs(store: str | None, as_json: bool) -> None:
     ]
 
     def human() -> None:
+        from maker.cli._logging import money
+
         if not rows:
             click.echo(f"no runs in {path}")
         for r in rows:
@@ -181,7 +185,7 @@ def runs(store: str | None, as_json: bool) -> None:
             fork = f"  forked from {r['parent']} at step {r['parent_step']}" if r["parent"] else ""
             click.echo(
                 f"{r['run_id']}  {r['workflow']}  {r['status']}  {r['steps']:,}{total} steps  "
-                f"errors {r['errors']}  agents {','.join(r['agents'] or [])}  "
+                f"errors {r['errors']}  cost {money(r['cost'])}  agents {','.join(r['agents'] or [])}  "
                 f"snapshots {r['snapshots']} ({size_text(r['snapshot_bytes'])}){fork}"
             )
         click.echo(f"store {path}: {size_text(size)} on disk")

@@ -152,6 +152,11 @@ def _show_tree(st: Store, record: Any, as_json: bool) -> None:
 def _show_step(r: dict[str, Any]) -> None:
     ok = {True: "correct", False: "WRONG", None: "correctness unknown"}[r["correct"]]
     tokens = f"  {r['tokens']} tokens" if r["tokens"] is not None else ""
+    usage = r.get("usage")
+    if usage and usage["cost"] is not None:
+        from maker.cli._logging import money
+
+        tokens += f"  {money(usage['cost'])}"
     click.echo(
         f"step {r['step']}  {r['agent']}  {r['rounds']} round(s)  {r['samples']} samples{tokens}  "
         f"{1000 * r['dur_s']:.2f} ms  {ok}"
@@ -214,6 +219,29 @@ def stats(run_id: str, as_json: bool, store: str | None) -> None:
     click.echo(_stats_text(s))
 
 
+def _cost_lines(c: Any) -> list[str]:
+    from maker.cli._logging import money
+
+    said = "estimated usage" if c.estimated else "as billed"
+    per_step = "" if c.per_step is None else f", {money(c.per_step)} per step"
+    lines = [
+        f"cost              {money(c.total)} ({said}{per_step}; {c.prompt_tokens:,} prompt tokens, "
+        f"{c.cached_tokens:,} cached, {c.completion_tokens:,} completion)"
+    ]
+    if c.wasted:
+        lines.append(f"                  {money(c.wasted)} of it on speculative steps dropped")
+    if len(c.by_role) > 1:
+        lines.append("                  by role: " + ", ".join(f"{r} {money(v)}" for r, v in c.by_role.items()))
+    for a in c.by_agent:
+        price = "no price" if a.price is None else "$" + "/$".join(f"{x:g}" for x in a.price) + " per M"
+        lines.append(
+            f"    {a.agent}: {money(a.cost)} ({a.prompt_tokens:,} prompt, {a.completion_tokens:,} completion; {price})"
+        )
+    if c.steps_without_usage:
+        lines.append(f"                  {c.steps_without_usage:,} steps recorded no usage (an older maker)")
+    return lines
+
+
 def _stats_text(s: TraceStats) -> str:
     r, sp, t, rf = s.rounds, s.samples_per_step, s.time, s.red_flags
     theory = s.calls_per_step_theory
@@ -258,6 +286,8 @@ def _stats_text(s: TraceStats) -> str:
                 f"                  at a rejected draft: waited for its vote {win.rejected_drafts_waited_at:,} "
                 f"times, drafted on past it {win.rejected_drafts_passed:,} times"
             )
+    if s.cost is not None:
+        lines.extend(_cost_lines(s.cost))
     lines.append(
         "hardest steps     most rounds: "
         + ", ".join(f"{h.step} ({h.rounds} rounds, {h.samples} samples)" for h in s.hardest.most_rounds[:5])

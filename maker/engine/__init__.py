@@ -7,8 +7,9 @@ commits them to the :class:`~maker.store.Store`, and ``apply`` gives the next st
 """
 
 from maker.engine._batching import Coalescing
+from maker.engine._budget import Budget, BudgetExceeded
 from maker.engine._decider import Decider, Decision, flag_reason, too_long
-from maker.engine._engine import Ahead, Engine, EngineConfig, Recipe, RunSummary, roster_of
+from maker.engine._engine import Ahead, Engine, EngineConfig, Recipe, RunSummary, price_of, roster_of
 from maker.engine._ledger import Progress
 from maker.engine._reapply import Row, SplitTransition, WorkflowEnded, reapply
 from maker.engine._speculation import DRAFT_CALLS, Speculation
@@ -20,6 +21,9 @@ __all__ = [
     "Recipe",
     "Ahead",
     "roster_of",
+    "price_of",
+    "Budget",
+    "BudgetExceeded",
     "RunSummary",
     "Progress",
     "Speculation",

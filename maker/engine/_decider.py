@@ -11,12 +11,23 @@ once and the :class:`~maker.engine._ledger.Ledger` adds each one when it is reco
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any, cast
 
 from pydantic import ValidationError
 
 from maker._rng import derive, mix64, mixes
-from maker.agents import EntropyProbing, GenerateRequest, JudgeRequest, Judging, Oracle, Roster, digit_score
+from maker.agents import (
+    EntropyProbing,
+    GenerateRequest,
+    JudgeRequest,
+    Judging,
+    Oracle,
+    Roster,
+    Sample,
+    digit_score,
+    judge_prompt,
+)
 from maker.dsl import Microstep, MicrostepCall
 from maker.engine._batching import Coalescing
 from maker.engine._failures import EARLY_SAMPLES, Attempt, code_error, undecided_error, unknown_microstep
@@ -64,6 +75,7 @@ class Decision:
         "escalated",
         "issued",
         "examples",
+        "usage",
     )
 
     def __init__(self) -> None:
@@ -91,6 +103,9 @@ class Decision:
         self.drafted = self.accepted = self.escalated = 0
         self.examples: dict[str, str] | None = None
         """The first red flag's text of each reason (what a failed step's error quotes)."""
+        self.usage: dict[int, list[int]] | None = None
+        """What the step was billed, by agent index: ``[prompt, cached, completion, estimated]`` tokens, spare
+        samples included; ``estimated`` counts the requests whose server reported no usage (estimated here)."""
 
     def flag(self, reason: str, n: int = 1, text: str | None = None) -> None:
         flags = self.flags
@@ -107,6 +122,44 @@ class Decision:
 
     def issue(self, agent: int, n: int = 1) -> None:
         self.issued[agent] = self.issued.get(agent, 0) + n
+
+    def bill(self, agent: int, prompt: str, samples: Sequence[Sample]) -> None:
+        """Add one request's bill: the usage its server reported (on the first sample of each HTTP request), or,
+        where none was reported, an estimate: the prompt at four characters a token, and every sample's tokens."""
+        p = c = o = 0
+        est = 1
+        for s in samples:
+            u = s.usage
+            if u is not None:
+                p += u.prompt
+                c += u.cached
+                o += u.completion
+                est = 0
+        if est:
+            p = len(prompt) // 4 + 1
+            o = sum([s.tokens for s in samples])
+        self.billed(agent, p, c, o, est)
+
+    def billed(self, agent: int, prompt: int, cached: int, completion: int, estimated: int) -> None:
+        usage = self.usage
+        if usage is None:
+            self.usage = {agent: [prompt, cached, completion, estimated]}
+            return
+        row = usage.get(agent)
+        if row is None:
+            usage[agent] = [prompt, cached, completion, estimated]
+        else:
+            row[0] += prompt
+            row[1] += cached
+            row[2] += completion
+            row[3] += estimated
+
+    def usage_json(self) -> str | None:
+        """``usage`` as the step row keeps it: ``[[agent, prompt, cached, completion, estimated], ...]``."""
+        usage = self.usage
+        if usage is None:
+            return None
+        return "[" + ",".join([f"[{a},{r[0]},{r[1]},{r[2]},{r[3]}]" for a, r in usage.items()]) + "]"
 
 
 class Drafted:
@@ -292,6 +345,7 @@ class Decider:
                         req = GenerateRequest(call.prompt, temps, seeds, max_tokens, ms.stop, False, oracle, ms.pattern)
                         d.issue(agent_idx, hi - lo)
                         (more,) = await generate([req])
+                        d.bill(agent_idx, call.prompt, more)
                     spare += more
                 batch = spare[:need]
                 del spare[:need]
@@ -358,6 +412,7 @@ class Decider:
         )
         d.issued[0] = k
         (prefetched,) = await (self._fronts[0] if together else self.agents[0].backend).generate([req])
+        d.bill(0, call.prompt, prefetched)
         text = prefetched[0].text if prefetched else ""
         tokens = 0
         for s in prefetched:
@@ -462,6 +517,7 @@ class Decider:
             probe = GenerateRequest(call.prompt, [0.0], [0], max_tokens, ms.stop, False, oracle, ms.pattern)
             # The run's options admit a threshold only for an EntropyProbing drafter (checked before the run).
             (entropy,) = await cast(EntropyProbing, drafter).first_token_entropy([probe])
+            d.billed(d_idx, len(call.prompt) // 4 + 1, 0, 1, 1)  # one greedy token; servers report no usage here
             info["entropy"] = round(float(entropy), 4)
             if entropy > spec.entropy_threshold:
                 info["route"] = "entropy"
@@ -475,6 +531,7 @@ class Decider:
         )
         d.issue(d_idx)
         ((text,),) = await drafter.generate([req])
+        d.bill(d_idx, call.prompt, (text,))
         d.called(d_idx)
         d.tokens += text.tokens
         d.drafted = 1
@@ -518,6 +575,7 @@ class Decider:
                 [GenerateRequest(call.prompt, temps, seeds, max_tokens, ms.stop, False, oracle, ms.pattern)]
             )
             d.called(d_idx, batch)
+            d.bill(d_idx, call.prompt, texts)
             idx += batch
             for s in texts:
                 d.tokens += s.tokens
@@ -613,8 +671,10 @@ class Decider:
                         for j in ask
                     )
                 )
+                rating = len(judge_prompt(call.prompt, draft)) // 4 + 1
                 for j, (digits,) in zip(ask, answers, strict=True):
                     d.called(base + j)
+                    d.billed(base + j, rating, 0, 1, 1)  # one rating token; the usage is estimated
                     score = digit_score(digits, spec.score_by)
                     ok = score >= spec.threshold
                     verdicts.append([j, round(score, 3), ok])
@@ -640,6 +700,7 @@ class Decider:
             d.issue(base + i)
             ((s,),) = await backends[i].generate([req])
             d.called(base + i)
+            d.bill(base + i, call.prompt, (s,))
             d.tokens += s.tokens
             p = self.read(ms, s.text, s.tokens, max_tokens, call.inputs)
             verdicts.append([i, p.flag is None and p.key == parsed.key])

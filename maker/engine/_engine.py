@@ -21,7 +21,9 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel
 
 from maker.agents import Agent, Roster
+from maker.agents.prices import Price, known_price
 from maker.dsl import Workflow
+from maker.engine._budget import Budget
 from maker.engine._decider import Decider
 from maker.engine._ledger import Ledger, Progress
 from maker.engine._scheduler import Scheduler
@@ -31,7 +33,7 @@ from maker.errors import RunError
 from maker.store import Store
 from maker.voting import Voting
 
-__all__ = ["Engine", "EngineConfig", "Recipe", "Ahead", "RunSummary", "roster_of"]
+__all__ = ["Engine", "EngineConfig", "Recipe", "Ahead", "RunSummary", "roster_of", "price_of"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +67,8 @@ class EngineConfig:
     """Keep a state snapshot every this many steps (None: every commit's)."""
     workflow_ref: str | None = None
     """Where the run's workflow is found (as the run records it), for the commands that errors suggest."""
+    prices: Mapping[str, Price] = field(default_factory=dict)
+    """A user's prices by model name (``--prices FILE``), before the known table (see :mod:`maker.agents.prices`)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,6 +106,12 @@ class Recipe:
 def roster_of(agents: Sequence[Agent], speculation: Speculation | None) -> Roster:
     """A run's agents in step-row order: the voting ``agents``, then the speculation's drafter and verifiers."""
     return Roster.of(agents, speculation.drafter, speculation.verifiers) if speculation else Roster.of(agents)
+
+
+def price_of(agent: Agent, prices: Mapping[str, Price] | None = None) -> Price | None:
+    """An agent's price: its spec's ``price=``, else its model's in ``prices`` (a user's file), else the known
+    table's (None: unknown)."""
+    return agent.price or known_price(agent.model, prices)
 
 
 class Ahead(Protocol):
@@ -149,6 +159,21 @@ class RunSummary(BaseModel):
     """Steps committed by this process: by this start, resume or fork alone (``steps`` counts the run's)."""
     segment_wall_s: float = 0.0
     """Wall time of this process's segment alone; equals ``wall_s`` unless the run was resumed."""
+    prompt_tokens: int = 0
+    """Prompt tokens billed (cached ones included), committed steps and dropped speculative ones."""
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float | None = None
+    """Dollars the run cost at its agents' prices, dropped speculative calls included (None: a price is unknown)."""
+    cost_estimated: bool = False
+    """Whether some of the usage behind ``cost`` is estimated (a server that reported none, or a simulated or
+    local model), not as billed."""
+    agent_cost: dict[str, float | None] = {}
+    """``cost`` by agent, committed steps' (None: the agent's price is unknown)."""
+    wasted_cost: float | None = None
+    """What the dropped speculative calls cost."""
+    prices: dict[str, list[float] | None] = {}
+    """The price each agent was charged at, dollars per million tokens: ``[input, cached input, output]``."""
     result: dict[str, Any] | None = None
     error: str | None = None
 
@@ -169,6 +194,7 @@ class Engine:
         expected_steps: int | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         ahead: Ahead | None = None,
+        budget: Budget | None = None,
     ) -> None:
         if not agents:
             raise RunError("no agent given: give at least one agent spec (`agents`)", run_id=run_id)
@@ -210,6 +236,8 @@ class Engine:
             progress_seconds=config.progress_seconds,
             log_steps=config.log_steps,
             snapshot_every=config.snapshot_every,
+            prices=[price_of(a, config.prices) for a in self.roster.agents],
+            budget=budget,
         )
         self.window = config.window if speculation is not None else 1
         """Transitions a drafter runs ahead of the chain, at most (1: none)."""

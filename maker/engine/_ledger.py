@@ -18,7 +18,9 @@ import structlog
 from pydantic import BaseModel
 
 from maker.agents import agent_label
+from maker.agents.prices import Price
 from maker.dsl import Microstep, MicrostepCall
+from maker.engine._budget import Budget
 from maker.engine._decider import Decision
 from maker.engine._failures import Attempt
 from maker.errors import RunError
@@ -42,6 +44,10 @@ class Progress(BaseModel):
     steps_per_s: float
     wasted_calls: int = 0
     """Model calls made for speculative steps that turned out off the chain's path (never committed)."""
+    tokens: int = 0
+    """Tokens billed so far, prompt and completion, wasted speculative calls included."""
+    cost: float | None = None
+    """Dollars spent so far, wasted speculative calls included (None: an agent's price is unknown)."""
 
 
 class Ledger:
@@ -64,6 +70,8 @@ class Ledger:
         progress_seconds: float = 0.25,
         log_steps: bool = False,
         snapshot_every: int | None = None,
+        prices: Sequence[Price | None] = (),
+        budget: Budget | None = None,
     ) -> None:
         self.store = store
         self.rid = rid
@@ -101,6 +109,14 @@ class Ledger:
         self.spare_samples = self.spare_tokens = 0
         self.wasted_calls = self.wasted_tokens = 0
         self.wasted_agent_calls = [0] * len(labels)
+        self.usage = [[0, 0, 0, 0] for _ in labels]
+        """Billed tokens by agent: ``[prompt, cached, completion, estimated requests]`` (committed steps)."""
+        self.wasted_usage = [[0, 0, 0, 0] for _ in labels]
+        """The same for speculative steps that were dropped."""
+        self.prices: list[Price | None] = list(prices) + [None] * (len(labels) - len(prices))
+        """Each agent's price (None: unknown), in roster order."""
+        self.budget = budget if budget is not None and budget.limited else None
+        self._priced = all(p is not None for p in self.prices)
         self.window_hits = self.window_misses = 0
         self.window_waited = self.window_went_on = 0
 
@@ -120,6 +136,12 @@ class Ledger:
         self.wasted_agent_calls[: len(calls)] = calls[: len(self.wasted_agent_calls)]
         self.window_hits, self.window_misses = wasted.get("hits", 0), wasted.get("misses", 0)
         self.window_waited, self.window_went_on = wasted.get("waited", 0), wasted.get("went_on", 0)
+        for into, rows in ((self.usage, stats.get("usage")), (self.wasted_usage, wasted.get("usage"))):
+            for i, row in enumerate((rows or [])[: len(into)]):
+                into[i][: len(row)] = row
+        if self.budget is not None:
+            cost = self.cost()
+            self.budget.spend(cost or 0.0, self.tokens_billed())
 
     def begin_segment(self) -> None:
         """Mark where this process's part of the run begins (a start, a resume or a fork)."""
@@ -132,6 +154,8 @@ class Ledger:
             self.wasted_agent_calls[agent] += n
             self.wasted_calls += n
         self.wasted_tokens += spent.tokens
+        if spent.usage:
+            self._bill(self.wasted_usage, spent.usage)
 
     # -- recording --------------------------------------------------------------------------------
     def add(self, step: int, call: MicrostepCall, d: Decision, expected: Any, t_start: float, dur: float) -> None:
@@ -149,6 +173,17 @@ class Ledger:
             n_calls += n
         self.calls += n_calls
         self.tokens += d.tokens
+        usage = d.usage
+        if usage is not None:
+            if len(usage) == 1 and self.budget is None:  # the common case, kept lean
+                for a, r in usage.items():
+                    t = self.usage[a]
+                    t[0] += r[0]
+                    t[1] += r[1]
+                    t[2] += r[2]
+                    t[3] += r[3]
+            else:
+                self._bill(self.usage, usage)
         self.red_flags += d.red_flags
         if d.spare_samples:
             self.spare_samples += d.spare_samples
@@ -162,15 +197,86 @@ class Ledger:
         ms = call.microstep
         digest, answer, tokens, name = call.digest(), ms.answer_json(d.answer), d.tokens, ms.name
         # tuple.__new__ makes the named row at a plain tuple's cost: this runs once a step
+        bill = None
+        if usage is not None:
+            bill = d.usage_json()
         if d.flags is None and d.spec is None and call.tag is None and not self.keep_input:
-            row = (step, digest, answer, d.votes, d.rounds, d.samples, d.agent, t_start, dur, correct, tokens, name)
+            row = (
+                step,
+                digest,
+                answer,
+                d.votes,
+                d.rounds,
+                d.samples,
+                d.agent,
+                t_start,
+                dur,
+                correct,
+                tokens,
+                name,
+                bill,
+            )
             self.pending.append(tuple.__new__(PlainStepRow, row))
             return
         flags = None if d.flags is None else json.dumps(d.flags)
         spec = None if d.spec is None else json.dumps(d.spec)
         prompt = call.prompt if self.keep_input else None
         head = (step, digest, answer, d.votes, d.rounds, d.samples, flags, d.agent, t_start, dur, correct, spec)
-        self.pending.append(tuple.__new__(StepRow, (*head, tokens, prompt, name, call.tag)))
+        self.pending.append(tuple.__new__(StepRow, (*head, tokens, prompt, name, call.tag, bill)))
+
+    def _bill(self, into: list[list[int]], usage: dict[int, list[int]]) -> None:
+        """Add a decision's bill to ``into`` (by agent), and spend it from the budget."""
+        cost = 0.0
+        tokens = 0
+        prices = self.prices
+        for a, r in usage.items():
+            t = into[a]
+            t[0] += r[0]
+            t[1] += r[1]
+            t[2] += r[2]
+            t[3] += r[3]
+            tokens += r[0] + r[2]
+            price = prices[a]
+            if price is not None:
+                cost += price.cost(r[0], r[1], r[2])
+        if self.budget is not None:
+            self.budget.spend(cost, tokens)
+
+    @property
+    def over_budget(self) -> bool:
+        """Whether spending has reached the budget (the chain then stops at a commit)."""
+        return self.budget is not None and self.budget.reached
+
+    def tokens_billed(self) -> int:
+        """Tokens billed, prompt and completion, committed steps' and dropped speculative steps'."""
+        return sum(r[0] + r[2] for rows in (self.usage, self.wasted_usage) for r in rows)
+
+    def agent_costs(self, wasted: bool = False) -> list[float | None]:
+        """Dollars by agent (None: the agent's price is unknown and it was billed)."""
+        out: list[float | None] = []
+        for price, r in zip(self.prices, self.wasted_usage if wasted else self.usage, strict=True):
+            if price is None:
+                out.append(None if (r[0] or r[2]) else 0.0)
+            else:
+                out.append(price.cost(r[0], r[1], r[2]))
+        return out
+
+    def cost(self, wasted: bool | None = None) -> float | None:
+        """Dollars spent: committed and wasted (``wasted=None``), or one of them; None when a billed agent's price
+        is unknown."""
+        parts = [False, True] if wasted is None else [wasted]
+        total = 0.0
+        for w in parts:
+            for c in self.agent_costs(w):
+                if c is None:
+                    return None
+                total += c
+        return total
+
+    @property
+    def estimated(self) -> bool:
+        """Whether any bill is an estimate (a server that reported no usage, or a local or simulated model)."""
+        return any(r[3] for rows in (self.usage, self.wasted_usage) for r in rows)
 
     def commit(self, step: int, state: Any, wall_s: float) -> None:
         """Write the pending rows with the state reached after them (``step`` steps committed)."""
@@ -278,6 +384,8 @@ class Ledger:
                 elapsed_s=elapsed,
                 steps_per_s=done_here / elapsed if elapsed > 0 else 0.0,
                 wasted_calls=self.wasted_calls,
+                tokens=self.tokens_billed(),
+                cost=self.cost(),
             )
         )
 
@@ -311,7 +419,12 @@ class Ledger:
                 "misses": self.window_misses,
                 "waited": self.window_waited,
                 "went_on": self.window_went_on,
+                "usage": [list(r) for r in self.wasted_usage],
+                "cost": self.cost(wasted=True),
             },
+            "usage": [list(r) for r in self.usage],
+            "prices": [None if p is None else p.as_list() for p in self.prices],
+            "cost": self.cost(),
             "voting": {name: {"rule": p.rule, "k": p.k} for name, p in self.policies.items()},
             "candidates": self.candidates,
         }

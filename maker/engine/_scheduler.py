@@ -62,8 +62,11 @@ class Scheduler:
         pending = ledger.pending
         crash = self.crash
         advance = self.advance
+        budget = ledger.budget
         try:
             while True:
+                if budget is not None and budget.reached:
+                    raise budget.error(self.run_id, step)
                 if window is not None:
                     t = await window.transition(step, state)
                     if t is None:

@@ -101,6 +101,9 @@ class Transition:
             for agent, n in d.issued.items():  # requests sent, answered or not: each was paid for
                 spent.called(agent, n)
             spent.tokens += d.tokens
+            if d.usage:  # what came back; a request cancelled in flight has no bill to read
+                for agent, (p, c, o, e) in d.usage.items():
+                    spent.billed(agent, p, c, o, e)
         return spent
 
 

@@ -87,6 +87,16 @@ class RunOptions(BaseModel):
     committed trace is the same for every window."""
     fixed_window: bool = False
     """Keep the window at ``window`` instead of adapting it to how often the drafts hold."""
+    max_cost: float | None = Field(None, gt=0)
+    """Stop at a commit once the run has spent this many dollars (at its agents' prices); resume with a larger
+    one to go on."""
+    token_budget: int | None = Field(None, ge=1)
+    """Stop at a commit once the run has been billed this many tokens, prompt and completion."""
+    over_budget: bool = Field(False, exclude=True)
+    """Start even when the estimated cost is over the budget (otherwise such a run is refused before it starts)."""
+    prices: dict[str, list[float]] = Field(default_factory=dict)
+    """Prices by model name, dollars per million ``[input, cached input, output]`` tokens (``--prices FILE``),
+    ahead of the known table; recorded with the run, so its cost reads the same later."""
     log_steps: bool = Field(False, exclude=True)
     """Log one debug line per committed step (``--log-level debug``); not part of the run's record."""
     cluster: ClusterOptions | None = Field(None, exclude=True)
@@ -138,6 +148,34 @@ class RunOptions(BaseModel):
             draft_k=self.draft_k,
             draft_batch=self.draft_batch,
         )
+
+    @field_validator("prices")
+    @classmethod
+    def _prices(cls, value: dict[str, list[float]]) -> dict[str, list[float]]:
+        from maker.agents.prices import Price
+
+        for model, p in value.items():
+            if len(p) != 3:
+                raise ValueError(f"{model!r}: give [input, cached, output] dollars per million tokens")
+            try:
+                Price(*p)
+            except UserError as exc:
+                raise ValueError(f"{model!r}: {exc}") from None
+        return value
+
+    def price_table(self) -> dict[str, Any]:
+        """``prices`` as :class:`~maker.agents.prices.Price` by model name."""
+        from maker.agents.prices import Price
+
+        return {m: Price(*p) for m, p in self.prices.items()}
+
+    def budget(self) -> Any:
+        """The run's :class:`~maker.engine.Budget` (None: no limit)."""
+        if self.max_cost is None and self.token_budget is None:
+            return None
+        from maker.engine import Budget
+
+        return Budget(self.max_cost, self.token_budget)
 
     def voting(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in VOTING_OVERRIDES if getattr(self, k) is not None}

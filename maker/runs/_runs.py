@@ -19,6 +19,8 @@ from maker.agents import Agent
 from maker.cluster.config import ClusterOptions
 from maker.dsl import MicrostepCall, Workflow
 from maker.engine import (
+    Budget,
+    BudgetExceeded,
     Engine,
     EngineConfig,
     Progress,
@@ -350,6 +352,7 @@ def engine_config(opts: RunOptions, workflow_ref: str | None) -> EngineConfig:
         adaptive_window=not opts.fixed_window,
         snapshot_every=opts.snapshot_every(),
         workflow_ref=workflow_ref,
+        prices=opts.price_table(),
     )
 
 
@@ -365,8 +368,11 @@ def build_engine(
     workflow_ref: str | None,
     expected_steps: int | None,
     on_progress: Callable[[Progress], None] | None,
+    budget: Budget | None = None,
 ) -> Engine:
-    """A run's engine, with a cluster replica running the chain ahead where the run's options and agents allow."""
+    """A run's engine, with a cluster replica running the chain ahead where the run's options and agents allow.
+    ``budget``: what the run may spend (default: its options' ``max_cost`` and ``token_budget``; an evaluation
+    hands every problem's run the same one)."""
     config = engine_config(opts, workflow_ref)
     ahead = None
     if opts.cluster is not None:
@@ -395,6 +401,7 @@ def build_engine(
         expected_steps=expected_steps,
         on_progress=on_progress,
         ahead=ahead,
+        budget=budget if budget is not None else opts.budget(),
     )
 
 
@@ -425,6 +432,9 @@ async def drive(engine: Engine, wf: Workflow[Any, Any], state: Any, name: str, *
         if solved is not None and engine.ledger.errors:
             solved = False
         result = wf.result(final)
+    except BudgetExceeded as exc:  # stopped at a commit, as asked: nothing failed
+        st.set_status(engine.rid, "stopped", error=str(exc))
+        raise
     except RunError as exc:
         status, error = "failed", str(exc)
         _keep_failure(engine, exc)
@@ -484,6 +494,14 @@ def summarize(
         wasted_tokens=led.wasted_tokens,
         wasted_agent_calls={k: n for k, n in zip(led.labels, led.wasted_agent_calls, strict=True) if n},
         first_step=led.first_step,
+        prompt_tokens=sum(r[0] for rows in (led.usage, led.wasted_usage) for r in rows),
+        cached_tokens=sum(r[1] for rows in (led.usage, led.wasted_usage) for r in rows),
+        completion_tokens=sum(r[2] for rows in (led.usage, led.wasted_usage) for r in rows),
+        cost=led.cost(),
+        cost_estimated=led.estimated,
+        agent_cost=dict(zip(led.labels, led.agent_costs(), strict=True)),
+        wasted_cost=led.cost(wasted=True) if led.wasted_calls else None,
+        prices={k: None if p is None else p.as_list() for k, p in zip(led.labels, led.prices, strict=True)},
         segment_steps=led.steps - led.segment_first_step,
         segment_wall_s=round(led.wall_s - led.segment_wall_from, 3),
         result=result,

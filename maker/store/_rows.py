@@ -70,6 +70,9 @@ class StepRow(NamedTuple):
     """The prompt, when the run keeps inputs."""
     microstep: str | None
     tag: str | None
+    usage: str | None
+    """What the step was billed, by agent, as JSON: ``[[agent, prompt, cached, completion, estimated], ...]``
+    (tokens; ``estimated`` counts requests whose server reported no usage). None in stores older than version 4."""
 
 
 STEP_COLUMNS = StepRow._fields
@@ -92,6 +95,7 @@ class PlainStepRow(NamedTuple):
     correct: int | None
     tokens: int | None
     microstep: str | None
+    usage: str | None
 
     @property
     def red_flags(self) -> None:
@@ -119,6 +123,8 @@ class StepTally(NamedTuple):
     """The speculation record, as JSON (None: the run does not draft)."""
     tokens: int | None
     microstep: str | None
+    usage: str | None
+    """What the step was billed, by agent, as JSON (see :attr:`StepRow.usage`)."""
 
 
 class Answer(NamedTuple):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __all__ = ["SCHEMA_VERSION", "FAILURE_COLUMNS"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS steps (
     input TEXT,
     microstep TEXT,
     tag TEXT,
+    usage TEXT,
     PRIMARY KEY (run, step)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -94,6 +95,9 @@ ALTER TABLE steps ADD COLUMN input TEXT;
     3: """
 ALTER TABLE steps ADD COLUMN microstep TEXT;
 ALTER TABLE steps ADD COLUMN tag TEXT;
+""",
+    4: """
+ALTER TABLE steps ADD COLUMN usage TEXT;
 """,
 }
 

@@ -65,6 +65,7 @@ def step_records(
 ) -> Iterator[dict[str, Any]]:
     """One plain-data record per committed step in ``[start, stop)``, in step order."""
     labels = agent_labels(record)
+    prices = (record.stats or {}).get("prices") or []
 
     def label(i: int) -> str:
         return agent_label(labels, i)
@@ -87,6 +88,7 @@ def step_records(
             text,
             microstep,
             tag,
+            usage,
         ) = row
         rec: dict[str, Any] = {
             "run_id": record.run_id,
@@ -106,6 +108,7 @@ def step_records(
             "t_start": t_start,
             "dur_s": dur,
             "speculation": _speculation(json.loads(spec), labels) if spec else None,
+            "usage": _usage(usage, labels, prices) if usage else None,
         }
         if samples:
             rec["sample_detail"] = [
@@ -183,3 +186,21 @@ def _speculation(info: dict[str, Any], labels: list[str]) -> dict[str, Any]:
             verdicts.append({"verifier": who, "accept": bool(v[1])})
     out["verdicts"] = verdicts
     return out
+
+
+def _usage(usage: str, labels: list[str], prices: list[Any]) -> dict[str, Any]:
+    """A step's recorded bill as a record shows it: by agent, its tokens and cost, and the step's cost."""
+    by_agent: dict[str, Any] = {}
+    total: float | None = 0.0
+    for a, p, c, o, e in json.loads(usage):
+        price = prices[a] if a < len(prices) else None
+        cost = None if price is None else ((p - c) * price[0] + c * price[1] + o * price[2]) / 1e6
+        by_agent[agent_label(labels, a)] = {
+            "prompt_tokens": p,
+            "cached_tokens": c,
+            "completion_tokens": o,
+            "estimated": bool(e),
+            "cost": None if cost is None else round(cost, 8),
+        }
+        total = None if total is None or cost is None else total + cost
+    return {"cost": None if total is None else round(total, 8), "by_agent": by_agent}

@@ -37,6 +37,8 @@ __all__ = [
     "RoundsStep",
     "SplitStep",
     "StatsSeries",
+    "CostStats",
+    "AgentCost",
 ]
 
 
@@ -133,6 +135,49 @@ class SpeculationStats(BaseModel):
         return out
 
 
+class AgentCost(BaseModel):
+    """What one agent was billed over the run's committed steps."""
+
+    agent: str
+    """Its label: ``agent 1: SPEC``, ``drafter: SPEC``, ``verifier 1: SPEC``."""
+    role: str
+    """``voting``, ``drafter`` or ``verifier``."""
+    prompt_tokens: int
+    """Prompt tokens, cached ones included."""
+    cached_tokens: int
+    completion_tokens: int
+    price: list[float] | None
+    """Dollars per million ``[input, cached input, output]`` tokens, as recorded with the run (None: unknown)."""
+    cost: float | None
+    """Dollars (None: the price is unknown)."""
+    estimated: bool
+    """Whether some of this usage is estimated (the server reported none), not as billed."""
+
+
+class CostStats(BaseModel):
+    """What the run cost: its committed steps' bills, by agent and role, and the speculative steps dropped."""
+
+    total: float | None
+    """Dollars, committed steps and dropped speculative ones (None: a billed agent's price is unknown, or the
+    steps were recorded before usage was)."""
+    committed: float | None
+    """Dollars for the committed steps alone."""
+    wasted: float | None
+    """Dollars for speculative steps drafted ahead and dropped (from the run's counters)."""
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    estimated: bool
+    """Whether some of the usage is estimated, not as billed."""
+    steps_without_usage: int
+    """Committed steps with no recorded usage (recorded by a maker before usage was kept)."""
+    per_step: float | None
+    """``committed`` per committed step."""
+    by_agent: list[AgentCost]
+    by_role: dict[str, float | None]
+    """Dollars by role: ``voting``, ``drafter``, ``verifier`` (the roles the run has)."""
+
+
 class TimeStats(BaseModel):
     """Wall time per step: each step's recorded duration."""
 
@@ -186,6 +231,8 @@ class StatsSeries(BaseModel):
     calls_cum: list[int]
     """Calls up to each point's last step."""
     dur_mean_ms: list[float]
+    cost_cum: list[float] | None = None
+    """Dollars up to each point's last step; left out of the dump (not null) when the cost is unknown."""
     calls_theory_cum: list[float] | None = None
     """The calls theory expects up to each point's last step; left out of the dump (not null) without a theory."""
 
@@ -194,6 +241,8 @@ class StatsSeries(BaseModel):
         out: dict[str, Any] = handler(self)
         if self.calls_theory_cum is None:
             out.pop("calls_theory_cum", None)
+        if self.cost_cum is None:
+            out.pop("cost_cum", None)
         return out
 
 
@@ -235,6 +284,15 @@ class TraceStats(BaseModel):
     time: TimeStats
     hardest: HardestSteps
     series: StatsSeries
+    cost: CostStats | None = None
+    """What the run cost (left out of the dump, not null, for a run recorded before usage was kept)."""
+
+    @model_serializer(mode="wrap")
+    def _leave_out_no_cost(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        if self.cost is None:
+            out.pop("cost", None)
+        return out
 
 
 def _percentile(hist: Counter[int], q: float) -> float:
@@ -268,6 +326,9 @@ class _Bins:
         self.red_flags: list[int] = []
         self.calls_cum: list[int] = []
         self.dur_mean_ms: list[float] = []
+        self.cost_cum: list[float] = []
+        self.cost = 0.0
+        """Dollars up to the last step added (kept by the accumulator)."""
         self._n = self._rounds = self._max = self._flags = 0
         self._dur = 0.0
 
@@ -292,11 +353,13 @@ class _Bins:
         self.red_flags.append(self._flags)
         self.calls_cum.append(calls)
         self.dur_mean_ms.append(round(1000 * self._dur / n, 4))
+        self.cost_cum.append(round(self.cost, 6))
         self._n = self._rounds = self._max = self._flags = 0
         self._dur = 0.0
 
-    def series(self, theory: float | None, first: int) -> StatsSeries:
-        """The points, with the calls theory expects at ``theory`` calls per step from step ``first`` on."""
+    def series(self, theory: float | None, first: int, priced: bool) -> StatsSeries:
+        """The points, with the calls theory expects at ``theory`` calls per step from step ``first`` on (and the
+        cost, when ``priced``)."""
         return StatsSeries(
             steps_per_point=self.width,
             step=self.step,
@@ -305,6 +368,7 @@ class _Bins:
             red_flags=self.red_flags,
             calls_cum=self.calls_cum,
             dur_mean_ms=self.dur_mean_ms,
+            cost_cum=self.cost_cum if priced else None,
             calls_theory_cum=None if theory is None else [round(theory * (s - first + 1), 1) for s in self.step],
         )
 
@@ -333,11 +397,20 @@ class _StatsAccumulator:
         self.slow = (0.0, self.first)
         self.most_rounds: list[tuple[int, int, int]] = []  # (rounds, samples, -step) min-heap of the top ones
         self.most_split: list[tuple[float, int, int]] = []  # (disagreement, valid votes, -step)
+        stats = record.stats or {}
+        self.prices: list[Any] = list(stats.get("prices") or [])
+        self.prices += [None] * (len(self.labels) - len(self.prices))
+        self.usage: dict[int, list[int]] = {}  # agent -> prompt, cached, completion, estimated requests
+        self.no_usage = 0
 
     def add(self, row: StepTally) -> None:
         """Count one step (the next in step order)."""
-        step, votes_s, rounds, n, flags_s, agent, dur, correct, spec, tok, microstep = row
+        step, votes_s, rounds, n, flags_s, agent, dur, correct, spec, tok, microstep, usage_s = row
         self.seen += 1
+        if usage_s:
+            self._bill(usage_s)
+        else:
+            self.no_usage += 1
         votes = json.loads(votes_s)
         self.rounds_hist[rounds] += 1
         self.samples_hist[n] += 1
@@ -370,6 +443,75 @@ class _StatsAccumulator:
             self._add_speculation(json.loads(spec))
         self.bins.add(step, rounds, nflags, dur, self.calls)
 
+    def _bill(self, usage_s: str) -> None:
+        bins, prices, usage = self.bins, self.prices, self.usage
+        for a, p, c, o, e in json.loads(usage_s):
+            t = usage.get(a)
+            if t is None:
+                t = usage[a] = [0, 0, 0, 0]
+            t[0] += p
+            t[1] += c
+            t[2] += o
+            t[3] += e
+            price = prices[a] if a < len(prices) else None
+            if price is not None:
+                bins.cost += ((p - c) * price[0] + c * price[1] + o * price[2]) / 1e6
+
+    def _cost(self) -> CostStats | None:
+        """The run's cost from the usage its steps recorded and the prices recorded with it."""
+        if not self.usage and self.no_usage:
+            return None
+        wasted_rec = (self.record.stats or {}).get("wasted") or {}
+        by_agent: list[AgentCost] = []
+        by_role: dict[str, float | None] = {}
+        committed: float | None = 0.0
+        n_voting = len((self.record.config or {}).get("agents") or []) or 1
+        for a in sorted(self.usage):
+            p, c, o, e = self.usage[a]
+            price = self.prices[a] if a < len(self.prices) else None
+            cost = None if price is None else ((p - c) * price[0] + c * price[1] + o * price[2]) / 1e6
+            label = agent_label(self.labels, a)
+            role = "voting" if a < n_voting else ("drafter" if a == n_voting else "verifier")
+            by_agent.append(
+                AgentCost(
+                    agent=label,
+                    role=role,
+                    prompt_tokens=p,
+                    cached_tokens=c,
+                    completion_tokens=o,
+                    price=price,
+                    cost=None if cost is None else round(cost, 6),
+                    estimated=bool(e),
+                )
+            )
+            if cost is None:
+                committed = None
+                by_role[role] = None
+            else:
+                if committed is not None:
+                    committed += cost
+                if role not in by_role or by_role[role] is not None:
+                    by_role[role] = by_role.get(role, 0.0) + cost  # type: ignore[operator]
+        wasted = wasted_rec.get("cost")
+        if wasted is None and not wasted_rec.get("calls"):
+            wasted = 0.0
+        total = None if committed is None or wasted is None else committed + wasted
+        wasted_usage = wasted_rec.get("usage") or []
+        tokens = [sum(r[i] for r in self.usage.values()) + sum(w[i] for w in wasted_usage) for i in range(3)]
+        return CostStats(
+            total=None if total is None else round(total, 6),
+            committed=None if committed is None else round(committed, 6),
+            wasted=None if wasted is None else round(wasted, 6),
+            prompt_tokens=tokens[0],
+            cached_tokens=tokens[1],
+            completion_tokens=tokens[2],
+            estimated=any(r[3] for r in self.usage.values()) or any(w[3] for w in wasted_usage),
+            steps_without_usage=self.no_usage,
+            per_step=None if committed is None or not self.seen else round(committed / self.seen, 8),
+            by_agent=by_agent,
+            by_role={r: None if v is None else round(v, 6) for r, v in by_role.items()},
+        )
+
     def _add_speculation(self, info: dict[str, Any]) -> None:
         if info.get("route"):
             self.routes[info["route"]] += 1
@@ -385,6 +527,7 @@ class _StatsAccumulator:
         k = record.config.get("k") or _recorded_k(record)
         theory = self._theory(k)
         ds = sorted(self.durs)
+        cost = self._cost()
         return TraceStats(
             trace_format=TRACE_FORMAT,
             run_id=record.run_id,
@@ -440,7 +583,8 @@ class _StatsAccumulator:
                     if d > 0
                 ],
             ),
-            series=self.bins.series(theory, self.first),
+            series=self.bins.series(theory, self.first, priced=cost is not None and cost.committed is not None),
+            cost=cost,
         )
 
     def _p(self) -> float | None:

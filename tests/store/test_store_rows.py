@@ -14,7 +14,9 @@ from tests._cli import step_rows
 
 
 def _full(i: int, flags: str | None) -> StepRow:
-    return StepRow(i, f"d{i}", '{"x":1}', "[3]", 1, 3, flags, 0, 1.5 + i, 0.25, 1, None, 12, None, "m", None)
+    return StepRow(
+        i, f"d{i}", '{"x":1}', "[3]", 1, 3, flags, 0, 1.5 + i, 0.25, 1, None, 12, None, "m", None, "[[0,40,0,12,1]]"
+    )
 
 
 def test_mixed_rows_are_stored_as_the_same_rows_all_full(tmp_path: Path) -> None:
