@@ -13,11 +13,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from maker.agents._base import Agent
-from maker.agents.prices import parse_price
+from maker.agents.prices import Price, known_price, parse_price
 from maker.agents.simulated import PRESETS, SimulatedBackend, SimulatedConfig
 from maker.errors import AgentSpecError, UserError
 
-__all__ = ["parse_spec", "make_agent", "AGENT_KINDS"]
+__all__ = ["parse_spec", "make_agent", "AGENT_KINDS", "spec_price", "spec_model"]
 
 
 def _value(text: str) -> Any:
@@ -167,3 +167,29 @@ def make_agent(spec: str) -> Agent:
     agent = factory(spec, name, options)
     agent.price = price
     return agent
+
+
+def spec_model(spec: str) -> tuple[str | None, Price | None]:
+    """What prices an agent built from ``spec`` read off the spec alone (no model is loaded): its model's name as
+    prices know it (a simulated preset's, an OpenAI-compatible model's; None for a local model) and its own
+    ``price=`` (None: not given)."""
+    kind, name, options = parse_spec(spec)
+    price = None
+    if "price" in options:
+        try:
+            price = parse_price(options["price"], f"agent spec {spec!r}: price")
+        except UserError as exc:
+            raise AgentSpecError(str(exc)) from None
+    model = None
+    if kind == "simulated" and name in PRESETS:
+        model = name
+    elif kind == "openai" and name and "@" in name:
+        model = name.partition("@")[0]
+    return model, price
+
+
+def spec_price(spec: str, prices: Any = None) -> Price | None:
+    """The price an agent built from ``spec`` is charged at: its ``price=``, else its model's in ``prices`` (a
+    user's table) or the known table; None when unknown."""
+    model, price = spec_model(spec)
+    return price or known_price(model, prices)

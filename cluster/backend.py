@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 from maker.agents import Agent, GenerateRequest, Roster, Sample, parse_spec
+from maker.agents.specs import spec_model
 from maker.cluster.config import ClusterOptions, resolve_address
 from maker.cluster.lookahead import Lookahead
 from maker.cluster.replica import MicrostepRef, Replica
@@ -157,7 +158,8 @@ class Cluster:
         if spec not in self._models:
             self._models[spec] = self._start(spec)
         actors, described = self._models[spec]
-        return Agent(spec, RayBackend(self, spec, actors), info=described["info"])
+        model, price = spec_model(spec)
+        return Agent(spec, RayBackend(self, spec, actors), info=described["info"], model=model, price=price)
 
     def _start(self, spec: str) -> tuple[list[Any], dict[str, Any]]:
         ray = self.ray

@@ -137,6 +137,17 @@ def _print_calibration(c: Any) -> None:
             f"{c.calls_per_step:.3f} calls per step, {c.calls_total:,.0f} in total, "
             f"chance of a fully correct run {c.p_full if c.p_full is not None else 'n/a'}"
         )
+    if c.cost_total is not None:
+        from maker.cli._logging import money
+
+        said = "estimated usage" if c.usage_estimated else "as billed"
+        click.echo(
+            f"cost {money(c.cost_total)} for the task ({money(c.cost_per_step)} a step; {c.prompt_tokens_per_call:.0f} "
+            f"prompt and {c.tokens_per_call:.0f} completion tokens a call, {said}; at "
+            f"${c.price[0]:g}/${c.price[1]:g}/${c.price[2]:g} per M tokens)"
+        )
+    elif c.price is None and c.calls_per_step is not None:
+        click.echo("cost unknown: the agent has no price (give price=IN/CACHED/OUT in its spec)")
     if len(c.by_microstep) > 1:  # a workflow of several roles: each one's own figures
         for name, m in c.by_microstep.items():
             p = "-" if m["p"] is None else f"{m['p']:.3f}"
@@ -293,6 +304,18 @@ def _print_speculative_run(v: Any) -> None:
     default=False,
     help="The verifiers are the large model: count their calls as large-model calls.",
 )
+@click.option("--model", default=None, help="Price the run at this model's published prices (e.g. gpt-4.1-mini).")
+@click.option("--price", default=None, metavar="IN/CACHED/OUT", help="Dollars per million tokens (instead of --model).")
+@click.option("--prices", "prices_file", default=None, type=click.Path(dir_okay=False), help="Prices file for --model.")
+@click.option("--prompt-tokens", type=float, default=None, help="Prompt tokens a request sends (for the cost).")
+@click.option("--cached-tokens", type=float, default=0.0, help="Of those, served from the provider's prompt cache.")
+@click.option("--completion-tokens", type=float, default=None, help="Completion tokens a call returns (for the cost).")
+@click.option(
+    "--per-call-prompt",
+    is_flag=True,
+    default=False,
+    help="Bill every call its own prompt (a client sending one request per sample) instead of one per round.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def estimate(
     steps: int,
@@ -302,10 +325,18 @@ def estimate(
     valid: float,
     k: int | None,
     as_json: bool,
+    model: str | None,
+    price: str | None,
+    prices_file: str | None,
+    prompt_tokens: float | None,
+    cached_tokens: float,
+    completion_tokens: float | None,
+    per_call_prompt: bool,
     **spec: Any,
 ) -> None:
     """Plan a run: k_min, expected calls and the chance of a fully correct run (MAKER section 3); with
-    --drafter-p, the same for speculative drafting next to it."""
+    --drafter-p, the same for speculative drafting next to it; with a price (--model or --price) and tokens per call
+    (--prompt-tokens, --completion-tokens), what the run costs."""
     if (p is None) == (error is None):
         raise UserError("give exactly one of --p or --error")
     if p is None:
@@ -330,6 +361,7 @@ def estimate(
     except ValueError as exc:
         raise UserError(str(exc)) from None
     spec_lines = _speculative_estimate(out, spec)
+    cost_lines = _cost(out, model, price, prices_file, prompt_tokens, cached_tokens, completion_tokens, per_call_prompt)
 
     def human() -> None:
         click.echo(f"steps {steps:,}  p {p:.6g} (1-p {1 - p:.6g})  target {target}")
@@ -337,10 +369,69 @@ def estimate(
         click.echo(f"per-step success {out['p_step']:.12g}")
         click.echo(f"chance of a fully correct run {out['p_full']:.6f}")
         click.echo(f"expected calls per step {out['calls_per_step']:.4f}, in total {math.ceil(out['calls_total']):,}")
-        for line in spec_lines:
+        for line in spec_lines + cost_lines:
             click.echo(line)
 
     emit(out, as_json, human)
+
+
+def _cost(
+    out: dict[str, Any],
+    model: str | None,
+    price_text: str | None,
+    prices_file: str | None,
+    prompt_tokens: float | None,
+    cached_tokens: float,
+    completion_tokens: float | None,
+    per_call_prompt: bool,
+) -> list[str]:
+    """``maker estimate``'s cost: adds ``cost`` to ``out`` and returns its lines (none without a price)."""
+    from maker.agents.prices import known_price, load_prices, parse_price
+    from maker.cli._logging import money
+    from maker.planning import cost_estimate
+
+    if model is None and price_text is None:
+        if prompt_tokens is not None or completion_tokens is not None:
+            raise UserError(
+                "--prompt-tokens and --completion-tokens price a run: give --model NAME or --price IN/CACHED/OUT"
+            )
+        return []
+    if price_text is not None:
+        price = parse_price(price_text, "--price")
+    else:
+        price = known_price(model, load_prices(prices_file) if prices_file else None)
+        if price is None:
+            from maker.agents.prices import KNOWN
+
+            raise UserError(
+                f"--model {model}: no known price (known: {', '.join(KNOWN)}); give --price IN/CACHED/OUT "
+                f"or a --prices FILE"
+            )
+    if prompt_tokens is None or completion_tokens is None:
+        raise UserError(
+            "a cost needs tokens per call: --prompt-tokens N --completion-tokens N (measured: `maker calibrate` "
+            "prints tokens per call; `maker trace stats` a run's)"
+        )
+    try:
+        est = cost_estimate(
+            steps=out["steps"],
+            calls_per_step=out["calls_per_step"],
+            k=out["k"],
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cached_tokens=cached_tokens,
+            price=price,
+            per_call_prompt=per_call_prompt,
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    out["cost"] = est.model_dump(mode="json")
+    billed = "every call its own prompt" if per_call_prompt else f"{est.requests_per_step:.4f} requests a step"
+    return [
+        f"cost {money(est.cost)} ({money(est.cost_per_step)} a step; {billed}, {prompt_tokens:g} prompt tokens a "
+        f"request ({cached_tokens:g} cached), {completion_tokens:g} completion tokens a call, at {price})",
+        f"tokens {est.tokens:,.0f}",
+    ]
 
 
 def _speculative_estimate(out: dict[str, Any], given: dict[str, Any]) -> list[str]:

@@ -75,6 +75,8 @@ def start(
     path = store_path(store)
     if options.drafter is not None:
         _preflight(workflow, params, options)
+    if options.max_cost is not None or options.token_budget is not None:
+        check_budget(workflow, params, options)
 
     def started(rid: str) -> None:
         click.echo(f"run_id: {rid}  (store {path})", err=True)
@@ -100,6 +102,34 @@ def _preflight(workflow: str, params: dict[str, Any], options: Any) -> None:
     if text:
         click.echo(text, err=True)
         get_logger().info("speculation estimate", expected_wrong_steps=expected_wrong, warning="warning:" in text)
+
+
+def check_budget(workflow: str, params: dict[str, Any], options: Any) -> None:
+    """Refuse, before anything is written, a run expected to spend more than its budget, unless --over-budget; a
+    budget in money needs every agent priced."""
+    from maker.cli._logging import get_logger
+    from maker.planning import budget_check
+    from maker.runs import resolve_workflow
+
+    if options.max_cost is not None:
+        from maker.agents.specs import spec_price
+
+        table = options.price_table()
+        for spec in [*options.agents, *([options.drafter] if options.drafter else []), *options.verifiers]:
+            if spec_price(spec, table) is None:
+                raise UserError(
+                    f"--max-cost needs every agent's price, and {spec} has none: give price=IN/CACHED/OUT in its "
+                    f"spec (dollars per million tokens), or a --prices FILE naming its model"
+                )
+    check = budget_check(options, resolve_workflow(workflow), params)
+    if check.text:
+        click.echo(check.text + (f" ({check.note})" if check.note else ""), err=True)
+        get_logger().info("budget estimate", over=check.over, cost=check.estimate and check.estimate.cost)
+    if check.over and not options.over_budget:
+        raise UserError(
+            f"the run is expected to spend more than its budget: {check.text}. Raise the budget, or start it anyway "
+            f"with --over-budget (it stops at a commit when the budget is reached, resumable)"
+        )
 
 
 @click.command()

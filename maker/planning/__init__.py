@@ -6,6 +6,7 @@ The voting mathematics every layer uses (success chances, k_min, Wilson interval
 
 from maker.planning._calibrate import Calibration, calibrate
 from maker.planning._calibrate_verifier import VerifierCalibration, calibrate_verifier
+from maker.planning._cost import BudgetCheck, CostEstimate, budget_check, cost_estimate
 from maker.planning._preflight import known_rates, preflight
 from maker.planning._speculation import (
     ENSEMBLE_BOUND,
@@ -30,6 +31,10 @@ __all__ = [
     "VerifierCalibration",
     "calibrate_verifier",
     "preflight",
+    "CostEstimate",
+    "cost_estimate",
+    "BudgetCheck",
+    "budget_check",
     "known_rates",
     "accept_probability",
     "verifier_calls",

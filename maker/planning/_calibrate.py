@@ -20,9 +20,11 @@ from pydantic import BaseModel
 
 from maker._rng import derive, mix64
 from maker.agents import Agent, GenerateRequest, Oracle, make_agent
+from maker.agents.prices import Price
 from maker.dsl import Done, MicrostepCall, Workflow
-from maker.engine import Decider, calls_of, flag_reason
+from maker.engine import Decider, calls_of, flag_reason, price_of
 from maker.errors import UserError
+from maker.planning._cost import cost_estimate
 from maker.stats import expected_calls, k_min, run_success, wilson_interval
 
 __all__ = ["Calibration", "calibrate"]
@@ -44,6 +46,17 @@ class Calibration(BaseModel):
     valid_rate: float
     red_flags: dict[str, int]
     tokens_per_call: float
+    prompt_tokens_per_call: float = 0.0
+    """Prompt tokens a request sent: as the server reported them, else estimated at four characters a token."""
+    usage_estimated: bool = True
+    """Whether the token counts are estimated (the server reported no usage), not as billed."""
+    price: list[float] | None = None
+    """The agent's price, dollars per million ``[input, cached input, output]`` tokens (None: unknown)."""
+    cost_per_step: float | None = None
+    """Dollars a step of the run at ``k`` is expected to cost (one request a round; see
+    :func:`maker.planning.cost_estimate`)."""
+    cost_total: float | None = None
+    """Dollars for the whole task."""
     target: float
     k: int | None
     calls_per_step: float | None
@@ -137,6 +150,9 @@ class SampleTally:
     valid: int = 0
     """Samples not red-flagged."""
     tokens: int = 0
+    prompt_tokens: int = 0
+    reported: int = 0
+    """Samples whose server reported their usage."""
     red_flags: Counter[str] = field(default_factory=Counter)
     """Red-flagged samples by reason."""
     by_microstep: dict[str, list[int]] = field(default_factory=dict)
@@ -186,7 +202,26 @@ def calibrate(
     agent = make_agent(agent_spec)
     tally = asyncio.run(_sample(agent, wf, picks, derive(seed, 0xCA1), temperature, batch, max_tokens, on_progress))
     temp_used = wf.microsteps[0].voting.temperature if temperature is None else temperature
-    return _report(wf_cls.name, agent_spec, tally, steps_in_task, temp_used, target, t0)
+    report = _report(wf_cls.name, agent_spec, tally, steps_in_task, temp_used, target, t0)
+    return _priced(report, price_of(agent), wf.microsteps[0].voting.k)
+
+
+def _priced(c: Calibration, price: Price | None, k: int) -> Calibration:
+    """The calibration with the agent's price and the run's expected cost at the measured tokens per call."""
+    if price is None:
+        return c
+    update: dict[str, Any] = {"price": price.as_list()}
+    if c.calls_per_step is not None:
+        est = cost_estimate(
+            steps=c.steps_in_task,
+            calls_per_step=c.calls_per_step,
+            k=c.k or k,
+            prompt_tokens=c.prompt_tokens_per_call,
+            completion_tokens=c.tokens_per_call,
+            price=price,
+        )
+        update.update(cost_per_step=est.cost_per_step, cost_total=est.cost)
+    return c.model_copy(update=update)
 
 
 async def _sample(
@@ -212,6 +247,12 @@ async def _sample(
                 asked.append((call, expected))
             results = await agent.backend.generate(reqs)
             for (call, expected), (sample,) in zip(asked, results, strict=True):
+                u = sample.usage
+                if u is None:
+                    tally.prompt_tokens += len(call.prompt) // 4 + 1
+                else:
+                    tally.prompt_tokens += u.prompt
+                    tally.reported += 1
                 flag, key = read_answer(call, sample.text, sample.tokens, max_tokens)
                 right = flag is None and key == call.microstep.vote_key(expected)
                 tally.add(call.microstep.name, sample.tokens, flag, right)
@@ -238,6 +279,8 @@ def _report(
         valid_rate=valid / n,
         red_flags=dict(tally.red_flags),
         tokens_per_call=tally.tokens / n,
+        prompt_tokens_per_call=tally.prompt_tokens / n,
+        usage_estimated=tally.reported < n,
         target=target,
         p=None,
         p_low=None,
