@@ -2,8 +2,9 @@
 
 Runs the real command line, ``maker run hanoi --set disks=20 --agent simulated:gpt-4.1-mini --k 3``,
 in a child process against a fresh SQLite store, and reports wall time, microseconds per step,
-the child's peak memory, and calls per step next to the theoretical expectation for the
-preset's p, k and red-flag rate.
+the child's peak memory, calls per step next to the theoretical expectation for the
+preset's p, k and red-flag rate, and what the run would cost at the preset model's published
+prices next to MAKER's projection (about $3.5K for gpt-4.1-mini at k = 3).
 
 In the same run, ``shared/tools/floor_hanoi.py`` (a straight-line Python loop doing one Hanoi
 step's unavoidable work: prompt, digest, three simulated samples, strict parse, ahead-by-3 vote,
@@ -34,6 +35,8 @@ from maker.agents import make_agent
 from maker.stats import expected_calls, run_success
 
 TARGET_S = 60.0
+MAKER_PROJECTION_USD = 3500.0
+"""MAKER's own projected cost of the 20-disk run with gpt-4.1-mini at k = 3 (Meyerson et al. 2025): about $3.5K."""
 FLOOR = Path(__file__).resolve().parents[2] / "shared" / "tools" / "floor_hanoi.py"
 
 
@@ -114,7 +117,16 @@ def main() -> int:
         "k": args.k,
         "p_full_theory": round(run_success(info["p"], args.k, steps), 5),
         "c_draws": _rng.ACCELERATED,  # the child imports the same build, under the same environment
+        # What the run would cost against the provider at the preset model's published prices (the simulated
+        # model reports no usage: prompts are counted at four characters a token), next to MAKER's projection.
+        "cost_usd": None if summary.get("cost") is None else round(summary["cost"], 2),
+        "prompt_tokens": summary.get("prompt_tokens"),
+        "completion_tokens": summary.get("completion_tokens"),
+        "prices": next(iter((summary.get("prices") or {}).values()), None),
+        "maker_projection_usd": MAKER_PROJECTION_USD,
     }
+    if out["cost_usd"] is not None:
+        out["cost_vs_projection"] = round(out["cost_usd"] / MAKER_PROJECTION_USD, 3)
     if floor is not None:
         out["floor_us_per_step"] = floor["us_per_step"]
         out["engine_vs_floor"] = round(out["us_per_step"] / floor["us_per_step"], 2)

@@ -159,6 +159,9 @@ class Decision:
         usage = self.usage
         if usage is None:
             return None
+        if len(usage) == 1:
+            for a, r in usage.items():
+                return f"[[{a},{r[0]},{r[1]},{r[2]},{r[3]}]]"
         return "[" + ",".join([f"[{a},{r[0]},{r[1]},{r[2]},{r[3]}]" for a, r in usage.items()]) + "]"
 
 
@@ -412,15 +415,22 @@ class Decider:
         )
         d.issued[0] = k
         (prefetched,) = await (self._fronts[0] if together else self.agents[0].backend).generate([req])
-        d.bill(0, call.prompt, prefetched)
         text = prefetched[0].text if prefetched else ""
         tokens = 0
+        reported = False
         for s in prefetched:
             if s.text != text or s.tokens > max_tokens:
+                d.bill(0, call.prompt, prefetched)
                 return prefetched
             tokens += s.tokens
-        if len(prefetched) != k:
-            return prefetched
+            if s.usage is not None:
+                reported = True
+        if reported or len(prefetched) != k:
+            d.bill(0, call.prompt, prefetched)
+            if len(prefetched) != k:
+                return prefetched
+        else:  # the common case: no usage reported (estimated), every sample's tokens already summed
+            d.usage = {0: [len(call.prompt) // 4 + 1, 0, tokens, 1]}
         read = cache[text] = self.parse(ms, ms.parse, ms.vote_key, bool(ms.red_flags), text, call.inputs)
         if read.flag is not None:
             return prefetched

@@ -197,9 +197,7 @@ class Ledger:
         ms = call.microstep
         digest, answer, tokens, name = call.digest(), ms.answer_json(d.answer), d.tokens, ms.name
         # tuple.__new__ makes the named row at a plain tuple's cost: this runs once a step
-        bill = None
-        if usage is not None:
-            bill = d.usage_json()
+        bill = None if usage is None else d.usage_json()
         if d.flags is None and d.spec is None and call.tag is None and not self.keep_input:
             row = (
                 step,
