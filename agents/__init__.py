@@ -10,6 +10,7 @@ from maker.agents._base import (
     Judging,
     Oracle,
     Sample,
+    Usage,
     digit_score,
     judge_prompt,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "GenerateRequest",
     "Oracle",
     "Sample",
+    "Usage",
     "JudgeRequest",
     "judge_prompt",
     "digit_score",

@@ -34,3 +34,14 @@ def background(tmp_path: Path) -> Iterator[Callable[..., Started]]:
             else:
                 run.proc.kill()
         run.proc.wait(timeout=TIMEOUT)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_endpoints() -> Iterator[None]:
+    """Each test starts with no HTTP endpoint state: a server that gets a port an earlier test's had, serving the
+    same model name, must not inherit that endpoint's pause, limits or open circuit (they live for the process)."""
+    from maker.agents._http import forget_endpoints
+
+    forget_endpoints()
+    yield
+    forget_endpoints()

@@ -50,7 +50,8 @@ def get_logger(**context: Any) -> Any:
 
 
 def waiting_text(now: float | None = None) -> str:
-    """What the run is waiting on, if anything: ``waiting on a rate limit (HTTP 429 from ...) 42 s``; else ``""``."""
+    """What the run is waiting on, if anything: ``waiting on the provider (HTTP 429, ENDPOINT) 42 s`` (a rate limit,
+    a client-side limit, or a backoff after a failure); else ``""``."""
     from maker.agents import rate_limit_waits
 
     waits = rate_limit_waits()
@@ -58,7 +59,7 @@ def waiting_text(now: float | None = None) -> str:
         return ""
     now = time.time() if now is None else now
     longest = max(waits, key=lambda w: w.until)
-    return f"waiting on a rate limit ({longest.reason}, {longest.endpoint}) {max(0.0, longest.until - now):.0f} s"
+    return f"waiting on the provider ({longest.reason}, {longest.endpoint}) {max(0.0, longest.until - now):.0f} s"
 
 
 class ProgressDisplay:

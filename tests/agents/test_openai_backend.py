@@ -6,13 +6,23 @@ import asyncio
 import importlib.util
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from maker.agents import GenerateRequest, make_agent
+from maker.agents import GenerateRequest, Usage, make_agent
+from maker.agents._http import forget_endpoints
 from maker.agents.openai_http import BackendHTTPError, OpenAIBackend
 from tests.fixtures.loopback import LoopbackServer, QuietHandler, call
+
+
+@pytest.fixture(autouse=True)
+def _fresh_endpoints() -> Iterator[None]:
+    """Endpoints are shared by the process: a server on a port another test used must not inherit its state."""
+    forget_endpoints()
+    yield
+    forget_endpoints()
 
 
 class Scripted(LoopbackServer):
@@ -35,6 +45,10 @@ class Scripted(LoopbackServer):
                     what = "ok"
                 if what == "garbage":
                     self._raw(200, b"<html>not json</html>")
+                elif what == "usage":  # no log-probs, no per-choice counts: only the request's usage
+                    choices = [{"index": 0, "text": "value = 1 2 3", "finish_reason": "stop"}]
+                    usage = {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21}
+                    self._raw(200, json.dumps({"choices": choices, "usage": usage}).encode())
                 elif what.isdigit():
                     self._raw(int(what), json.dumps({"error": {"message": "nope"}}).encode())
                 else:
@@ -91,22 +105,33 @@ def test_samples_grouped_by_temperature_in_order(temperatures: list[float], text
 def test_transient_errors_garbage_and_slow_responses_are_retried() -> None:
     srv = Scripted(["503", "garbage", "slow", "429"])
     try:
-        backend = OpenAIBackend("m", srv.url, timeout=0.3, retries=5, backoff=0.01)
+        backend = OpenAIBackend("m", srv.url, timeout=0.3, backoff=0.01)
         (samples,) = _gen(backend, GenerateRequest("p", [0.0], [7], 8))
     finally:
         srv.close()
-    assert [s.text for s in samples] == ["value = 7"]
+    assert [s.text for s in samples] == ["value = 7"] and samples[0].usage is None, "no usage reported"
     assert len(srv.bodies) >= 5
 
 
-def test_gives_up_with_a_retryable_error() -> None:
+def test_retries_caps_the_tries_with_a_resumable_error() -> None:
+    """``retries=`` still caps the tries (without it, the deadline rules: tests/agents/test_provider.py)."""
     srv = Scripted(["500"] * 10)
     try:
         with pytest.raises(BackendHTTPError, match="gave up after 3 tries") as info:
             _gen(OpenAIBackend("m", srv.url, retries=2, backoff=0.01), GenerateRequest("p", [0.0], [7], 8))
     finally:
         srv.close()
-    assert info.value.retryable
+    assert info.value.retryable and len(srv.bodies) == 3
+    assert "it last answered HTTP 500" in str(info.value) and "`maker resume RUN_ID` continues" in str(info.value)
+
+
+def test_a_lone_choices_tokens_come_from_the_usage_when_there_are_no_logprobs() -> None:
+    srv = Scripted(["usage"])
+    try:
+        (samples,) = _gen(OpenAIBackend("m", srv.url), GenerateRequest("p", [0.0], [7], 16))
+    finally:
+        srv.close()
+    assert samples[0].tokens == 9 and samples[0].usage == Usage(prompt=12, completion=9, cached=0)
 
 
 @pytest.mark.parametrize("code, fragment", [("401", "set the API key in $MY_KEY"), ("404", "is model 'm' served")])
@@ -125,8 +150,11 @@ def test_auth_and_not_found_fail_at_once(code: str, fragment: str, monkeypatch) 
 
 
 def test_spec_grammar() -> None:
-    agent = make_agent("openai:gpt-x@http://127.0.0.1:9/v1,api=chat,concurrency=2")
+    agent = make_agent("openai:gpt-x@http://127.0.0.1:9/v1,api=chat,concurrency=2,timeout=5,retries=4,deadline=0.5")
     assert isinstance(agent.backend, OpenAIBackend) and agent.backend.api == "chat"
+    assert (
+        agent.backend.endpoint.limits.concurrency == 2 and agent.backend.endpoint.label == "gpt-x@http://127.0.0.1:9/v1"
+    )
     asyncio.run(agent.backend.aclose())
     from maker.errors import AgentSpecError
 
