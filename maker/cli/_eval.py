@@ -106,10 +106,16 @@ def eval_(
     agents. Rerunning the same command with the same --name resumes an interrupted evaluation:
     finished problems are read back, the others resumed from their last commit.
 
+    --max-cost and --token-budget bound the whole evaluation: every problem's run spends from one
+    budget, what earlier evaluations under the same --name spent included. Once it is reached the
+    runs under way stop at a commit and the problems left are not started; the same command with
+    a larger budget goes on.
+
     Exit status 0 when the evaluation ran, however many problems came out wrong or failed (the
-    table and --summary say which); 2 for bad input, before anything runs; 130 when interrupted.
+    table and --summary say which); 2 for bad input, before anything runs; 3 when the budget was
+    reached with problems left; 130 when interrupted.
     """
-    from maker.cli._logging import configure_logging
+    from maker.cli._logging import configure_logging, money
     from maker.evaluation import evaluate, write_eval_report
 
     configure_logging(level=log_level)
@@ -127,6 +133,9 @@ def eval_(
         **{k: v for k, v in voting.items() if v is not None},
     )
     path = store_path(store)
+    params = parse_sets(sets, workflow)
+    if (options.max_cost is not None or options.token_budget is not None) and not options.over_budget:
+        _check_budget(data, workflow, param, params, limit, options)
 
     names: list[str] = []
 
@@ -142,7 +151,7 @@ def eval_(
             detail += f"  {_cut(as_flags(row.error), 120)}" if row.error else f"  got {_cut(row.got)}"
         click.echo(
             f"[{done:>{len(str(total))}}/{total}] {row.id}  {_outcome(row)}  {row.calls:,} calls  "
-            f"{row.wall_s:.2f} s{detail}",
+            f"{money(row.cost)}  {row.wall_s:.2f} s{detail}",
             err=True,
         )
 
@@ -154,7 +163,7 @@ def eval_(
             workflow=workflow,
             param=param,
             answer_key=answer_key,
-            params=parse_sets(sets, workflow),
+            params=params,
             concurrency=concurrency,
             limit=limit,
             name=name,
@@ -173,6 +182,45 @@ def eval_(
     if report_path:
         click.echo(f"wrote {write_eval_report(summary, report_path)}", err=True)
     click.echo(summary.model_dump_json() if as_json else _table(summary))
+    if summary.budget_reached:
+        from maker.engine import BudgetExceeded
+
+        raise BudgetExceeded(_budget_message(summary))  # shown as `stopped: ...`, exit status 3
+
+
+def _check_budget(
+    data: str, workflow: str, param: str, params: dict[str, Any], limit: int | None, options: Any
+) -> None:
+    """Refuse, before anything is written, an evaluation expected to spend more than its budget (the estimates of
+    every problem's run, summed), unless --over-budget. Nothing is refused when a run's spending cannot be estimated
+    (a workflow that does not say how many steps it takes, a speculative run): the budget is held as it runs."""
+    from maker.evaluation import load_problems
+    from maker.planning import budget_check
+    from maker.runs import resolve_workflow
+
+    wf_cls = resolve_workflow(workflow)
+    cost = tokens = 0.0  # an unpriced agent adds no dollars (a money budget then refuses it, naming the agent)
+    problems = load_problems(data, limit)
+    for p in problems:
+        try:
+            check = budget_check(options, wf_cls, {**params, param: p.question})
+        except UserError:  # a problem the workflow refuses: the evaluation says so, naming its line
+            return
+        if check.estimate is None:
+            return
+        cost += check.estimate.cost
+        tokens += check.estimate.tokens
+    over = []
+    if options.max_cost is not None and cost > options.max_cost:
+        over.append(f"estimated ${cost:,.2f} against --max-cost ${options.max_cost:,g}")
+    if options.token_budget is not None and tokens > options.token_budget:
+        over.append(f"estimated {tokens:,.0f} tokens against --token-budget {options.token_budget:,}")
+    if over:
+        raise UserError(
+            f"the evaluation is expected to spend more than its budget over its {len(problems):,} problems: "
+            f"{'; '.join(over)}. Raise the budget, or start it anyway with --over-budget (its runs stop at a commit "
+            f"when the budget is reached, and the same command with a larger one goes on)"
+        )
 
 
 def _cut(text: str | None, n: int = _SHOWN) -> str:
@@ -183,16 +231,54 @@ def _cut(text: str | None, n: int = _SHOWN) -> str:
 
 
 def _outcome(row: Any) -> str:
+    if row.out_of_budget:
+        return {"stopped": "STOPPED", "not started": "NOT STARTED"}.get(row.status, "NOT RESUMED")
     return "correct" if row.correct else "WRONG" if row.status == "done" else "FAILED"
+
+
+def _ids(rows: list[Any], shown: int = 8) -> str:
+    ids = [r.id for r in rows[:shown]]
+    return ", ".join(ids) + (f" and {len(rows) - shown:,} more" if len(rows) > shown else "")
+
+
+def _budget_message(s: Any) -> str:
+    """Which problems are done, which stopped at a commit, which were not started, and how to go on."""
+    stopped = [r for r in s.rows if r.out_of_budget and r.status == "stopped"]
+    new = [r for r in s.rows if r.out_of_budget and r.status == "not started"]
+    old = [r for r in s.rows if r.out_of_budget and r.status not in ("stopped", "not started")]
+    done = sum(r.status == "done" for r in s.rows)
+    parts = [f"{done:,} of {s.problems:,} problems done"]
+    if stopped:
+        at = ", ".join(f"{r.id} at step {r.steps:,}" for r in stopped[:8])
+        parts.append(f"{len(stopped):,} stopped at a commit ({at}{' ...' if len(stopped) > 8 else ''})")
+    if new:
+        parts.append(f"{len(new):,} not started ({_ids(new)})")
+    if old:
+        parts.append(f"{len(old):,} left as they were, not resumed ({_ids(old)})")
+    larger = [f"`{k}`" for k in ("max_cost", "token_budget") if s.settings.options.get(k) is not None]
+    return (
+        f"evaluation {s.settings.name}: {s.budget_reached}; " + ", ".join(parts) + ". The same command with "
+        f"--name {s.settings.name} and a larger {' or '.join(larger)} goes on from there"
+    )
+
+
+def _cost(s: Any) -> str:
+    from maker.cli._logging import money
+
+    said = "estimated usage" if s.cost_estimated else "as billed"
+    unknown = "" if s.cost is not None else "; a billed agent's price is unknown (give price=IN/CACHED/OUT or --prices)"
+    return f"{money(s.cost)}  ({money(s.cost_mean)} per problem; {said}{unknown})"
 
 
 def _table(s: Any) -> str:
     st = s.settings
-    rate = f"{s.problems_per_s:,.2f} problems/s" if s.problems_per_s is not None else "nothing left to run"
+    idle = "nothing run: the budget was reached" if s.budget_reached else "nothing left to run"
+    rate = f"{s.problems_per_s:,.2f} problems/s" if s.problems_per_s is not None else idle
     per_call = f"  ({s.backend_requests / s.backend_calls:.2f} requests per call)" if s.backend_calls else ""
+    unfinished = f", unfinished {s.out_of_budget:,}: budget reached" if s.out_of_budget else ""
     rows = [
         ("problems", f"{s.problems:,}  (run now {s.ran:,}, read back {s.reused:,})"),
-        ("correct", f"{s.correct:,}  (wrong {s.wrong:,}, failed {s.failed:,})"),
+        ("correct", f"{s.correct:,}  (wrong {s.wrong:,}, failed {s.failed:,}{unfinished})"),
         (
             "accuracy",
             f"{100 * s.accuracy:.1f}%  (95% interval {100 * s.accuracy_low:.1f}% - {100 * s.accuracy_high:.1f}%)",
@@ -201,12 +287,13 @@ def _table(s: Any) -> str:
         ("tokens/problem", f"mean {s.tokens_mean:,.0f}"),
         ("steps/problem", f"mean {s.steps_mean:,.1f}"),
         ("red flags", f"{s.red_flags:,}"),
+        ("cost", _cost(s)),
         ("wall time", f"{s.wall_s:,.2f} s  ({rate})"),
         ("concurrency", f"{st.concurrency}"),
         ("backend calls", f"{s.backend_calls:,}{per_call}"),
     ]
     lines = [f"evaluation {st.name}: {st.workflow} on {st.data}", *(f"  {a:<15} {b}" for a, b in rows)]
-    failures = s.failures
+    failures = [r for r in s.failures if not r.out_of_budget]  # those the budget left: the closing message
     if failures:
         lines.append(f"not correct ({len(failures)}):")
         for r in failures:

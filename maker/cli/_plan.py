@@ -386,7 +386,7 @@ def _cost(
     per_call_prompt: bool,
 ) -> list[str]:
     """``maker estimate``'s cost: adds ``cost`` to ``out`` and returns its lines (none without a price)."""
-    from maker.agents.prices import known_price, load_prices, parse_price
+    from maker.agents.prices import Price, known_price, load_prices, parse_price
     from maker.cli._logging import money
     from maker.planning import cost_estimate
 
@@ -396,6 +396,7 @@ def _cost(
                 "--prompt-tokens and --completion-tokens price a run: give --model NAME or --price IN/CACHED/OUT"
             )
         return []
+    price: Price | None
     if price_text is not None:
         price = parse_price(price_text, "--price")
     else:

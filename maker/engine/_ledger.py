@@ -120,8 +120,9 @@ class Ledger:
         self.window_hits = self.window_misses = 0
         self.window_waited = self.window_went_on = 0
 
-    def restore(self, record: Any) -> None:
-        """Counters as a run's record left them."""
+    def restore(self, record: Any, *, spent: bool = True) -> None:
+        """Counters as a run's record left them; ``spent``: what the run spent before is spent from its budget too
+        (False for a budget shared with other runs that counted it already)."""
         self.first_step = record.first_step
         for name in ("steps", "calls", "red_flags", "errors", "max_rounds", "tokens", "wall_s"):
             setattr(self, name, getattr(record, name))
@@ -139,7 +140,7 @@ class Ledger:
         for into, rows in ((self.usage, stats.get("usage")), (self.wasted_usage, wasted.get("usage"))):
             for i, row in enumerate((rows or [])[: len(into)]):
                 into[i][: len(row)] = row
-        if self.budget is not None:
+        if self.budget is not None and spent:
             cost = self.cost()
             self.budget.spend(cost or 0.0, self.tokens_billed())
 

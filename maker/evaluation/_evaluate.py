@@ -7,17 +7,24 @@ process, one event loop and one set of agents; every backend sits behind one coa
 turn of the loop reach the model as one batched call.
 
 Evaluating again under the same name finishes what is left: a finished run is read back, not
-run; a killed, interrupted or failed one is resumed from its last commit.
+run; a killed, interrupted, failed or stopped one is resumed from its last commit.
+
+A budget (``max_cost`` dollars, ``token_budget`` tokens) is the evaluation's, not each run's: one
+:class:`~maker.engine.Budget` that every problem's run spends from, counting what its runs spent in
+earlier evaluations under the same name. Once it is reached, the runs under way stop at a commit
+(status ``stopped``) and the problems left are not started; evaluating again with a larger budget
+goes on from there. The budget is therefore not part of a run's recorded options.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +34,20 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from maker._rng import derive
 from maker.agents import Agent
 from maker.dsl import Workflow
-from maker.engine import Coalescing
+from maker.engine import Budget, BudgetExceeded, Coalescing, price_of, roster_of
 from maker.errors import RunError, RunNotFoundError, StoreError, UserError
 from maker.evaluation._datasets import Problem, load_problems
-from maker.runs import RunOptions, drive, is_live, new_run, read_options, reopen_run, resolve_workflow, workflow_ref
+from maker.runs import (
+    RunOptions,
+    drive,
+    is_live,
+    new_run,
+    read_options,
+    reopen_run,
+    resolve_workflow,
+    shown_status,
+    workflow_ref,
+)
 from maker.stats import wilson_interval
 from maker.store import RunRecord, Store
 from maker.workflows import same_answer
@@ -55,7 +72,8 @@ class ProblemRow(BaseModel):
     id: str
     run_id: str
     status: str
-    """The run's status: ``done``, ``failed``, or ``not started`` (the workflow refused the problem)."""
+    """The run's status: ``done``, ``failed``, ``stopped`` (at a commit, the budget reached), or ``not started``
+    (the workflow refused the problem, or the budget was reached first)."""
     correct: bool
     expected: str
     got: str | None
@@ -69,6 +87,14 @@ class ProblemRow(BaseModel):
     """Why it failed, or why a finished run's answer could not be read."""
     reused: bool = False
     """Finished in an earlier evaluation under the same name: read back, not run."""
+    cost: float | None = 0.0
+    """Dollars its run spent, committed steps and speculative ones dropped, in this evaluation and earlier ones
+    under the same name (None: a billed agent's price is unknown)."""
+    cost_estimated: bool = False
+    """Whether some of that usage is estimated (the server reported none), not as billed."""
+    out_of_budget: bool = False
+    """The evaluation's budget was reached before this problem finished: its run stopped at a commit, or was not
+    started (or resumed). Evaluating again under the same name with a larger budget finishes it."""
 
 
 class EvalSettings(BaseModel):
@@ -97,6 +123,9 @@ class EvalSummary(BaseModel):
     correct: int
     wrong: int
     failed: int
+    """Problems whose run failed or that the workflow refused (not those the budget left unfinished)."""
+    out_of_budget: int
+    """Problems left unfinished because the budget was reached (see :attr:`ProblemRow.out_of_budget`)."""
     accuracy: float
     accuracy_low: float
     """95% Wilson interval of the accuracy."""
@@ -106,6 +135,15 @@ class EvalSummary(BaseModel):
     tokens_mean: float
     steps_mean: float
     red_flags: int
+    cost: float | None
+    """Dollars spent on every problem, the sum of the rows' (None: a billed agent's price is unknown)."""
+    cost_mean: float | None
+    """``cost`` per problem."""
+    cost_estimated: bool
+    """Whether some of the usage is estimated, not as billed."""
+    budget_reached: str | None = None
+    """How the budget was reached (``spent $0.0512 of the $0.05 budget (`max_cost`)``) when it left problems
+    unfinished; None otherwise."""
     wall_s: float
     """Wall time of this evaluation (problems read back from earlier ones take none)."""
     problems_per_s: float | None
@@ -189,6 +227,10 @@ class _Shared:
     agents: list[Agent]
     speculation: Any
     answer_key: str
+    budget: Budget | None
+    """What every run spends from (None: no limit)."""
+    held: set[str] = dataclasses.field(default_factory=set)
+    """Problems not run now because the budget was reached before their turn."""
 
 
 def evaluate(data: str | os.PathLike[str], options: RunOptions | Mapping[str, Any], **keywords: Any) -> EvalSummary:
@@ -215,7 +257,9 @@ async def evaluate_async(
 
     Bad input raises :class:`UserError` before anything is written. ``on_start(name, problems,
     already done)`` is called once the input is checked; ``on_result(row, finished, problems)``
-    once per problem. A problem whose run fails is a failed row; the others go on.
+    once per problem. A problem whose run fails is a failed row; the others go on. When the budget (the
+    options' ``max_cost``, ``token_budget``: the whole evaluation's) is reached, the summary's
+    ``budget_reached`` says how, and its rows which problems it left unfinished; nothing is raised.
     """
     opts = options if isinstance(options, RunOptions) else read_options(options)
     if concurrency < 1:
@@ -255,23 +299,23 @@ async def evaluate_async(
             if spec not in built:
                 a = make(spec)
                 front: Any = Coalescing.over(_Counted(a.backend, tally))
-                built[spec] = Agent(a.spec, front, a.info)
+                built[spec] = dataclasses.replace(a, backend=front)  # its model and price kept: they price its calls
             return built[spec]
 
         try:
             agents = [shared(s) for s in opts.agents]
             speculation = opts.speculation(shared)
+            budget = _budget(opts, agents, speculation, existing.values())
             st = stack.enter_context(Store.create(store))
             if on_start:
                 on_start(name, len(jobs), sum(1 for r in existing.values() if r.status == "done"))
             t0 = time.perf_counter()
-            rows = await _run_all(
-                _Shared(wf_cls, st, agents, speculation, answer_key), jobs, existing, concurrency, on_result
-            )
+            sh = _Shared(wf_cls, st, agents, speculation, answer_key, budget)
+            rows = await _run_all(sh, jobs, existing, concurrency, on_result)
             wall = time.perf_counter() - t0
         finally:
             await asyncio.gather(*(a.backend.aclose() for a in built.values()), return_exceptions=True)
-    return _summarize(settings, rows, wall, tally)
+    return _summarize(settings, rows, wall, tally, budget, len(sh.held))
 
 
 def _job(
@@ -288,7 +332,49 @@ def _job(
         wf_cls.parse_params(values)
     except UserError as exc:
         raise UserError(f"{data}, line {p.line} (id {p.id!r}): {exc}") from None
-    return _Job(p, f"{name}/{p.id}", values, opts.model_copy(update={"seed": _problem_seed(opts.seed, p.id)}))
+    # The budget is the evaluation's (see the module's doc): a run records none, and resumes under any.
+    run_opts = opts.model_copy(update={"seed": _problem_seed(opts.seed, p.id), **dict.fromkeys(_BUDGET_KEYS)})
+    return _Job(p, f"{name}/{p.id}", values, run_opts)
+
+
+_BUDGET_KEYS = ("max_cost", "token_budget")
+
+
+def _budget(opts: RunOptions, agents: list[Agent], speculation: Any, earlier: Iterable[RunRecord]) -> Budget | None:
+    """The evaluation's one budget, what its runs spent in earlier evaluations under the same name already spent
+    from it; None without a limit. A dollar limit needs every agent's price: refused before anything runs."""
+    if opts.max_cost is None and opts.token_budget is None:
+        return None
+    if opts.max_cost is not None:
+        table = opts.price_table()
+        unpriced = [a.spec for a in roster_of(agents, speculation).agents if price_of(a, table) is None]
+        if unpriced:
+            raise UserError(
+                f"`max_cost` needs every agent's price, and {', '.join(dict.fromkeys(unpriced))} has none: give "
+                f"price=IN/CACHED/OUT in its spec (dollars per million tokens), or a prices file (`prices_file`) "
+                f"naming its model; or limit tokens (`token_budget`) instead"
+            )
+    cost, tokens = 0.0, 0
+    for record in earlier:
+        c, t, _ = _spent(record)
+        cost += c or 0.0
+        tokens += t
+    return Budget(opts.max_cost, opts.token_budget, cost=cost, tokens=tokens)
+
+
+def _spent(record: RunRecord | None) -> tuple[float | None, int, bool]:
+    """What a run spent, committed steps and speculative ones dropped, from its recorded counters: dollars (None: a
+    billed agent's price is unknown, or its steps were recorded before usage was), tokens billed (prompt and
+    completion), and whether any of it is estimated."""
+    if record is None:
+        return 0.0, 0, False
+    stats = record.stats or {}
+    rows = [*(stats.get("usage") or []), *((stats.get("wasted") or {}).get("usage") or [])]
+    tokens = sum(r[0] + r[2] for r in rows)
+    estimated = any(r[3] for r in rows)
+    if "usage" not in stats:  # nothing committed yet, or committed by a maker that kept no usage
+        return (0.0 if record.steps == record.first_step else None), tokens, estimated
+    return stats.get("cost"), tokens, estimated
 
 
 def _existing(
@@ -323,10 +409,10 @@ def _mismatch(record: RunRecord, job: _Job, wf_cls: type[Workflow[Any, Any]]) ->
     if given != record.params:
         return "other parameters: " + _diff(record.params, given)
     try:
-        recorded_opts = RunOptions.model_validate(record.config).model_dump(mode="json")
+        recorded_opts = RunOptions.model_validate(record.config).model_dump(mode="json", exclude=set(_BUDGET_KEYS))
     except ValidationError:
         return f"options this maker cannot read ({record.config})"
-    current = job.opts.model_dump(mode="json")
+    current = job.opts.model_dump(mode="json", exclude=set(_BUDGET_KEYS))
     return "other options: " + _diff(recorded_opts, current) if recorded_opts != current else None
 
 
@@ -371,6 +457,9 @@ async def _run_all(
 async def _one(sh: _Shared, job: _Job, record: RunRecord | None) -> ProblemRow:
     if record is not None and record.status == "done":
         return _row(sh, job, record, reused=True)
+    if sh.budget is not None and sh.budget.reached:  # what is left waits for a larger budget
+        sh.held.add(job.problem.id)
+        return _row(sh, job, record, held=True)
     error = None
     try:
         if record is None:
@@ -382,12 +471,18 @@ async def _one(sh: _Shared, job: _Job, record: RunRecord | None) -> ProblemRow:
                 agents=sh.agents,
                 speculation=sh.speculation,
                 run_id=job.run_id,
+                budget=sh.budget,
             )
         else:
-            engine, wf, state = reopen_run(sh.st, record, agents=sh.agents, speculation=sh.speculation)
+            # a resumed run's past spending is counted in the evaluation's budget already
+            engine, wf, state = reopen_run(
+                sh.st, record, agents=sh.agents, speculation=sh.speculation, budget=sh.budget
+            )
         await drive(engine, wf, state, sh.wf_cls.name, close=False)
     except StoreError:
         raise
+    except BudgetExceeded:  # stopped at a commit: its row says so
+        pass
     except RunError as exc:
         error = str(exc)
     except Exception as exc:  # workflow code raised: this problem failed, the others go on
@@ -400,8 +495,15 @@ async def _one(sh: _Shared, job: _Job, record: RunRecord | None) -> ProblemRow:
 
 
 def _row(
-    sh: _Shared, job: _Job, record: RunRecord | None, *, reused: bool = False, error: str | None = None
+    sh: _Shared,
+    job: _Job,
+    record: RunRecord | None,
+    *,
+    reused: bool = False,
+    error: str | None = None,
+    held: bool = False,
 ) -> ProblemRow:
+    """The row of a problem; ``held``: left as it was because the budget was reached before its turn."""
     expected, got, correct = job.problem.answer, None, False
     if record is None:
         return ProblemRow(
@@ -416,10 +518,17 @@ def _row(
             tokens=0,
             red_flags=0,
             wall_s=0.0,
-            error=error,
+            error="not started: the evaluation's budget was reached" if held else error,
+            out_of_budget=held,
         )
     error = record.error or error
-    if record.status == "done":
+    cost, _, estimated = _spent(record)
+    out_of_budget = held or record.status == "stopped"
+    if held:
+        error = f"not resumed: the evaluation's budget was reached ({shown_status(record)} at step {record.steps:,})"
+    elif record.status == "stopped":
+        error = f"stopped at step {record.steps:,}: the evaluation's budget was reached"
+    elif record.status == "done":
         result = record.result or {}
         if sh.answer_key in result:
             got = str(result[sh.answer_key])
@@ -443,21 +552,37 @@ def _row(
         wall_s=round(record.wall_s, 3),
         error=error,
         reused=reused,
+        cost=cost,
+        cost_estimated=estimated,
+        out_of_budget=out_of_budget,
     )
 
 
-def _summarize(settings: EvalSettings, rows: list[ProblemRow], wall: float, tally: _Tally) -> EvalSummary:
+def _reached(budget: Budget) -> str:
+    """The limit reached, as a person reads it (the limit as given: a budget under a cent shows as given)."""
+    if budget.max_cost is not None and budget.cost >= budget.max_cost:
+        return f"spent ${budget.cost:,.4f} of the ${budget.max_cost:,g} budget (`max_cost`)"
+    return f"spent {budget.tokens:,} tokens of the {budget.max_tokens or 0:,}-token budget (`token_budget`)"
+
+
+def _summarize(
+    settings: EvalSettings, rows: list[ProblemRow], wall: float, tally: _Tally, budget: Budget | None, held: int
+) -> EvalSummary:
     n = len(rows)
     correct = sum(r.correct for r in rows)
-    failed = sum(r.status != "done" for r in rows)
+    out_of_budget = sum(r.out_of_budget for r in rows)
+    failed = sum(r.status != "done" and not r.out_of_budget for r in rows)
+    costs = [r.cost for r in rows]
+    cost = None if None in costs else sum(c for c in costs if c is not None)
     low, high = wilson_interval(correct, n)
-    ran = sum(not r.reused for r in rows)
+    ran = sum(not r.reused for r in rows) - held
     return EvalSummary(
         settings=settings,
         problems=n,
         correct=correct,
-        wrong=n - correct - failed,
+        wrong=n - correct - failed - out_of_budget,
         failed=failed,
+        out_of_budget=out_of_budget,
         accuracy=correct / n,
         accuracy_low=low,
         accuracy_high=high,
@@ -466,10 +591,14 @@ def _summarize(settings: EvalSettings, rows: list[ProblemRow], wall: float, tall
         tokens_mean=sum(r.tokens for r in rows) / n,
         steps_mean=sum(r.steps for r in rows) / n,
         red_flags=sum(r.red_flags for r in rows),
+        cost=cost,
+        cost_mean=None if cost is None else cost / n,
+        cost_estimated=any(r.cost_estimated for r in rows),
+        budget_reached=_reached(budget) if budget is not None and out_of_budget else None,
         wall_s=round(wall, 3),
         problems_per_s=round(ran / wall, 3) if ran and wall > 0 else None,
         ran=ran,
-        reused=n - ran,
+        reused=sum(r.reused for r in rows),
         backend_calls=tally.calls,
         backend_requests=tally.requests,
         rows=rows,

@@ -1,9 +1,9 @@
 """An evaluation as one self-contained HTML file (``maker eval ... --report out.html``).
 
-Top to bottom: the figures (accuracy with its 95% interval, calls, tokens, steps, time), the
-settings, and one row per problem, failures first, each with its run id and the command that
-shows the run's steps. Inline CSS, no JavaScript, nothing fetched; every string from the data
-file or a model is HTML-escaped.
+Top to bottom: the figures (accuracy with its 95% interval, calls, tokens, steps, cost, time,
+and the budget when it was reached), the settings, and one row per problem, failures first, each
+with its cost, its run id and the command that shows the run's steps. Inline CSS, no JavaScript,
+nothing fetched; every string from the data file or a model is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from html import escape
 from pathlib import Path
 
 from maker.evaluation._evaluate import EvalSummary, ProblemRow
-from maker.trace.html import CSS, facts_table, num, table
+from maker.trace.html import CSS, facts_table, money, num, table
 
 __all__ = ["render_eval_report", "write_eval_report"]
 
@@ -37,20 +37,31 @@ def _pct(x: float) -> str:
 def _figures(s: EvalSummary) -> str:
     rate = f"{num(s.problems_per_s)} per second" if s.problems_per_s is not None else "none run now"
     per_call = f" ({s.backend_requests / s.backend_calls:.2f} requests per call)" if s.backend_calls else ""
-    return facts_table(
-        [
-            ["problems", f"{num(s.problems)} (run now {num(s.ran)}, read back {num(s.reused)})"],
-            ["correct", f"{num(s.correct)} (wrong {num(s.wrong)}, failed {num(s.failed)})"],
-            ["accuracy", f"{_pct(s.accuracy)} (95% interval {_pct(s.accuracy_low)} – {_pct(s.accuracy_high)})"],
-            ["calls per problem", f"mean {num(s.calls_mean)}, max {num(s.calls_max)}"],
-            ["tokens per problem", f"mean {num(s.tokens_mean)}"],
-            ["steps per problem", f"mean {num(s.steps_mean)}"],
-            ["red flags", num(s.red_flags)],
-            ["wall time", f"{num(s.wall_s)} s; problems {rate}"],
-            ["concurrency", num(s.settings.concurrency)],
-            ["backend calls", f"{num(s.backend_calls)}{per_call}"],
-        ]
-    )
+    unfinished = f", unfinished {num(s.out_of_budget)}: budget reached" if s.out_of_budget else ""
+    said = "estimated usage" if s.cost_estimated else "as billed"
+    unknown = "" if s.cost is not None else "; a billed agent's price is unknown"
+    rows = [
+        ["problems", f"{num(s.problems)} (run now {num(s.ran)}, read back {num(s.reused)})"],
+        ["correct", f"{num(s.correct)} (wrong {num(s.wrong)}, failed {num(s.failed)}{unfinished})"],
+        ["accuracy", f"{_pct(s.accuracy)} (95% interval {_pct(s.accuracy_low)} – {_pct(s.accuracy_high)})"],
+        ["calls per problem", f"mean {num(s.calls_mean)}, max {num(s.calls_max)}"],
+        ["tokens per problem", f"mean {num(s.tokens_mean)}"],
+        ["steps per problem", f"mean {num(s.steps_mean)}"],
+        ["red flags", num(s.red_flags)],
+        ["cost", f"{money(s.cost)} ({money(s.cost_mean)} per problem; {said}{unknown})"],
+        ["wall time", f"{num(s.wall_s)} s; problems {rate}"],
+        ["concurrency", num(s.settings.concurrency)],
+        ["backend calls", f"{num(s.backend_calls)}{per_call}"],
+    ]
+    if s.budget_reached:
+        rows.append(
+            [
+                "budget",
+                f'<span class="flag">reached</span>: {escape(s.budget_reached)}; the problems under way stopped at '
+                "a commit and the rest were not started (evaluate again under the same name with a larger budget)",
+            ]
+        )
+    return facts_table(rows)
 
 
 def _settings(s: EvalSummary) -> str:
@@ -74,6 +85,10 @@ def _settings(s: EvalSummary) -> str:
 
 
 def _outcome(r: ProblemRow) -> str:
+    if r.out_of_budget:
+        return {"stopped": "stopped (budget)", "not started": "not started (budget)"}.get(
+            r.status, "not resumed (budget)"
+        )
     if r.correct:
         return "correct"
     return f'<span class="flag">{"WRONG" if r.status == "done" else "FAILED"}</span>'
@@ -91,6 +106,7 @@ def _problems(s: EvalSummary) -> str:
             num(r.calls),
             num(r.tokens),
             num(r.red_flags),
+            money(r.cost),
             num(r.wall_s),
             f'{escape(r.run_id)}<br><code class="muted">maker trace show {escape(shlex.quote(r.run_id))} '
             f"--store {escape(store)}</code>",
@@ -99,9 +115,9 @@ def _problems(s: EvalSummary) -> str:
         for r in sorted(s.rows, key=lambda r: r.correct)
     ]  # stable: failures first, each group in data order
     return table(
-        ["id", "outcome", "expected", "got", "steps", "calls", "tokens", "red flags", "wall s", "run", "error"],
+        ["id", "outcome", "expected", "got", "steps", "calls", "tokens", "red flags", "cost", "wall s", "run", "error"],
         rows,
-        {4, 5, 6, 7, 8},
+        {4, 5, 6, 7, 8, 9},
     )
 
 

@@ -115,8 +115,10 @@ def new_run(
     run_id: str | None = None,
     ref: str | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    budget: Budget | None = None,
 ) -> tuple[Engine, Workflow[Any, Any], Any]:
-    """Record a new run in an open store and build its engine (with agents that may serve other runs too)."""
+    """Record a new run in an open store and build its engine (with agents that may serve other runs too).
+    ``budget``: one shared with other runs (an evaluation's), instead of the run's options' own."""
     p = wf_cls.parse_params(params)
     wf = wf_cls()
     state = wf.start(p)
@@ -143,6 +145,7 @@ def new_run(
         workflow_ref=record_ref,
         expected_steps=wf.expected_steps(p),
         on_progress=on_progress,
+        budget=budget,
     )
     return engine, wf, state
 
@@ -187,11 +190,13 @@ def reopen_run(
     speculation: Any,
     overrides: Mapping[str, Any] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    budget: Budget | None = None,
 ) -> tuple[Engine, Workflow[Any, Any], Any]:
-    """Resume a run of an open store: its engine (with the given agents) and the state to go on from."""
+    """Resume a run of an open store: its engine (with the given agents) and the state to go on from. ``budget``:
+    one shared with other runs (an evaluation's), which has counted what this run spent before already."""
     wf_cls, opts = _resumable(record, None, overrides)
     state = _recover_state(st, record, wf_cls())
-    engine, wf = _reopened(st, record, wf_cls, opts, overrides, agents, speculation, on_progress)
+    engine, wf = _reopened(st, record, wf_cls, opts, overrides, agents, speculation, on_progress, budget)
     return engine, wf, state
 
 
@@ -217,6 +222,7 @@ def _reopened(
     agents: list[Agent],
     speculation: Any,
     on_progress: Callable[[Progress], None] | None,
+    budget: Budget | None = None,
 ) -> tuple[Engine, Workflow[Any, Any]]:
     st.set_status(record.id, "running", pid=os.getpid(), host=os.uname().nodename, config=opts.model_dump(mode="json"))
     st.event(record.id, "resume", {"from_step": record.steps, "overrides": dict(overrides or {})})
@@ -233,8 +239,9 @@ def _reopened(
         workflow_ref=record.workflow_ref or record.workflow,
         expected_steps=wf.expected_steps(p),
         on_progress=on_progress,
+        budget=budget,
     )
-    engine.ledger.restore(record)
+    engine.ledger.restore(record, spent=budget is None)
     return engine, wf
 
 

@@ -52,9 +52,10 @@ def export_parquet(st: Store, record: RunRecord, path: str | Path) -> int:
             ("t_start", pa.float64()),
             ("dur_s", pa.float64()),
             ("speculation", pa.string()),
+            ("usage", pa.string()),
         ]
     )
-    json_cols = {"answer", "red_flags", "speculation"}  # nested objects of any shape stay JSON text
+    json_cols = {"answer", "red_flags", "speculation", "usage"}  # nested objects of any shape stay JSON text
     n = 0
     with pq.ParquetWriter(str(path), schema) as writer:
         batch: dict[str, list[Any]] = {f.name: [] for f in schema}

@@ -2,7 +2,9 @@
 
 The report holds, top to bottom: a statistics table (steps, errors, calls per step measured
 against theory, measured p, valid rate, rounds, red flags by reason, time per step, tokens,
-each agent's p with its 95% interval, speculation acceptance when the run drafted); five plots
+each agent's p with its 95% interval, speculation acceptance when the run drafted); what the run
+cost, when its steps recorded usage (the total, per step, a plot over the steps, each agent's
+tokens, price and cost by role, and what speculative steps dropped cost); five plots
 (votes per step, cumulative calls against the theoretical curve, rounds, red flags and time per
 step over the run); a table of the hardest steps (most rounds, most disagreement) linking to a
 section per step with its record: answer, votes, red flags, speculation verdicts, the prompt
@@ -19,15 +21,16 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from maker.errors import UserError
-from maker.trace.html import CSS, facts_table, num, table
+from maker.trace.html import CSS, facts_table, money, num, table
 
 if TYPE_CHECKING:
-    from maker.trace._stats import RoundsStep, SplitStep, TraceStats
+    from maker.trace._stats import CostStats, RoundsStep, SplitStep, TraceStats
 
 __all__ = ["render_report", "write_report"]
 
@@ -41,27 +44,37 @@ def _step_link(step: int, linked: set[int]) -> str:
 
 
 # -- plots -----------------------------------------------------------------------------------
-def _plots(stats: TraceStats) -> str:
+def _figure(fid: str, caption: str, draw: Callable[[Any], None], *, integer: bool = True) -> str:
+    """One plot, ``draw(axes)``, as an inline SVG figure with its caption (HTML already)."""
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure registry
     from matplotlib.ticker import MaxNLocator
 
+    fig = Figure(figsize=(6.4, 3.4), layout="constrained")
+    ax = fig.add_subplot()
+    ax.yaxis.set_major_locator(MaxNLocator(integer=integer))
+    draw(ax)
+    ax.grid(alpha=0.3)
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg")
+    svg = buf.getvalue()
+    svg = svg[svg.index("<svg") :]  # drop the XML prolog and DOCTYPE: the SVG sits inside HTML
+    return f'<figure id="plot-{fid}">{svg}<figcaption>{caption}</figcaption></figure>'
+
+
+def _xlabel(stats: TraceStats) -> str:
+    per = stats.series.steps_per_point
+    return "step" if per == 1 else f"step (each point is {per} steps)"
+
+
+def _plots(stats: TraceStats) -> str:
     series = stats.series
     x = series.step
     per = series.steps_per_point
-    xlabel = "step" if per == 1 else f"step (each point is {per} steps)"
+    xlabel = _xlabel(stats)
     out = []
 
-    def figure(fid: str, caption: str, draw: Any) -> None:
-        fig = Figure(figsize=(6.4, 3.4), layout="constrained")
-        ax = fig.add_subplot()
-        ax.yaxis.set_major_locator(MaxNLocator(integer=fid != "time"))
-        draw(ax)
-        ax.grid(alpha=0.3)
-        buf = io.StringIO()
-        fig.savefig(buf, format="svg")
-        svg = buf.getvalue()
-        svg = svg[svg.index("<svg") :]  # drop the XML prolog and DOCTYPE: the SVG sits inside HTML
-        out.append(f'<figure id="plot-{fid}">{svg}<figcaption>{caption}</figcaption></figure>')
+    def figure(fid: str, caption: str, draw: Callable[[Any], None]) -> None:
+        out.append(_figure(fid, caption, draw, integer=fid != "time"))
 
     def votes(ax: Any) -> None:
         hist = {int(n): c for n, c in stats.samples_per_step.histogram.items()}
@@ -115,6 +128,89 @@ def _plots(stats: TraceStats) -> str:
     figure("red-flags", "Red-flagged samples over the run.", flags)
     figure("time", "Mean wall time per step over the run.", time)
     return '<div class="plots">' + "".join(out) + "</div>"
+
+
+# -- cost ------------------------------------------------------------------------------------
+_AGENT_COST_HEAD = ["agent", "role", "prompt tokens", "cached", "completion tokens", "price per M", "cost", "usage"]
+
+
+def _cost_section(s: TraceStats, c: CostStats) -> str:
+    """What the run cost: in total, per step, over the steps, by agent and role, and on speculative steps dropped."""
+    said = (
+        "estimated usage: some requests' tokens were counted here, as their server reported none or the model "
+        "is local or simulated"
+        if c.estimated
+        else "usage as billed: the tokens the servers reported"
+    )
+    rows = [
+        ["total", f"{money(c.total)} ({said})"],
+        ["committed steps", f"{money(c.committed)} for {num(s.steps)} steps, {money(c.per_step)} per step"],
+        ["speculative steps dropped", _wasted(s, c)],
+        [
+            "tokens",
+            f"{num(c.prompt_tokens)} prompt ({num(c.cached_tokens)} cached), {num(c.completion_tokens)} completion",
+        ],
+    ]
+    if len(c.by_role) > 1:
+        rows.append(["by role (committed)", ", ".join(f"{escape(r)} {money(v)}" for r, v in c.by_role.items())])
+    notes = []
+    unpriced = [a.agent for a in c.by_agent if a.price is None]
+    if unpriced:
+        notes.append(
+            f"No price is known for {escape('; '.join(unpriced))}, so the cost is unknown, not zero: give its spec "
+            "<code>price=IN/CACHED/OUT</code> (dollars per million tokens) or a prices file."
+        )
+    if c.steps_without_usage:
+        notes.append(f"{num(c.steps_without_usage)} steps were recorded without usage (by an older maker).")
+    agents = [
+        [
+            escape(a.agent),
+            escape(a.role),
+            num(a.prompt_tokens),
+            num(a.cached_tokens),
+            num(a.completion_tokens),
+            "unknown" if a.price is None else " / ".join(f"${x:g}" for x in a.price),
+            money(a.cost),
+            "estimated" if a.estimated else "as billed",
+        ]
+        for a in c.by_agent
+    ]
+    return "".join(
+        [
+            facts_table(rows),
+            *(f'<p class="muted">{n}</p>' for n in notes),
+            _cost_plot(s, c),
+            "<h3>By agent</h3>",
+            table(_AGENT_COST_HEAD, agents, {2, 3, 4, 6}),
+        ]
+    )
+
+
+def _wasted(s: TraceStats, c: CostStats) -> str:
+    window = s.speculation.window if s.speculation else None
+    if window is None:
+        return money(c.wasted) if c.wasted else "none"
+    return (
+        f"{money(c.wasted)} ({num(window.wasted_calls)} calls, {num(window.wasted_tokens)} tokens, on steps drafted "
+        "ahead of the chain on a state it never reached; in the total, not in the committed steps)"
+    )
+
+
+def _cost_plot(s: TraceStats, c: CostStats) -> str:
+    series = s.series
+    cum = series.cost_cum
+    if cum is None:
+        return '<p class="muted">No plot of the cost over the steps: a billed agent\'s price is unknown.</p>'
+
+    def draw(ax: Any) -> None:
+        ax.plot(series.step, cum, color="#3b6ea8")
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel(_xlabel(s))
+        ax.set_ylabel("dollars so far")
+
+    dropped = f"; the speculative steps dropped ({money(c.wasted)}) are not in it" if c.wasted else ""
+    caption = f"Cost of the committed steps over the run: {money(c.committed)} at the end{dropped}."
+    return '<div class="plots">' + _figure("cost", caption, draw, integer=False) + "</div>"
 
 
 # -- tables ----------------------------------------------------------------------------------
@@ -274,6 +370,7 @@ def render_report(stats: TraceStats, details: list[dict[str, Any]], tree: list[d
         head,
         "<h2>Statistics</h2>",
         _stats_table(stats, set(by_step)),
+        *(('<h2 id="cost">Cost</h2>', _cost_section(stats, stats.cost)) if stats.cost is not None else ()),
         *(("<h2>Task tree</h2>", tree_html(tree)) if tree else ()),
         "<h2>Plots</h2>",
         _plots(stats),

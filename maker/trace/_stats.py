@@ -283,9 +283,9 @@ class TraceStats(BaseModel):
     """None when the run drafted nothing and routed nothing."""
     time: TimeStats
     hardest: HardestSteps
-    series: StatsSeries
     cost: CostStats | None = None
     """What the run cost (left out of the dump, not null, for a run recorded before usage was kept)."""
+    series: StatsSeries
 
     @model_serializer(mode="wrap")
     def _leave_out_no_cost(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -491,7 +491,7 @@ class _StatsAccumulator:
                 if committed is not None:
                     committed += cost
                 if role not in by_role or by_role[role] is not None:
-                    by_role[role] = by_role.get(role, 0.0) + cost  # type: ignore[operator]
+                    by_role[role] = by_role.get(role, 0.0) + cost
         wasted = wasted_rec.get("cost")
         if wasted is None and not wasted_rec.get("calls"):
             wasted = 0.0

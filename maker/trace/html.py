@@ -6,11 +6,12 @@ on these, so the two look alike.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 from html import escape
 from typing import Any
 
-__all__ = ["CSS", "num", "facts_table", "table"]
+__all__ = ["CSS", "num", "money", "facts_table", "table"]
 
 CSS = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:1100px;padding:0 1rem;
@@ -36,6 +37,20 @@ def num(x: Any) -> str:
         a = abs(x)
         return f"{x:,.0f}" if a >= 1000 else f"{x:.4g}" if a >= 1e-3 else f"{x:.3g}"
     return f"{int(x):,}"
+
+
+def money(x: float | None) -> str:
+    """Dollars as a person reads them: ``$3,512.40``, ``$0.1767``, ``$0.000123`` (a sum under a cent keeps three
+    significant digits), 'unknown' when the price is; the exact sum, to the micro-dollar, in the tooltip."""
+    if x is None:
+        return "unknown"
+    if x >= 10:
+        shown = f"${x:,.2f}"
+    elif x <= 0 or x >= 0.01:
+        shown = f"${x:,.4f}"
+    else:
+        shown = f"${x:.{max(4, 2 - math.floor(math.log10(x)))}f}"
+    return f'<span title="${x:,.6f}">{shown}</span>'
 
 
 def facts_table(rows: list[list[str]]) -> str:

@@ -38,6 +38,7 @@ KEYS = [
     "speculation",
     "time",
     "hardest",
+    "cost",
 ]
 
 
@@ -96,6 +97,7 @@ def test_a_fork_with_no_steps_has_empty_statistics(store: Path) -> None:
         "red_flags": [],
         "calls_cum": [],
         "dur_mean_ms": [],
+        "cost_cum": [],
     }  # no theoretical curve: the key is left out, not null
 
 
