@@ -6,23 +6,13 @@ import asyncio
 import importlib.util
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from maker.agents import GenerateRequest, Usage, make_agent
-from maker.agents._http import forget_endpoints
 from maker.agents.openai_http import BackendHTTPError, OpenAIBackend
 from tests.fixtures.loopback import LoopbackServer, QuietHandler, call
-
-
-@pytest.fixture(autouse=True)
-def _fresh_endpoints() -> Iterator[None]:
-    """Endpoints are shared by the process: a server on a port another test used must not inherit its state."""
-    forget_endpoints()
-    yield
-    forget_endpoints()
 
 
 class Scripted(LoopbackServer):

@@ -10,7 +10,7 @@ import email.utils
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -22,7 +22,6 @@ from maker.agents._http import (
     Limits,
     SlidingWindow,
     Unavailable,
-    forget_endpoints,
     parse_duration,
     retry_after,
     server_wait,
@@ -34,14 +33,6 @@ from tests.fixtures.loopback import call
 from tests.fixtures.provider import Provider, duration
 
 STEPS = _chain(4)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_endpoints() -> Iterator[None]:
-    """Endpoints are shared by the whole process: no test inherits another's pause, limits or circuit."""
-    forget_endpoints()
-    yield
-    forget_endpoints()
 
 
 def _req(i: int = 0, n: int = 1, max_tokens: int = 64) -> GenerateRequest:
