@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,6 +149,11 @@ def known_price(model: str | None, prices: Mapping[str, Price] | None = None) ->
     return None
 
 
-def cost_of(price: Price | None, prompt: int, cached: int, completion: int) -> float | None:
-    """Dollars for these tokens at ``price``; None when the price is unknown."""
-    return None if price is None else price.cost(prompt, cached, completion)
+def cost_of(price: Price | Sequence[float] | None, prompt: int, cached: int, completion: int) -> float | None:
+    """Dollars for these tokens at ``price`` (a :class:`Price`, or ``[input, cached, output]`` as a run records it);
+    None when the price is unknown."""
+    if price is None:
+        return None
+    if not isinstance(price, Price):
+        price = Price(*price)
+    return price.cost(prompt, cached, completion)

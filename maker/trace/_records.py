@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from maker.agents import Roster, agent_label
+from maker.agents.prices import Price, cost_of
 from maker.errors import UserError
 from maker.store import RunRecord, Store
 
@@ -65,7 +66,7 @@ def step_records(
 ) -> Iterator[dict[str, Any]]:
     """One plain-data record per committed step in ``[start, stop)``, in step order."""
     labels = agent_labels(record)
-    prices = (record.stats or {}).get("prices") or []
+    prices = [None if p is None else Price(*p) for p in (record.stats or {}).get("prices") or []]
 
     def label(i: int) -> str:
         return agent_label(labels, i)
@@ -194,7 +195,7 @@ def _usage(usage: str, labels: list[str], prices: list[Any]) -> dict[str, Any]:
     total: float | None = 0.0
     for a, p, c, o, e in json.loads(usage):
         price = prices[a] if a < len(prices) else None
-        cost = None if price is None else ((p - c) * price[0] + c * price[1] + o * price[2]) / 1e6
+        cost = cost_of(price, p, c, o)
         by_agent[agent_label(labels, a)] = {
             "prompt_tokens": p,
             "cached_tokens": c,

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, SerializerFunctionWrapHandler, model_serializer
 
 from maker.agents import agent_label
+from maker.agents.prices import Price, cost_of
 from maker.stats import expected_calls, wilson_interval
 from maker.store import RunRecord, StepTally, Store
 from maker.trace._records import TRACE_FORMAT, agent_labels
@@ -398,7 +399,7 @@ class _StatsAccumulator:
         self.most_rounds: list[tuple[int, int, int]] = []  # (rounds, samples, -step) min-heap of the top ones
         self.most_split: list[tuple[float, int, int]] = []  # (disagreement, valid votes, -step)
         stats = record.stats or {}
-        self.prices: list[Any] = list(stats.get("prices") or [])
+        self.prices: list[Price | None] = [None if p is None else Price(*p) for p in stats.get("prices") or []]
         self.prices += [None] * (len(self.labels) - len(self.prices))
         self.usage: dict[int, list[int]] = {}  # agent -> prompt, cached, completion, estimated requests
         self.no_usage = 0
@@ -455,7 +456,7 @@ class _StatsAccumulator:
             t[3] += e
             price = prices[a] if a < len(prices) else None
             if price is not None:
-                bins.cost += ((p - c) * price[0] + c * price[1] + o * price[2]) / 1e6
+                bins.cost += cost_of(price, p, c, o) or 0.0
 
     def _cost(self) -> CostStats | None:
         """The run's cost from the usage its steps recorded and the prices recorded with it."""
@@ -469,7 +470,7 @@ class _StatsAccumulator:
         for a in sorted(self.usage):
             p, c, o, e = self.usage[a]
             price = self.prices[a] if a < len(self.prices) else None
-            cost = None if price is None else ((p - c) * price[0] + c * price[1] + o * price[2]) / 1e6
+            cost = cost_of(price, p, c, o)
             label = agent_label(self.labels, a)
             role = "voting" if a < n_voting else ("drafter" if a == n_voting else "verifier")
             by_agent.append(
@@ -479,7 +480,7 @@ class _StatsAccumulator:
                     prompt_tokens=p,
                     cached_tokens=c,
                     completion_tokens=o,
-                    price=price,
+                    price=None if price is None else price.as_list(),
                     cost=None if cost is None else round(cost, 6),
                     estimated=bool(e),
                 )
@@ -490,8 +491,10 @@ class _StatsAccumulator:
             else:
                 if committed is not None:
                     committed += cost
-                if role not in by_role or by_role[role] is not None:
-                    by_role[role] = by_role.get(role, 0.0) + cost
+                if role not in by_role:
+                    by_role[role] = cost
+                elif (so_far := by_role[role]) is not None:
+                    by_role[role] = so_far + cost
         wasted = wasted_rec.get("cost")
         if wasted is None and not wasted_rec.get("calls"):
             wasted = 0.0
