@@ -12,13 +12,15 @@ from __future__ import annotations
 import ast
 import heapq
 import json
+import math
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import ClassVar, TypeVar
 
-__all__ = ["Problem", "Proposal", "canonical_result", "recognize", "result_mistake", "same_answer"]
+__all__ = ["ACCEPTED", "Problem", "Proposal", "canonical_result", "recognize", "result_mistake", "same_answer"]
 
 _MAX_OPERAND_DIGITS = 2000  # products stay under CPython's 4,300-digit int()/str() limit
 _MAX_RULE_CHARS = 500
@@ -26,14 +28,17 @@ _MAX_VALUE_BITS = 200_000  # a rule like 10^10^10 is refused instead of hanging 
 _SORT_LEAF = 32
 _T = TypeVar("_T")
 _S = TypeVar("_S", str, list[int])
-_NUM = rf"([0-9]{{1,{_MAX_OPERAND_DIGITS}}})"
-_TIMES = r"\s*(?:×|x|\*|times)\s*"
+_NUMBER_TEXT = rf"[+-]?[0-9]{{1,{_MAX_OPERAND_DIGITS}}}(?:\.[0-9]{{1,{_MAX_OPERAND_DIGITS}}})?"
+_NUM = rf"(?<![\w.])({_NUMBER_TEXT})(?![\w]|\.[0-9])"
+_NUMBER = re.compile(_NUM)
+_TIMES = r"\s*(?:×|x|\*|times|multiplied\s+by)\s*"
 _MUL_PATTERNS = [
     rf"multiply(?:\s+the\s+following\s+numbers\s*:)?\s+{_NUM}\s*(?:by|and|with|×|x|\*|times)\s*{_NUM}",
-    rf"what\s+is\s+{_NUM}{_TIMES}{_NUM}\s*\??",
-    rf"{_NUM}{_TIMES}{_NUM}(?:\s*=\s*\??)?",
+    rf"product\s+of\s+{_NUM}\s*(?:and|,|with|by)\s*{_NUM}",
+    rf"{_NUM}{_TIMES}{_NUM}",
 ]
 _MUL = [re.compile(p, re.IGNORECASE) for p in _MUL_PATTERNS]
+_STRINGS = re.compile(r"list\s+of\s+strings|as\s+strings|numbers?\s+(?:\w+\s+){0,3}as\s+strings", re.IGNORECASE)
 _NOT_ASCENDING = re.compile(r"descending|decreasing|reverse|largest\s+to\s+smallest", re.IGNORECASE)
 _DEPENDENT = re.compile(r"sub-?\s?task|result\s+of", re.IGNORECASE)
 _INT = re.compile(r"[+-]?(?:[0-9]+|[0-9]{1,3}(?:,[0-9]{3})+|[0-9]{1,3}(?: [0-9]{3})+)(?:\.0+)?")
@@ -280,22 +285,162 @@ class _Sort(Problem):
         return [wrong_point, dropped_element, dependent, wrong_operator]
 
 
+ACCEPTED = (
+    "one multiplication of two numbers (integers or decimals, negative or not), as 'Multiply 123 by 456', "
+    "'123 * 456', '123 x 456', '123 times 456' or 'the product of 123 and 456', or one list of numbers to sort, "
+    "as 'Sort in ascending order: [3, -1.5, 2]' or 'Sort these numbers in descending order: 3, -1.5, 2' (in "
+    "brackets or after a colon, optionally asking for a list of strings); instructions around them are fine"
+)
+"""What :func:`recognize` accepts, for messages about a task it does not."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Known(Problem):
+    """A problem whose answer the reference knows but which it does not decompose: negative or decimal operands, a
+    descending sort, an answer asked as a list of strings. It is solved in one shot; ``check`` accepts no split of
+    it, as the reference cannot say which splits are right."""
+
+    def atomic(self) -> bool:
+        return True
+
+    def split(self) -> Proposal:
+        raise ValueError(f"the reference solves {self.task!r} directly: it has no decomposition")
+
+    def check(self, proposal: Proposal) -> bool:
+        return False
+
+    def compose_units(self, proposal: Proposal) -> float:
+        return 1.0
+
+    def compose(self, rule: str, results: Sequence[str]) -> str | None:
+        return None
+
+    def _probe(self, result: str) -> str:
+        return result + "0"
+
+    def _mistakes(self) -> list[Callable[[int], Proposal | None]]:
+        return []
+
+
+@dataclass(frozen=True, slots=True)
+class _KnownProduct(_Known):
+    a: str
+    b: str
+    kind: ClassVar[str] = "multiply"
+
+    @property
+    def task(self) -> str:
+        return f"Multiply {self.a} by {self.b}"
+
+    def answer(self) -> str:
+        return _num_text(Fraction(self.a) * Fraction(self.b))
+
+    def units(self) -> float:
+        return max(1, len(self.a.strip("-."))) * max(1, len(self.b.strip("-."))) / 5
+
+
+@dataclass(frozen=True, slots=True)
+class _KnownSort(_Known):
+    values: tuple[str, ...]
+    descending: bool
+    strings: bool
+    kind: ClassVar[str] = "sort"
+
+    @property
+    def task(self) -> str:
+        order = "descending" if self.descending else "ascending"
+        wanted = " Give the answer as a list of strings." if self.strings else ""
+        return f"Sort in {order} order: [{', '.join(self.values)}]{wanted}"
+
+    def answer(self) -> str:
+        ordered = sorted(self.values, key=Fraction, reverse=self.descending)
+        return json.dumps(ordered) if self.strings else f"[{', '.join(ordered)}]"
+
+    def units(self) -> float:
+        return max(len(self.values), 1) / _SORT_LEAF
+
+
 def recognize(task: str) -> Problem | None:
     """The problem a task text states, or None for anything else (never raises).
 
-    Negative operands, descending sorts and texts that lean on another sub-task's result are refused: the
-    reference has no ground truth for them, and a sub-task must be solvable on its own.
+    A text states one multiplication (two numbers in it, and one product of them) or one list of numbers to sort
+    (see :data:`ACCEPTED`). Non-negative integer products and ascending integer sorts get the reference's recursive
+    decomposition; the other variants are known in one shot only. Texts that lean on another sub-task's result are
+    refused: a sub-task must be solvable on its own.
     """
     if not isinstance(task, str) or _DEPENDENT.search(task):
         return None
     text = task.strip()
-    for pattern in _MUL:
-        if match := pattern.fullmatch(text.rstrip(".").rstrip()):
-            return _Multiply(int(match[1]), int(match[2]))
-    if "sort" not in text.lower() or _NOT_ASCENDING.search(text):
+    try:
+        return _product(text) or _sorting(text)
+    except (ValueError, ArithmeticError, RecursionError):  # numbers past what the reference handles
         return None
-    lists = [xs for xs in map(_int_list, re.findall(r"\[[^\[\]]*\]", text)) if xs is not None]
-    return _Sort(tuple(lists[0])) if len(lists) == 1 else None
+
+
+def _product(text: str) -> Problem | None:
+    if len(_NUMBER.findall(text)) != 2:
+        return None
+    pairs = {(m[1], m[2]) for pattern in _MUL for m in pattern.finditer(text)}
+    if len(pairs) != 1:
+        return None
+    a, b = (_num_text(Fraction(x)) for x in pairs.pop())
+    if a.isdigit() and b.isdigit():
+        return _Multiply(int(a), int(b))
+    return _KnownProduct(a, b)
+
+
+def _sorting(text: str) -> Problem | None:
+    if "sort" not in text.lower():
+        return None
+    found = [xs for xs in map(_number_list, re.findall(r"\[[^\[\]]*\]", text)) if xs is not None]
+    if not found:  # "Sort these numbers in ascending order: 3, -1.5, 2" on one line
+        line = next((ln for ln in text.splitlines() if "sort" in ln.lower() and ":" in ln), "")
+        after = line.partition(":")[2].strip().rstrip(".")
+        items = [x.strip() for x in after.split(",")] if after else []
+        if items and all(_NUMBER.fullmatch(x) for x in items):
+            found = [[_num_text(Fraction(x)) for x in items]]
+    if len(found) != 1:
+        return None
+    values = found[0]
+    descending = bool(_NOT_ASCENDING.search(text))
+    strings = bool(_STRINGS.search(text))
+    if not descending and not strings and all(re.fullmatch(r"-?[0-9]+", v) for v in values):
+        return _Sort(tuple(int(v) for v in values))
+    return _KnownSort(tuple(values), descending, strings)
+
+
+def _number_list(text: str) -> list[str] | None:
+    """The numbers of a JSON list of numbers (or of numeric strings), as canonical texts; None for anything else."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(value, list):
+        return None
+    out = []
+    for x in value:
+        if isinstance(x, bool) or not isinstance(x, int | float | str):
+            return None
+        if isinstance(x, str) and not _NUMBER.fullmatch(x.strip()):
+            return None
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        out.append(_num_text(Fraction(str(x).strip())))
+    return out
+
+
+def _num_text(x: Fraction) -> str:
+    """A terminating decimal as the shortest text that reads back as it: ``-1.50`` -> ``-1.5``, ``2.0`` -> ``2``."""
+    if x.denominator == 1:
+        return str(x.numerator)
+    k = 0
+    while (10**k) % x.denominator:
+        k += 1
+        if k > _MAX_OPERAND_DIGITS:
+            raise ValueError("not a terminating decimal")
+    digits = str(abs(x.numerator) * (10**k // x.denominator)).rjust(k + 1, "0")
+    sign = "-" if x < 0 else ""
+    return f"{sign}{digits[:-k]}.{digits[-k:]}".rstrip("0")
 
 
 def canonical_result(text: str) -> str:

@@ -29,10 +29,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from maker.dsl import DONE, Done, MicrostepCall, State, Workflow
 from maker.workflows import _solve_steps as steps
-from maker.workflows._reference import Proposal, recognize, same_answer
+from maker.workflows._reference import ACCEPTED, Proposal, recognize, same_answer
 from maker.workflows._solve_steps import Classify, Decomposition, Pick, Result, decomposition_key
 
-__all__ = ["Solve", "SolveParams", "TreeState", "Node"]
+__all__ = ["Solve", "SolveParams", "TreeState", "Node", "ACCEPTED", "known_task"]
+
+
+def known_task(task: str) -> bool:
+    """Whether the reference knows ``task`` (see :data:`ACCEPTED`): only then can simulated agents play it."""
+    return recognize(task) is not None
 
 
 class SolveParams(BaseModel):

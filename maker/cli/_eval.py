@@ -34,6 +34,13 @@ _SHOWN = 60
     show_default=True,
     help="Key of the workflow's result that holds the answer to score.",
 )
+@click.option(
+    "--scorer",
+    default=None,
+    help="The benchmark's own scorer, module:function or file.py:function: function(answer, expected, problem) "
+    "returns a score from 0 to 1 (or a bool); accuracy is the mean score. Default: integers by value, lists "
+    "element by element, else text.",
+)
 @click.option("--set", "sets", multiple=True, help="Another workflow parameter NAME=VALUE, the same for every problem.")
 @voting_options
 @click.option(
@@ -84,6 +91,7 @@ def eval_(
     workflow: str,
     param: str,
     answer_key: str,
+    scorer: str | None,
     sets: tuple[str, ...],
     agents: tuple[str, ...],
     seed: int,
@@ -102,7 +110,7 @@ def eval_(
 
     Every problem is its own run NAME/<id> in the store, its question passed as --param; the
     answer is the result's --answer-key, compared with the problem's answer (integers by value,
-    lists element by element). Runs go --concurrency at a time in one process, sharing the
+    lists element by element), or scored by --scorer from 0 to 1. Runs go --concurrency at a time in one process, sharing the
     agents. Rerunning the same command with the same --name resumes an interrupted evaluation:
     finished problems are read back, the others resumed from their last commit.
 
@@ -148,7 +156,7 @@ def eval_(
     def finished(row: Any, done: int, total: int) -> None:
         detail = "  (recorded)" if row.reused else ""
         if not row.correct:
-            detail += f"  {_cut(as_flags(row.error), 120)}" if row.error else f"  got {_cut(row.got)}"
+            detail += f"  {_cut(as_flags(row.error), 120)}" if row.error else f"  got {_cut(row.got)}{_score(row)}"
         click.echo(
             f"[{done:>{len(str(total))}}/{total}] {row.id}  {_outcome(row)}  {row.calls:,} calls  "
             f"{money(row.cost)}  {row.wall_s:.2f} s{detail}",
@@ -163,6 +171,7 @@ def eval_(
             workflow=workflow,
             param=param,
             answer_key=answer_key,
+            scorer=scorer,
             params=params,
             concurrency=concurrency,
             limit=limit,
@@ -230,6 +239,11 @@ def _cut(text: str | None, n: int = _SHOWN) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
+def _score(row: Any) -> str:
+    """A partial score, as the scorer gave it (a wrong answer's 0 goes without saying)."""
+    return f"  (score {row.score:.3g})" if row.score else ""
+
+
 def _outcome(row: Any) -> str:
     if row.out_of_budget:
         return {"stopped": "STOPPED", "not started": "NOT STARTED"}.get(row.status, "NOT RESUMED")
@@ -287,6 +301,7 @@ def _table(s: Any) -> str:
         ("tokens/problem", f"mean {s.tokens_mean:,.0f}"),
         ("steps/problem", f"mean {s.steps_mean:,.1f}"),
         ("red flags", f"{s.red_flags:,}"),
+        ("scorer", st.scorer),
         ("cost", _cost(s)),
         ("wall time", f"{s.wall_s:,.2f} s  ({rate})"),
         ("concurrency", f"{st.concurrency}"),
@@ -299,7 +314,7 @@ def _table(s: Any) -> str:
         for r in failures:
             lines.append(f"  {r.id}  {_outcome(r)}  run {r.run_id}")
             lines.append(f"      expected {_cut(r.expected)}")
-            lines.append(f"      got      {_cut(r.got)}")
+            lines.append(f"      got      {_cut(r.got)}{_score(r)}")
             if r.error:
                 lines.append(f"      error    {_cut(r.error, 200)}")
         lines.append(f"  (maker trace show RUN_ID --store {st.store} shows a run's steps)")

@@ -3,6 +3,7 @@
 from maker.evaluation._datasets import Problem, load_problems
 from maker.evaluation._evaluate import EvalSettings, EvalSummary, ProblemRow, default_name, evaluate, evaluate_async
 from maker.evaluation._report import render_eval_report, write_eval_report
+from maker.evaluation._scorer import Scorer, load_scorer
 
 __all__ = [
     "Problem",
@@ -15,4 +16,6 @@ __all__ = [
     "default_name",
     "render_eval_report",
     "write_eval_report",
+    "Scorer",
+    "load_scorer",
 ]

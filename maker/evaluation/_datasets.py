@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from maker.errors import UserError
 
@@ -21,6 +22,8 @@ class Problem:
     answer: str
     line: int
     """Line of the data file it was read from (1-based), for error messages."""
+    record: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    """The data file's whole object, its other fields (a benchmark's ``metadata``) included: for a scorer."""
 
 
 def load_problems(path: str | os.PathLike[str], limit: int | None = None) -> list[Problem]:
@@ -69,4 +72,4 @@ def _problem(p: Path, n: int, line: str, seen: dict[str, int]) -> Problem:
     if pid in seen:
         raise UserError(f"{where}: id {pid!r} is also on line {seen[pid]}; ids must be unique (each names its run)")
     seen[pid] = n
-    return Problem(pid, question, answer if isinstance(answer, str) else json.dumps(answer), n)
+    return Problem(pid, question, answer if isinstance(answer, str) else json.dumps(answer), n, obj)

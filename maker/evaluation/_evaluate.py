@@ -37,6 +37,7 @@ from maker.dsl import Workflow
 from maker.engine import Budget, BudgetExceeded, Coalescing, price_of, roster_of
 from maker.errors import RunError, RunNotFoundError, StoreError, UserError
 from maker.evaluation._datasets import Problem, load_problems
+from maker.evaluation._scorer import Scorer, load_scorer
 from maker.runs import (
     RunOptions,
     drive,
@@ -50,7 +51,6 @@ from maker.runs import (
 )
 from maker.stats import wilson_interval
 from maker.store import RunRecord, Store
-from maker.workflows import same_answer
 
 __all__ = [
     "EvalSettings",
@@ -75,6 +75,12 @@ class ProblemRow(BaseModel):
     """The run's status: ``done``, ``failed``, ``stopped`` (at a commit, the budget reached), or ``not started``
     (the workflow refused the problem, or the budget was reached first)."""
     correct: bool
+    """Scored 1 (full marks)."""
+    score: float | None = None
+    """The scorer's score from 0 to 1 of a finished run's answer; None when there is none (the run did not finish,
+    its result has no answer, or the scorer failed: ``error`` says why)."""
+    scoring_failed: bool = False
+    """The scorer raised, or returned something other than a score from 0 to 1, on this problem's answer."""
     expected: str
     got: str | None
     """``str(result[answer_key])`` of a finished run."""
@@ -102,6 +108,8 @@ class EvalSettings(BaseModel):
     workflow: str
     param: str
     answer_key: str
+    scorer: str = "built in"
+    """What scored the answers: ``module:function``, ``/abs/path.py:function``, or the built-in comparison."""
     params: dict[str, Any]
     """The other workflow parameters (``--set``), the same for every problem."""
     agents: list[str]
@@ -123,12 +131,14 @@ class EvalSummary(BaseModel):
     correct: int
     wrong: int
     failed: int
-    """Problems whose run failed or that the workflow refused (not those the budget left unfinished)."""
+    """Problems whose run failed, that the workflow refused, or whose scoring failed (not those the budget left
+    unfinished)."""
     out_of_budget: int
     """Problems left unfinished because the budget was reached (see :attr:`ProblemRow.out_of_budget`)."""
     accuracy: float
+    """The mean score over every problem (a problem with no score counts 0)."""
     accuracy_low: float
-    """95% Wilson interval of the accuracy."""
+    """95% Wilson interval of the accuracy (partial scores are summed, then rounded, as successes)."""
     accuracy_high: float
     calls_mean: float
     calls_max: int
@@ -227,6 +237,7 @@ class _Shared:
     agents: list[Agent]
     speculation: Any
     answer_key: str
+    scorer: Scorer
     budget: Budget | None
     """What every run spends from (None: no limit)."""
     held: set[str] = dataclasses.field(default_factory=set)
@@ -246,6 +257,7 @@ async def evaluate_async(
     workflow: str = "solve",
     param: str = "task",
     answer_key: str = "answer",
+    scorer: str | None = None,
     params: Mapping[str, Any] | None = None,
     concurrency: int = 8,
     limit: int | None = None,
@@ -260,11 +272,15 @@ async def evaluate_async(
     once per problem. A problem whose run fails is a failed row; the others go on. When the budget (the
     options' ``max_cost``, ``token_budget``: the whole evaluation's) is reached, the summary's
     ``budget_reached`` says how, and its rows which problems it left unfinished; nothing is raised.
+
+    ``scorer`` (``module:function`` or ``path/file.py:function``) scores each answer from 0 to 1 (see
+    :mod:`maker.evaluation._scorer`); by default answers are compared with :func:`maker.workflows.same_answer`.
     """
     opts = options if isinstance(options, RunOptions) else read_options(options)
     if concurrency < 1:
         raise UserError(f"concurrency must be at least 1, got {concurrency}")
     problems = load_problems(data, limit)
+    score = load_scorer(scorer)
     wf_cls = resolve_workflow(workflow)
     extra = dict(params or {})
     if param not in wf_cls.Params.model_fields:
@@ -282,6 +298,7 @@ async def evaluate_async(
         workflow=workflow,
         param=param,
         answer_key=answer_key,
+        scorer=score.name,
         params=extra,
         agents=opts.agents,
         options=opts.model_dump(mode="json", exclude={"agents"}),
@@ -310,7 +327,7 @@ async def evaluate_async(
             if on_start:
                 on_start(name, len(jobs), sum(1 for r in existing.values() if r.status == "done"))
             t0 = time.perf_counter()
-            sh = _Shared(wf_cls, st, agents, speculation, answer_key, budget)
+            sh = _Shared(wf_cls, st, agents, speculation, answer_key, score, budget)
             rows = await _run_all(sh, jobs, existing, concurrency, on_result)
             wall = time.perf_counter() - t0
         finally:
@@ -504,7 +521,7 @@ def _row(
     held: bool = False,
 ) -> ProblemRow:
     """The row of a problem; ``held``: left as it was because the budget was reached before its turn."""
-    expected, got, correct = job.problem.answer, None, False
+    expected, got, score, scoring_failed = job.problem.answer, None, None, False
     if record is None:
         return ProblemRow(
             id=job.problem.id,
@@ -532,7 +549,9 @@ def _row(
         result = record.result or {}
         if sh.answer_key in result:
             got = str(result[sh.answer_key])
-            correct = same_answer(expected, got)
+            score, why = sh.scorer.score(got, expected, job.problem)
+            error = error or why
+            scoring_failed = score is None
         else:
             keys = ", ".join(map(repr, result)) or "none"
             error = f"the workflow's result has no key {sh.answer_key!r} (it has {keys}); name its key (`answer_key`)"
@@ -542,7 +561,9 @@ def _row(
         id=job.problem.id,
         run_id=job.run_id,
         status=record.status,
-        correct=correct,
+        correct=score == 1.0,
+        score=score,
+        scoring_failed=scoring_failed,
         expected=expected,
         got=got,
         steps=record.steps - record.first_step,
@@ -571,10 +592,11 @@ def _summarize(
     n = len(rows)
     correct = sum(r.correct for r in rows)
     out_of_budget = sum(r.out_of_budget for r in rows)
-    failed = sum(r.status != "done" and not r.out_of_budget for r in rows)
+    failed = sum((r.status != "done" or r.scoring_failed) and not r.out_of_budget for r in rows)
+    total = sum(r.score or 0.0 for r in rows)
     costs = [r.cost for r in rows]
     cost = None if None in costs else sum(c for c in costs if c is not None)
-    low, high = wilson_interval(correct, n)
+    low, high = wilson_interval(round(total), n)
     ran = sum(not r.reused for r in rows) - held
     return EvalSummary(
         settings=settings,
@@ -583,7 +605,7 @@ def _summarize(
         wrong=n - correct - failed - out_of_budget,
         failed=failed,
         out_of_budget=out_of_budget,
-        accuracy=correct / n,
+        accuracy=total / n,
         accuracy_low=low,
         accuracy_high=high,
         calls_mean=sum(r.calls for r in rows) / n,

@@ -43,7 +43,10 @@ def _figures(s: EvalSummary) -> str:
     rows = [
         ["problems", f"{num(s.problems)} (run now {num(s.ran)}, read back {num(s.reused)})"],
         ["correct", f"{num(s.correct)} (wrong {num(s.wrong)}, failed {num(s.failed)}{unfinished})"],
-        ["accuracy", f"{_pct(s.accuracy)} (95% interval {_pct(s.accuracy_low)} – {_pct(s.accuracy_high)})"],
+        [
+            "accuracy",
+            f"{_pct(s.accuracy)}, the mean score (95% interval {_pct(s.accuracy_low)} – {_pct(s.accuracy_high)})",
+        ],
         ["calls per problem", f"mean {num(s.calls_mean)}, max {num(s.calls_max)}"],
         ["tokens per problem", f"mean {num(s.tokens_mean)}"],
         ["steps per problem", f"mean {num(s.steps_mean)}"],
@@ -76,6 +79,7 @@ def _settings(s: EvalSummary) -> str:
                 f"{escape(st.workflow)}, question as <code>{escape(st.param)}</code>, answer from "
                 f"<code>{escape(st.answer_key)}</code>",
             ],
+            ["scorer", escape(st.scorer)],
             ["parameters", escape(", ".join(f"{k}={v!r}" for k, v in st.params.items())) or "–"],
             ["agents", escape("; ".join(st.agents))],
             ["options", escape(", ".join(f"{k}={v}" for k, v in options.items()))],
@@ -102,6 +106,7 @@ def _problems(s: EvalSummary) -> str:
             _outcome(r),
             _cut(r.expected),
             _cut(r.got),
+            "–" if r.score is None else f"{r.score:.3g}",
             num(r.steps),
             num(r.calls),
             num(r.tokens),
@@ -115,9 +120,10 @@ def _problems(s: EvalSummary) -> str:
         for r in sorted(s.rows, key=lambda r: r.correct)
     ]  # stable: failures first, each group in data order
     return table(
-        ["id", "outcome", "expected", "got", "steps", "calls", "tokens", "red flags", "cost", "wall s", "run", "error"],
+        ["id", "outcome", "expected", "got", "score", "steps", "calls", "tokens", "red flags", "cost", "wall s", "run"]
+        + ["error"],
         rows,
-        {4, 5, 6, 7, 8, 9},
+        {4, 5, 6, 7, 8, 9, 10},
     )
 
 
@@ -128,7 +134,7 @@ def render_eval_report(s: EvalSummary) -> str:
             f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
             f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{CSS}</style></head><body>',
             f'<h1>{title}</h1><p class="muted">{escape(s.settings.workflow)} on {escape(s.settings.data)}: '
-            f"{s.correct} of {s.problems} correct</p>",
+            f"{s.correct} of {s.problems} correct, scored by {escape(s.settings.scorer)}</p>",
             "<h2>Figures</h2>",
             _figures(s),
             "<h2>Settings</h2>",

@@ -59,6 +59,7 @@ def load(name: str) -> list[dict[str, str]]:
 
 def test_exports_are_pinned() -> None:
     assert sorted(reference.__all__) == [
+        "ACCEPTED",
         "Problem",
         "Proposal",
         "canonical_result",
@@ -134,14 +135,11 @@ def test_multiplication_phrasings(text: str, a: int, b: int) -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        "Multiply -3 by 4",
-        "Multiply 1.5 by 2",
         "Add 12 and 34",
-        "Sort in descending order: [3, 1, 2]",
+        "Multiply 3 by 4, then add 5",
         "Sort these: [1, 2] and [3]",
         "Sort the list",
         "Order [3, 1, 2]",
-        "Sort in ascending order: [1, 2.5]",
         "Sort in ascending order: [true, 2]",
         "Sort the result of sub-task 1 together with [3, 1]",
         "Multiply 46048 by 420 and add the result of sub-task 1",
