@@ -24,7 +24,7 @@ from maker.errors import UserError
 from maker.store import Store
 
 if TYPE_CHECKING:
-    from maker.trace import TraceStats
+    from maker.trace import SpeculationStats, TraceStats
 
 _DEFAULT_SHOWN = 20
 
@@ -212,11 +212,48 @@ def stats(run_id: str, as_json: bool, store: str | None) -> None:
 
     st, record = _open(store, run_id)
     with st:
-        s = trace_stats(st, record)
+        s = trace_stats(st, record, speculation_theory=speculation_calls)
     if as_json:
         click.echo(json.dumps(s.model_dump(exclude={"series"})))
         return
     click.echo(_stats_text(s))
+
+
+def speculation_calls(spec: SpeculationStats, k: int, steps: int) -> float | None:
+    """The samples per step a speculative run is expected to draw (its draft and the voting agents' samples; a
+    verdict is not a sample), by :func:`maker.planning.speculation_estimate` at the run's measured rates.
+
+    A rejected draft's answer is not recorded, so the verifiers' TPR and FPR cannot be told apart from the trace:
+    the estimate takes each verifier's measured acceptance rate over the valid drafts it rated (vote mode: its
+    rate of agreeing with the draft) as the chance it accepts any draft, verdicts independent. That is what sets
+    how many steps escalate, which is what the calls depend on. Steps routed straight to voting (``large_first``,
+    ``entropy``, ``draft_split``) are taken as the estimate's first steps voted without a draft."""
+    from maker.planning import speculation_estimate
+
+    drafter = spec.drafter
+    if drafter is None or not drafter.valid_rate or not spec.voting_p or not spec.voting_valid_rate:
+        return None
+    asked = [v for v in spec.verifiers if v.ratings]
+    pooled = sum(v.accepts for v in asked) / sum(v.ratings for v in asked) if asked else 0.0
+    # a verifier never asked had no say in these steps; its rate is taken as the others' together
+    rates = [pooled if v.acceptance_rate is None else v.acceptance_rate for v in spec.verifiers]
+    est = speculation_estimate(
+        drafter_p=1.0,
+        drafter_valid=drafter.valid_rate,
+        p=spec.voting_p,
+        k=k,
+        valid=spec.voting_valid_rate,
+        steps=steps,
+        mode=spec.mode,
+        tpr=rates if spec.mode == "score" else None,
+        fpr=rates if spec.mode == "score" else None,
+        verifier_p=rates if spec.mode == "vote" else None,
+        verifiers=len(rates),
+        verify_k=spec.verify_k,
+        large_first=sum(spec.routed.values()),
+    )
+    # draft_k is left at 1: a step records its draft as one sample, however many the drafter's vote drew
+    return est.large_calls_per_step + est.drafter_calls_per_step
 
 
 def _cost_lines(c: Any) -> list[str]:
@@ -242,32 +279,72 @@ def _cost_lines(c: Any) -> list[str]:
     return lines
 
 
+def _calls_text(s: TraceStats) -> str:
+    theory, spec = s.calls_per_step_theory, s.speculation
+    line = f"calls per step    {s.calls_per_step:.4f} measured"
+    if theory and s.theory == "speculation" and spec is not None and spec.drafter is not None:
+        line += (
+            f", {theory:.4f} expected by the speculation estimate (ratio {s.calls_per_step / theory:.3f}): drafts valid "
+            f"{spec.drafter.valid_rate}, accepted {spec.acceptance_rate}, escalated to voting at k={s.k}, "
+            f"p={spec.voting_p}, valid rate {spec.voting_valid_rate}"
+        )
+    elif theory:
+        line += (
+            f", {theory:.4f} expected for k={s.k} at p={s.p_measured} and valid rate {s.valid_rate}"
+            f" (ratio {s.calls_per_step / theory:.3f})"
+        )
+    if spec is not None and s.calls_per_step_voting_theory:
+        line += f"\n                  plain voting would take {s.calls_per_step_voting_theory:.4f}"
+        line += f"; verifier calls (not samples) {spec.verifier_calls_per_step} per step"
+    return line
+
+
+def _agent_lines(s: TraceStats) -> list[str]:
+    spec = s.speculation
+    drafter = spec.drafter if spec else None
+    lines = ["per agent (p: votes for the winning answer, the right one where ground truth is known; 95% interval)"]
+    for a in s.per_agent:
+        if drafter is not None and a.agent == drafter.agent:
+            continue
+        lines.append(
+            f"    {a.agent}: decided {a.steps_decided:,} steps, p {a.p} [{a.p_low}, {a.p_high}] over {a.votes:,} votes"
+        )
+    if spec is None or drafter is None:
+        return lines
+    d = drafter
+    line = f"    {d.agent}: {d.drafts:,} drafts, {d.valid:,} valid (rate {d.valid_rate}), {spec.accepted:,} accepted"
+    if d.accepted_known or d.draft_accuracy_low is not None:
+        line += (
+            f"; accepted drafts right {d.accepted_right:,} of {d.accepted_known:,} known; valid drafts right between "
+            f"{d.draft_accuracy_low} and {d.draft_accuracy_high} (a rejected draft's answer is not recorded)"
+        )
+    lines.append(line)
+    for v in spec.verifiers:
+        if not v.ratings:
+            lines.append(f"    {v.agent}: never asked")
+            continue
+        lines.append(
+            f"    {v.agent}: {v.ratings:,} verdicts, {v.accepts:,} accepts (rate {v.acceptance_rate}); "
+            f"accepts of drafts known right {v.accepts_right:,}, known wrong {v.accepts_wrong:,}"
+        )
+    return lines
+
+
 def _stats_text(s: TraceStats) -> str:
     r, sp, t, rf = s.rounds, s.samples_per_step, s.time, s.red_flags
-    theory = s.calls_per_step_theory
     lines = [
         f"run {s.run_id} ({s.workflow}, {s.status}): {s.steps:,} steps"
         + (f" from step {s.first_step}" if s.first_step else "")
         + f", errors {s.errors}",
         f"rounds per step   median {r.median:g}  p99 {r.p99:g}  max {r.max} (step {r.max_step})",
-        f"calls per step    {s.calls_per_step:.4f} measured"
-        + (
-            f", {theory:.4f} expected for k={s.k} at p={s.p_measured} and valid rate {s.valid_rate}"
-            f" (ratio {s.calls_per_step / theory:.3f})"
-            if theory
-            else ""
-        ),
+        _calls_text(s),
         f"samples per step  median {sp.median:g}  p99 {sp.p99:g}  max {sp.max}",
         f"red flags         {rf.total:,} ({100 * rf.rate:.3f}% of calls)"
         + ("".join(f"\n    {k}: {v:,}" for k, v in rf.by_reason.items())),
         f"time per step     mean {t.mean_ms:.3f} ms  median {t.median_ms:.3f}  p99 {t.p99_ms:.3f}  "
         f"max {t.max_ms:.3f} (step {t.max_step})",
-        "per agent (p: votes for the winning answer, the right one where ground truth is known; 95% interval)",
+        *_agent_lines(s),
     ]
-    for a in s.per_agent:
-        lines.append(
-            f"    {a.agent}: decided {a.steps_decided:,} steps, p {a.p} [{a.p_low}, {a.p_high}] over {a.votes:,} votes"
-        )
     if s.speculation:
         sp2 = s.speculation
         lines.append(
@@ -310,7 +387,7 @@ def report(run_id: str, output: str, store: str | None) -> None:
     """One self-contained HTML file with plots, the stats table and the hardest steps' details."""
     from maker.trace import write_report
 
-    path = write_report(store_path(store), run_id, output)
+    path = write_report(store_path(store), run_id, output, speculation_theory=speculation_calls)
     click.echo(f"wrote {path}", err=True)
 
 

@@ -2,10 +2,12 @@
 
 The report holds, top to bottom: a statistics table (steps, errors, calls per step measured
 against theory, measured p, valid rate, rounds, red flags by reason, time per step, tokens,
-each agent's p with its 95% interval, speculation acceptance when the run drafted); what the run
+speculation acceptance when the run drafted, and every agent of the roster: a voting agent's p with
+its 95% interval, the drafter's drafts, a verifier's verdicts); what the run
 cost, when its steps recorded usage (the total, per step, a plot over the steps, each agent's
 tokens, price and cost by role, and what speculative steps dropped cost); five plots
-(votes per step, cumulative calls against the theoretical curve, rounds, red flags and time per
+(votes per step, cumulative calls against the theoretical curve (for a speculative run, the speculation
+estimate's, and plain voting's for scale), rounds, red flags and time per
 step over the run); a table of the hardest steps (most rounds, most disagreement) linking to a
 section per step with its record: answer, votes, red flags, speculation verdicts, the prompt
 and every sample the run recorded.
@@ -30,7 +32,14 @@ from maker.errors import UserError
 from maker.trace.html import CSS, facts_table, money, num, table
 
 if TYPE_CHECKING:
-    from maker.trace._stats import CostStats, RoundsStep, SplitStep, TraceStats
+    from maker.trace._stats import (
+        CostStats,
+        RoundsStep,
+        SpeculationStats,
+        SpeculationTheory,
+        SplitStep,
+        TraceStats,
+    )
 
 __all__ = ["render_report", "write_report"]
 
@@ -84,10 +93,17 @@ def _plots(stats: TraceStats) -> str:
         ax.set_xlabel("samples (votes) drawn for the step")
         ax.set_ylabel("steps")
 
+    spec = stats.speculation
+    voting = stats.calls_per_step_voting_theory if spec is not None else None
+
     def calls(ax: Any) -> None:
         ax.plot(x, series.calls_cum, color="#3b6ea8", label="measured")
         if series.calls_theory_cum is not None:
-            ax.plot(x, series.calls_theory_cum, "--", color="#c2571a", label="theory")
+            label = "speculation estimate" if stats.theory == "speculation" else "theory"
+            ax.plot(x, series.calls_theory_cum, "--", color="#c2571a", label=label)
+        if voting is not None:  # a speculative run: what plain voting would have taken, for scale
+            first = stats.first_step
+            ax.plot(x, [voting * (s - first + 1) for s in x], ":", color="#57606a", label="plain voting")
         ax.legend()
         ax.set_xlabel(xlabel)
         ax.set_ylabel("calls so far")
@@ -112,22 +128,31 @@ def _plots(stats: TraceStats) -> str:
         ax.set_xlabel(xlabel)
         ax.set_ylabel("ms per step (mean)")
 
-    theory = stats.calls_per_step_theory
     figure("votes", "Samples drawn per step: most steps should stop at k; the tail is the hard steps.", votes)
-    figure(
-        "calls",
-        "Cumulative model calls"
-        + (
-            f"; dashed: theory at {num(theory)} calls per step"
-            if theory is not None
-            else "; no theoretical curve (p unknown)"
-        ),
-        calls,
-    )
+    figure("calls", _calls_caption(stats), calls)
     figure("rounds", "Voting rounds per step over the run (mean and max per point).", rounds)
     figure("red-flags", "Red-flagged samples over the run.", flags)
     figure("time", "Mean wall time per step over the run.", time)
     return '<div class="plots">' + "".join(out) + "</div>"
+
+
+def _calls_caption(stats: TraceStats) -> str:
+    theory, spec = stats.calls_per_step_theory, stats.speculation
+    if spec is None:
+        said = (
+            f"; dashed: theory at {num(theory)} calls per step"
+            if theory is not None
+            else "; no theoretical curve (p unknown)"
+        )
+        return "Cumulative model calls" + said
+    said = (
+        f"; dashed: the speculation estimate at the measured rates, {num(theory)} per step"
+        if stats.theory == "speculation"
+        else "; no speculation estimate (a rate it needs is unknown)"
+    )
+    if stats.calls_per_step_voting_theory is not None:
+        said += f"; dotted: plain voting, {num(stats.calls_per_step_voting_theory)} per step"
+    return "Cumulative samples (drafts and voting samples; verdicts are not counted)" + said
 
 
 # -- cost ------------------------------------------------------------------------------------
@@ -221,10 +246,10 @@ def _stats_table(s: TraceStats, linked: set[int]) -> str:
         ["steps", f"{num(s.steps)} (from step {num(s.first_step)}), k = {num(s.k)}"],
         ["errors", "unknown (no oracle)" if s.errors is None else num(s.errors)],
         ["calls", num(s.calls)],
-        ["calls per step", f"{num(s.calls_per_step)} measured, {num(s.calls_per_step_theory)} theory"],
+        ["calls per step", _calls_per_step(s)],
         ["samples per step", f"median {num(sp.median)}, p99 {num(sp.p99)}, max {num(sp.max)}"],
-        ["p measured", num(s.p_measured)],
-        ["valid rate", _pct(s.valid_rate)],
+        ["p measured", num(s.p_measured) + _voting_only(s, lambda spec: num(spec.voting_p))],
+        ["valid rate", _pct(s.valid_rate) + _voting_only(s, lambda spec: _pct(spec.voting_valid_rate))],
         [
             "rounds",
             f"median {num(r.median)}, p99 {num(r.p99)}, max {num(r.max)} (step {_step_link(r.max_step, linked)})",
@@ -250,21 +275,83 @@ def _stats_table(s: TraceStats, linked: set[int]) -> str:
             ]
         )
     html = facts_table(rows)
-    agents = [
-        [
-            escape(a.agent),
-            num(a.steps_decided),
-            num(a.votes),
-            num(a.p),
-            f"{num(a.p_low)} – {num(a.p_high)}",
-        ]
-        for a in s.per_agent
-    ]
+    agents = _agent_rows(s)
     if agents:
-        html += "<h3>Agents</h3>" + table(
-            ["agent", "steps decided", "valid votes", "p", "95% interval"], agents, {1, 2, 3}
-        )
+        html += "<h3>Agents</h3>" + table(_AGENT_HEAD, agents, {2, 3, 4})
+        if s.speculation is not None:
+            html += (
+                '<p class="muted">p is a voting agent\'s votes for the winning answer (the right one where ground '
+                "truth is known) over its valid votes. A draft is one sample, so the drafter has no p here: an "
+                "accepted draft's answer is checked against ground truth, a rejected draft's answer is not recorded, "
+                "so over all valid drafts only bounds are known. A verifier's TPR and FPR need the truth of the drafts "
+                "it rejected, which the trace does not keep: it shows what it accepted, of drafts known right and "
+                "wrong.</p>"
+            )
     return html
+
+
+_AGENT_HEAD = [
+    "agent",
+    "role",
+    "steps decided",
+    "valid votes",
+    "p (votes for the winner)",
+    "95% interval",
+    "what it did",
+]
+
+
+def _voting_only(s: TraceStats, shown: Callable[[SpeculationStats], str]) -> str:
+    """For a speculative run, the voting agents' own figure beside the run's (which counts the drafts)."""
+    spec = s.speculation
+    return "" if spec is None else f" (all agents, drafts included; the voting agents alone: {shown(spec)})"
+
+
+def _calls_per_step(s: TraceStats) -> str:
+    said = f"{num(s.calls_per_step)} measured, {num(s.calls_per_step_theory)} theory"
+    if s.speculation is None:
+        return said
+    if s.theory == "speculation":
+        said += " (the speculation estimate at the measured rates)"
+    return said + (
+        f"; plain voting would take {num(s.calls_per_step_voting_theory)}; verifier calls, not counted as samples: "
+        f"{num(s.speculation.verifier_calls_per_step)} per step"
+    )
+
+
+def _agent_rows(s: TraceStats) -> list[list[str]]:
+    """Every agent of the roster: voting agents with their p, the drafter with its drafts, verifiers with their
+    verdicts."""
+    spec = s.speculation
+    voted = {a.agent: a for a in s.per_agent}
+    drafter = spec.drafter if spec is not None else None
+    verifiers = {v.agent: v for v in spec.verifiers} if spec is not None else {}
+    rows = []
+    for label in s.agents:
+        a = voted.get(label)
+        decided = num(a.steps_decided if a else 0)
+        if drafter is not None and label == drafter.agent and spec is not None:
+            d = drafter
+            did = f"{num(d.drafts)} drafts, {num(d.valid)} valid ({_pct(d.valid_rate)}), {num(spec.accepted)} accepted"
+            if d.accepted_known:
+                did += f"; accepted drafts right: {num(d.accepted_right)} of {num(d.accepted_known)}"
+            if d.draft_accuracy_low is not None:
+                did += f"; valid drafts right: {_pct(d.draft_accuracy_low)} to {_pct(d.draft_accuracy_high)}"
+            rows.append([escape(label), "drafter", decided, "–", "–", "–", did])
+        elif (v := verifiers.get(label)) is not None:
+            did = (
+                f"{num(v.ratings)} verdicts, {num(v.accepts)} accepts ({_pct(v.acceptance_rate)}); accepts of drafts "
+                f"known right: {num(v.accepts_right)}, known wrong: {num(v.accepts_wrong)}"
+                if v.ratings
+                else "never asked"
+            )
+            rows.append([escape(label), "verifier", "–", "–", "–", "–", did])
+        elif a is not None:
+            interval = f"{num(a.p_low)} – {num(a.p_high)}"
+            rows.append([escape(label), "voting", decided, num(a.votes), num(a.p), interval, "voted"])
+        else:
+            rows.append([escape(label), "voting", "0", "0", "–", "–", "decided no step"])
+    return rows
 
 
 def _hardest(stats: TraceStats, details: dict[int, dict[str, Any]]) -> str:
@@ -382,8 +469,15 @@ def render_report(stats: TraceStats, details: list[dict[str, Any]], tree: list[d
     return "".join(parts)
 
 
-def write_report(store_path: str | os.PathLike[str], run_id: str, out_path: str | os.PathLike[str]) -> Path:
-    """Render run ``run_id`` of the store at ``store_path`` to ``out_path``, atomically; returns the path."""
+def write_report(
+    store_path: str | os.PathLike[str],
+    run_id: str,
+    out_path: str | os.PathLike[str],
+    *,
+    speculation_theory: SpeculationTheory | None = None,
+) -> Path:
+    """Render run ``run_id`` of the store at ``store_path`` to ``out_path``, atomically; returns the path. A
+    speculative run's calls are compared with ``speculation_theory`` (:func:`maker.trace.trace_stats`)."""
     from maker.store import Store
     from maker.trace._records import step_records
     from maker.trace._stats import trace_stats
@@ -394,7 +488,7 @@ def write_report(store_path: str | os.PathLike[str], run_id: str, out_path: str 
         raise UserError(f"cannot write {out}: directory {out.parent} does not exist; create it or pass another -o")
     with Store.open(store_path) as st:
         record = st.run(run_id)
-        stats = trace_stats(st, record)
+        stats = trace_stats(st, record, speculation_theory=speculation_theory)
         hard = {h.step for h in stats.hardest.most_rounds} | {h.step for h in stats.hardest.most_disagreement}
         details = [rec for step in sorted(hard) for rec in step_records(st, record, step, step + 1, samples=True)]
         tree = task_tree(st, record)

@@ -11,15 +11,32 @@ import json
 import math
 from array import array
 from collections import Counter
-from typing import Any
-
-from pydantic import BaseModel, SerializerFunctionWrapHandler, model_serializer
+from typing import Any, Literal
 
 from maker.agents import agent_label
 from maker.agents.prices import Price, cost_of
 from maker.stats import expected_calls, wilson_interval
 from maker.store import RunRecord, StepTally, Store
 from maker.trace._records import TRACE_FORMAT, agent_labels
+from maker.trace._stats_model import (
+    AgentCost,
+    AgentStats,
+    CostStats,
+    DrafterStats,
+    HardestSteps,
+    RedFlagStats,
+    RoundsStep,
+    RoundStats,
+    SampleStats,
+    SpeculationStats,
+    SpeculationTheory,
+    SplitStep,
+    StatsSeries,
+    TimeStats,
+    TraceStats,
+    VerifierStats,
+    WindowStats,
+)
 
 _POINTS = 400  # points per series in the statistics (and the report's plots)
 _HARDEST = 10
@@ -32,6 +49,9 @@ __all__ = [
     "RedFlagStats",
     "AgentStats",
     "SpeculationStats",
+    "DrafterStats",
+    "VerifierStats",
+    "SpeculationTheory",
     "WindowStats",
     "TimeStats",
     "HardestSteps",
@@ -41,259 +61,6 @@ __all__ = [
     "CostStats",
     "AgentCost",
 ]
-
-
-class RoundStats(BaseModel):
-    """Voting rounds per step."""
-
-    median: float
-    p99: float
-    """The 99th percentile (nearest rank)."""
-    max: int
-    max_step: int
-    """The first step that took ``max`` rounds (the run's first step when it has none)."""
-    histogram: dict[str, int]
-    """Steps by their number of rounds (the key, as text), fewest rounds first."""
-
-
-class SampleStats(BaseModel):
-    """Samples (model calls) drawn per step."""
-
-    mean: float
-    median: float
-    p99: float
-    """The 99th percentile (nearest rank)."""
-    max: int
-    histogram: dict[str, int]
-    """Steps by their number of samples (the key, as text), fewest samples first."""
-
-
-class RedFlagStats(BaseModel):
-    """The red-flagged samples of the run's steps."""
-
-    total: int
-    rate: float
-    """``total`` over the calls (0.0 without calls)."""
-    by_reason: dict[str, int]
-    """Red flags by reason, the most common first."""
-
-
-class AgentStats(BaseModel):
-    """One agent over the steps it decided."""
-
-    agent: str
-    """Its label: ``agent 1: SPEC``, ``drafter: SPEC``, ``verifier 1: SPEC``."""
-    steps_decided: int
-    votes: int
-    """Valid (not red-flagged) votes in the tallies of the steps it decided."""
-    p: float | None
-    """Votes for the winning answer over ``votes``, a step known to be wrong counting none (None without votes)."""
-    p_low: float
-    """Low end of the 95% Wilson interval of ``p``."""
-    p_high: float
-    """High end of the 95% Wilson interval of ``p``."""
-
-
-class WindowStats(BaseModel):
-    """What drafting ahead of the chain (the speculative window) cost, from the run's recorded counters."""
-
-    wasted_calls: int
-    """Model calls made for steps drafted ahead on a state the chain never reached."""
-    wasted_tokens: int
-    wasted_calls_per_step: float
-    """``wasted_calls`` per step counted here (0.0 without steps)."""
-    wasted_by_agent: dict[str, int]
-    """``wasted_calls`` by agent label; agents that wasted none are left out."""
-    predictions_held: int
-    predictions_missed: int
-    rejected_drafts_waited_at: int
-    """Times the window waited at a rejected draft for its vote."""
-    rejected_drafts_passed: int
-    """Times it drafted on past a rejected draft."""
-
-
-class SpeculationStats(BaseModel):
-    """Drafting and verifying, for a run with a drafter (steps with a speculation record)."""
-
-    drafted: int
-    """Steps the drafter answered; the others were routed to voting."""
-    accepted: int
-    """Drafts the verifiers accepted."""
-    escalated: int
-    """Steps escalated to voting after their draft was rejected."""
-    acceptance_rate: float | None
-    """``accepted`` over ``drafted`` (None when nothing was drafted)."""
-    routed: dict[str, int]
-    """Steps routed straight to voting, by route (``large_first``, ...)."""
-    window: WindowStats | None = None
-    """The speculative window's cost; left out of the dump (not null) when it wasted nothing and predicted nothing."""
-
-    @model_serializer(mode="wrap")
-    def _leave_out_no_window(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        out: dict[str, Any] = handler(self)
-        if self.window is None:
-            out.pop("window", None)
-        return out
-
-
-class AgentCost(BaseModel):
-    """What one agent was billed over the run's committed steps."""
-
-    agent: str
-    """Its label: ``agent 1: SPEC``, ``drafter: SPEC``, ``verifier 1: SPEC``."""
-    role: str
-    """``voting``, ``drafter`` or ``verifier``."""
-    prompt_tokens: int
-    """Prompt tokens, cached ones included."""
-    cached_tokens: int
-    completion_tokens: int
-    price: list[float] | None
-    """Dollars per million ``[input, cached input, output]`` tokens, as recorded with the run (None: unknown)."""
-    cost: float | None
-    """Dollars (None: the price is unknown)."""
-    estimated: bool
-    """Whether some of this usage is estimated (the server reported none), not as billed."""
-
-
-class CostStats(BaseModel):
-    """What the run cost: its committed steps' bills, by agent and role, and the speculative steps dropped."""
-
-    total: float | None
-    """Dollars, committed steps and dropped speculative ones (None: a billed agent's price is unknown, or the
-    steps were recorded before usage was)."""
-    committed: float | None
-    """Dollars for the committed steps alone."""
-    wasted: float | None
-    """Dollars for speculative steps drafted ahead and dropped (from the run's counters)."""
-    prompt_tokens: int
-    cached_tokens: int
-    completion_tokens: int
-    estimated: bool
-    """Whether some of the usage is estimated, not as billed."""
-    steps_without_usage: int
-    """Committed steps with no recorded usage (recorded by a maker before usage was kept)."""
-    per_step: float | None
-    """``committed`` per committed step."""
-    by_agent: list[AgentCost]
-    by_role: dict[str, float | None]
-    """Dollars by role: ``voting``, ``drafter``, ``verifier`` (the roles the run has)."""
-
-
-class TimeStats(BaseModel):
-    """Wall time per step: each step's recorded duration."""
-
-    total_s: int | float
-    """Their sum, in seconds (the integer 0 for a run with no steps, as the JSON has always had it)."""
-    mean_ms: float
-    median_ms: float
-    p99_ms: float
-    """The 99th percentile (nearest rank)."""
-    max_ms: float
-    max_step: int
-    """The first step that took ``max_ms`` (the run's first step when it has none)."""
-
-
-class RoundsStep(BaseModel):
-    """A step that took many rounds."""
-
-    step: int
-    rounds: int
-    samples: int
-
-
-class SplitStep(BaseModel):
-    """A step whose valid votes split."""
-
-    step: int
-    disagreement: float
-    """The share of valid votes against the winner."""
-    valid_votes: int
-
-
-class HardestSteps(BaseModel):
-    """The hardest steps, hardest first (ten of each at most)."""
-
-    most_rounds: list[RoundsStep]
-    """By rounds, then samples, then the earlier step."""
-    most_disagreement: list[SplitStep]
-    """By disagreement, then valid votes, then the earlier step; steps without disagreement are left out."""
-
-
-class StatsSeries(BaseModel):
-    """The run in at most 400 points per plot, each point ``steps_per_point`` consecutive steps (the last fewer)."""
-
-    steps_per_point: int
-    step: list[int]
-    """Each point's last step."""
-    rounds_mean: list[float]
-    rounds_max: list[int]
-    red_flags: list[int]
-    """Red-flagged samples in each point's steps."""
-    calls_cum: list[int]
-    """Calls up to each point's last step."""
-    dur_mean_ms: list[float]
-    cost_cum: list[float] | None = None
-    """Dollars up to each point's last step; left out of the dump (not null) when the cost is unknown."""
-    calls_theory_cum: list[float] | None = None
-    """The calls theory expects up to each point's last step; left out of the dump (not null) without a theory."""
-
-    @model_serializer(mode="wrap")
-    def _leave_out_no_theory(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        out: dict[str, Any] = handler(self)
-        if self.calls_theory_cum is None:
-            out.pop("calls_theory_cum", None)
-        if self.cost_cum is None:
-            out.pop("cost_cum", None)
-        return out
-
-
-class TraceStats(BaseModel):
-    """Everything ``maker trace stats`` prints and the report shows, from one pass over a run's own steps.
-    ``maker trace stats --json`` prints it without ``series``."""
-
-    trace_format: int
-    """The record format's version (:data:`TRACE_FORMAT`)."""
-    run_id: str
-    workflow: str
-    status: str
-    first_step: int
-    """The run's first own step: 0, or the step a fork started from."""
-    steps: int
-    """Steps counted (the run's own committed steps)."""
-    k: int | None
-    """The run's ahead-by-k margin, or the k every microstep voted with (None when they differ)."""
-    agents: list[str]
-    """The run's agent labels, in the order step rows index them."""
-    errors: int | None
-    """Steps whose answer was wrong against the ground truth (None without any; candidate microsteps not counted)."""
-    rounds: RoundStats
-    samples_per_step: SampleStats
-    calls: int
-    calls_per_step: float
-    calls_per_step_theory: float | None
-    """What theory expects at the measured p, k and valid rate (None when one of them is unknown)."""
-    p_measured: float | None
-    """All agents' votes for the winning answer over their valid votes (see :attr:`AgentStats.p`)."""
-    valid_rate: float | None
-    """The share of calls not red-flagged (None without calls)."""
-    tokens: int
-    red_flags: RedFlagStats
-    per_agent: list[AgentStats]
-    """Every agent that decided a step, in roster order."""
-    speculation: SpeculationStats | None
-    """None when the run drafted nothing and routed nothing."""
-    time: TimeStats
-    hardest: HardestSteps
-    cost: CostStats | None = None
-    """What the run cost (left out of the dump, not null, for a run recorded before usage was kept)."""
-    series: StatsSeries
-
-    @model_serializer(mode="wrap")
-    def _leave_out_no_cost(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        out: dict[str, Any] = handler(self)
-        if self.cost is None:
-            out.pop("cost", None)
-        return out
 
 
 def _percentile(hist: Counter[int], q: float) -> float:
@@ -403,6 +170,10 @@ class _StatsAccumulator:
         self.prices += [None] * (len(self.labels) - len(self.prices))
         self.usage: dict[int, list[int]] = {}  # agent -> prompt, cached, completion, estimated requests
         self.no_usage = 0
+        self.n_voting = len((record.config or {}).get("agents") or []) or 1
+        self.draft_flagged = self.accepted_known = self.accepted_right = self.rejected_known = 0
+        self.verdicts: dict[int, list[int]] = {}  # verifier -> ratings, accepts, on drafts known right, known wrong
+        self.voting_calls = self.voting_flags = 0  # the voting agents' samples and red flags, drafts set apart
 
     def add(self, row: StepTally) -> None:
         """Count one step (the next in step order)."""
@@ -441,7 +212,11 @@ class _StatsAccumulator:
         if valid:
             _push(self.most_split, (round(1 - votes[0] / valid, 4), valid, -step))
         if spec:
-            self._add_speculation(json.loads(spec))
+            known = None if microstep in self.candidates else correct
+            self._add_speculation(json.loads(spec), known, n, nflags)
+        else:
+            self.voting_calls += n
+            self.voting_flags += nflags
         self.bins.add(step, rounds, nflags, dur, self.calls)
 
     def _bill(self, usage_s: str) -> None:
@@ -515,20 +290,48 @@ class _StatsAccumulator:
             by_role={r: None if v is None else round(v, 6) for r, v in by_role.items()},
         )
 
-    def _add_speculation(self, info: dict[str, Any]) -> None:
+    def _add_speculation(self, info: dict[str, Any], correct: int | None, n: int, nflags: int) -> None:
+        """One step's speculation record; ``correct`` is None where ground truth is unknown."""
+        accepted, flagged = bool(info.get("accepted")), bool(info.get("draft_flag"))
         if info.get("route"):
             self.routes[info["route"]] += 1
+            self.voting_calls += n
+            self.voting_flags += nflags
         else:
             self.drafted += 1
-        self.accepted += bool(info.get("accepted"))
+            self.draft_flagged += flagged
+            if not accepted:  # the draft was one sample (and maybe a red flag) of the step; the rest were voted
+                self.voting_calls += max(0, n - 1)
+                self.voting_flags += max(0, nflags - flagged)
+        self.accepted += accepted
         self.escalated += bool(info.get("escalated"))
+        if correct is not None and not info.get("route") and not flagged:
+            if accepted:
+                self.accepted_known += 1
+                self.accepted_right += correct == 1
+            else:
+                self.rejected_known += 1
+        for v in info.get("verdicts") or []:  # [verifier, score, accept] (score mode) or [verifier, agrees] (vote)
+            t = self.verdicts.setdefault(v[0], [0, 0, 0, 0])
+            ok = bool(v[-1])
+            t[0] += 1
+            t[1] += ok
+            if ok and accepted and correct is not None:
+                t[2 if correct else 3] += 1
 
-    def result(self) -> TraceStats:
-        """The statistics of the steps added so far."""
+    def result(self, speculation_theory: SpeculationTheory | None = None) -> TraceStats:
+        """The statistics of the steps added so far; a speculative run's calls are compared with
+        ``speculation_theory`` (with none, with no theory)."""
         record, seen, calls = self.record, self.seen, self.calls
         self.bins.close(self.first + seen - 1, calls)
         k = record.config.get("k") or _recorded_k(record)
-        theory = self._theory(k)
+        spec = self._speculation()
+        voting = self._theory(k) if spec is None else _voting_theory(spec.voting_p, k, spec.voting_valid_rate)
+        theory = voting
+        basis: Literal["voting", "speculation"] | None = None if voting is None else "voting"
+        if spec is not None:
+            theory = speculation_theory(spec, k, seen) if speculation_theory is not None and k and seen else None
+            basis = None if theory is None else "speculation"
         ds = sorted(self.durs)
         cost = self._cost()
         return TraceStats(
@@ -558,6 +361,8 @@ class _StatsAccumulator:
             calls=calls,
             calls_per_step=round(calls / seen, 4) if seen else 0.0,
             calls_per_step_theory=None if theory is None else round(theory, 4),
+            theory=basis,
+            calls_per_step_voting_theory=None if voting is None else round(voting, 4),
             p_measured=None if (p := self._p()) is None else round(p, 4),
             valid_rate=None if (rate := self._valid_rate()) is None else round(rate, 4),
             tokens=self.tokens,
@@ -567,7 +372,7 @@ class _StatsAccumulator:
                 by_reason=dict(self.flags_by_reason.most_common()),
             ),
             per_agent=self._per_agent(),
-            speculation=self._speculation(),
+            speculation=spec,
             time=TimeStats(
                 total_s=round(sum(ds), 3),
                 mean_ms=round(1000 * sum(ds) / len(ds), 4) if ds else 0.0,
@@ -600,10 +405,7 @@ class _StatsAccumulator:
 
     def _theory(self, k: int | None) -> float | None:
         """The calls per step theory expects at the measured p and valid rate, or None when one is unknown."""
-        p, valid_rate = self._p(), self._valid_rate()
-        if p is not None and k and valid_rate and 0 < p <= 1 and valid_rate > 0:
-            return expected_calls(p, k, valid_rate)
-        return None
+        return _voting_theory(self._p(), k, self._valid_rate())
 
     def _per_agent(self) -> list[AgentStats]:
         agents = []
@@ -626,14 +428,64 @@ class _StatsAccumulator:
         drafted, routes = self.drafted, self.routes
         if not (drafted or routes):
             return None
+        config = self.record.config or {}
+        base = self.n_voting + 1
+        verifiers = []
+        for j in range(max(len(config.get("verifiers") or []), max(self.verdicts, default=-1) + 1)):
+            ratings, accepts, right, wrong = self.verdicts.get(j, [0, 0, 0, 0])
+            verifiers.append(
+                VerifierStats(
+                    agent=agent_label(self.labels, base + j),
+                    ratings=ratings,
+                    accepts=accepts,
+                    acceptance_rate=_ratio(accepts, ratings),
+                    accepts_right=right,
+                    accepts_wrong=wrong,
+                )
+            )
+        valid = drafted - self.draft_flagged
+        known = self.accepted_known + self.rejected_known
+        good, valid_votes = 0, 0
+        for idx, (_, g, v) in self.agent_votes.items():
+            if idx < self.n_voting:
+                good, valid_votes = good + g, valid_votes + v
         return SpeculationStats(
             drafted=drafted,
             accepted=self.accepted,
             escalated=self.escalated,
             acceptance_rate=round(self.accepted / drafted, 4) if drafted else None,
             routed=dict(routes),
+            mode=config.get("verify") or "score",
+            verify_k=config.get("verify_k") or 1,
+            draft_k=config.get("draft_k") or 1,
+            drafter=DrafterStats(
+                agent=agent_label(self.labels, self.n_voting),
+                drafts=drafted,
+                valid=valid,
+                valid_rate=_ratio(valid, drafted),
+                accepted_known=self.accepted_known,
+                accepted_right=self.accepted_right,
+                accepted_accuracy=_ratio(self.accepted_right, self.accepted_known),
+                draft_accuracy_low=_ratio(self.accepted_right, known),
+                draft_accuracy_high=_ratio(self.accepted_right + self.rejected_known, known),
+            ),
+            verifiers=verifiers,
+            voting_p=_ratio(good, valid_votes),
+            voting_valid_rate=_ratio(self.voting_calls - self.voting_flags, self.voting_calls),
+            verifier_calls_per_step=round(sum(v.ratings for v in verifiers) / self.seen, 4) if self.seen else 0.0,
             window=_window(self.record, self.labels, self.seen),
         )
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return round(a / b, 4) if b else None
+
+
+def _voting_theory(p: float | None, k: int | None, valid_rate: float | None) -> float | None:
+    """Plain voting's calls per step at p, k and the valid rate, or None when one is unknown."""
+    if p is not None and k and valid_rate and 0 < p <= 1:
+        return expected_calls(p, k, valid_rate)
+    return None
 
 
 def _window(record: RunRecord, labels: list[str], seen: int) -> WindowStats | None:
@@ -653,12 +505,15 @@ def _window(record: RunRecord, labels: list[str], seen: int) -> WindowStats | No
     )
 
 
-def trace_stats(st: Store, record: RunRecord) -> TraceStats:
-    """Everything ``maker trace stats`` prints and the report plots, from one pass over the run's own steps."""
+def trace_stats(st: Store, record: RunRecord, *, speculation_theory: SpeculationTheory | None = None) -> TraceStats:
+    """Everything ``maker trace stats`` prints and the report plots, from one pass over the run's own steps.
+
+    A speculative run's calls are compared with ``speculation_theory`` (see :data:`SpeculationTheory`); without
+    one they are compared with no theory (plain voting's is kept as ``calls_per_step_voting_theory``)."""
     acc = _StatsAccumulator(record)
     for row in st.step_tallies(record.id):
         acc.add(row)
-    return acc.result()
+    return acc.result(speculation_theory)
 
 
 def _recorded_k(record: RunRecord) -> int | None:

@@ -30,6 +30,8 @@ KEYS = [
     "calls",
     "calls_per_step",
     "calls_per_step_theory",
+    "theory",
+    "calls_per_step_voting_theory",
     "p_measured",
     "valid_rate",
     "tokens",
@@ -103,7 +105,20 @@ def test_a_fork_with_no_steps_has_empty_statistics(store: Path) -> None:
 
 def test_absent_parts_are_left_out_of_the_dump_not_null() -> None:
     spec = SpeculationStats(drafted=2, accepted=1, escalated=1, acceptance_rate=0.5, routed={})
-    assert spec.model_dump() == {"drafted": 2, "accepted": 1, "escalated": 1, "acceptance_rate": 0.5, "routed": {}}
+    assert spec.model_dump() == {
+        "drafted": 2,
+        "accepted": 1,
+        "escalated": 1,
+        "acceptance_rate": 0.5,
+        "routed": {},
+        "mode": "score",
+        "verify_k": 1,
+        "draft_k": 1,
+        "verifiers": [],
+        "voting_p": None,
+        "voting_valid_rate": None,
+        "verifier_calls_per_step": 0.0,
+    }  # no drafter, no window: left out
     window = WindowStats(
         wasted_calls=3,
         wasted_tokens=30,
