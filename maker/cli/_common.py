@@ -42,6 +42,7 @@ __all__ = [
     "cluster_options",
     "cluster_placement",
     "new_run_options",
+    "otel_option",
     "run_common",
     "run_overrides",
     "term_as_interrupt",
@@ -431,6 +432,18 @@ def progress_display(as_json: bool) -> Any:
     return ProgressDisplay(live=sys.stderr.isatty() and not as_json)
 
 
+def otel_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--otel``: emit an OpenTelemetry trace of the run (see maker.telemetry)."""
+    return click.option(
+        "--otel",
+        is_flag=True,
+        default=False,
+        help="Emit an OpenTelemetry trace of the run: to the application's tracer provider, else by OTLP HTTP to "
+        "$OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or $OTEL_EXPORTER_OTLP_ENDPOINT (default http://localhost:4318). "
+        "Those variables alone ask for it too. Needs pip install 'maker[otel]'.",
+    )(f)
+
+
 def new_run_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """The options of a new run: voting and speculation, seed, run id, recording, commits, cluster, store, output."""
     for opt in reversed(
@@ -461,7 +474,7 @@ def new_run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ]
     ):
         f = opt(f)
-    return voting_options(cluster_options(run_common(f)))
+    return voting_options(cluster_options(run_common(otel_option(f))))
 
 
 def run_overrides(voting: dict[str, Any], agents: tuple[str, ...], log_level: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from maker.cli._common import (
     emit,
     finish,
     new_run_options,
+    otel_option,
     parse_sets,
     progress_display,
     recorded_sets,
@@ -51,6 +52,7 @@ def start(
     as_json: bool,
     log_level: str,
     snapshots: str | None = None,
+    otel: bool = False,
     **voting: Any,
 ) -> tuple[Any, bool]:
     """Start a run from the command line's options; its summary, and whether to print it as JSON."""
@@ -84,7 +86,14 @@ def start(
 
     with progress_display(as_json) as progress:
         summary = start_run(
-            workflow, params, options, store=path, run_id=run_id, on_start=started, on_progress=progress
+            workflow,
+            params,
+            options,
+            store=path,
+            run_id=run_id,
+            on_start=started,
+            on_progress=progress,
+            otel=True if otel else None,
         )
     return summary, as_json
 
@@ -138,6 +147,7 @@ def check_budget(workflow: str, params: dict[str, Any], options: Any) -> None:
 @voting_options
 @cluster_options
 @run_common
+@otel_option
 def resume(
     run_id: str,
     sets: tuple[str, ...],
@@ -145,6 +155,7 @@ def resume(
     store: str | None,
     as_json: bool,
     log_level: str,
+    otel: bool,
     **voting: Any,
 ) -> None:
     """Continue RUN_ID from its last committed step."""
@@ -166,6 +177,7 @@ def resume(
             overrides=overrides,
             on_progress=progress,
             cluster=placement,
+            otel=True if otel else None,
         )
     finish(summary, as_json)
 

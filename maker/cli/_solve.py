@@ -85,6 +85,9 @@ def solve(
             params[key] = value
     if prompts_file is not None:
         params["prompts"] = _prompts(prompts_file)
+    from maker.runs import resolve_workflow
+
+    resolve_workflow("solve").parse_params(params)  # a bad parameter is said first, whatever the agents
     _check_simulated(task, options.get("agents") or ())
     summary, as_json = start("solve", params, **options)
     finish(summary, as_json)

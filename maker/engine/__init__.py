@@ -10,7 +10,7 @@ from maker.engine._batching import Coalescing
 from maker.engine._budget import Budget, BudgetExceeded
 from maker.engine._decider import Decider, Decision, flag_reason, too_long
 from maker.engine._engine import Ahead, Engine, EngineConfig, Recipe, RunSummary, price_of, roster_of
-from maker.engine._ledger import Progress
+from maker.engine._ledger import Ledger, Observer, Progress
 from maker.engine._reapply import Row, SplitTransition, WorkflowEnded, reapply
 from maker.engine._speculation import DRAFT_CALLS, Speculation
 from maker.engine._transitions import calls_of
@@ -26,6 +26,8 @@ __all__ = [
     "BudgetExceeded",
     "RunSummary",
     "Progress",
+    "Ledger",
+    "Observer",
     "Speculation",
     "DRAFT_CALLS",
     "Decider",

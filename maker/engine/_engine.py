@@ -25,7 +25,7 @@ from maker.agents.prices import Price, known_price
 from maker.dsl import Workflow
 from maker.engine._budget import Budget
 from maker.engine._decider import Decider
-from maker.engine._ledger import Ledger, Progress
+from maker.engine._ledger import Ledger, Observer, Progress
 from maker.engine._scheduler import Scheduler
 from maker.engine._speculation import Speculation
 from maker.engine._window import Window
@@ -195,6 +195,7 @@ class Engine:
         on_progress: Callable[[Progress], None] | None = None,
         ahead: Ahead | None = None,
         budget: Budget | None = None,
+        observer: Observer | None = None,
     ) -> None:
         if not agents:
             raise RunError("no agent given: give at least one agent spec (`agents`)", run_id=run_id)
@@ -238,6 +239,7 @@ class Engine:
             snapshot_every=config.snapshot_every,
             prices=[price_of(a, config.prices) for a in self.roster.agents],
             budget=budget,
+            observer=observer,
         )
         self.window = config.window if speculation is not None else 1
         """Transitions a drafter runs ahead of the chain, at most (1: none)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from pydantic import BaseModel
@@ -27,7 +27,26 @@ from maker.errors import RunError
 from maker.store import PlainStepRow, StepRow, Store
 from maker.voting import Voting
 
-__all__ = ["Ledger", "Progress"]
+__all__ = ["Ledger", "Progress", "Observer"]
+
+
+class Observer(Protocol):
+    """Told what a run records, for tracing it (see :mod:`maker.telemetry`). Ordinary steps are never reported one
+    by one, so an observer costs the chain one check per step: only *notable* steps are (more than one round,
+    escalated, or an answer that differs from the workflow's ground truth), and every commit."""
+
+    def on_begin(self, ledger: Ledger) -> None:
+        """This process's segment of the run begins, after the ledger's counters are restored."""
+
+    def on_step(
+        self, step: int, call: MicrostepCall, decision: Decision, *, wrong: bool, t_start: float, dur: float
+    ) -> None:
+        """A notable step was decided (``wrong``: its answer differs from the ground truth); ``t_start`` is the
+        wall-clock time it started and ``dur`` the seconds it took."""
+
+    def on_commit(self, ledger: Ledger, step: int) -> None:
+        """The ledger is committing ``ledger.pending`` (``step`` steps in all once it has); called before they are
+        cleared."""
 
 
 class Progress(BaseModel):
@@ -72,8 +91,11 @@ class Ledger:
         snapshot_every: int | None = None,
         prices: Sequence[Price | None] = (),
         budget: Budget | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.store = store
+        self.observer = observer
+        """Told of every commit and of each notable step (None: nobody is)."""
         self.rid = rid
         self.run_id = run_id
         self.labels = labels
@@ -148,6 +170,8 @@ class Ledger:
         """Mark where this process's part of the run begins (a start, a resume or a fork)."""
         self.segment_first_step = self.steps
         self.segment_wall_from = self.wall_s
+        if self.observer is not None:
+            self.observer.on_begin(self)
 
     def waste(self, spent: Decision) -> None:
         """Count what a speculative transition that turned out off the chain's path cost (never committed)."""
@@ -163,10 +187,14 @@ class Ledger:
         """Count a decided step and keep its row for the next commit."""
         key = d.key
         correct: int | None = None
+        wrong = False
         if expected is not None:
             correct = int(call.microstep.vote_key(expected) == key)
             if not correct and not call.microstep.candidate:
                 self.errors += 1
+                wrong = True
+        if self.observer is not None and (d.rounds > 1 or d.escalated or wrong):
+            self.observer.on_step(step, call, d, wrong=wrong, t_start=t_start, dur=dur)
         n_calls = 0
         agent_calls = self.agent_calls
         for i, n in d.calls.items():
@@ -302,6 +330,8 @@ class Ledger:
                         agent=self._label(r.agent),
                         correct=r.correct,
                     )
+        if self.observer is not None and self.pending:
+            self.observer.on_commit(self, step)
         self.pending.clear()
         if self.samples:
             self.samples.clear()

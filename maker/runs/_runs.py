@@ -23,6 +23,7 @@ from maker.engine import (
     BudgetExceeded,
     Engine,
     EngineConfig,
+    Observer,
     Progress,
     Recipe,
     Row,
@@ -36,6 +37,7 @@ from maker.errors import RunError, RunMismatchError, StoreCorruptError, UserErro
 from maker.runs._loading import canonical_ref, recorded_workflow, resolve_workflow, workflow_ref
 from maker.runs._options import DEFAULT_WINDOW, RunOptions, options_error
 from maker.store import RunRecord, Store
+from maker.telemetry import run_trace
 
 log = structlog.get_logger("maker")
 
@@ -77,8 +79,11 @@ def start_run(
     run_id: str | None = None,
     on_start: Callable[[str], None] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    otel: bool | None = None,
 ) -> RunSummary:
-    """Start a new run and drive it to the end (or to a failure, which is resumable)."""
+    """Start a new run and drive it to the end (or to a failure, which is resumable). ``otel``: emit an
+    OpenTelemetry trace of it (True), never (False), or when the environment asks (None; see
+    :mod:`maker.telemetry`)."""
     wf_cls = resolve_workflow(workflow) if isinstance(workflow, str) else workflow
     opts = options if isinstance(options, RunOptions) else read_options(options)
     wf_cls().start(wf_cls.parse_params(params))  # bad parameters fail before anything is written
@@ -86,6 +91,8 @@ def start_run(
         make = opts.agent_maker(stack)
         agents = [make(s) for s in opts.agents]  # and so do bad agent specs
         spec = opts.speculation(make)
+        roster = roster_of(agents, spec)
+        tracing = stack.enter_context(run_trace(otel, workflow=wf_cls.name, seed=opts.seed, roster=roster))
         st = stack.enter_context(Store.create(store))
         ref = canonical_ref(workflow) if isinstance(workflow, str) else None  # a file by its absolute path
         engine, wf, state = new_run(
@@ -98,10 +105,14 @@ def start_run(
             run_id=run_id,
             ref=ref,
             on_progress=on_progress,
+            observer=tracing,
         )
         if on_start:
             on_start(engine.run_id)
-        return finish_run(engine, wf, state, wf_cls.name)
+        summary = finish_run(engine, wf, state, wf_cls.name)
+        if tracing is not None:
+            tracing.finished(summary)
+        return summary
 
 
 def new_run(
@@ -116,9 +127,11 @@ def new_run(
     ref: str | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     budget: Budget | None = None,
+    observer: Observer | None = None,
 ) -> tuple[Engine, Workflow[Any, Any], Any]:
     """Record a new run in an open store and build its engine (with agents that may serve other runs too).
-    ``budget``: one shared with other runs (an evaluation's), instead of the run's options' own."""
+    ``budget``: one shared with other runs (an evaluation's), instead of the run's options' own; ``observer``: told
+    of its commits and notable steps (a trace)."""
     p = wf_cls.parse_params(params)
     wf = wf_cls()
     state = wf.start(p)
@@ -146,6 +159,7 @@ def new_run(
         expected_steps=wf.expected_steps(p),
         on_progress=on_progress,
         budget=budget,
+        observer=observer,
     )
     return engine, wf, state
 
@@ -158,12 +172,13 @@ def resume_run(
     overrides: Mapping[str, Any] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     cluster: ClusterOptions | None = None,
+    otel: bool | None = None,
 ) -> RunSummary:
     """Continue a stopped, killed or failed run from its last commit.
 
     ``params``, when given, must equal the recorded ones; ``overrides`` may change the
     agents and voting settings (recorded as an event). Nothing is written until every
-    check has passed.
+    check has passed. ``otel``: as for :func:`start_run`.
     """
     st = Store.open(store, write=False)
     try:
@@ -177,9 +192,14 @@ def resume_run(
         make = opts.agent_maker(stack)
         agents = [make(s) for s in opts.agents]
         spec = opts.speculation(make)
+        roster = roster_of(agents, spec)
+        tracing = stack.enter_context(run_trace(otel, workflow=wf_cls.name, seed=opts.seed, roster=roster))
         st = stack.enter_context(Store.open(store, write=True))
-        engine, wf = _reopened(st, record, wf_cls, opts, overrides, agents, spec, on_progress)
-        return finish_run(engine, wf, state, wf_cls.name)
+        engine, wf = _reopened(st, record, wf_cls, opts, overrides, agents, spec, on_progress, observer=tracing)
+        summary = finish_run(engine, wf, state, wf_cls.name)
+        if tracing is not None:
+            tracing.finished(summary)
+        return summary
 
 
 def reopen_run(
@@ -223,6 +243,7 @@ def _reopened(
     speculation: Any,
     on_progress: Callable[[Progress], None] | None,
     budget: Budget | None = None,
+    observer: Observer | None = None,
 ) -> tuple[Engine, Workflow[Any, Any]]:
     st.set_status(record.id, "running", pid=os.getpid(), host=os.uname().nodename, config=opts.model_dump(mode="json"))
     st.event(record.id, "resume", {"from_step": record.steps, "overrides": dict(overrides or {})})
@@ -240,6 +261,7 @@ def _reopened(
         expected_steps=wf.expected_steps(p),
         on_progress=on_progress,
         budget=budget,
+        observer=observer,
     )
     engine.ledger.restore(record, spent=budget is None)
     return engine, wf
@@ -376,10 +398,11 @@ def build_engine(
     expected_steps: int | None,
     on_progress: Callable[[Progress], None] | None,
     budget: Budget | None = None,
+    observer: Observer | None = None,
 ) -> Engine:
     """A run's engine, with a cluster replica running the chain ahead where the run's options and agents allow.
     ``budget``: what the run may spend (default: its options' ``max_cost`` and ``token_budget``; an evaluation
-    hands every problem's run the same one)."""
+    hands every problem's run the same one); ``observer``: told of its commits and notable steps (a trace)."""
     config = engine_config(opts, workflow_ref)
     ahead = None
     if opts.cluster is not None:
@@ -409,6 +432,7 @@ def build_engine(
         on_progress=on_progress,
         ahead=ahead,
         budget=budget if budget is not None else opts.budget(),
+        observer=observer,
     )
 
 
