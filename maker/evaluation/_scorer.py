@@ -15,7 +15,6 @@ other problems go on. It is given as ``package.module:function`` or ``path/to/fi
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib
 import importlib.util
 import math
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from maker.errors import UserError
+from maker.runs import load_file
 from maker.workflows import same_answer
 
 if TYPE_CHECKING:
@@ -35,8 +35,6 @@ __all__ = ["BUILTIN_SCORER", "Scorer", "load_scorer"]
 
 BUILTIN_SCORER = "built in (integers by value, lists element by element, else text)"
 """How the summary names the scorer used when none is given."""
-
-_FILE_MODULE = "maker_scorer_file_"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +73,8 @@ def load_scorer(ref: str | None) -> Scorer:
         )
     if where.endswith(".py") or "/" in where or os.sep in where:
         path = os.path.abspath(os.path.expanduser(where))
-        module: Any = _load_file(path, ref)
+        missing = f"scorer {ref!r}: no file {path}; give the .py file that defines the scoring function"
+        module: Any = load_file(path, "scorer file", missing)
         name = f"{path}:{attr}"
     else:
         if os.getcwd() not in sys.path and "" not in sys.path:  # modules in the working directory are found
@@ -92,27 +91,3 @@ def load_scorer(ref: str | None) -> Scorer:
     if not callable(fn):
         raise UserError(f"scorer {ref!r} is a {type(fn).__name__}, not a function(answer, expected, problem) -> score")
     return Scorer(name, fn)
-
-
-def _load_file(path: str, ref: str) -> Any:
-    if not os.path.isfile(path):
-        raise UserError(f"scorer {ref!r}: no file {path}; give the .py file that defines the scoring function")
-    name = _FILE_MODULE + hashlib.blake2b(path.encode(), digest_size=8).hexdigest()
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise UserError(f"scorer file {path} is not a Python source file (give a .py file)")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    folder = os.path.dirname(path)
-    added = folder not in sys.path
-    if added:  # its sibling modules import as they would under `python file.py`
-        sys.path.insert(0, folder)
-    try:
-        spec.loader.exec_module(module)
-    except (Exception, SystemExit) as exc:
-        sys.modules.pop(name, None)
-        raise UserError(f"scorer file {path} failed to load: {type(exc).__name__}: {exc}") from exc
-    finally:
-        if added and folder in sys.path:
-            sys.path.remove(folder)
-    return module

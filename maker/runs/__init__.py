@@ -4,7 +4,7 @@ Also where a run's options live (:class:`RunOptions`) and how a workflow's code 
 ``module:Class`` or ``file.py:Class`` and found again from a run's record.
 """
 
-from maker.runs._loading import canonical_ref, is_file_ref, recorded_workflow, resolve_workflow, workflow_ref
+from maker.runs._loading import canonical_ref, is_file_ref, load_file, recorded_workflow, resolve_workflow, workflow_ref
 from maker.runs._options import DEFAULT_SNAPSHOTS, DEFAULT_WINDOW, VOTING_OVERRIDES, RunOptions, options_error
 from maker.runs._replay import ReplayResult, fork_run, replay_run
 from maker.runs._runs import (
@@ -20,6 +20,7 @@ from maker.runs._runs import (
 )
 
 __all__ = [
+    "load_file",
     "RunOptions",
     "start_run",
     "resume_run",

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from maker.dsl import Workflow
     from maker.store import RunRecord
 
-__all__ = ["resolve_workflow", "workflow_ref", "canonical_ref", "is_file_ref", "recorded_workflow"]
+__all__ = ["resolve_workflow", "workflow_ref", "canonical_ref", "is_file_ref", "recorded_workflow", "load_file"]
 
 _FILE_MODULE = "maker_workflow_file_"
 """Prefix of the module name a workflow file is loaded under (followed by a digest of its path)."""
@@ -67,7 +67,11 @@ def resolve_workflow(ref: str) -> type[Workflow[Any, Any]]:
         raise UserError(f"workflow {ref!r}: name the class after the colon, e.g. {where}:MyWorkflow")
     if is_file_ref(ref):
         path = _abspath(where)
-        return _workflow_in(_load_file(path), attr, f"{path}:{attr}", path)
+        missing = (
+            f"workflow file {path} does not exist; give the path of the .py file that defines "
+            f"the workflow (a run keeps the path it was started with: put the file back there)"
+        )
+        return _workflow_in(load_file(path, "workflow file", missing), attr, f"{path}:{attr}", path)
     # Like other runners of user code (uvicorn, celery): modules in the working directory are found.
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -103,7 +107,11 @@ def _abspath(where: str) -> str:
     return os.path.abspath(os.path.expanduser(where))
 
 
-def _load_file(path: str) -> ModuleType:
+def load_file(path: str, what: str, missing: str) -> ModuleType:
+    """The Python file at ``path`` (absolute) as a module: the running script itself when it is that file, else
+    loaded once while it is unchanged, with its folder on ``sys.path`` while it loads (so its sibling modules import
+    as under ``python file.py``). ``what`` names it in errors (``workflow file``); ``missing`` is the error when
+    there is no such file."""
     main = sys.modules.get("__main__")
     main_file = getattr(main, "__file__", None)
     if main is not None and main_file and _abspath(main_file) == path:
@@ -111,12 +119,9 @@ def _load_file(path: str) -> ModuleType:
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise UserError(
-            f"workflow file {path} does not exist; give the path of the .py file that defines "
-            f"the workflow (a run keeps the path it was started with: put the file back there)"
-        ) from None
+        raise UserError(missing) from None
     except OSError as exc:
-        raise UserError(f"workflow file {path} cannot be read: {exc}") from None
+        raise UserError(f"{what} {path} cannot be read: {exc}") from None
     key = (st.st_mtime_ns, st.st_size)
     cached = _loaded.get(path)
     if cached is not None and cached[0] == key:
@@ -124,7 +129,7 @@ def _load_file(path: str) -> ModuleType:
     name = _FILE_MODULE + hashlib.blake2b(path.encode(), digest_size=8).hexdigest()
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
-        raise UserError(f"workflow file {path} is not a Python source file (give a .py file)")
+        raise UserError(f"{what} {path} is not a Python source file (give a .py file)")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     folder = os.path.dirname(path)
@@ -135,7 +140,7 @@ def _load_file(path: str) -> ModuleType:
         spec.loader.exec_module(module)
     except (Exception, SystemExit) as exc:
         sys.modules.pop(name, None)
-        raise UserError(f"workflow file {path} failed to load: {type(exc).__name__}: {exc}") from exc
+        raise UserError(f"{what} {path} failed to load: {type(exc).__name__}: {exc}") from exc
     finally:
         if added and folder in sys.path:
             sys.path.remove(folder)
