@@ -32,7 +32,7 @@ from maker.errors import UserError
 from maker.trace.html import CSS, facts_table, money, num, table
 
 if TYPE_CHECKING:
-    from maker.trace._stats import (
+    from maker.trace._stats_model import (
         CostStats,
         RoundsStep,
         SpeculationStats,

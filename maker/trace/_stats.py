@@ -41,26 +41,7 @@ from maker.trace._stats_model import (
 _POINTS = 400  # points per series in the statistics (and the report's plots)
 _HARDEST = 10
 
-__all__ = [
-    "trace_stats",
-    "TraceStats",
-    "RoundStats",
-    "SampleStats",
-    "RedFlagStats",
-    "AgentStats",
-    "SpeculationStats",
-    "DrafterStats",
-    "VerifierStats",
-    "SpeculationTheory",
-    "WindowStats",
-    "TimeStats",
-    "HardestSteps",
-    "RoundsStep",
-    "SplitStep",
-    "StatsSeries",
-    "CostStats",
-    "AgentCost",
-]
+__all__ = ["trace_stats"]
 
 
 def _percentile(hist: Counter[int], q: float) -> float:

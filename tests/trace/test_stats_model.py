@@ -11,7 +11,7 @@ import pytest
 from maker.runs import fork_run, start_run
 from maker.store import Store
 from maker.trace import TraceStats, trace_stats
-from maker.trace._stats import SpeculationStats, StatsSeries, WindowStats
+from maker.trace._stats_model import SpeculationStats, StatsSeries, WindowStats
 from tests._cli import invoke
 
 AGENT = "simulated:p=0.85,spread=2,malformed=0.03,seed=2"
