@@ -274,9 +274,16 @@ class Ledger:
         """Whether spending has reached the budget (the chain then stops at a commit)."""
         return self.budget is not None and self.budget.reached
 
+    def billed(self) -> list[int]:
+        """The run's bill in all agents together, committed steps' and dropped speculative steps':
+        ``[prompt, cached, completion, estimated requests]``."""
+        rows = [*self.usage, *self.wasted_usage]
+        return [sum(r[i] for r in rows) for i in range(4)]
+
     def tokens_billed(self) -> int:
         """Tokens billed, prompt and completion, committed steps' and dropped speculative steps'."""
-        return sum(r[0] + r[2] for rows in (self.usage, self.wasted_usage) for r in rows)
+        prompt, _, completion, _ = self.billed()
+        return prompt + completion
 
     def agent_costs(self, wasted: bool = False) -> list[float | None]:
         """Dollars by agent (None: the agent's price is unknown and it was billed)."""
@@ -303,7 +310,7 @@ class Ledger:
     @property
     def estimated(self) -> bool:
         """Whether any bill is an estimate (a server that reported no usage, or a local or simulated model)."""
-        return any(r[3] for rows in (self.usage, self.wasted_usage) for r in rows)
+        return self.billed()[3] > 0
 
     def commit(self, step: int, state: Any, wall_s: float) -> None:
         """Write the pending rows with the state reached after them (``step`` steps committed)."""

@@ -499,6 +499,7 @@ def summarize(
     led = engine.ledger
     steps = led.steps - led.first_step
     ks = {p.k for p in engine.policies.values() if not p.fixed} or {p.k for p in engine.policies.values()}
+    billed = led.billed()
     return RunSummary(
         run_id=engine.run_id,
         workflow=name,
@@ -525,11 +526,11 @@ def summarize(
         wasted_tokens=led.wasted_tokens,
         wasted_agent_calls={k: n for k, n in zip(led.labels, led.wasted_agent_calls, strict=True) if n},
         first_step=led.first_step,
-        prompt_tokens=sum(r[0] for rows in (led.usage, led.wasted_usage) for r in rows),
-        cached_tokens=sum(r[1] for rows in (led.usage, led.wasted_usage) for r in rows),
-        completion_tokens=sum(r[2] for rows in (led.usage, led.wasted_usage) for r in rows),
+        prompt_tokens=billed[0],
+        cached_tokens=billed[1],
+        completion_tokens=billed[2],
         cost=led.cost(),
-        cost_estimated=led.estimated,
+        cost_estimated=billed[3] > 0,
         agent_cost=dict(zip(led.labels, led.agent_costs(), strict=True)),
         wasted_cost=led.cost(wasted=True) if led.wasted_calls else None,
         prices={k: None if p is None else p.as_list() for k, p in zip(led.labels, led.prices, strict=True)},
