@@ -14,6 +14,13 @@ from maker.agents.prices import KNOWN
 from tests._cli import ok, run_maker, step_rows
 
 HANOI = ("run", "hanoi", "--set", "disks=8", "--agent", "simulated:gpt-4.1-mini", "--seed", "3")
+LARGE, DRAFTER, VERIFIER = (
+    "simulated:gpt-4.1-mini",
+    "simulated:gpt-4.1-nano",
+    "simulated:gpt-4.1-mini,tpr=0.99,fpr=0.02",
+)
+SPECULATIVE = ("--agent", LARGE, "--drafter", DRAFTER, "--verifier", VERIFIER)
+"""A speculative run's agents: the large model, a drafter and one verifier."""
 
 
 def _run_json(proc: Any) -> dict[str, Any]:
@@ -234,12 +241,7 @@ def test_a_speculative_runs_cost_by_role_and_its_dropped_steps(tmp_path: Path) -
                 "hanoi",
                 "--set",
                 "disks=8",
-                "--agent",
-                "simulated:gpt-4.1-mini",
-                "--drafter",
-                "simulated:gpt-4.1-nano",
-                "--verifier",
-                "simulated:gpt-4.1-mini,tpr=0.99,fpr=0.02",
+                *SPECULATIVE,
                 "--store",
                 db,
                 "--run-id",
@@ -269,12 +271,8 @@ def test_a_speculative_runs_estimate_by_role_against_its_recorded_cost(tmp_path:
     from maker.planning import budget_check
     from maker.runs import RunOptions, resolve_workflow
 
-    agents = dict(
-        agents=["simulated:gpt-4.1-mini"],
-        drafter="simulated:gpt-4.1-nano",
-        verifiers=["simulated:gpt-4.1-mini,tpr=0.99,fpr=0.02"],
-    )
-    check = budget_check(RunOptions(**agents, max_cost=100), resolve_workflow("hanoi"), {"disks": 10})
+    options = RunOptions(agents=[LARGE], drafter=DRAFTER, verifiers=[VERIFIER], max_cost=100)
+    check = budget_check(options, resolve_workflow("hanoi"), {"disks": 10})
     assert check.estimate is not None and set(check.by_role) == {"large", "drafter", "verifier"}
     db = tmp_path / "s.sqlite"
     ok(
@@ -283,12 +281,7 @@ def test_a_speculative_runs_estimate_by_role_against_its_recorded_cost(tmp_path:
             "hanoi",
             "--set",
             "disks=10",
-            "--agent",
-            agents["agents"][0],
-            "--drafter",
-            agents["drafter"],
-            "--verifier",
-            agents["verifiers"][0],
+            *SPECULATIVE,
             "--store",
             db,
             "--run-id",
