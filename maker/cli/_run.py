@@ -120,16 +120,7 @@ def check_budget(workflow: str, params: dict[str, Any], options: Any) -> None:
     from maker.planning import budget_check
     from maker.runs import resolve_workflow
 
-    if options.max_cost is not None:
-        from maker.agents.specs import spec_price
-
-        table = options.price_table()
-        for spec in [*options.agents, *([options.drafter] if options.drafter else []), *options.verifiers]:
-            if spec_price(spec, table) is None:
-                raise UserError(
-                    f"--max-cost needs every agent's price, and {spec} has none: give price=IN/CACHED/OUT in its "
-                    f"spec (dollars per million tokens), or a --prices FILE naming its model"
-                )
+    options.check_priced()
     check = budget_check(options, resolve_workflow(workflow), params)
     if check.text:
         click.echo(check.text + (f" ({check.note})" if check.note else ""), err=True)

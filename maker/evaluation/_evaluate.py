@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from maker._rng import derive
 from maker.agents import Agent
 from maker.dsl import Workflow
-from maker.engine import Budget, BudgetExceeded, Coalescing, price_of, roster_of
+from maker.engine import Budget, BudgetExceeded, Coalescing
 from maker.errors import RunError, RunNotFoundError, StoreError, UserError
 from maker.evaluation._datasets import Problem, load_problems
 from maker.evaluation._scorer import Scorer, load_scorer
@@ -322,7 +322,7 @@ async def evaluate_async(
         try:
             agents = [shared(s) for s in opts.agents]
             speculation = opts.speculation(shared)
-            budget = _budget(opts, agents, speculation, existing.values())
+            budget = _budget(opts, existing.values())
             st = stack.enter_context(Store.create(store))
             if on_start:
                 on_start(name, len(jobs), sum(1 for r in existing.values() if r.status == "done"))
@@ -357,20 +357,12 @@ def _job(
 _BUDGET_KEYS = ("max_cost", "token_budget")
 
 
-def _budget(opts: RunOptions, agents: list[Agent], speculation: Any, earlier: Iterable[RunRecord]) -> Budget | None:
+def _budget(opts: RunOptions, earlier: Iterable[RunRecord]) -> Budget | None:
     """The evaluation's one budget, what its runs spent in earlier evaluations under the same name already spent
     from it; None without a limit. A dollar limit needs every agent's price: refused before anything runs."""
     if opts.max_cost is None and opts.token_budget is None:
         return None
-    if opts.max_cost is not None:
-        table = opts.price_table()
-        unpriced = [a.spec for a in roster_of(agents, speculation).agents if price_of(a, table) is None]
-        if unpriced:
-            raise UserError(
-                f"`max_cost` needs every agent's price, and {', '.join(dict.fromkeys(unpriced))} has none: give "
-                f"price=IN/CACHED/OUT in its spec (dollars per million tokens), or a prices file (`prices_file`) "
-                f"naming its model; or limit tokens (`token_budget`) instead"
-            )
+    opts.check_priced()
     cost, tokens = 0.0, 0
     for record in earlier:
         c, t, _ = _spent(record)

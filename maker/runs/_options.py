@@ -169,6 +169,23 @@ class RunOptions(BaseModel):
 
         return {m: Price(*p) for m, p in self.prices.items()}
 
+    def check_priced(self) -> None:
+        """Refuse a budget in money (``max_cost``) when an agent of the run has no price: its spending could not
+        be counted. Read off the specs, no model is loaded."""
+        if self.max_cost is None:
+            return
+        from maker.agents.specs import spec_price
+
+        table = self.price_table()
+        specs = [*self.agents, *([self.drafter] if self.drafter else []), *self.verifiers]
+        unpriced = [s for s in dict.fromkeys(specs) if spec_price(s, table) is None]
+        if unpriced:
+            raise UserError(
+                f"`max_cost` needs every agent's price, and {', '.join(unpriced)} has none: give "
+                f"price=IN/CACHED/OUT in its spec (dollars per million tokens), or a prices file (`prices_file`) "
+                f"naming its model; or limit tokens (`token_budget`) instead"
+            )
+
     def budget(self) -> Any:
         """The run's :class:`~maker.engine.Budget` (None: no limit)."""
         if self.max_cost is None and self.token_budget is None:
