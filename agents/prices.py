@@ -28,7 +28,7 @@ from typing import Any
 
 from maker.errors import UserError
 
-__all__ = ["Price", "KNOWN", "PRICES_DATE", "parse_price", "load_prices", "known_price", "cost_of"]
+__all__ = ["Price", "KNOWN", "PRICES_DATE", "parse_price", "load_prices", "known_price", "cost_of", "usd"]
 
 PRICES_DATE = "2025-12-01"
 """When :data:`KNOWN` was copied from the providers' published price lists."""
@@ -147,6 +147,14 @@ def known_price(model: str | None, prices: Mapping[str, Price] | None = None) ->
         if sep and base in table and temp.replace(".", "", 1).isdigit():
             return table[base]
     return None
+
+
+def usd(cost: float | None) -> str:
+    """Dollars as a person reads them: ``$3,512.40``, ``$0.0123`` (under $10, four decimals: a small sum reads as
+    what it is, not $0.00), ``unknown``."""
+    if cost is None:
+        return "unknown"
+    return f"${cost:,.2f}" if cost >= 10 else f"${cost:,.4f}"
 
 
 def cost_of(price: Price | Sequence[float] | None, prompt: int, cached: int, completion: int) -> float | None:

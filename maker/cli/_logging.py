@@ -10,6 +10,7 @@ from typing import Any, TextIO, cast
 
 import structlog
 
+from maker.agents.prices import usd
 from maker.engine import Progress
 
 __all__ = ["configure_logging", "ProgressDisplay", "get_logger", "money", "waiting_text"]
@@ -150,11 +151,8 @@ class ProgressDisplay:
             )
 
 
-def money(cost: float | None) -> str:
-    """Dollars as a person reads them: ``$3,512.40``, ``$0.0123`` (small sums keep four decimals), ``unknown``."""
-    if cost is None:
-        return "unknown"
-    return f"${cost:,.2f}" if cost >= 10 else f"${cost:,.4f}"
+money = usd
+"""Dollars as a person reads them (:func:`maker.agents.prices.usd`)."""
 
 
 def _fmt(seconds: float | None) -> str:

@@ -8,14 +8,10 @@ were dropped. A stopped run keeps every decided step; ``maker resume RUN --max-c
 
 from __future__ import annotations
 
+from maker.agents.prices import usd
 from maker.errors import RunError
 
 __all__ = ["Budget", "BudgetExceeded"]
-
-
-def _usd(x: float) -> str:
-    """Dollars: two decimals, or four below $10 (a small budget reads as what it is, not $0.00)."""
-    return f"${x:,.2f}" if x >= 10 else f"${x:,.4f}"
 
 
 class BudgetExceeded(RunError):
@@ -56,7 +52,7 @@ class Budget:
     def what(self) -> str:
         """The limit reached, as a person reads it: ``$2.00 of the $2.00 budget (--max-cost)``."""
         if self.max_cost is not None and self.cost >= self.max_cost:
-            return f"spent {_usd(self.cost)} of the {_usd(self.max_cost)} budget (`max_cost`)"
+            return f"spent {usd(self.cost)} of the {usd(self.max_cost)} budget (`max_cost`)"
         return f"spent {self.tokens:,} tokens of the {self.max_tokens or 0:,}-token budget (`token_budget`)"
 
     def error(self, run_id: str, step: int) -> BudgetExceeded:
