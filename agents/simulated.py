@@ -187,7 +187,10 @@ class SimulatedBackend:
         orc = req.oracle
         if orc is None:
             raise UserError(
-                "the simulated agent needs the workflow's ground truth: give the workflow an oracle(state) method"
+                "the simulated agent answers from the workflow's ground truth, and the workflow gives none for this "
+                "step: it has no oracle(state) method, or its oracle does not know this task (solve's reference "
+                "knows one multiplication or one sort). Give the workflow an oracle(state) method, or use a real "
+                "model: --agent openai:MODEL@URL (an OpenAI-compatible server) or --agent hf:MODEL"
             )
         cfg = self.config
         ms = orc.microstep

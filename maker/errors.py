@@ -22,6 +22,7 @@ __all__ = [
     "RunError",
     "StepUndecidedError",
     "WorkflowCodeError",
+    "StopRequested",
     "StoreError",
     "StoreCorruptError",
     "RunMismatchError",
@@ -106,6 +107,13 @@ class WorkflowCodeError(RunError):
         self.method = method
         """What raised: ``Hanoi.apply``, ``red-flag rule 'ordered' of microstep 'pair'``."""
         self.workflow = workflow
+
+
+class StopRequested(RunError):
+    """Somebody asked the run to stop (``maker stop``, the UI's stop button): it stopped at its last commit, marked
+    interrupted, and ``maker resume`` goes on from there."""
+
+    retryable = True
 
 
 class StoreError(MakerError):

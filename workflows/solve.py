@@ -23,21 +23,35 @@ and drives simulated agents.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from maker.dsl import DONE, Done, MicrostepCall, State, Workflow
+from maker.errors import UserError
 from maker.workflows import _solve_steps as steps
 from maker.workflows._reference import ACCEPTED, Proposal, recognize, same_answer
 from maker.workflows._solve_steps import Classify, Decomposition, Pick, Result, decomposition_key
 
-__all__ = ["Solve", "SolveParams", "TreeState", "Node", "ACCEPTED", "known_task"]
+__all__ = ["Solve", "SolveParams", "TreeState", "Node", "ACCEPTED", "known_task", "check_simulated"]
 
 
 def known_task(task: str) -> bool:
     """Whether the reference knows ``task`` (see :data:`ACCEPTED`): only then can simulated agents play it."""
     return recognize(task) is not None
+
+
+def check_simulated(task: str, agents: Sequence[str]) -> None:
+    """Refuse, before a run is made, a task that simulated agents among ``agents`` (specs) cannot play: they answer
+    from the reference's ground truth, which covers only the tasks it recognises (:data:`ACCEPTED`)."""
+    simulated = [a for a in agents if a.split(":", 1)[0] == "simulated"]
+    if simulated and not known_task(task):
+        raise UserError(
+            f"simulated agents play only the tasks the reference knows, and it does not recognise {task!r}. It "
+            f"knows {ACCEPTED}. For any other task use a real model: --agent openai:MODEL@URL (an OpenAI-compatible "
+            f"server) or --agent hf:MODEL (a local Hugging Face model)"
+        )
 
 
 class SolveParams(BaseModel):

@@ -10,9 +10,10 @@ from maker.cli._common import as_flags, main
 from maker.cli._eval import eval_
 from maker.cli._jobs import jobs, submit
 from maker.cli._plan import calibrate, estimate
-from maker.cli._run import resume, run, runs, serve
+from maker.cli._run import resume, run, runs, serve, stop
 from maker.cli._solve import solve
 from maker.cli._trace import fork, replay, trace
+from maker.cli._ui import ui
 from maker.cli._workflows import workflows
 
 __all__ = ["main", "as_flags"]
@@ -22,6 +23,7 @@ for _command in (
     run,
     resume,
     runs,
+    stop,
     serve,
     solve,
     estimate,
@@ -32,6 +34,7 @@ for _command in (
     fork,
     submit,
     jobs,
+    ui,
 ):
     main.add_command(_command)
 

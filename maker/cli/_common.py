@@ -7,7 +7,8 @@ prints it as one line, ``error: ...``, with an option the library names by its k
 its flag (--max-rounds); click's own usage errors read the same. The exit status says which kind it was:
 :data:`EXIT_FAILED` (1) a run or job failed while working, :data:`EXIT_MISUSE` (2) the command was used
 wrongly and nothing ran or was written, :data:`EXIT_BUDGET` (3) spending reached the budget and the run stopped
-at a commit, resumable with a larger one, :data:`EXIT_INTERRUPTED` (130) Ctrl-C or SIGTERM, committed work saved. A command that must stop itself calls :func:`fail` or :func:`interrupted`, never ``sys.exit``."""
+at a commit, resumable with a larger one, :data:`EXIT_INTERRUPTED` (130) Ctrl-C, SIGTERM or a stop request
+(``maker stop``, the UI), committed work saved. A command that must stop itself calls :func:`fail` or :func:`interrupted`, never ``sys.exit``."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Any, NoReturn
 
 import click
 
-from maker.errors import MakerError, RunError, UserError
+from maker.errors import MakerError, RunError, StopRequested, UserError
 from maker.store import Store, default_store_path
 
 __all__ = [
@@ -396,6 +397,8 @@ class _Group(click.Group):
             if isinstance(exc, BudgetExceeded):
                 click.echo(f"stopped: {as_flags(str(exc))}", err=True)
                 sys.exit(EXIT_BUDGET)
+            if isinstance(exc, StopRequested):
+                interrupted(str(exc))
             fail(str(exc), EXIT_FAILED if isinstance(exc, RunError) else EXIT_MISUSE)
         except click.UsageError as exc:
             _usage_failed(exc)

@@ -10,6 +10,7 @@ import click
 from maker.cli._common import (
     as_flags,
     interrupted,
+    otel_option,
     parse_sets,
     run_common,
     run_options,
@@ -48,7 +49,8 @@ _SHOWN = 60
     type=int,
     default=0,
     show_default=True,
-    help="Base seed; each problem's run seed derives from it and the problem id (and is recorded).",
+    help="Base seed; each problem's run seed derives from it and the problem id (and is recorded). It also "
+    "generates the problems of rg:NAME.",
 )
 @click.option(
     "--detail",
@@ -65,6 +67,21 @@ _SHOWN = 60
     help="Problems run at once; their model requests made together go out as one batched call.",
 )
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N problems of DATA.")
+@click.option(
+    "--size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="rg:NAME: how many problems to generate (default: the data set's own, 500 for most). They are generated "
+    "from --seed, or from --rg-config seed=N.",
+)
+@click.option(
+    "--rg-config",
+    "rg_config",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="rg:NAME: a field of the data set's configuration (repeatable), e.g. max_terms=3; a value is read as JSON "
+    "where it parses (numbers, true, [lists]), else as text.",
+)
 @click.option(
     "--name",
     default=None,
@@ -85,6 +102,7 @@ _SHOWN = 60
     default=None,
     help="Write the JSON summary (figures, settings, one row per problem) here.",
 )
+@otel_option
 @run_common
 def eval_(
     data: str,
@@ -98,15 +116,18 @@ def eval_(
     detail: Literal["summary", "samples"],
     concurrency: int,
     limit: int | None,
+    size: int | None,
+    rg_config: tuple[str, ...],
     name: str | None,
     report_path: str | None,
     summary_path: str | None,
+    otel: bool,
     store: str | None,
     as_json: bool,
     log_level: str,
     **voting: Any,
 ) -> None:
-    """Evaluate a workflow on DATA, a JSON-lines file of {"id", "question", "answer"}.
+    """Evaluate a workflow on DATA, a JSON-lines file of {"id", "question", "answer"}, or rg:NAME.
 
     Every problem is its own run NAME/<id> in the store, its question passed as --param; the
     answer is the result's --answer-key, compared with the problem's answer (integers by value,
@@ -119,6 +140,14 @@ def eval_(
     runs under way stop at a commit and the problems left are not started; the same command with
     a larger budget goes on.
 
+    rg:NAME generates the problems of the reasoning-gym data set NAME (products, basic_arithmetic,
+    spell_backward, ...; `maker eval rg:` lists them; pip install 'maker[rg]'): --size of them, from
+    --seed, configured by --rg-config; their ids are 0, 1, ... and each answer is scored by the data
+    set's own score_answer unless --scorer is given.
+
+    --otel emits one OpenTelemetry trace: a maker.eval span, under it each problem's run span (with
+    its problem id and score); problems read back run nothing and get none.
+
     Exit status 0 when the evaluation ran, however many problems came out wrong or failed (the
     table and --summary say which); 2 for bad input, before anything runs; 3 when the budget was
     reached with problems left; 130 when interrupted.
@@ -128,6 +157,7 @@ def eval_(
 
     configure_logging(level=log_level)
     term_as_interrupt()
+    source = _source(data, size, seed, rg_config)
     if not agents:
         raise UserError("give at least one --agent, e.g. --agent simulated:gpt-4.1-mini")
     for out in (report_path, summary_path):
@@ -143,7 +173,7 @@ def eval_(
     path = store_path(store)
     params = parse_sets(sets, workflow)
     if (options.max_cost is not None or options.token_budget is not None) and not options.over_budget:
-        _check_budget(data, workflow, param, params, limit, options)
+        _check_budget(source, workflow, param, params, limit, options)
 
     names: list[str] = []
 
@@ -165,7 +195,7 @@ def eval_(
 
     try:
         summary = evaluate(
-            data,
+            source,
             options,
             store=path,
             workflow=workflow,
@@ -178,6 +208,7 @@ def eval_(
             name=name,
             on_start=started,
             on_result=finished,
+            otel=True if otel else None,
         )
     except KeyboardInterrupt:
         if not names:
@@ -197,19 +228,34 @@ def eval_(
         raise BudgetExceeded(_budget_message(summary))  # shown as `stopped: ...`, exit status 3
 
 
+def _source(data: str, size: int | None, seed: int, rg_config: tuple[str, ...]) -> Any:
+    """DATA as :func:`~maker.evaluation.evaluate` takes it: a file's path, or a reasoning-gym data set, checked."""
+    from maker.evaluation import is_reasoning_gym, reasoning_gym_data
+
+    if is_reasoning_gym(data):
+        return reasoning_gym_data(data, size=size, seed=seed, config=rg_config)
+    given = [opt for opt, value in (("--size", size), ("--rg-config", rg_config)) if value]
+    if given:
+        raise UserError(
+            f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to generated data sets (rg:NAME), "
+            f"not to a data file ({data}); use --limit to take the first problems of a file"
+        )
+    return data
+
+
 def _check_budget(
-    data: str, workflow: str, param: str, params: dict[str, Any], limit: int | None, options: Any
+    data: Any, workflow: str, param: str, params: dict[str, Any], limit: int | None, options: Any
 ) -> None:
     """Refuse, before anything is written, an evaluation expected to spend more than its budget (the estimates of
     every problem's run, summed), unless --over-budget. Nothing is refused when a run's spending cannot be estimated
     (a workflow that does not say how many steps it takes, a speculative run): the budget is held as it runs."""
-    from maker.evaluation import load_problems
+    from maker.evaluation import read_data
     from maker.planning import budget_check
     from maker.runs import resolve_workflow
 
     wf_cls = resolve_workflow(workflow)
     cost = tokens = 0.0  # an unpriced agent adds no dollars (a money budget then refuses it, naming the agent)
-    problems = load_problems(data, limit)
+    problems, _ = read_data(data, limit)
     for p in problems:
         try:
             check = budget_check(options, wf_cls, {**params, param: p.question})
@@ -307,7 +353,9 @@ def _table(s: Any) -> str:
         ("concurrency", f"{st.concurrency}"),
         ("backend calls", f"{s.backend_calls:,}{per_call}"),
     ]
-    lines = [f"evaluation {st.name}: {st.workflow} on {st.data}", *(f"  {a:<15} {b}" for a, b in rows)]
+    made = ", ".join(f"{k} {v}" for k, v in (st.generated or {}).items() if k not in ("source", "name"))
+    data = f"{st.data} ({made})" if made else st.data
+    lines = [f"evaluation {st.name}: {st.workflow} on {data}", *(f"  {a:<15} {b}" for a, b in rows)]
     failures = [r for r in s.failures if not r.out_of_budget]  # those the budget left: the closing message
     if failures:
         lines.append(f"not correct ({len(failures)}):")

@@ -63,6 +63,7 @@ def start(
     term_as_interrupt()
     if not agents:
         raise UserError("give at least one --agent, e.g. --agent simulated:gpt-4.1-mini")
+    _check_simulated(workflow, params, agents)
     placement = cluster_placement(voting)
     options = run_options(
         agents=list(agents),
@@ -96,6 +97,17 @@ def start(
             otel=True if otel else None,
         )
     return summary, as_json
+
+
+def _check_simulated(workflow: str, params: dict[str, Any], agents: tuple[str, ...]) -> None:
+    """Refuse, before a run is made, a `solve` task simulated agents cannot play (`maker solve TASK` and `maker run
+    solve --set task=TASK` alike): a bad parameter is said first, whatever the agents."""
+    from maker.runs import resolve_workflow
+    from maker.workflows.solve import Solve, check_simulated
+
+    wf_cls = resolve_workflow(workflow)
+    if issubclass(wf_cls, Solve):
+        check_simulated(str(wf_cls.parse_params(params).model_dump()["task"]), agents)
 
 
 def _preflight(workflow: str, params: dict[str, Any], options: Any) -> None:
@@ -171,6 +183,37 @@ def resume(
             otel=True if otel else None,
         )
     finish(summary, as_json)
+
+
+@click.command()
+@click.argument("run_id")
+@store_option
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="Wait until the run has stopped (at its next commit).",
+)
+def stop(run_id: str, store: str | None, wait: bool) -> None:
+    """Ask RUN_ID, running, to stop at its next commit: it is marked interrupted with every decided step kept, and
+    `maker resume RUN_ID` goes on. Works for a run in any process that writes to the store (a terminal, an
+    evaluation, a script using the Python API)."""
+    import time
+
+    from maker.runs import is_live, request_stop, shown_status
+
+    path = store_path(store)
+    record = request_stop(path, run_id, source="maker stop")
+    click.echo(f"asked run {run_id} (pid {record.pid}, at step {record.steps:,}) to stop at its next commit", err=True)
+    if not wait:
+        return
+    while True:
+        with Store.open(path) as st:
+            now = st.run(run_id)
+        if now.status != "running" or not is_live(now):
+            click.echo(f"run {run_id}: {shown_status(now)} at step {now.steps:,}", err=True)
+            return
+        time.sleep(0.2)
 
 
 @click.command()

@@ -26,20 +26,6 @@ def _prompts(path: str) -> dict[str, str]:
     return data
 
 
-def _check_simulated(task: str, agents: tuple[str, ...]) -> None:
-    """Refuse, before a run is made, a task simulated agents cannot play: they answer from the reference's ground
-    truth, which covers only the tasks it recognises."""
-    from maker.workflows.solve import ACCEPTED, known_task
-
-    simulated = [a for a in agents if a.split(":", 1)[0] == "simulated"]
-    if simulated and not known_task(task):
-        raise UserError(
-            f"simulated agents play only the tasks the reference knows, and it does not recognise {task!r}. It "
-            f"knows {ACCEPTED}. For any other task use a real model: --agent openai:MODEL@URL (an OpenAI-compatible "
-            f"server) or --agent hf:MODEL (a local Hugging Face model)"
-        )
-
-
 @click.command("solve")
 @click.argument("task")
 @click.option(
@@ -85,11 +71,7 @@ def solve(
             params[key] = value
     if prompts_file is not None:
         params["prompts"] = _prompts(prompts_file)
-    from maker.runs import resolve_workflow
-
-    resolve_workflow("solve").parse_params(params)  # a bad parameter is said first, whatever the agents
-    _check_simulated(task, options.get("agents") or ())
-    summary, as_json = start("solve", params, **options)
+    summary, as_json = start("solve", params, **options)  # which refuses a task simulated agents cannot play
     finish(summary, as_json)
     if not as_json:
         click.echo(f"answer: {(summary.result or {}).get('answer')}")

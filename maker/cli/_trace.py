@@ -12,6 +12,7 @@ import click
 from maker.cli._common import (
     emit,
     finish,
+    otel_option,
     progress_display,
     recorded_sets,
     run_common,
@@ -467,6 +468,7 @@ def replay(run_id: str, as_json: bool, store: str | None) -> None:
     "--detail", type=click.Choice(["summary", "samples"]), default=None, help="What to record (default: the parent's)."
 )
 @click.option("--snapshots", default=None, metavar="all|every:N", help="State snapshots kept (default: the parent's).")
+@otel_option
 @run_common
 def fork(
     run_id: str,
@@ -477,12 +479,15 @@ def fork(
     new_id: str | None,
     detail: str | None,
     snapshots: str | None,
+    otel: bool,
     store: str | None,
     as_json: bool,
     log_level: str,
     **voting: Any,
 ) -> None:
-    """A new run from RUN_ID's state before --from-step, with new settings, linked to its parent."""
+    """A new run from RUN_ID's state before --from-step, with new settings, linked to its parent.
+
+    With --otel the new run's steps are traced; the parent's steps it re-applies to reach --from-step are not."""
     from maker.cli._common import term_as_interrupt
     from maker.cli._logging import configure_logging
     from maker.runs import fork_run
@@ -508,5 +513,6 @@ def fork(
             new_id=new_id,
             on_start=started,
             on_progress=progress,
+            otel=True if otel else None,
         )
     finish(summary, as_json)

@@ -23,6 +23,7 @@ from maker.dsl import Microstep, MicrostepCall
 from maker.engine._budget import Budget
 from maker.engine._decider import Decision
 from maker.engine._failures import Attempt
+from maker.engine._points import Points
 from maker.errors import RunError
 from maker.store import PlainStepRow, StepRow, Store
 from maker.voting import Voting
@@ -112,6 +113,8 @@ class Ledger:
         """Sample rows of the pending steps (detail level ``samples``); deciders append to it."""
         self.keep_input = self.samples is not None
         self.pending: list[StepRow | PlainStepRow] = []
+        self.stop_asked: bool = False
+        """Whether the run was asked to stop, as read at its last commit (the chain then stops there)."""
         self._log = structlog.get_logger("maker").bind(run_id=run_id) if log_steps else None
         # Counters; restored from the store on resume.
         self.first_step = 0  # a fork's first own step
@@ -141,6 +144,14 @@ class Ledger:
         self._priced = all(p is not None for p in self.prices)
         self.window_hits = self.window_misses = 0
         self.window_waited = self.window_went_on = 0
+        self.points = Points()
+        """The run's progress, a point per commit (see :mod:`maker.engine._points`)."""
+        self.rounds = 0
+        """Voting rounds of the steps committed (since the run's first point)."""
+        self.top_rounds = 0
+        """The most rounds one step took since the last point."""
+        self.flags_by_reason: dict[str, int] = {}
+        """Red-flagged samples by reason (since the run's first point)."""
 
     def restore(self, record: Any, *, spent: bool = True) -> None:
         """Counters as a run's record left them; ``spent``: what the run spent before is spent from its budget too
@@ -162,6 +173,14 @@ class Ledger:
         for into, rows in ((self.usage, stats.get("usage")), (self.wasted_usage, wasted.get("usage"))):
             for i, row in enumerate((rows or [])[: len(into)]):
                 into[i][: len(row)] = row
+        self.points = Points.from_json(stats.get("points"))
+        if len(self.points):
+            self.rounds = self.points.cols["rounds"][-1]
+            self.flags_by_reason = dict(self.points.flags[-1])
+        elif (
+            self.steps > self.first_step
+        ):  # recorded before points were kept: they start here, what came before unknown
+            self._point(top_rounds=None)
         if self.budget is not None and spent:
             cost = self.cost()
             self.budget.spend(cost or 0.0, self.tokens_billed())
@@ -221,8 +240,12 @@ class Ledger:
             self.drafted += d.drafted
             self.accepted += d.accepted
             self.escalated += d.escalated
-        if d.rounds > self.max_rounds:
-            self.max_rounds = d.rounds
+        rounds = d.rounds
+        self.rounds += rounds
+        if rounds > self.top_rounds:
+            self.top_rounds = rounds
+            if rounds > self.max_rounds:
+                self.max_rounds = rounds
         ms = call.microstep
         digest, answer, tokens, name = call.digest(), ms.answer_json(d.answer), d.tokens, ms.name
         # tuple.__new__ makes the named row at a plain tuple's cost: this runs once a step
@@ -245,7 +268,12 @@ class Ledger:
             )
             self.pending.append(tuple.__new__(PlainStepRow, row))
             return
-        flags = None if d.flags is None else json.dumps(d.flags)
+        flags = None
+        if d.flags is not None:
+            flags = json.dumps(d.flags)
+            by_reason = self.flags_by_reason
+            for reason, n in d.flags.items():
+                by_reason[reason] = by_reason.get(reason, 0) + n
         spec = None if d.spec is None else json.dumps(d.spec)
         prompt = call.prompt if self.keep_input else None
         head = (step, digest, answer, d.votes, d.rounds, d.samples, flags, d.agent, t_start, dur, correct, spec)
@@ -316,8 +344,10 @@ class Ledger:
         """Write the pending rows with the state reached after them (``step`` steps committed)."""
         self.steps = step
         self.wall_s = wall_s
+        if self.pending:
+            self._point(self.top_rounds)
         if self.store is not None:
-            self.store.commit(
+            self.stop_asked = self.store.commit(
                 self.rid,
                 self.pending,
                 self.samples or (),
@@ -342,6 +372,24 @@ class Ledger:
         self.pending.clear()
         if self.samples:
             self.samples.clear()
+
+    def _point(self, top_rounds: int | None) -> None:
+        """Add the point of the run as it stands (``top_rounds``: the most rounds of a step since the last one)."""
+        self.points.add(
+            {
+                "step": self.steps,
+                "wall_s": round(self.wall_s, 3),
+                "calls": self.calls,
+                "rounds": self.rounds,
+                "red_flags": self.red_flags,
+                "errors": self.errors,
+                "cost": None if (c := self.cost()) is None else round(c, 6),
+                "wasted_calls": self.wasted_calls,
+                "max_rounds": top_rounds,
+            },
+            self.flags_by_reason,
+        )
+        self.top_rounds = 0
 
     def failed(self, exc: BaseException) -> None:
         """Keep what a failed transition got to (``exc.attempt``: its calls, decisions, samples) in the store's
@@ -463,6 +511,7 @@ class Ledger:
             "cost": self.cost(),
             "voting": {name: {"rule": p.rule, "k": p.k} for name, p in self.policies.items()},
             "candidates": self.candidates,
+            "points": self.points.as_json(),
         }
 
     def agent_calls_by_label(self) -> dict[str, int]:

@@ -28,7 +28,7 @@ from maker.engine._failures import Attempt, code_error, state_error
 from maker.engine._ledger import Ledger
 from maker.engine._transitions import bad_calls, fan_out
 from maker.engine._window import Window
-from maker.errors import RunError, WorkflowCodeError
+from maker.errors import RunError, StopRequested, WorkflowCodeError
 
 __all__ = ["Scheduler"]
 
@@ -116,6 +116,13 @@ class Scheduler:
                 if len(pending) >= commit_every or (pending and now - last_commit >= commit_seconds):
                     ledger.commit(step, state, wall0 + time.perf_counter() - t0)
                     last_commit = now
+                    if ledger.stop_asked:
+                        raise StopRequested(
+                            f"run {self.run_id} stopped at step {step:,}, as asked; its steps are committed "
+                            f"(`maker resume {self.run_id}` goes on)",
+                            run_id=self.run_id,
+                            step=step,
+                        )
                 if ledger.on_progress is not None and now - last_progress >= ledger.progress_seconds:
                     last_progress = now
                     ledger.report(step, time.perf_counter() - t0, step - first)

@@ -34,9 +34,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from maker._rng import derive
 from maker.agents import Agent
 from maker.dsl import Workflow
-from maker.engine import Budget, BudgetExceeded, Coalescing
+from maker.engine import Budget, BudgetExceeded, Coalescing, RunSummary, roster_of
 from maker.errors import RunError, RunNotFoundError, StoreError, UserError
 from maker.evaluation._datasets import Problem, load_problems
+from maker.evaluation._reasoning_gym import PREFIX, ReasoningGym, is_reasoning_gym, reasoning_gym_data
 from maker.evaluation._scorer import Scorer, load_scorer
 from maker.runs import (
     RunOptions,
@@ -50,7 +51,8 @@ from maker.runs import (
     workflow_ref,
 )
 from maker.stats import wilson_interval
-from maker.store import RunRecord, Store
+from maker.store import EVAL_EVENT, RunRecord, Store
+from maker.telemetry import EvalTrace, RunTrace, eval_trace
 
 __all__ = [
     "EvalSettings",
@@ -60,6 +62,7 @@ __all__ = [
     "evaluate",
     "evaluate_async",
     "load_problems",
+    "read_data",
     "default_name",
 ]
 
@@ -104,7 +107,13 @@ class ProblemRow(BaseModel):
 
 
 class EvalSettings(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     data: str
+    """The data file, or the generated data set (``rg:NAME``)."""
+    generated: dict[str, Any] | None = None
+    """What generated the problems of a generated data set (reasoning-gym: its name, size, seed and configuration);
+    None for a data file."""
     workflow: str
     param: str
     answer_key: str
@@ -179,8 +188,29 @@ class EvalSummary(BaseModel):
         return out
 
 
-def default_name(data: str | os.PathLike[str]) -> str:
-    return f"eval-{Path(data).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+Data = str | os.PathLike[str] | ReasoningGym
+"""A data set: a JSON-lines file, or a reasoning-gym one (``rg:NAME``, or a :class:`ReasoningGym`)."""
+
+
+def default_name(data: Data) -> str:
+    if isinstance(data, ReasoningGym):
+        stem = f"rg-{data.name}"
+    elif isinstance(data, str) and is_reasoning_gym(data):
+        stem = f"rg-{data.removeprefix(PREFIX)}"
+    else:
+        stem = Path(data).stem
+    return f"eval-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def read_data(data: Data, limit: int | None = None, *, seed: int = 0) -> tuple[list[Problem], Scorer | None]:
+    """The problems of a data set (the first ``limit``), and the scorer it brings (a reasoning-gym data set's own;
+    None: a file's answers are compared by the evaluation's). ``rg:NAME`` given as text is generated with the data
+    set's default size from ``seed``."""
+    if isinstance(data, str) and is_reasoning_gym(data):
+        data = reasoning_gym_data(data, seed=seed)
+    if isinstance(data, ReasoningGym):
+        return data.problems(limit), data.scorer()
+    return load_problems(data, limit), None
 
 
 def _problem_seed(seed: int, pid: str) -> int:
@@ -242,15 +272,39 @@ class _Shared:
     """What every run spends from (None: no limit)."""
     held: set[str] = dataclasses.field(default_factory=set)
     """Problems not run now because the budget was reached before their turn."""
+    tracing: EvalTrace | None = None
+    """The evaluation's OpenTelemetry trace (None: not traced)."""
+    name: str = ""
+    """The evaluation's name (its runs are ``NAME/<id>``)."""
+
+    def note(self, rid: int, job: _Job, row: ProblemRow | None = None) -> None:
+        """Record on the problem's run what it is to the evaluation, and once scored how it came out (a live view,
+        ``maker ui``, groups and scores the evaluation's runs by these)."""
+        data: dict[str, Any] = {
+            "name": self.name,
+            "problem": job.problem.id,
+            "expected": job.problem.answer,
+            "scorer": self.scorer.name,
+        }
+        if row is not None:
+            data.update(got=row.got, score=row.score, correct=row.correct, error=row.error, status=row.status)
+        self.st.event(rid, EVAL_EVENT, data)
+
+    def trace(self, job: _Job) -> RunTrace | None:
+        """The trace of one problem's run, under the evaluation's span (None: not traced)."""
+        if self.tracing is None:
+            return None
+        roster = roster_of(self.agents, self.speculation)
+        return self.tracing.run(problem=job.problem.id, workflow=self.wf_cls.name, seed=job.opts.seed, roster=roster)
 
 
-def evaluate(data: str | os.PathLike[str], options: RunOptions | Mapping[str, Any], **keywords: Any) -> EvalSummary:
+def evaluate(data: Data, options: RunOptions | Mapping[str, Any], **keywords: Any) -> EvalSummary:
     """Evaluate a workflow on a data set in a new event loop; the keywords are :func:`evaluate_async`'s."""
     return asyncio.run(evaluate_async(data, options, **keywords))
 
 
 async def evaluate_async(
-    data: str | os.PathLike[str],
+    data: Data,
     options: RunOptions | Mapping[str, Any],
     *,
     store: str | os.PathLike[str],
@@ -264,6 +318,7 @@ async def evaluate_async(
     name: str | None = None,
     on_start: Callable[[str, int, int], None] | None = None,
     on_result: Callable[[ProblemRow, int, int], None] | None = None,
+    otel: bool | None = None,
 ) -> EvalSummary:
     """Run every problem of ``data`` (``concurrency`` at a time) and score the answers.
 
@@ -273,14 +328,22 @@ async def evaluate_async(
     options' ``max_cost``, ``token_budget``: the whole evaluation's) is reached, the summary's
     ``budget_reached`` says how, and its rows which problems it left unfinished; nothing is raised.
 
+    ``otel``: emit an OpenTelemetry trace, one ``maker.eval`` span over the runs' spans (True), never (False), or
+    when the environment asks (None; see :mod:`maker.telemetry`).
+
     ``scorer`` (``module:function`` or ``path/file.py:function``) scores each answer from 0 to 1 (see
-    :mod:`maker.evaluation._scorer`); by default answers are compared with :func:`maker.workflows.same_answer`.
+    :mod:`maker.evaluation._scorer`); by default a reasoning-gym data set's own ``score_answer`` scores them, and a
+    data file's answers are compared with :func:`maker.workflows.same_answer`. ``data``: a JSON-lines file, or a
+    reasoning-gym data set (:func:`~maker.evaluation.reasoning_gym_data`; ``rg:NAME`` as text is generated with the
+    data set's default size, from the options' seed).
     """
     opts = options if isinstance(options, RunOptions) else read_options(options)
     if concurrency < 1:
         raise UserError(f"concurrency must be at least 1, got {concurrency}")
-    problems = load_problems(data, limit)
-    score = load_scorer(scorer)
+    if isinstance(data, str) and is_reasoning_gym(data):
+        data = reasoning_gym_data(data, seed=opts.seed)
+    problems, own = read_data(data, limit)
+    score = load_scorer(scorer) if scorer is not None or own is None else own
     wf_cls = resolve_workflow(workflow)
     extra = dict(params or {})
     if param not in wf_cls.Params.model_fields:
@@ -295,6 +358,7 @@ async def evaluate_async(
     existing = _existing(store, jobs, wf_cls)
     settings = EvalSettings(
         data=str(data),
+        generated=data.settings if isinstance(data, ReasoningGym) else None,
         workflow=workflow,
         param=param,
         answer_key=answer_key,
@@ -323,16 +387,48 @@ async def evaluate_async(
             agents = [shared(s) for s in opts.agents]
             speculation = opts.speculation(shared)
             budget = _budget(opts, existing.values())
+            tracing = stack.enter_context(eval_trace(otel, attributes=_trace_attributes(settings, len(jobs))))
             st = stack.enter_context(Store.create(store))
             if on_start:
                 on_start(name, len(jobs), sum(1 for r in existing.values() if r.status == "done"))
             t0 = time.perf_counter()
-            sh = _Shared(wf_cls, st, agents, speculation, answer_key, score, budget)
+            sh = _Shared(wf_cls, st, agents, speculation, answer_key, score, budget, tracing=tracing, name=name)
             rows = await _run_all(sh, jobs, existing, concurrency, on_result)
             wall = time.perf_counter() - t0
         finally:
             await asyncio.gather(*(a.backend.aclose() for a in built.values()), return_exceptions=True)
-    return _summarize(settings, rows, wall, tally, budget, len(sh.held))
+        summary = _summarize(settings, rows, wall, tally, budget, len(sh.held))
+        if tracing is not None:
+            tracing.finished(_trace_figures(summary))
+    return summary
+
+
+def _trace_attributes(s: EvalSettings, problems: int) -> dict[str, Any]:
+    """The ``maker.eval`` span's attributes as it starts."""
+    return {
+        "maker.eval.name": s.name,
+        "maker.eval.data": s.data,
+        "maker.eval.scorer": s.scorer,
+        "maker.eval.problems": problems,
+        "maker.workflow": s.workflow,
+        "maker.agents": s.agents,
+        "maker.eval.concurrency": s.concurrency,
+    }
+
+
+def _trace_figures(s: EvalSummary) -> dict[str, Any]:
+    """The ``maker.eval`` span's attributes at the end: how the evaluation went."""
+    return {
+        "maker.eval.correct": s.correct,
+        "maker.eval.wrong": s.wrong,
+        "maker.eval.failed": s.failed,
+        "maker.eval.out_of_budget": s.out_of_budget,
+        "maker.eval.accuracy": s.accuracy,
+        "maker.eval.ran": s.ran,
+        "maker.eval.reused": s.reused,
+        "maker.cost_usd": s.cost,
+        "maker.eval.budget_reached": s.budget_reached,
+    }
 
 
 def _job(
@@ -342,13 +438,14 @@ def _job(
     extra: dict[str, Any],
     opts: RunOptions,
     wf_cls: type[Workflow[Any, Any]],
-    data: str | os.PathLike[str],
+    data: Data,
 ) -> _Job:
     values = {**extra, param: p.question}
     try:
         wf_cls.parse_params(values)
     except UserError as exc:
-        raise UserError(f"{data}, line {p.line} (id {p.id!r}): {exc}") from None
+        where = f"problem {p.id}" if isinstance(data, ReasoningGym) else f"line {p.line} (id {p.id!r})"
+        raise UserError(f"{data}, {where}: {exc}") from None
     # The budget is the evaluation's (see the module's doc): a run records none, and resumes under any.
     run_opts = opts.model_copy(update={"seed": _problem_seed(opts.seed, p.id), **dict.fromkeys(_BUDGET_KEYS)})
     return _Job(p, f"{name}/{p.id}", values, run_opts)
@@ -469,7 +566,26 @@ async def _one(sh: _Shared, job: _Job, record: RunRecord | None) -> ProblemRow:
     if sh.budget is not None and sh.budget.reached:  # what is left waits for a larger budget
         sh.held.add(job.problem.id)
         return _row(sh, job, record, held=True)
-    error = None
+    tracing = sh.trace(job)
+    try:
+        row, failure = await _attempt(sh, job, record, tracing)
+    except BaseException as exc:  # a store failure, or cancelled: the run's span says so
+        if tracing is not None:
+            tracing.end(exc)
+        raise
+    if tracing is not None:
+        if row.score is not None:
+            tracing.note({"maker.eval.score": row.score, "maker.eval.correct": row.correct})
+        tracing.end(failure)
+    return row
+
+
+async def _attempt(
+    sh: _Shared, job: _Job, record: RunRecord | None, tracing: RunTrace | None
+) -> tuple[ProblemRow, BaseException | None]:
+    """Run (or resume) one problem's run: its row, and what stopped the run (None: it finished)."""
+    error: str | None = None
+    failure: BaseException | None = None
     try:
         if record is None:
             engine, wf, state = new_run(
@@ -481,26 +597,33 @@ async def _one(sh: _Shared, job: _Job, record: RunRecord | None) -> ProblemRow:
                 speculation=sh.speculation,
                 run_id=job.run_id,
                 budget=sh.budget,
+                observer=tracing,
             )
+            sh.note(engine.rid, job)
         else:
             # a resumed run's past spending is counted in the evaluation's budget already
             engine, wf, state = reopen_run(
-                sh.st, record, agents=sh.agents, speculation=sh.speculation, budget=sh.budget
+                sh.st, record, agents=sh.agents, speculation=sh.speculation, budget=sh.budget, observer=tracing
             )
-        await drive(engine, wf, state, sh.wf_cls.name, close=False)
+        summary: RunSummary = await drive(engine, wf, state, sh.wf_cls.name, close=False)
+        if tracing is not None:
+            tracing.finished(summary)
     except StoreError:
         raise
-    except BudgetExceeded:  # stopped at a commit: its row says so
-        pass
+    except BudgetExceeded as exc:  # stopped at a commit: its row says so
+        failure = exc
     except RunError as exc:
-        error = str(exc)
+        error, failure = str(exc), exc
     except Exception as exc:  # workflow code raised: this problem failed, the others go on
-        error = f"{type(exc).__name__}: {exc}"
+        error, failure = f"{type(exc).__name__}: {exc}", exc
     try:
         record = sh.st.run(job.run_id)
     except RunNotFoundError:  # the workflow refused the problem before its run was recorded
         record = None
-    return _row(sh, job, record, error=error)
+    row = _row(sh, job, record, error=error)
+    if record is not None:
+        sh.note(record.id, job, row)
+    return row, failure
 
 
 def _row(

@@ -12,6 +12,7 @@ import os
 import shlex
 from html import escape
 from pathlib import Path
+from typing import Any
 
 from maker.evaluation._evaluate import EvalSummary, ProblemRow
 from maker.trace.html import CSS, facts_table, money, num, table
@@ -67,13 +68,21 @@ def _figures(s: EvalSummary) -> str:
     return facts_table(rows)
 
 
+def _generated(how: dict[str, Any] | None) -> str:
+    """How a generated data set was made (reasoning-gym: size, seed, configuration), after its name."""
+    if not how:
+        return ""
+    shown = ", ".join(f"{k} {v}" for k, v in how.items() if k not in ("source", "name"))
+    return escape(f" ({shown})")
+
+
 def _settings(s: EvalSummary) -> str:
     st = s.settings
     options = {k: v for k, v in st.options.items() if v not in (None, [], {})}
     return facts_table(
         [
             ["name", escape(st.name)],
-            ["data", escape(st.data) + (f" (first {st.limit})" if st.limit else "")],
+            ["data", escape(st.data) + _generated(st.generated) + (f" (first {st.limit})" if st.limit else "")],
             [
                 "workflow",
                 f"{escape(st.workflow)}, question as <code>{escape(st.param)}</code>, answer from "

@@ -23,11 +23,12 @@ from pydantic import BaseModel
 
 from maker.agents import make_agent
 from maker.dsl import Done, MicrostepCall, Workflow
-from maker.engine import Progress, Row, RunSummary, SplitTransition, WorkflowEnded, calls_of, reapply
+from maker.engine import Progress, Row, RunSummary, SplitTransition, WorkflowEnded, calls_of, reapply, roster_of
 from maker.errors import NondeterminismError, StoreCorruptError, UserError
 from maker.runs._loading import recorded_workflow
 from maker.runs._runs import build_engine, check_identity, finish_run, new_run_id, read_options, state_from_snapshot
 from maker.store import RunRecord, Store
+from maker.telemetry import run_trace
 
 __all__ = ["ReplayResult", "replay_run", "fork_run"]
 
@@ -243,6 +244,16 @@ def _state_before(
         ) from None
 
 
+def check_fork_step(parent: RunRecord, from_step: int) -> None:
+    """Refuse a fork of ``parent`` from a step it has not reached (or from before its own first step)."""
+    if not parent.first_step <= from_step <= parent.steps:
+        raise UserError(
+            f"run {parent.run_id} has committed steps {parent.first_step}..{parent.steps - 1}; "
+            f"fork it from a step in {parent.first_step}..{parent.steps}"
+            + (f", or fork its parent {parent.parent_run_id}" if parent.parent_run_id else "")
+        )
+
+
 def fork_run(
     run_id: str,
     from_step: int,
@@ -253,18 +264,16 @@ def fork_run(
     new_id: str | None = None,
     on_start: Callable[[str], None] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    otel: bool | None = None,
 ) -> RunSummary:
-    """Start a new run from the state before ``from_step`` of ``run_id``, with new settings, and drive it."""
+    """Start a new run from the state before ``from_step`` of ``run_id``, with new settings, and drive it.
+    ``otel``: emit an OpenTelemetry trace of the new run's steps (the prefix it re-applies is not traced), as for
+    :func:`~maker.runs.start_run`."""
     with Store.open(store) as st:
         parent = st.run(run_id)
         wf = _workflow(parent)
         wf_cls = type(wf)
-        if not parent.first_step <= from_step <= parent.steps:
-            raise UserError(
-                f"run {run_id} has committed steps {parent.first_step}..{parent.steps - 1}; "
-                f"fork it from a step in {parent.first_step}..{parent.steps}"
-                + (f", or fork its parent {parent.parent_run_id}" if parent.parent_run_id else "")
-            )
+        check_fork_step(parent, from_step)
         new_params = wf_cls.parse_params({**parent.params, **(params or {})})
         same = new_params.model_dump(mode="json") == parent.params
         options = dict(parent.config)
@@ -273,45 +282,55 @@ def fork_run(
         agents = [make_agent(s) for s in opts.agents]
         state = _state_before(st, parent, wf, from_step, None if same else new_params)
     fork_id = new_id or new_run_id(wf_cls.name)
-    st = Store.open(store, write=True)
-    try:
-        rid = st.create_run(
-            fork_id,
-            workflow=wf_cls.name,
-            workflow_ref=parent.workflow_ref,
-            workflow_version=wf_cls.version,
-            params=new_params.model_dump(mode="json"),
-            config=opts.model_dump(mode="json"),
-            expected_steps=wf.expected_steps(new_params),
-            state_json=state.model_dump_json(),
-            parent_run_id=parent.run_id,
-            parent_step=from_step,
-        )
-        st.event(
-            rid,
-            "fork",
-            {
-                "parent": parent.run_id,
-                "from_step": from_step,
-                "overrides": dict(overrides or {}),
-                "params": dict(params or {}),
-            },
-        )
-        if on_start:
-            on_start(fork_id)
-        engine = build_engine(
-            wf,
-            st,
-            rid,
-            fork_id,
-            agents,
-            opts.speculation(),
-            opts,
-            workflow_ref=parent.workflow_ref,
-            expected_steps=wf.expected_steps(new_params),
-            on_progress=on_progress,
-        )
-        engine.ledger.start_at(from_step)
-        return finish_run(engine, wf, state, wf_cls.name)
-    finally:
-        st.close()
+    speculation = opts.speculation()
+    roster = roster_of(agents, speculation)
+    parentage = {"maker.fork.parent_run_id": parent.run_id, "maker.fork.from_step": from_step}
+    # The trace is asked for before anything is written (a refusal leaves no run); the prefix re-applied above
+    # called no model and is not traced.
+    with run_trace(otel, workflow=wf_cls.name, seed=opts.seed, roster=roster, attributes=parentage) as tracing:
+        st = Store.open(store, write=True)
+        try:
+            rid = st.create_run(
+                fork_id,
+                workflow=wf_cls.name,
+                workflow_ref=parent.workflow_ref,
+                workflow_version=wf_cls.version,
+                params=new_params.model_dump(mode="json"),
+                config=opts.model_dump(mode="json"),
+                expected_steps=wf.expected_steps(new_params),
+                state_json=state.model_dump_json(),
+                parent_run_id=parent.run_id,
+                parent_step=from_step,
+            )
+            st.event(
+                rid,
+                "fork",
+                {
+                    "parent": parent.run_id,
+                    "from_step": from_step,
+                    "overrides": dict(overrides or {}),
+                    "params": dict(params or {}),
+                },
+            )
+            if on_start:
+                on_start(fork_id)
+            engine = build_engine(
+                wf,
+                st,
+                rid,
+                fork_id,
+                agents,
+                speculation,
+                opts,
+                workflow_ref=parent.workflow_ref,
+                expected_steps=wf.expected_steps(new_params),
+                on_progress=on_progress,
+                observer=tracing,
+            )
+            engine.ledger.start_at(from_step)
+            summary = finish_run(engine, wf, state, wf_cls.name)
+        finally:
+            st.close()
+        if tracing is not None:
+            tracing.finished(summary)
+        return summary

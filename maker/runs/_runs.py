@@ -33,7 +33,7 @@ from maker.engine import (
     reapply,
     roster_of,
 )
-from maker.errors import RunError, RunMismatchError, StoreCorruptError, UserError
+from maker.errors import RunError, RunMismatchError, StopRequested, StoreCorruptError, UserError
 from maker.runs._loading import canonical_ref, recorded_workflow, resolve_workflow, workflow_ref
 from maker.runs._options import DEFAULT_WINDOW, RunOptions, options_error
 from maker.store import RunRecord, Store
@@ -42,6 +42,8 @@ from maker.telemetry import run_trace
 log = structlog.get_logger("maker")
 
 __all__ = [
+    "request_stop",
+    "check_resumable",
     "start_run",
     "resume_run",
     "new_run_id",
@@ -211,12 +213,16 @@ def reopen_run(
     overrides: Mapping[str, Any] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     budget: Budget | None = None,
+    observer: Observer | None = None,
 ) -> tuple[Engine, Workflow[Any, Any], Any]:
     """Resume a run of an open store: its engine (with the given agents) and the state to go on from. ``budget``:
-    one shared with other runs (an evaluation's), which has counted what this run spent before already."""
+    one shared with other runs (an evaluation's), which has counted what this run spent before already; ``observer``:
+    told of its commits and notable steps (a trace)."""
     wf_cls, opts = _resumable(record, None, overrides)
     state = _recover_state(st, record, wf_cls())
-    engine, wf = _reopened(st, record, wf_cls, opts, overrides, agents, speculation, on_progress, budget)
+    engine, wf = _reopened(
+        st, record, wf_cls, opts, overrides, agents, speculation, on_progress, budget, observer=observer
+    )
     return engine, wf, state
 
 
@@ -246,6 +252,7 @@ def _reopened(
     observer: Observer | None = None,
 ) -> tuple[Engine, Workflow[Any, Any]]:
     st.set_status(record.id, "running", pid=os.getpid(), host=os.uname().nodename, config=opts.model_dump(mode="json"))
+    st.clear_stop(record.id)
     st.event(record.id, "resume", {"from_step": record.steps, "overrides": dict(overrides or {})})
     wf = wf_cls()
     p = wf_cls.parse_params(record.params)
@@ -305,6 +312,29 @@ def shown_status(record: RunRecord) -> str:
     if record.status == "running" and not is_live(record):
         return "killed"
     return record.status
+
+
+def check_resumable(record: RunRecord) -> None:
+    """The checks ``maker resume`` makes before it writes anything: the run is not finished, not running, and its
+    workflow's code is found. Raises :class:`UserError` (or a store error) saying why not."""
+    _resumable(record, None, None)
+
+
+def request_stop(store: str | os.PathLike[str], run_id: str, *, source: str = "maker stop") -> RunRecord:
+    """Ask a running run to stop at its next commit (the process running it reads the request when it commits, and
+    about every :data:`STOP_POLL_S` seconds while it waits on its models; ``maker resume`` goes on afterwards). Refused, with nothing written, for a run that is not running. Returns the
+    run's record as it was when asked."""
+    with Store.open(store, write=True) as st:
+        record = st.run(run_id)
+        if record.status != "running":
+            raise UserError(f"run {run_id} is not running ({record.status} at step {record.steps:,}); nothing to stop")
+        if not is_live(record):
+            raise UserError(
+                f"run {run_id} is not running: its process ({record.pid}) is gone, killed at step {record.steps:,}; "
+                f"its committed steps are kept (`maker resume {run_id}` goes on)"
+            )
+        st.request_stop(record.id, source)
+    return record
 
 
 def _check_not_live(record: RunRecord) -> None:
@@ -455,7 +485,7 @@ async def drive(engine: Engine, wf: Workflow[Any, Any], state: Any, name: str, *
     status, error, solved, result = "done", None, None, None
     try:
         try:
-            final = await engine.run_chain(state)
+            final = await _stoppable(engine, state)
         finally:
             if close:
                 await engine.aclose()
@@ -465,6 +495,9 @@ async def drive(engine: Engine, wf: Workflow[Any, Any], state: Any, name: str, *
         result = wf.result(final)
     except BudgetExceeded as exc:  # stopped at a commit, as asked: nothing failed
         st.set_status(engine.rid, "stopped", error=str(exc))
+        raise
+    except StopRequested as exc:  # somebody asked it to stop (maker stop, the UI): as Ctrl-C, at a commit
+        st.set_status(engine.rid, "interrupted", error=str(exc))
         raise
     except RunError as exc:
         status, error = "failed", str(exc)
@@ -479,6 +512,45 @@ async def drive(engine: Engine, wf: Workflow[Any, Any], state: Any, name: str, *
         raise
     st.set_status(engine.rid, status, solved=None if solved is None else int(solved), result=result)
     return summarize(engine, name, status, solved, result, error)
+
+
+STOP_POLL_S = 1.0
+"""How often a run waiting on its models looks for a stop request (a run deciding steps reads it at each commit)."""
+
+
+async def _stoppable(engine: Engine, state: Any) -> Any:
+    """The chain from ``state``, stopped when somebody asks (:func:`request_stop`): read at each commit, and by a
+    watcher every :data:`STOP_POLL_S` seconds, which cancels the chain while it waits on a model call; the decided
+    steps are committed either way."""
+    st = engine.store
+    assert st is not None
+    chain = asyncio.ensure_future(engine.run_chain(state))
+    asked = False
+
+    async def watch() -> None:
+        nonlocal asked
+        while not chain.done():
+            await asyncio.sleep(STOP_POLL_S)
+            if st.stop_request(engine.rid) is not None:
+                asked = True
+                chain.cancel()
+                return
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await chain
+    except asyncio.CancelledError:
+        if not asked:
+            raise
+        step = engine.ledger.steps
+        raise StopRequested(
+            f"run {engine.run_id} stopped at step {step:,}, as asked; its steps are committed "
+            f"(`maker resume {engine.run_id}` goes on)",
+            run_id=engine.run_id,
+            step=step,
+        ) from None
+    finally:
+        watcher.cancel()
 
 
 def _keep_failure(engine: Engine, exc: RunError) -> None:

@@ -18,6 +18,7 @@ from maker.store._store import (
     Store,
     default_store_path,
 )
+from maker.store._views import EVAL_EVENT, BinUsage, StepBin
 
 __all__ = [
     "Store",
@@ -32,4 +33,7 @@ __all__ = [
     "FAILURE_COLUMNS",
     "SCHEMA_VERSION",
     "default_store_path",
+    "StepBin",
+    "BinUsage",
+    "EVAL_EVENT",
 ]

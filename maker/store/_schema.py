@@ -104,7 +104,8 @@ ALTER TABLE steps ADD COLUMN usage TEXT;
 _UPGRADABLE = {1, *(_MIGRATIONS)}
 
 # Added beside the versioned schema: made (if missing) whenever a store is opened for writing, so older stores get
-# it without an upgrade and older makers still read the stores that have it.
+# them without an upgrade and older makers still read the stores that have them. ``stop_requests``: a run asked to
+# stop (``maker stop``, the UI) stops at its next commit; resuming it takes the request back.
 _FAILURES = """
 CREATE TABLE IF NOT EXISTS failures (
     run INTEGER NOT NULL,
@@ -127,6 +128,7 @@ CREATE TABLE IF NOT EXISTS failures (
     sample_detail TEXT
 );
 CREATE INDEX IF NOT EXISTS failures_step ON failures (run, step);
+CREATE TABLE IF NOT EXISTS stop_requests (run INTEGER PRIMARY KEY, t REAL NOT NULL, source TEXT NOT NULL);
 """
 FAILURE_COLUMNS = (
     "step",

@@ -46,6 +46,7 @@ from maker.store._rows import (
     StepTally,
 )
 from maker.store._schema import _FAILURES, _MIGRATIONS, _SCHEMA, _UPGRADABLE, FAILURE_COLUMNS, SCHEMA_VERSION
+from maker.store._views import LiveViews
 
 __all__ = [
     "Store",
@@ -106,7 +107,7 @@ def _damaged(path: Path, exc: BaseException) -> StoreCorruptError:
     )
 
 
-class Store:
+class Store(LiveViews):
     """A SQLite store. Use :meth:`open` (existing file) or :meth:`create` (new or existing)."""
 
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
@@ -139,15 +140,20 @@ class Store:
         if version < SCHEMA_VERSION:
             cls._migrate(p, version)
         conn = cls._connect(p) if write else cls._connect_ro(p)
-        if write and not conn.execute("SELECT 1 FROM sqlite_master WHERE name='failures'").fetchone():
+        if write and not conn.execute("SELECT 1 FROM sqlite_master WHERE name='stop_requests'").fetchone():
             try:
                 conn.executescript(f"BEGIN IMMEDIATE;{_FAILURES}COMMIT;")
             except sqlite3.Error as exc:
                 conn.close()
                 raise StoreError(
-                    f"store {p}: cannot add the failures table ({exc}); open it with write access"
+                    f"store {p}: cannot add the failures and stop-request tables ({exc}); open it with write access"
                 ) from None
         return cls(p, conn)
+
+    def reader(self) -> Store:
+        """Another read-only connection to this store, opened without checking it again (a reader that checked it
+        once, as :meth:`open` does, and reads it from several threads: one connection each)."""
+        return Store(self.path, self._connect_ro(self.path))
 
     @classmethod
     def _migrate(cls, p: Path, version: int) -> None:
@@ -326,8 +332,9 @@ class Store:
         snapshot: tuple[int, str],
         counters: dict[str, Any],
         snapshot_every: int | None = None,
-    ) -> None:
-        """Write a group of steps, their samples, the state after them and the run counters atomically.
+    ) -> bool:
+        """Write a group of steps, their samples, the state after them and the run counters atomically. Returns
+        whether the run has been asked to stop (:meth:`request_stop`): it then stops here, at this commit.
 
         ``snapshot_every=N`` bounds the snapshots kept (None keeps them all): see :meth:`_thin_snapshots`.
         """
@@ -345,6 +352,7 @@ class Store:
                 self._thin_snapshots(c, rid, snapshot[0], snapshot_every)
             sets = ", ".join(f"{k}=?" for k in counters)
             c.execute(f"UPDATE runs SET {sets}, updated=? WHERE id=?", (*counters.values(), time.time(), rid))
+            return c.execute("SELECT source FROM stop_requests WHERE run=?", (rid,)).fetchone() is not None
 
     @staticmethod
     def _thin_snapshots(c: sqlite3.Connection, rid: int, step: int, every: int) -> None:
@@ -458,6 +466,28 @@ class Store:
                 (rid, step),
             )
         )
+
+    # -- stop requests ---------------------------------------------------------------
+    def request_stop(self, rid: int, source: str) -> None:
+        """Ask run ``rid`` to stop at its next commit (``source`` says who asked: ``maker stop``, ``maker ui``).
+        The process running it reads the request when it commits; asking twice is asking once."""
+        with self._tx() as c:
+            c.execute("INSERT OR REPLACE INTO stop_requests VALUES (?,?,?)", (rid, time.time(), source))
+
+    def stop_request(self, rid: int) -> str | None:
+        """Who asked run ``rid`` to stop, while the request stands (None: nobody, or a store without the table)."""
+        try:
+            row = self._conn.execute("SELECT source FROM stop_requests WHERE run=?", (rid,)).fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return None
+            raise StoreError(f"store {self.path}: {exc}") from None
+        return None if row is None else str(row[0])
+
+    def clear_stop(self, rid: int) -> None:
+        """Take back a stop request (a run that resumes goes on)."""
+        with self._tx() as c:
+            c.execute("DELETE FROM stop_requests WHERE run=?", (rid,))
 
     # -- failed attempts -------------------------------------------------------------
     def record_failures(self, rid: int, rows: Sequence[tuple[Any, ...]]) -> None:

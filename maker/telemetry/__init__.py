@@ -1,6 +1,7 @@
 """OpenTelemetry traces of a run: with ``--otel`` (``otel=True``), the standard ``OTEL_EXPORTER_OTLP_ENDPOINT`` or
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` variables, or an application that has set its own tracer provider, a run
-started or resumed emits one trace; ``maker replay`` emits nothing.
+started, resumed or forked emits one trace (a fork: its new steps, not the prefix it re-applies); an evaluation emits
+one trace, a ``maker.eval`` span over its problems' runs; ``maker replay`` emits nothing.
 
 The trace holds:
 
@@ -24,6 +25,16 @@ The spans go to the application's tracer provider when it has set one; else, whe
 the OTLP HTTP exporter (``pip install 'maker[otel]'``), which reads the endpoint from the standard variables.
 """
 
+from maker.telemetry._eval import EvalTrace, eval_trace
 from maker.telemetry._otel import ENDPOINT_VARIABLES, GROUPS_IN_FULL, STEPS_PER_GROUP, RunTrace, group_traced, run_trace
 
-__all__ = ["RunTrace", "run_trace", "group_traced", "GROUPS_IN_FULL", "STEPS_PER_GROUP", "ENDPOINT_VARIABLES"]
+__all__ = [
+    "RunTrace",
+    "run_trace",
+    "EvalTrace",
+    "eval_trace",
+    "group_traced",
+    "GROUPS_IN_FULL",
+    "STEPS_PER_GROUP",
+    "ENDPOINT_VARIABLES",
+]

@@ -10,7 +10,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -71,10 +71,14 @@ class RunTrace:
     than one round, escalated, or wrong). Built by :func:`run_trace`; the engine's ledger calls it (see
     :class:`~maker.engine.Observer`)."""
 
-    def __init__(self, tracer: Tracer, *, workflow: str, seed: int, roster: Roster) -> None:
+    def __init__(
+        self, tracer: Tracer, *, workflow: str, seed: int, roster: Roster, attributes: Mapping[str, Any] | None = None
+    ) -> None:
         self.tracer = tracer
         self.workflow = workflow
         self.seed = seed
+        self.attributes = dict(attributes or {})
+        """More attributes of the run's span: what made the run (a fork's parent, an evaluation's problem)."""
         self.agents: Sequence[Agent] = roster.agents
         self.voting = len(roster.voting)
         self.ledger: Ledger | None = None
@@ -160,6 +164,11 @@ class RunTrace:
         self._traced_now = group_traced(index + 1)
 
     # -- the run's span ---------------------------------------------------------------------------
+    def note(self, attributes: Mapping[str, Any]) -> None:
+        """More attributes of the run's span, set before it ends (an evaluation's score of the run's answer)."""
+        if self.span is not None:
+            self.span.set_attributes(dict(attributes))
+
     def finished(self, summary: RunSummary) -> None:
         """The run's summary, whose status, errors, k and cost the run's span carries."""
         self._summary = summary
@@ -170,7 +179,9 @@ class RunTrace:
         from opentelemetry import trace
 
         if self.span is None:
-            self.span = self.tracer.start_span("maker.run", attributes={"maker.workflow": self.workflow})
+            self.span = self.tracer.start_span(
+                "maker.run", attributes={"maker.workflow": self.workflow, **self.attributes}
+            )
         span = self.span
         led = self.ledger
         if led is not None:
@@ -231,6 +242,7 @@ class RunTrace:
             "maker.agents": [a.spec for a in self.agents],
             "maker.seed": self.seed,
             "maker.segment.first_step": ledger.steps,
+            **self.attributes,
         }
         ks = {p.k for p in ledger.policies.values() if not p.fixed} or {p.k for p in ledger.policies.values()}
         if len(ks) == 1:
@@ -357,16 +369,19 @@ def _version() -> str | None:
 
 
 @contextlib.contextmanager
-def run_trace(otel: bool | None, *, workflow: str, seed: int, roster: Roster) -> Iterator[RunTrace | None]:
-    """The trace of the run started or resumed inside: a :class:`RunTrace` to hand the engine as its observer, or
-    None when no trace is asked for (``otel``: see :func:`_tracer`). Leaving ends the run's span (with the error
-    that left, if one did) and, when the trace has its own provider, sends what is left and shuts it down."""
+def run_trace(
+    otel: bool | None, *, workflow: str, seed: int, roster: Roster, attributes: Mapping[str, Any] | None = None
+) -> Iterator[RunTrace | None]:
+    """The trace of the run started, resumed or forked inside: a :class:`RunTrace` to hand the engine as its
+    observer, or None when no trace is asked for (``otel``: see :func:`_tracer`). ``attributes``: more of the run's
+    span (a fork's parent). Leaving ends the run's span (with the error that left, if one did) and, when the trace
+    has its own provider, sends what is left and shuts it down."""
     setup = _tracer(otel)
     if setup is None:
         yield None
         return
     tracer, provider = setup
-    trace = RunTrace(tracer, workflow=workflow, seed=seed, roster=roster)
+    trace = RunTrace(tracer, workflow=workflow, seed=seed, roster=roster, attributes=attributes)
     try:
         yield trace
     except BaseException as exc:

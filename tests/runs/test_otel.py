@@ -1,11 +1,13 @@
 """OpenTelemetry traces of a run: the spans and their attributes in the application's own tracer provider (the SDK's
 in-memory exporter), the sampling bound on a run of thousands of steps whose agent errs often enough to need
-more rounds, the real command line sending OTLP over HTTP to a receiver on loopback, replay emitting nothing, and a
-clear error when a trace is asked for without OpenTelemetry installed."""
+more rounds, the real command line sending OTLP over HTTP to a receiver on loopback, replay emitting nothing, a
+clear error when a trace is asked for without OpenTelemetry installed, an evaluation as one trace over its problems'
+runs, and a fork tracing its new steps only."""
 
 from __future__ import annotations
 
 import http.server
+import json
 import math
 import sys
 import threading
@@ -25,9 +27,10 @@ from opentelemetry.util._once import Once  # noqa: E402
 
 from maker.engine import BudgetExceeded  # noqa: E402
 from maker.errors import UserError  # noqa: E402
-from maker.runs import replay_run, resume_run, start_run  # noqa: E402
+from maker.evaluation import evaluate  # noqa: E402
+from maker.runs import RunOptions, fork_run, replay_run, resume_run, start_run  # noqa: E402
 from maker.telemetry import ENDPOINT_VARIABLES, GROUPS_IN_FULL, STEPS_PER_GROUP, group_traced  # noqa: E402
-from tests._cli import maker_env, ok, run_maker  # noqa: E402
+from tests._cli import invoke, maker_env, ok, run_maker  # noqa: E402
 
 AGENT = "simulated:gpt-4.1-mini,p=0.8"
 """A priced model that errs one sample in five: many steps need more than one round."""
@@ -239,8 +242,94 @@ def test_the_command_line_sends_the_trace_to_an_otlp_endpoint(
     assert posts == []
 
 
-def test_otel_flag_is_on_run_and_resume_not_replay(tmp_path: Path) -> None:
+def test_otel_flag_is_on_the_commands_that_run_models_not_replay(tmp_path: Path) -> None:
     env = maker_env(tmp_path)
-    for cmd, has in (("run", True), ("resume", True), ("solve", True), ("replay", False)):
+    for cmd, has in (
+        ("run", True),
+        ("resume", True),
+        ("solve", True),
+        ("eval", True),
+        ("fork", True),
+        ("replay", False),
+    ):
         out = ok(run_maker(cmd, "--help", env=env)).stdout
         assert ("--otel" in out) is has, cmd
+
+
+def _products(tmp: Path) -> Path:
+    rows = [(12, 34), (56, 78), (1234, 5678), (9, 7), (4321, 8765), (21, 43)]
+    path = tmp / "products.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"id": f"p{i}", "question": f"Multiply {a} by {b}", "answer": str(a * b)}) + "\n"
+            for i, (a, b) in enumerate(rows)
+        )
+    )
+    return path
+
+
+def test_an_evaluation_is_one_trace_its_runs_under_its_span(spans: InMemorySpanExporter, tmp_path: Path) -> None:
+    data = _products(tmp_path)
+    options = RunOptions(agents=["simulated:gpt-4.1-mini,p=0.7,seed=2"], k=1)
+    db = tmp_path / "e.sqlite"
+    s = evaluate(data, options, store=db, name="ev", concurrency=3)
+    named = _by_name(spans)
+    (ev,) = named["maker.eval"]
+    e = _attrs(ev)
+    assert e["maker.eval.name"] == "ev" and e["maker.eval.problems"] == 6 and e["maker.workflow"] == "solve"
+    assert e["maker.eval.correct"] == s.correct and e["maker.eval.accuracy"] == pytest.approx(s.accuracy)
+    assert e["maker.eval.ran"] == 6 and e["maker.cost_usd"] == pytest.approx(s.cost)
+    assert ev.parent is None
+
+    runs = named["maker.run"]
+    assert len(runs) == 6
+    rows = {r.id: r for r in s.rows}
+    for run in runs:
+        a = _attrs(run)
+        assert run.parent is not None and run.parent.span_id == ev.context.span_id
+        assert run.context.trace_id == ev.context.trace_id  # one trace for the evaluation
+        row = rows[a["maker.eval.problem"]]
+        assert a["maker.run_id"] == row.run_id == f"ev/{row.id}" and a["maker.eval.name"] == "ev"
+        assert a["maker.eval.score"] == row.score and a["maker.eval.correct"] == row.correct
+        assert a["maker.status"] == "done" and a["maker.calls"] == row.calls
+    commits = named["maker.commit"]
+    run_ids = {r.context.span_id for r in runs}
+    assert commits and all(c.parent is not None and c.parent.span_id in run_ids for c in commits)
+    assert 0 < s.correct < 6  # some wrong, some right: the scores on the spans tell them apart
+
+    # Again under the same name: every problem is read back, nothing runs, no run span.
+    spans.clear()
+    evaluate(data, options, store=db, name="ev", concurrency=3)
+    named = _by_name(spans)
+    assert set(named) == {"maker.eval"}
+    assert _attrs(named["maker.eval"][0])["maker.eval.reused"] == 6
+
+
+def test_eval_and_fork_take_otel_on_the_command_line(spans: InMemorySpanExporter, tmp_path: Path) -> None:
+    data = _products(tmp_path)
+    db = tmp_path / "e.sqlite"
+    code, out = invoke("eval", str(data), "--agent", AGENT, "--name", "cli", "--store", str(db), "--otel")
+    assert code == 0, out
+    named = _by_name(spans)
+    assert len(named["maker.eval"]) == 1 and len(named["maker.run"]) == 6
+
+    spans.clear()
+    start_run("hanoi", {"disks": 6}, {"agents": [AGENT]}, store=db, run_id="parent", otel=False)
+    assert spans.get_finished_spans() == ()
+    code, out = invoke("fork", "parent", "--from-step", "40", "--run-id", "child", "--store", str(db), "--otel")
+    assert code == 0, out
+    named = _by_name(spans)
+    (run,) = named["maker.run"]
+    r = _attrs(run)
+    assert r["maker.run_id"] == "child" and r["maker.status"] == "done"
+    assert r["maker.fork.parent_run_id"] == "parent" and r["maker.fork.from_step"] == 40
+    assert r["maker.segment.first_step"] == 40 and r["maker.segment.steps"] == 63 - 40
+    # Only the new steps: the prefix was re-applied without a model call and is not traced.
+    assert min(_attrs(c)["maker.steps.first"] for c in named["maker.commit"]) == 40
+
+
+def test_a_fork_without_a_provider_or_flag_emits_nothing(spans: InMemorySpanExporter, tmp_path: Path) -> None:
+    db = tmp_path / "s.sqlite"
+    start_run("hanoi", {"disks": 5}, {"agents": [AGENT]}, store=db, run_id="p", otel=False)
+    fork_run("p", 10, store=db, new_id="c", otel=False)
+    assert spans.get_finished_spans() == ()

@@ -90,8 +90,15 @@ def test_solve_plays_a_benchmark_phrasing_with_simulated_agents(tmp_path: Path) 
     assert f"answer: {123 * 456}" in out
 
 
-def test_solve_refuses_a_task_simulated_agents_cannot_play_and_says_what_to_do(tmp_path: Path) -> None:
-    code, out = invoke("solve", "Write me a poem", "--agent", AGENT, "--store", str(tmp_path / "s.sqlite"))
+@pytest.mark.parametrize(
+    "command",
+    [("solve", "Write me a poem"), ("run", "solve", "--set", "task=Write me a poem")],
+    ids=["maker solve", "maker run solve"],
+)
+def test_solve_refuses_a_task_simulated_agents_cannot_play_and_says_what_to_do(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    code, out = invoke(*command, "--agent", AGENT, "--store", str(tmp_path / "s.sqlite"))
     assert code == 2, out
     assert "simulated agents play only the tasks the reference knows" in out
     assert "one multiplication" in out and "one list of numbers to sort" in out
