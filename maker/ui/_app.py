@@ -88,6 +88,8 @@ class _Ui:
         self.csrf = secrets.token_urlsafe(24)
         self.actions = Actions(settings.store) if settings.actions else None
         self._checked = first
+        self._lock = threading.Lock()
+        self._series_cache: dict[str, tuple[tuple[str, float, int], dict[str, Any]]] = {}
         self._local = threading.local()
         env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(_HERE / "templates"), autoescape=True, undefined=jinja2.ChainableUndefined
@@ -182,7 +184,21 @@ class _Ui:
             record = self._record(request)
         except RunNotFoundError:
             return JSONResponse({"error": "no such run"}, status_code=404)
-        return JSONResponse(_live.series(st, record))
+        return JSONResponse(self._series(st, record))
+
+    def _series(self, st: Store, record: Any) -> dict[str, Any]:
+        """A run's plots; those read from the steps of a run recorded without points are kept until it changes."""
+        if (record.stats or {}).get("points"):
+            return _live.series(st, record)
+        key = (record.run_id, record.updated, record.steps)
+        with self._lock:
+            got = self._series_cache.get(record.run_id)
+        if got is not None and got[0] == key:
+            return got[1]
+        out = _live.series(st, record)
+        with self._lock:
+            self._series_cache[record.run_id] = (key, out)
+        return out
 
     def step_page(self, request: Request) -> Response:
         st = self.store()

@@ -5,15 +5,31 @@
   const body = document.body;
   const live = document.getElementById("live");
   const mode = body.dataset.live;
-  if (!mode) return;
+  if (!mode) {
+    window.addEventListener("load", () => bars(document));
+    return;
+  }
 
+  // Progress bars: widths set here (the page's content security policy allows no inline style attributes).
+  function bars(root) {
+    root.querySelectorAll(".bar[data-progress]").forEach((bar) => {
+      const span = bar.querySelector("span");
+      if (span) span.style.width = Math.max(0, Math.min(100, Number(bar.dataset.progress))) + "%";
+    });
+  }
+
+  // Each refresh is numbered: an answer to an older one never replaces a newer one's.
+  const asked = {};
   async function refresh(el) {
     if (!el) return;
+    const n = (asked[el.id] = (asked[el.id] || 0) + 1);
     const r = await fetch(el.dataset.src, { credentials: "same-origin" });
-    if (r.ok) {
-      el.innerHTML = await r.text();
-      el.dataset.updated = String(Date.now());
-    }
+    if (!r.ok) return;
+    const html = await r.text();
+    if (n !== asked[el.id]) return;
+    el.innerHTML = html;
+    bars(el);
+    el.dataset.updated = String(Date.now());
   }
 
   const charts = {};
@@ -56,9 +72,11 @@
   async function plots() {
     const box = document.getElementById("plots");
     if (!box) return;
+    const n = (asked.plots = (asked.plots || 0) + 1);
     const r = await fetch(box.dataset.src, { credentials: "same-origin" });
     if (!r.ok) return;
     const s = await r.json();
+    if (n !== asked.plots) return;
     const x = s.step;
     draw("rounds", x, [s.rounds_mean, s.rounds_max], ["mean", "most"]);
     draw("calls", x, [s.calls_per_step], ["calls a step"]);
@@ -76,10 +94,13 @@
     source = new EventSource(url);
     source.addEventListener("open", () => { live.className = "live on"; live.title = "live: updates as the store changes"; });
     source.addEventListener("error", () => { live.className = "live off"; live.title = "not connected; retrying"; });
-    let first = true;
-    source.addEventListener("change", async () => {
-      if (first) { first = false; return; }  // the page was rendered with what the first event says
-      if (body.dataset.reload) { location.reload(); return; }
+    // Every change is fetched, the first too: the run may have changed between the page's rendering and the
+    // stream's first event, and a run that stopped then sends no other.
+    source.addEventListener("change", async (event) => {
+      if (body.dataset.reload) {  // a run about to start: its page, once the store has it
+        if (event.data !== "null") location.reload();
+        return;
+      }
       if (mode === "runs") {
         await refresh(document.getElementById("runs-table"));
       } else {
@@ -91,6 +112,7 @@
   }
 
   window.addEventListener("load", () => {
+    bars(document);
     if (mode === "run" && !body.dataset.reload) plots();
     connect();
   });
