@@ -7,6 +7,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -43,8 +44,11 @@ def test_readme_cli_examples_run(line: str, tmp_path) -> None:
     if args[0] == "run" and "disks=20" in args:
         pytest.skip("the full 20-disk run is the slow test and the benchmark")
     env = {**os.environ, "MAKER_STORE": str(tmp_path / "readme.sqlite")}
-    if args[0] == "runs":  # needs something in the store
+    if args[0] in ("runs", "ui"):  # needs something in the store
         ok(run_maker("run", "addition", "--set", "digits=5", "--agent", "simulated:p=0.99", env=env, cwd=ROOT))
+    if args[0] == "ui":  # it serves until stopped: see that it does, then stop it
+        _serves(args, env, tmp_path)
+        return
     proc = ok(run_maker(*args, env=env, cwd=ROOT))
     if args[0] == "estimate":
         assert "k_min = " in proc.stdout
@@ -52,6 +56,34 @@ def test_readme_cli_examples_run(line: str, tmp_path) -> None:
             assert "k_min = 3" in proc.stdout
         if "--drafter-p" in args:  # the speculative estimate beside the voting one
             assert "per-step error" in proc.stdout and "smallest ensemble" in proc.stdout
+
+
+def _serves(args: list[str], env: dict[str, str], tmp_path: Path) -> None:
+    import httpx
+
+    if "--store" in args:  # the README's store name, here a copy of the one just made
+        i = args.index("--store") + 1
+        (tmp_path / args[i]).write_bytes((tmp_path / "readme.sqlite").read_bytes())
+        args[i] = str(tmp_path / args[i])
+    err = tmp_path / "ui.stderr"
+    with open(err, "wb") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "maker", *args, "--port", "0"], stderr=f, env=env, cwd=ROOT)
+    try:
+        end = time.monotonic() + 60
+        while not (m := re.search(r"maker ui: (\S+)", err.read_text())):
+            assert proc.poll() is None and time.monotonic() < end, err.read_text()
+            time.sleep(0.05)
+        while True:
+            try:
+                page = httpx.get(m.group(1), timeout=10)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < end, err.read_text()
+                time.sleep(0.05)
+        assert page.status_code == 200 and "addition" in page.text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_readme_dsl_example_is_the_shipped_example() -> None:
