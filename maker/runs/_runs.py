@@ -36,7 +36,7 @@ from maker.engine import (
 from maker.errors import RunError, RunMismatchError, StopRequested, StoreCorruptError, UserError
 from maker.runs._loading import canonical_ref, recorded_workflow, resolve_workflow, workflow_ref
 from maker.runs._options import DEFAULT_WINDOW, RunOptions, options_error
-from maker.store import RunRecord, Store
+from maker.store import RunLine, RunRecord, Store
 from maker.telemetry import run_trace
 
 log = structlog.get_logger("maker")
@@ -292,7 +292,7 @@ def check_identity(record: RunRecord, wf_cls: type[Workflow[Any, Any]], params: 
             )
 
 
-def is_live(record: RunRecord) -> bool:
+def is_live(record: RunRecord | RunLine) -> bool:
     """Whether a run marked running still has its process (on this host; other hosts count as live)."""
     if record.status != "running" or record.pid is None:
         return False
@@ -307,7 +307,7 @@ def is_live(record: RunRecord) -> bool:
     return True
 
 
-def shown_status(record: RunRecord) -> str:
+def shown_status(record: RunRecord | RunLine) -> str:
     """The status to show a person: a 'running' run whose process is gone was killed."""
     if record.status == "running" and not is_live(record):
         return "killed"

@@ -18,7 +18,7 @@ from maker.store._store import (
     Store,
     default_store_path,
 )
-from maker.store._views import EVAL_EVENT, BinUsage, StepBin
+from maker.store._views import EVAL_EVENT, BinUsage, RunLine, StepBin
 
 __all__ = [
     "Store",
@@ -36,4 +36,5 @@ __all__ = [
     "StepBin",
     "BinUsage",
     "EVAL_EVENT",
+    "RunLine",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 from typing import NamedTuple
 
-__all__ = ["StepBin", "BinUsage", "LiveViews", "EVAL_EVENT"]
+__all__ = ["StepBin", "BinUsage", "LiveViews", "EVAL_EVENT", "RunLine"]
 
 EVAL_EVENT = "eval"
 """The event ``maker eval`` records on each problem's run: when it starts, the evaluation's name, the problem, the
@@ -57,6 +57,35 @@ class BinUsage(NamedTuple):
     completion: int
 
 
+class RunLine(NamedTuple):
+    """What a list of runs shows of one: its record's columns, with only the cost and the agents read out of its
+    stats and options (a list of ten thousand runs parses no record whole)."""
+
+    id: int
+    run_id: str
+    workflow: str
+    status: str
+    created: float
+    updated: float
+    expected_steps: int | None
+    steps: int
+    calls: int
+    red_flags: int
+    errors: int
+    wall_s: float
+    pid: int | None
+    host: str | None
+    parent_run_id: str | None
+    parent_step: int | None
+    cost: float | None
+    agents: str | None
+    """The agent specs, as a JSON list."""
+
+    @property
+    def first_step(self) -> int:
+        return self.parent_step or 0
+
+
 class LiveViews:
     """Mixed into :class:`~maker.store.Store`: the named questions of a live view."""
 
@@ -66,6 +95,17 @@ class LiveViews:
         """How many runs the store holds and when any of them last changed (0.0: none)."""
         n, t = self._conn.execute("SELECT count(*), coalesce(max(updated), 0) FROM runs").fetchone()
         return int(n), float(t)
+
+    def run_lines(self) -> list[RunLine]:
+        """Every run as a list shows it, oldest first."""
+        return [
+            RunLine(*r)
+            for r in self._conn.execute(
+                "SELECT id, run_id, workflow, status, created, updated, expected_steps, steps, calls, red_flags, "
+                "errors, wall_s, pid, host, parent_run_id, parent_step, json_extract(stats, '$.cost'), "
+                "json_extract(config, '$.agents') FROM runs ORDER BY id"
+            )
+        ]
 
     def run_change(self, run_id: str) -> tuple[float, str, int] | None:
         """When a run last changed, its status and its steps (None: no such run)."""

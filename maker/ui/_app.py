@@ -40,6 +40,8 @@ __all__ = ["UiSettings", "create_app"]
 
 _HERE = Path(__file__).parent
 _COOKIE = "maker_ui_token"
+_EV_DEFAULTS = {"problem": None, "expected": None, "got": None, "score": None, "scorer": None, "error": None}
+_EVAL_PAGE = 200  # problems a page of an evaluation's table
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,7 +132,7 @@ class _Ui:
 
     def runs_json(self, request: Request) -> Response:
         st = self.store()
-        return JSONResponse([_live.run_row(r).__dict__ | {"children": []} for r in st.runs()])
+        return JSONResponse([_live.run_row(r).__dict__ | {"children": []} for r in st.run_lines()])
 
     def _record(self, request: Request, key: str = "id") -> Any:
         run_id = request.query_params.get(key) or ""
@@ -232,10 +234,10 @@ class _Ui:
         st = self.store()
         membership = _live.eval_membership(st)
         rows = []
-        for r in st.runs():
+        for r in st.run_lines():
             ev = membership.get(r.id)
             if ev is not None and ev["name"] == name:
-                rows.append((_live.run_row(r), ev))
+                rows.append((_live.run_row(r), _EV_DEFAULTS | ev))
         if not rows:
             return self.render(request, "error.html", 404, error=f"no evaluation {name!r} in this store")
         rows.sort(key=lambda x: str(x[1].get("problem")))
@@ -251,7 +253,23 @@ class _Ui:
             "cost": None if None in costs else sum(c for c in costs if c is not None),
             "scorer": next((ev.get("scorer") for _, ev in rows if ev.get("scorer")), None),
         }
-        return self.render(request, "eval.html", name=name, rows=rows, summary=summary)
+        show = request.query_params.get("show", "")
+        if show == "wrong":  # every problem not scored right: wrong, failed, not scored yet
+            rows = [(row, ev) for row, ev in rows if ev.get("score") != 1.0]
+        pages = max(1, -(-len(rows) // _EVAL_PAGE))
+        page = min(max(1, _int(request.query_params.get("page"), 1)), pages)
+        shown = rows[(page - 1) * _EVAL_PAGE : page * _EVAL_PAGE]
+        return self.render(
+            request,
+            "eval.html",
+            name=name,
+            rows=shown,
+            matching=len(rows),
+            summary=summary,
+            show=show,
+            page=page,
+            pages=pages,
+        )
 
     # -- live ------------------------------------------------------------------------------
     async def events(self, request: Request) -> Response:

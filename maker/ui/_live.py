@@ -16,7 +16,7 @@ from typing import Any
 
 from maker.agents.prices import Price, cost_of
 from maker.runs import shown_status
-from maker.store import EVAL_EVENT, RunRecord, Store
+from maker.store import EVAL_EVENT, RunLine, RunRecord, Store
 
 __all__ = ["RunRow", "run_row", "list_runs", "RunsPage", "series", "hardest", "eval_membership"]
 
@@ -56,7 +56,7 @@ class RunRow:
         return self.steps - (self.parent_step or 0)
 
 
-def run_row(r: RunRecord) -> RunRow:
+def run_row(r: RunRecord | RunLine) -> RunRow:
     status = shown_status(r)
     own = r.steps - r.first_step
     rate = own / r.wall_s if r.wall_s > 0 and own > 0 else None
@@ -75,8 +75,8 @@ def run_row(r: RunRecord) -> RunRow:
         eta_s=eta,
         errors=r.errors,
         red_flag_rate=r.red_flags / r.calls if r.calls else None,
-        cost=(r.stats or {}).get("cost"),
-        agents=list(r.config.get("agents") or []),
+        cost=r.cost if isinstance(r, RunLine) else (r.stats or {}).get("cost"),
+        agents=(json.loads(r.agents or "[]") if isinstance(r, RunLine) else list(r.config.get("agents") or [])),
         created=r.created,
         updated=r.updated,
         parent=r.parent_run_id,
@@ -143,7 +143,7 @@ class RunsPage:
 def list_runs(st: Store, *, q: str = "", status: str = "", page: int = 1) -> RunsPage:
     """The runs list: newest activity first, forks under their parents, each evaluation's runs as one entry;
     ``q`` matches a run's id, workflow, agents or evaluation (any word, case-insensitive), ``status`` its status."""
-    records = st.runs()
+    records = st.run_lines()
     membership = eval_membership(st)
     rows: dict[str, RunRow] = {}
     for r in records:

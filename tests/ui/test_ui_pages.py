@@ -142,6 +142,8 @@ def test_the_tree_and_the_evaluation(client: TestClient) -> None:
     e = client.get("/eval", params={"name": "ev"})
     text = _text(e.text)
     assert e.status_code == 200 and "accuracy 100.0%" in text and "ev/q1" in text and "408" in text
+    wrong = _text(client.get("/eval", params={"name": "ev", "show": "wrong"}).text)
+    assert "0 shown" in wrong and "ev/q1" not in wrong  # every problem was right
     assert client.get("/eval", params={"name": "nope"}).status_code == 404
     assert client.get("/run", params={"id": "nope"}).status_code == 404
 
