@@ -13,7 +13,7 @@ found, the system's Chromium driven by Playwright:
   steps), first look and second.
 - **An open UI's cost.** ``maker run hanoi --set disks=18`` (262,143 steps), alternately with no UI and with the UI
   serving that run's page to Chromium (live: a look at the store every second, the page's panel and plots fetched
-  at each change), twice each; steps per second of each, and the ratio open / closed.
+  at each change), three times each; steps per second of each, and the ratio open / closed.
 
     python bench/bench_ui.py [--million PATH] [--json]
 """
@@ -217,7 +217,7 @@ def bench_open_ui(tmp: Path, browser: Any) -> dict[str, Any]:
     db = tmp / "open.sqlite"
     _maker("run", "hanoi", "--set", "disks=3", "--agent", AGENT, "--store", db, "--run-id", "warm")
     closed, opened = [], []
-    for i in range(2):
+    for i in range(3):
         closed.append(_timed_run(tmp, db, f"closed-{i}"))
         ui = Server(db, tmp)
         page = None
