@@ -338,6 +338,14 @@ class _Guard:
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
+        if self.token is None and not _loopback_host(request.headers.get("host", "")):
+            # Served on loopback without a token: a page elsewhere that points a name of its own at 127.0.0.1 (DNS
+            # rebinding) would be same-origin with the UI; its requests carry that name, so they are refused.
+            await PlainTextResponse(
+                "this maker ui answers only at 127.0.0.1, localhost or [::1]; serve it with a token to use other names",
+                status_code=403,
+            )(scope, receive, send)
+            return
         if self.token is not None:
             given = request.query_params.get("token")
             if given is not None and hmac.compare_digest(given, self.token):
@@ -367,6 +375,12 @@ class _Guard:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def _loopback_host(host: str) -> bool:
+    """Whether a Host header names this machine's loopback (with any port)."""
+    name = host[1 : host.find("]")] if host.startswith("[") else host.split(":")[0]
+    return name.lower() in ("localhost", "::1") or name.startswith("127.")
 
 
 def _nest(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from maker.ui._live import hardest, series
 from tests._cli import invoke, maker_env
 
 AGENT = "simulated:gpt-4.1-mini"
+LOCAL = "http://127.0.0.1:8765"
 
 
 def _run(db: Path, *args: str) -> None:
@@ -47,7 +48,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture()
 def client(store: Path) -> TestClient:
-    return TestClient(create_app(UiSettings(store=str(store))))
+    return TestClient(create_app(UiSettings(store=str(store))), base_url=LOCAL)
 
 
 def _text(html: str) -> str:
@@ -121,7 +122,7 @@ def test_a_run_recorded_without_points_is_read_from_its_steps(store: Path, tmp_p
     assert s["step"][-1] == 511 and len(s["step"]) == 256  # 2 steps a bin
     assert s["cost"][-1] == pytest.approx(new["cost"][-1], abs=1e-5)
     assert sum(x for x in s["rounds_max"]) >= len(s["step"])
-    c = TestClient(create_app(UiSettings(store=str(old))))
+    c = TestClient(create_app(UiSettings(store=str(old))), base_url=LOCAL)
     assert c.get("/run", params={"id": "big"}).status_code == 200
 
 
@@ -162,7 +163,7 @@ def test_nothing_from_the_store_is_rendered_unescaped(tmp_path: Path) -> None:
             expected_steps=None,
             state_json="{}",
         )
-    c = TestClient(create_app(UiSettings(store=str(db))))
+    c = TestClient(create_app(UiSettings(store=str(db))), base_url=LOCAL)
     for page in (c.get("/"), c.get("/run", params={"id": "evil"}), c.get("/", params={"q": evil})):
         assert page.status_code == 200
         assert "<script>alert" not in page.text and "<img src=x" not in page.text
@@ -172,10 +173,10 @@ def test_nothing_from_the_store_is_rendered_unescaped(tmp_path: Path) -> None:
 
 
 def test_actions_need_to_be_enabled_and_a_fresh_form(store: Path) -> None:
-    ro = TestClient(create_app(UiSettings(store=str(store))))
+    ro = TestClient(create_app(UiSettings(store=str(store))), base_url=LOCAL)
     r = ro.post("/action/stop", data={"run": "big"})
     assert r.status_code == 403 and "read-only" in r.text
-    rw = TestClient(create_app(UiSettings(store=str(store), actions=True)))
+    rw = TestClient(create_app(UiSettings(store=str(store), actions=True)), base_url=LOCAL)
     page = rw.get("/run", params={"id": "big-fork"}).text
     assert 'action="/action/fork"' in page and 'id="stop"' not in page  # done: fork, not stop or resume
     r = rw.post("/action/stop", data={"run": "big", "csrf": "forged"})
@@ -197,7 +198,7 @@ def test_fork_and_resume_from_the_page(store: Path, tmp_path: Path) -> None:
     src.close()
     dst.close()
     app = create_app(UiSettings(store=str(db), actions=True))
-    c = TestClient(app)
+    c = TestClient(app, base_url=LOCAL)
     csrf = re.search(r'name="csrf" value="([^"]+)"', c.get("/run", params={"id": "small"}).text).group(1)
     r = c.post(
         "/action/fork", data={"run": "small", "csrf": csrf, "step": "5", "new_id": "small-5"}, follow_redirects=False
@@ -242,6 +243,17 @@ def _serve(store: Path, tmp: Path, *args: str) -> tuple[subprocess.Popen[bytes],
             assert proc.poll() is None and time.monotonic() < end, err.read_text()
             time.sleep(0.05)
     return proc, address
+
+
+def test_on_loopback_other_host_names_are_refused(store: Path) -> None:
+    """Without a token the UI answers only to loopback names: a page that points a name of its own at 127.0.0.1
+    (DNS rebinding) gets nothing."""
+    app = create_app(UiSettings(store=str(store), actions=True))
+    for base in ("http://127.0.0.1:8765", "http://localhost:8765", "http://[::1]:8765"):
+        assert TestClient(app, base_url=base).get("/").status_code == 200
+    evil = TestClient(app, base_url="http://rebound.example:8765")
+    assert evil.get("/").status_code == 403 and evil.get("/api/runs").status_code == 403
+    assert evil.post("/action/stop", data={"run": "big"}).status_code == 403
 
 
 def test_off_loopback_every_request_needs_the_token(store: Path, tmp_path: Path) -> None:
