@@ -36,6 +36,10 @@ from typing import Any
 import httpx
 from _report import emit  # bench/ is on sys.path when a benchmark runs as a script
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests._cli
+
+from tests._cli import copy_store  # noqa: E402  (after the path above)
+
 AGENT = "simulated:gpt-4.1-mini"
 MAKER = [sys.executable, "-m", "maker"]
 
@@ -179,10 +183,8 @@ def bench_million(tmp: Path, browser: Any, million: Path | None) -> dict[str, An
     run_id, steps = con.execute("SELECT run_id, steps FROM runs ORDER BY steps DESC LIMIT 1").fetchone()
     con.close()
     out: dict[str, Any] = {"steps": steps}
-    old = tmp / "old.sqlite"
-    src = sqlite3.connect(million)
-    src.backup(dst := sqlite3.connect(old))
-    src.close()
+    old = copy_store(million, tmp / "old.sqlite")
+    dst = sqlite3.connect(old)
     dst.execute("UPDATE runs SET stats = json_remove(stats, '$.points')")
     dst.commit()
     dst.close()

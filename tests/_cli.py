@@ -229,3 +229,14 @@ def kill_when(
             proc.kill()
         proc.wait(timeout=timeout)  # reaped: a zombie would still look alive to `resume`'s liveness check
     assert proc.returncode == -signal.SIGKILL, stderr.read_text()
+
+
+def copy_store(src: Path, dst: Path) -> Path:
+    """A consistent copy of a store (SQLite's online backup: safe while it is being written), at ``dst``."""
+    a, b = sqlite3.connect(src), sqlite3.connect(dst)
+    try:
+        a.backup(b)
+    finally:
+        a.close()
+        b.close()
+    return dst

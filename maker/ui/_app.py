@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-import os
 import secrets
 import threading
 import time
@@ -445,7 +444,3 @@ def _dur(s: float | None) -> str:
 
 def _jsonish(x: Any) -> str:
     return x if isinstance(x, str) else json.dumps(x, ensure_ascii=False)
-
-
-def token_from_env() -> str | None:
-    return os.environ.get("MAKER_UI_TOKEN") or None

@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from maker.store import Store
 from maker.ui import UiSettings, create_app
 from maker.ui._live import hardest, series
-from tests._cli import invoke, maker_env
+from tests._cli import copy_store, invoke, maker_env
 
 AGENT = "simulated:gpt-4.1-mini"
 LOCAL = "http://127.0.0.1:8765"
@@ -107,10 +107,8 @@ def test_the_run_page_shows_the_run_and_its_plots(client: TestClient, store: Pat
 
 def test_a_run_recorded_without_points_is_read_from_its_steps(store: Path, tmp_path: Path) -> None:
     """The same plots for a run whose record has no points (an older run), from one pass over its steps."""
-    old = tmp_path / "old.sqlite"
-    src = sqlite3.connect(store)
-    src.backup(dst := sqlite3.connect(old))
-    src.close()
+    old = copy_store(store, tmp_path / "old.sqlite")
+    dst = sqlite3.connect(old)
     dst.execute("UPDATE runs SET stats = json_remove(stats, '$.points')")
     dst.commit()
     dst.close()
@@ -192,11 +190,7 @@ def test_actions_need_to_be_enabled_and_a_fresh_form(store: Path) -> None:
 
 def test_fork_and_resume_from_the_page(store: Path, tmp_path: Path) -> None:
     """The fork action starts ``maker fork`` in a process of its own; its run appears under the parent and ends."""
-    db = tmp_path / "s.sqlite"
-    src = sqlite3.connect(store)
-    src.backup(dst := sqlite3.connect(db))
-    src.close()
-    dst.close()
+    db = copy_store(store, tmp_path / "s.sqlite")
     app = create_app(UiSettings(store=str(db), actions=True))
     c = TestClient(app, base_url=LOCAL)
     csrf = re.search(r'name="csrf" value="([^"]+)"', c.get("/run", params={"id": "small"}).text).group(1)
@@ -277,11 +271,7 @@ def test_off_loopback_every_request_needs_the_token(store: Path, tmp_path: Path)
 
 def test_the_live_stream_tells_of_each_change(store: Path, tmp_path: Path) -> None:
     """``/events?run=`` sends a change when the run's record changes (here: a status written to the store)."""
-    db = tmp_path / "s.sqlite"
-    src = sqlite3.connect(store)
-    src.backup(dst := sqlite3.connect(db))
-    src.close()
-    dst.close()
+    db = copy_store(store, tmp_path / "s.sqlite")
     proc, address = _serve(db, tmp_path)
     try:
         with httpx.stream("GET", address + "events?run=small", timeout=60) as r:
