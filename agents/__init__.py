@@ -15,6 +15,7 @@ from maker.agents._base import (
     judge_prompt,
 )
 from maker.agents._http import RateLimitWait, rate_limit_waits
+from maker.agents._logprobs import returns_logprobs
 from maker.agents._roster import Roster, agent_label
 from maker.agents.simulated import PRESETS, SimulatedBackend, SimulatedConfig
 from maker.agents.specs import make_agent, parse_spec
@@ -41,4 +42,5 @@ __all__ = [
     "parse_spec",
     "RateLimitWait",
     "rate_limit_waits",
+    "returns_logprobs",
 ]

@@ -1,4 +1,5 @@
-"""Reading next-token log-probabilities: the digits of a SpecReason rating, and a first token's entropy.
+"""Reading next-token log-probabilities: the digits of a SpecReason rating, a first token's entropy, and whether a
+backend returns the log-probabilities of the tokens it generates (``--verify logprob``).
 
 Shared by the backends that rate drafts from a top-k list (OpenAI-compatible servers, vLLM).
 """
@@ -6,8 +7,9 @@ Shared by the backends that rate drafts from a top-k list (OpenAI-compatible ser
 from __future__ import annotations
 
 import math
+from typing import Any
 
-__all__ = ["digit_logprobs", "entropy", "logaddexp", "FLOOR_GAP", "FLOOR", "TOP"]
+__all__ = ["digit_logprobs", "entropy", "logaddexp", "returns_logprobs", "FLOOR_GAP", "FLOOR", "TOP"]
 
 TOP = 20  # next-token log-probs asked for when rating a draft or measuring entropy (the APIs' usual maximum)
 FLOOR_GAP = 5.0  # a digit missing from the top list: this far below the least likely token listed
@@ -42,3 +44,9 @@ def entropy(logprobs: list[float]) -> float:
 def logaddexp(a: float, b: float) -> float:
     hi, lo = max(a, b), min(a, b)
     return hi if lo == -math.inf else hi + math.log1p(math.exp(lo - hi))
+
+
+def returns_logprobs(backend: Any) -> bool:
+    """Whether a backend fills ``Sample.logprobs`` when a ``GenerateRequest`` asks for them: it says so with a
+    true ``token_logprobs`` attribute (simulated, transformers, vLLM, OpenAI-compatible HTTP)."""
+    return bool(getattr(backend, "token_logprobs", False))

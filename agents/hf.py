@@ -105,6 +105,9 @@ def _import_torch() -> Any:
 class HFBackend:
     """Batched generation and scoring with a transformers causal LM."""
 
+    token_logprobs = True
+    """Samples carry each generated token's log-probability (under the untempered model) when asked."""
+
     def __init__(
         self,
         ref: str,

@@ -64,6 +64,10 @@ class OpenAIBackend:
     """A model behind an OpenAI-compatible API (the spec's options are the keywords; see the module's docstring).
     ``jitter_seed`` seeds the backoff's jitter, which spreads retries in time and never changes what a run decides."""
 
+    token_logprobs = True
+    """Asks for token log-probabilities when a request wants them; a server that ignores the ask returns none,
+    and a ``--verify logprob`` run escalates such a draft."""
+
     def __init__(
         self,
         model: str,

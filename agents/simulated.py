@@ -9,7 +9,9 @@ of (agent seed, run seed, step, sample index), so runs are reproducible and resu
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
+from statistics import NormalDist
 from typing import Any
 
 import structlog
@@ -71,6 +73,13 @@ class SimulatedConfig(BaseModel):
     """As a verifier: chance of accepting a correct draft."""
     fpr: float = Field(0.05, ge=0.0, le=1.0)
     """As a verifier: chance of accepting a wrong draft."""
+    lp_sep: float = Field(2.0, ge=0.0)
+    """Token log-probabilities (asked for with ``logprobs``): how far apart right and wrong samples are. A sample's
+    least likely token has surprise ``s = -logprob``; ``ln s`` is normal with sd 1, mean ``lp_mu`` for a right
+    sample and ``lp_mu + lp_sep`` for a wrong one, so ``lp_sep`` is the d' of ``ln s`` and a minimum-log-probability
+    check separates right from wrong samples with AUC ``Phi(lp_sep / sqrt 2)`` (2.0: 0.921; 1.0: 0.760; 0: 0.5)."""
+    lp_mu: float = 0.0
+    """Mean of ``ln s`` for a right sample (0: its least likely token has log-probability -1 at the median)."""
     roles: dict[str, float] = Field(default_factory=dict)
     """Per-sample error rate by microstep name, over ``error`` (spec keys ``p_NAME=`` or ``error_NAME=``): one
     agent that decomposes at p=0.85 and solves at p=0.95 is ``simulated:p=0.95,p_decompose=0.85``."""
@@ -88,6 +97,20 @@ class SimulatedConfig(BaseModel):
     @property
     def valid(self) -> float:
         return 1.0 - self.overlong - self.malformed
+
+    @property
+    def lp_auc(self) -> float:
+        """The AUC of the minimum token log-probability as a right-or-wrong classifier: ``Phi(lp_sep / sqrt 2)``."""
+        return NormalDist().cdf(self.lp_sep / math.sqrt(2.0))
+
+    def min_logprob_rates(self, threshold: float) -> tuple[float, float]:
+        """``(TPR, FPR)`` of accepting a sample whose minimum token log-probability is at least ``threshold``: the
+        chance for a right and for a wrong sample, exactly (no sample is drawn)."""
+        if threshold >= 0.0:
+            return 0.0, 0.0
+        z = math.log(-threshold) - self.lp_mu
+        nd = NormalDist()
+        return nd.cdf(z), nd.cdf(z - self.lp_sep)
 
     @classmethod
     def from_options(cls, preset: str | None, options: dict[str, Any]) -> SimulatedConfig:
@@ -120,11 +143,17 @@ def _rate(key: str, value: Any, is_p: bool) -> float:
     return 1.0 - float(value) if is_p else float(value)
 
 
+_ND = NormalDist()
+_LP_TOKENS = 4096  # at most this many token log-probabilities per sample (an overlong one is red-flagged anyway)
+
 _RAMBLE = "Let me reason about this carefully before answering. "
 
 
 class SimulatedBackend:
     """Backend whose samples are drawn from :class:`SimulatedConfig`."""
+
+    token_logprobs = True
+    """Returns each sample's token log-probabilities when a request asks (``lp_sep`` sets how telling they are)."""
 
     def __init__(self, config: SimulatedConfig, name: str = "simulated") -> None:
         self.config = config
@@ -219,11 +248,14 @@ class SimulatedBackend:
                 if u < overlong:
                     text = _RAMBLE * 8 + correct
                     tokens = req.max_tokens + 1 + int(uniform(sd, 2) * req.max_tokens)
-                    samples.append(Sample(text, tokens))
+                    samples.append(Sample(text, tokens, self._logprobs(sd, tokens, False) if req.logprobs else None))
                     continue
                 text = self._malformed(ms, correct, int(uniform(sd, 2) * 3))
+                right = False
             else:
+                right = True
                 if error and uniform(sd, 3) < error:
+                    right = False
                     j = int(uniform(sd, 4) * cfg.spread)
                     if wrong is None:
                         wrong = {}
@@ -234,9 +266,22 @@ class SimulatedBackend:
                     if correct is None:
                         correct = ms.render(orc.answer)
                     text = correct
-            samples.append(Sample(text, tokens or estimate_tokens(text)))
+            tokens = tokens or estimate_tokens(text)
+            samples.append(Sample(text, tokens, self._logprobs(sd, tokens, right) if req.logprobs else None))
         self.samples += len(samples)
         return samples
+
+    def _logprobs(self, sd: int, tokens: int, right: bool) -> list[float]:
+        """One log-probability per token, a pure function of the sample's seed: the least likely token's surprise
+        ``s`` has ``ln s ~ N(lp_mu, 1)`` for a right sample and ``N(lp_mu + lp_sep, 1)`` for a wrong (or malformed)
+        one; every other token is likely whether the sample is right or not (surprise exponential with mean 0.05,
+        never below the least likely token's), so the mean over a long response dilutes the one signal."""
+        cfg = self.config
+        n = max(1, min(tokens, _LP_TOKENS))
+        z = _ND.inv_cdf(min(max(uniform(sd, 5), 1e-12), 1.0 - 1e-12))
+        low = -math.exp(z + cfg.lp_mu + (0.0 if right else cfg.lp_sep))
+        at = int(uniform(sd, 6) * n)
+        return [low if i == at else max(low, 0.05 * math.log(1.0 - uniform(sd, 16 + i))) for i in range(n)]
 
     def _check_mistakes(self, orc: Any) -> None:
         """At a microstep's first step: a mistake that votes like the right answer would make this agent's

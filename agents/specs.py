@@ -150,7 +150,8 @@ AGENT_KINDS: dict[str, Callable[[str, str | None, dict[str, Any]], Agent]] = {
 
 def make_agent(spec: str) -> Agent:
     """Build an agent from its spec string. Every kind takes ``price=IN/CACHED/OUT`` (dollars per million tokens;
-    see :mod:`maker.agents.prices`)."""
+    see :mod:`maker.agents.prices`) and ``p=`` (its measured per-sample correct rate, ``maker calibrate``'s p: what a
+    weighted ensemble weighs its votes by; a simulated agent's p is its own)."""
     kind, name, options = parse_spec(spec)
     factory = AGENT_KINDS.get(kind)
     if factory is None:
@@ -164,8 +165,15 @@ def make_agent(spec: str) -> Agent:
             price = parse_price(options.pop("price"), f"agent spec {spec!r}: price")
         except UserError as exc:
             raise AgentSpecError(str(exc)) from None
+    p = None
+    if kind in ("hf", "openai", "vllm") and "p" in options:  # a simulated agent's p is its own rate, read by it
+        p = options.pop("p")
+        if not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+            raise AgentSpecError(f"agent spec {spec!r}: p is the measured per-sample correct rate, in [0, 1]")
     agent = factory(spec, name, options)
     agent.price = price
+    if p is not None:
+        agent.info["p"] = float(p)
     return agent
 
 

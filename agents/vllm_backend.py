@@ -77,6 +77,9 @@ def first_top(completion: Any) -> list[tuple[str, float]]:
 
 
 class VLLMBackend:
+    token_logprobs = True
+    """Samples carry each generated token's log-probability when asked."""
+
     def __init__(
         self,
         model: str,

@@ -8,6 +8,8 @@ calibration and the trace tools report. Pure functions of their inputs, property
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 __all__ = [
     "step_success",
@@ -16,6 +18,9 @@ __all__ = [
     "expected_samples",
     "expected_calls",
     "wilson_interval",
+    "EnsembleStep",
+    "ensemble_step",
+    "ensemble_k_min",
 ]
 
 
@@ -99,3 +104,112 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     low = 0.0 if successes <= 0 else max(0.0, centre - half)
     high = 1.0 if successes >= n else min(1.0, centre + half)
     return (low, high)
+
+
+# -- a mixed ensemble: weighted first-to-ahead-by-k --------------------------------------------------
+_SLACK = 1e-9  # as maker.voting's: a weighted margin within this of k counts as k
+
+
+@dataclass(frozen=True)
+class EnsembleStep:
+    """What one step of a mixed ensemble achieves (:func:`ensemble_step`)."""
+
+    error: float
+    """Chance the step is decided for the wrong answer."""
+    calls: float
+    """Expected samples drawn for the step (red-flagged ones included): model calls."""
+    calls_by_agent: tuple[float, ...]
+    """``calls`` by agent, in the ensemble's order."""
+    undecided: float
+    """Chance still undecided after ``max_samples`` samples (the bound of the computation; about 0 in practice)."""
+
+
+def ensemble_step(
+    ps: Sequence[float],
+    weights: Sequence[float],
+    k: int,
+    valid: Sequence[float] | None = None,
+    *,
+    max_samples: int = 100_000,
+    tol: float = 1e-16,
+) -> EnsembleStep:
+    """Exact per-step error and expected calls of first-to-ahead-by-``k`` over weighted votes, samples drawn
+    round-robin (agent 0, 1, ..., n-1, 0, ...; the engine's ``--ensemble`` order).
+
+    ``weights`` are in units of the reference agent's (``k`` counts reference votes); agent ``i`` answers right with
+    probability ``ps[i]`` when its response is valid (``valid[i]``, default 1) and a red-flagged response has no
+    vote. Errors are taken to agree (one wrong answer: the worst case, as in :func:`step_success`). The weighted
+    margin is then a random walk on the lattice of integer combinations of the distinct weights; this follows its
+    distribution sample by sample until less than ``tol`` of it is left undecided. With one agent, or equal weights
+    and equal p, it equals :func:`step_success` and :func:`expected_calls`.
+    """
+    n = len(ps)
+    if n == 0 or len(weights) != n or (valid is not None and len(valid) != n):
+        raise ValueError("give one p, one weight (and one valid rate) per agent")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    vs = [1.0] * n if valid is None else list(valid)
+    for p, v, w in zip(ps, vs, weights, strict=True):
+        _check_p(p)
+        if not 0.0 < v <= 1.0 or not w > 0:
+            raise ValueError(f"valid rates must be in (0, 1] and weights positive, got {v} and {w}")
+    classes = sorted(set(weights))
+    cls = [classes.index(w) for w in weights]
+    need = k - _SLACK
+    live: dict[tuple[int, ...], float] = {tuple([0] * len(classes)): 1.0}
+    wrong = 0.0
+    by_agent = [0.0] * n
+    t = 0
+    mass = 1.0
+    while mass > tol and t < max_samples:
+        a = t % n
+        by_agent[a] += mass
+        up, down, stay = vs[a] * ps[a], vs[a] * (1.0 - ps[a]), 1.0 - vs[a]
+        c = cls[a]
+        nxt: dict[tuple[int, ...], float] = {}
+        for state, m in live.items():
+            if stay > 0.0:
+                nxt[state] = nxt.get(state, 0.0) + m * stay
+            for delta, q in ((1, up), (-1, down)):
+                if q == 0.0:
+                    continue
+                s = list(state)
+                s[c] += delta
+                margin = sum(x * w for x, w in zip(s, classes, strict=True))
+                if margin <= -need:
+                    wrong += m * q
+                elif margin < need:
+                    key = tuple(s)
+                    nxt[key] = nxt.get(key, 0.0) + m * q
+        live = nxt
+        mass = sum(live.values())
+        t += 1
+    return EnsembleStep(error=wrong, calls=sum(by_agent), calls_by_agent=tuple(by_agent), undecided=mass)
+
+
+def ensemble_k_min(
+    steps: int,
+    ps: Sequence[float],
+    weights: Sequence[float],
+    target: float = 0.95,
+    valid: Sequence[float] | None = None,
+    *,
+    k_max: int = 200,
+) -> int:
+    """Smallest k (in reference votes) whose run of ``steps`` steps is fully right with chance ``target`` or more,
+    by :func:`ensemble_step`. ValueError when none up to ``k_max`` is (the ensemble's votes do not converge)."""
+    if steps < 1 or not 0.0 < target < 1.0:
+        raise ValueError(f"need steps >= 1 and 0 < target < 1, got {steps} and {target}")
+    allowed = -math.expm1(math.log(target) / steps)  # 1 - target^(1/s), without cancellation
+    lo_err = math.inf
+    for k in range(1, k_max + 1):
+        err = ensemble_step(ps, weights, k, valid).error
+        if err <= allowed:
+            return k
+        if k > 8 and err >= lo_err * 0.999:  # not falling: the walk drifts the wrong way or not at all
+            break
+        lo_err = min(lo_err, err)
+    raise ValueError(
+        f"no k up to {k_max} gives this ensemble a {target} chance over {steps} steps: its weighted votes do not "
+        f"lean to the right answer enough (weights {list(weights)}, p {list(ps)})"
+    )

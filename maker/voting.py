@@ -8,11 +8,21 @@ property-tested.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["Voting", "beta_confidence", "samples_needed", "is_decided"]
+__all__ = [
+    "Voting",
+    "beta_confidence",
+    "samples_needed",
+    "is_decided",
+    "log_odds",
+    "relative_weights",
+    "weighted_decided",
+    "weighted_needed",
+]
 
 
 class Voting(BaseModel):
@@ -89,3 +99,48 @@ def samples_needed(voting: Voting, top: int, second: int) -> int:
     while not is_decided(voting, top + extra, second):
         extra += 1
     return max(1, extra)
+
+
+# -- weighted votes (a mixed ensemble) ---------------------------------------------------------------
+_MARGIN_SLACK = 1e-9
+"""Weighted margins are sums of floats: a margin within this of ``k`` (in reference-agent units) counts as ``k``,
+so that sums of weights equal to 1 (or to any common value) decide exactly where counts do."""
+
+
+def log_odds(p: float) -> float:
+    """The weight of a voter right with probability ``p``, ``ln(p / (1 - p))``: the optimal weight for independent
+    voters (each vote adds its log-likelihood ratio). Needs ``0.5 < p < 1``: a voter at 1/2 carries nothing, one
+    below it is against the truth, and one at 1 would outvote everyone (say ``p=0.9999`` instead)."""
+    if not 0.5 < p < 1.0:
+        raise ValueError(f"a weighted voter needs 0.5 < p < 1, got p={p}")
+    return math.log(p) - math.log1p(-p)
+
+
+def relative_weights(weights: Sequence[float]) -> tuple[float, ...]:
+    """Weights in units of the reference agent's, the first one's: ``k`` is then a margin in reference votes."""
+    if not weights or any(not w > 0 for w in weights):
+        raise ValueError(f"weights must be positive, got {list(weights)}")
+    ref = weights[0]
+    return tuple(w / ref for w in weights)
+
+
+def weighted_decided(voting: Voting, top: float, second: float) -> bool:
+    """Whether a weighted tally (weights in reference-agent units) whose two largest sums are ``top`` >= ``second``
+    is decided: ``top - second >= k``. With every weight 1 this is :func:`is_decided` on counts, exactly."""
+    if voting.rule == "adaptive":  # equal weights only (checked before a run): the sums are counts
+        return is_decided(voting, round(top), round(second))
+    return top - second >= voting.k - _MARGIN_SLACK
+
+
+def weighted_needed(voting: Voting, top: float, second: float, upcoming: Sequence[float]) -> int:
+    """Fewest further samples, taken in the order their agents' weights come in ``upcoming`` (cycled), that could
+    decide the tally if every one voted for the leader. No fewer can decide it, so asking for exactly these keeps a
+    batch as large as possible without drawing a sample the one-at-a-time procedure would not have drawn."""
+    if voting.rule == "adaptive":
+        return samples_needed(voting, round(top), round(second))
+    gap = voting.k - _MARGIN_SLACK - (top - second)
+    n = 0
+    while gap > 0:
+        gap -= upcoming[n % len(upcoming)]
+        n += 1
+    return max(1, n)

@@ -180,7 +180,21 @@ def voting_options(f: Callable[..., Any]) -> Callable[..., Any]:
                 "--agent",
                 "agents",
                 multiple=True,
-                help="Agent spec, e.g. simulated:gpt-4.1-mini. Repeat to give escalation agents.",
+                help="Agent spec, e.g. simulated:gpt-4.1-mini. Repeat to give escalation agents (or, with "
+                "--ensemble, agents that vote together).",
+            ),
+            click.option(
+                "--ensemble",
+                is_flag=True,
+                default=None,
+                help="Every --agent votes on every step, round-robin, instead of escalating (see docs/voting.md).",
+            ),
+            click.option(
+                "--weights",
+                type=click.Choice(["p", "equal"]),
+                default=None,
+                help="With --ensemble: weigh each vote by ln(p/(1-p)) of its agent's p (default; p from the spec, "
+                "p=0.97) or count each as one. --k is then in units of the first agent's weight.",
             ),
             click.option(
                 "--k", type=int, default=None, help="Vote margin for first-to-ahead-by-k (default: the microstep's, 3)."
@@ -221,11 +235,24 @@ def voting_options(f: Callable[..., Any]) -> Callable[..., Any]:
             ),
             click.option(
                 "--verify",
-                type=click.Choice(["score", "vote"]),
+                type=click.Choice(["score", "vote", "logprob"]),
                 default=None,
-                help="score: rate the draft 0-9 in one prefill pass; vote: verifiers answer themselves.",
+                help="score: rate the draft 0-9 in one prefill pass; vote: verifiers answer themselves; logprob: "
+                "the draft's own token log-probabilities pass --logprob-threshold (no verifier).",
             ),
             click.option("--threshold", type=float, default=None, help="Acceptance score, 0-9 (default 7)."),
+            click.option(
+                "--logprob-stat",
+                type=click.Choice(["min", "mean"]),
+                default=None,
+                help="--verify logprob: check the minimum token log-probability (default) or the mean.",
+            ),
+            click.option(
+                "--logprob-threshold",
+                type=float,
+                default=None,
+                help="--verify logprob: accept a draft whose statistic is at least this (default -2.0).",
+            ),
             click.option("--verify-k", type=int, default=None, help="Verdict margin to accept a draft (default 1)."),
             click.option(
                 "--draft-k",

@@ -36,7 +36,12 @@ from maker.errors import UserError
     default=None,
     help="Red-flag (and stop) responses longer than this (default: each microstep's own limit).",
 )
-@click.option("--verifier", default=None, help="Measure this verifier's TPR and FPR on drafts of ground-truth steps.")
+@click.option(
+    "--verifier",
+    default=None,
+    help="Measure this verifier's TPR and FPR on drafts of ground-truth steps ('logprob': the drafter's own token "
+    "log-probabilities, at each threshold of a grid).",
+)
 @click.option(
     "--drafter",
     default=None,
@@ -46,9 +51,16 @@ from maker.errors import UserError
 @click.option("--drafter-p", type=float, default=None, help="With --verifier: assume this drafter p for the estimate.")
 @click.option(
     "--verify",
-    type=click.Choice(["score", "vote"]),
+    type=click.Choice(["score", "vote", "logprob"]),
     default=None,
-    help="How the verifier judges: score (rate 0-9, default) or vote (answer the step itself).",
+    help="How the verifier judges: score (rate 0-9, default) or vote (answer the step itself); logprob: as "
+    "--verifier logprob.",
+)
+@click.option(
+    "--logprob-stat",
+    type=click.Choice(["min", "mean"]),
+    default=None,
+    help="--verifier logprob: the statistic checked, minimum token log-probability (default) or mean.",
 )
 @click.option("--threshold", type=float, default=None, help="Score mode: acceptance score, 0-9 (default 7).")
 @click.option(
@@ -84,6 +96,16 @@ def calibrate(
         if live:
             click.echo(f"\r{done}/{total} samples", err=True, nl=done == total)
 
+    if verifier == "logprob" or spec["verify"] == "logprob":
+        from maker.cli._logprob import calibrate_logprob_command
+
+        calibrate_logprob_command(
+            workflow, parse_sets(sets, workflow), verifier, agent=agent, samples=samples, temperature=temperature,
+            target=target, seed=seed, batch=batch, max_tokens=max_tokens, as_json=as_json, progress=progress, **spec,
+        )  # fmt: skip
+        return
+    if spec.pop("logprob_stat") is not None:
+        raise UserError("--logprob-stat is for --verifier logprob (the drafter's own log-probabilities)")
     if verifier is not None:
         _calibrate_verifier(
             workflow,
@@ -316,6 +338,22 @@ def _print_speculative_run(v: Any) -> None:
     default=False,
     help="Bill every call its own prompt (a client sending one request per sample) instead of one per round.",
 )
+@click.option(
+    "--agent-p",
+    "agent_p",
+    type=float,
+    multiple=True,
+    help="A mixed ensemble (--ensemble): one agent's p, repeated in the agents' order (the first is the "
+    "reference); prints weighted against equal votes (instead of --p).",
+)
+@click.option(
+    "--agent-cost",
+    "agent_cost",
+    type=float,
+    multiple=True,
+    help="With --agent-p: what one call of each agent costs (any unit, in the same order), for a cost per step.",
+)
+@click.option("--k-equal", type=int, default=None, help="With --agent-p and --k: the k evaluated for equal votes.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def estimate(
     steps: int,
@@ -325,6 +363,9 @@ def estimate(
     valid: float,
     k: int | None,
     as_json: bool,
+    agent_p: tuple[float, ...],
+    agent_cost: tuple[float, ...],
+    k_equal: int | None,
     model: str | None,
     price: str | None,
     prices_file: str | None,
@@ -337,8 +378,15 @@ def estimate(
     """Plan a run: k_min, expected calls and the chance of a fully correct run (MAKER section 3); with
     --drafter-p, the same for speculative drafting next to it; with a price (--model or --price) and tokens per call
     (--prompt-tokens, --completion-tokens), what the run costs."""
+    if agent_p:
+        if p is not None or error is not None:
+            raise UserError("--agent-p gives each ensemble agent's p: leave out --p and --error")
+        _ensemble_estimate(steps, agent_p, agent_cost, target, valid, k, k_equal, as_json)
+        return
+    if agent_cost or k_equal is not None:
+        raise UserError("--agent-cost and --k-equal are for a mixed ensemble: give each agent's p with --agent-p")
     if (p is None) == (error is None):
-        raise UserError("give exactly one of --p or --error")
+        raise UserError("give exactly one of --p or --error (or, for a mixed ensemble, --agent-p per agent)")
     if p is None:
         assert error is not None
         p = 1.0 - error
@@ -544,3 +592,51 @@ def _speculative_lines(est: Any, ens: Any, n: int, vk: int, args: dict[str, Any]
         f" verifier calls {est.verifier_calls_per_step:.4f}, drafter calls {est.drafter_calls_per_step:.4f}",
         f"  smallest ensemble meeting {target}: " + "; ".join(ensemble),
     ]
+
+
+def _ensemble_estimate(
+    steps: int,
+    ps: tuple[float, ...],
+    costs: tuple[float, ...],
+    target: float,
+    valid: float,
+    k: int | None,
+    k_equal: int | None,
+    as_json: bool,
+) -> None:
+    """``maker estimate --agent-p ...``: a mixed ensemble's k, per-step error and calls, weighted against equal."""
+    from maker.planning import ensemble_estimate
+
+    try:
+        est = ensemble_estimate(
+            steps, list(ps), target=target, valid=valid, k=k, k_equal=k_equal, costs=list(costs) if costs else None
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+    def side(name: str, s: Any, unit: str) -> None:
+        found = f"k_min {s.k_min}" if s.k_min is not None else "no k meets the target"
+        cost = "" if s.cost_per_step is None else f", cost per step {s.cost_per_step:.6g}"
+        click.echo(
+            f"{name:<12} k {s.k} ({unit}; {found})  per-step error {s.step_error:.3g}  full run {s.p_full:.6f}  "
+            f"calls per step {s.calls_per_step:.4f} " + "[" + ", ".join(f"{c:.3f}" for c in s.calls_by_agent) + "]"
+            f"{cost}"
+        )
+
+    def human() -> None:
+        w = est.weighted.weights
+        click.echo(
+            f"steps {steps:,}  target {target}  ensemble of {len(ps)}: p {', '.join(f'{x:g}' for x in ps)} "
+            f"(round-robin; weights ln(p/(1-p)) in the first agent's units: {', '.join(f'{x:.4g}' for x in w)})"
+        )
+        side("weighted", est.weighted, "first agent's votes")
+        side("equal", est.equal, "votes")
+        side("first alone", est.first_alone, "votes")
+        e, q = est.weighted, est.equal
+        ratio = q.calls_per_step / e.calls_per_step
+        line = f"equal / weighted: calls per step {ratio:.3f}x"
+        if e.cost_per_step and q.cost_per_step is not None:
+            line += f", cost per step {q.cost_per_step / e.cost_per_step:.3f}x"
+        click.echo(line)
+
+    emit(est.model_dump(mode="json"), as_json, human)

@@ -168,6 +168,9 @@ def _show_step(r: dict[str, Any]) -> None:
         click.echo("  input    " + "\n           ".join(lines[:40]) + ("\n           ..." if len(lines) > 40 else ""))
     click.echo(f"  winner   {json.dumps(r['answer'])}")
     click.echo(f"  votes    {r['votes']}  (winner first)")
+    if r.get("weighted"):
+        w = r["weighted"]
+        click.echo(f"  weighted {w['tally']}  margin {w['margin']:g} (in the first agent's votes; --ensemble)")
     if r["red_flags"]:
         click.echo("  red flags " + ", ".join(f"{k} {v}" for k, v in r["red_flags"].items()))
     spec = r["speculation"]

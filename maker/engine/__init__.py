@@ -12,7 +12,7 @@ from maker.engine._decider import Decider, Decision, flag_reason, too_long
 from maker.engine._engine import Ahead, Engine, EngineConfig, Recipe, RunSummary, price_of, roster_of
 from maker.engine._ledger import Ledger, Observer, Progress
 from maker.engine._reapply import Row, SplitTransition, WorkflowEnded, reapply
-from maker.engine._speculation import DRAFT_CALLS, Speculation
+from maker.engine._speculation import DRAFT_CALLS, LOGPROB_THRESHOLD, Speculation, logprob_stat
 from maker.engine._transitions import calls_of
 
 __all__ = [
@@ -30,6 +30,8 @@ __all__ = [
     "Observer",
     "Speculation",
     "DRAFT_CALLS",
+    "LOGPROB_THRESHOLD",
+    "logprob_stat",
     "Decider",
     "Decision",
     "Coalescing",

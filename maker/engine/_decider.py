@@ -30,8 +30,9 @@ from maker.agents import (
 )
 from maker.dsl import Microstep, MicrostepCall
 from maker.engine._batching import Coalescing
+from maker.engine._ensemble import WeightedTally, ask_round, round_plan
 from maker.engine._failures import EARLY_SAMPLES, Attempt, code_error, undecided_error, unknown_microstep
-from maker.engine._speculation import DRAFT_CALLS, Speculation
+from maker.engine._speculation import DRAFT_CALLS, Speculation, logprob_stat
 from maker.errors import WorkflowCodeError
 from maker.voting import Voting, is_decided, samples_needed
 
@@ -169,12 +170,16 @@ class Drafted:
     """A step's route and draft (:meth:`Decider.draft`): the decision so far, the draft's text (None when the
     step was routed straight to voting) and the draft read through the red flags."""
 
-    __slots__ = ("decision", "text", "parsed", "on_reject")
+    __slots__ = ("decision", "text", "parsed", "on_reject", "logprobs")
 
-    def __init__(self, decision: Decision, text: str | None, parsed: Parsed | None) -> None:
+    def __init__(
+        self, decision: Decision, text: str | None, parsed: Parsed | None, logprobs: list[float] | None = None
+    ) -> None:
         self.decision = decision
         self.text = text
         self.parsed = parsed
+        self.logprobs = logprobs
+        """The draft's token log-probabilities (asked for in ``logprob`` mode only; None where not returned)."""
         self.on_reject: Any = None
         """Called when the verifiers turn the draft down (before escalation): the speculative window drafts no
         further past it until its escalated vote is in."""
@@ -223,12 +228,16 @@ class Decider:
         run_id: str = "",
         workflow: Any = None,
         workflow_ref: str | None = None,
+        weights: Sequence[float] | None = None,
     ) -> None:
         self.agents = list(roster.voting)
         self.run_id = run_id
         self.workflow = workflow
         """The workflow whose calls are decided (named in errors)."""
         self.workflow_ref = workflow_ref
+        self.weights = None if weights is None else tuple(weights)
+        """A mixed ensemble: every voting agent votes on every step, each vote weighing this (reference-agent
+        units; see :mod:`maker.engine._ensemble`). None: the agents escalate, one after another."""
         """Where the run's workflow is found, for the commands errors suggest."""
         self.spec = speculation
         self.policies = policies
@@ -307,6 +316,9 @@ class Decider:
         step_seed = mix64(self._seed ^ step)
         oracle = Oracle(ms, expected, step, call.inputs) if expected is not None else None
         cache: dict[str, Parsed] = {}
+        if self.weights is not None:
+            ctx = (step_seed, max_tokens, oracle)
+            return await self._vote_together(step, call, policy, ctx, cache, samples_out, together, d or Decision())
         prefetched: list[Any] | None = None
         if d is None:
             d = Decision()
@@ -390,6 +402,97 @@ class Decider:
             workflow_ref=self.workflow_ref,
             attempt=Attempt("undecided", [call], [d], [samples_out]),
             early=early,
+            kept=samples_out is not None,
+            examples=d.examples or {},
+        )
+
+    async def _vote_together(
+        self,
+        step: int,
+        call: MicrostepCall,
+        policy: Voting,
+        where: tuple[int, int, Oracle | None],
+        cache: dict[str, Parsed],
+        samples_out: list[tuple[Any, ...]] | None,
+        together: bool,
+        d: Decision,
+    ) -> Decision:
+        """Vote on ``call`` with every agent together, round-robin, weighted (:mod:`maker.engine._ensemble`)."""
+        ms: Microstep[Any] = call.microstep
+        step_seed, max_tokens, oracle = where
+        weights = self.weights
+        assert weights is not None
+        n = len(self.agents)
+        gens = [(self._fronts[a] if together else self.agents[a].backend).generate for a in range(n)]
+        tally = WeightedTally(weights)
+        idx = rounds = 0
+        t_first, t_rest = policy.first_temperature, policy.temperature
+        user_flags = bool(ms.red_flags)
+
+        def request(temps: list[float], seeds: list[int]) -> GenerateRequest:
+            return GenerateRequest(call.prompt, temps, seeds, max_tokens, ms.stop, False, oracle, ms.pattern)
+
+        while rounds < policy.max_rounds:
+            need = tally.needed(policy, idx)
+            plan = round_plan(idx, idx + need, n)
+            for a, which in plan.items():
+                d.issue(a, len(which))
+            got = await ask_round(gens, plan, step_seed, request, t_first, t_rest)
+            at = {a: 0 for a in got}
+            for a, samples in got.items():
+                d.bill(a, call.prompt, samples)
+                d.called(a, len(samples))
+            for i in range(idx, idx + need):  # read in index order: the first answer read of a key is its winner
+                a = i % n
+                s = got[a][at[a]]
+                at[a] += 1
+                d.tokens += s.tokens
+                got_parsed = cache.get(s.text) if s.tokens <= max_tokens else None
+                if s.tokens > max_tokens:
+                    parsed = Parsed(None, None, too_long(s.tokens, max_tokens))
+                elif got_parsed is not None:
+                    parsed = got_parsed
+                else:
+                    parsed = cache[s.text] = self.parse(ms, ms.parse, ms.vote_key, user_flags, s.text, call.inputs)
+                if parsed.flag is not None:
+                    d.flag(flag_reason(parsed.flag), 1, parsed.flag)
+                    d.red_flags += 1
+                else:
+                    tally.add(a, parsed.key, parsed.answer)
+                if samples_out is not None:
+                    answer = None if parsed.flag is not None else ms.answer_json(tally.winners[parsed.key])
+                    temp = t_first if i < n else t_rest
+                    samples_out.append((step, i, rounds, a, temp, s.tokens, s.text, parsed.flag, answer))
+            idx += need
+            rounds += 1
+            if tally.decided(policy):
+                leader = tally.leader()
+                d.answer, d.key, d.votes = tally.winners[leader], leader, tally.votes()
+                info = d.spec if d.spec is not None else {}
+                info["weighted"] = tally.record()
+                d.spec = info
+                d.rounds += rounds
+                d.samples += idx
+                d.agent = 0
+                return d
+            if idx >= EARLY_SAMPLES and sum(tally.counts.values()) * 20 <= idx:
+                break  # nearly every sample red-flagged: more rounds of the same would not decide it
+        d.rounds += rounds
+        d.samples += idx
+        d.votes = tally.votes()
+        raise undecided_error(
+            step=step,
+            call=call,
+            decision=d,
+            votes=d.votes,
+            agents=[a.spec for a in self.agents],
+            policy=policy,
+            max_tokens=max_tokens,
+            run_id=self.run_id,
+            workflow=self.workflow,
+            workflow_ref=self.workflow_ref,
+            attempt=Attempt("undecided", [call], [d], [samples_out]),
+            early=idx if rounds < policy.max_rounds else 0,
             kept=samples_out is not None,
             examples=d.examples or {},
         )
@@ -536,8 +639,9 @@ class Decider:
         policy = self._policy(ms, step)
         if spec.draft_k > 1:
             return await self._draft_vote(d, info, drafter, seed, policy, call, max_tokens, oracle)
+        want_lp = spec.mode == "logprob"
         req = GenerateRequest(
-            call.prompt, [policy.first_temperature], [seed], max_tokens, ms.stop, False, oracle, ms.pattern
+            call.prompt, [policy.first_temperature], [seed], max_tokens, ms.stop, want_lp, oracle, ms.pattern
         )
         d.issue(d_idx)
         ((text,),) = await drafter.generate([req])
@@ -550,7 +654,7 @@ class Decider:
             info["draft_flag"] = parsed.flag[:120]
             d.flag(flag_reason(parsed.flag))
             d.red_flags += 1
-        return Drafted(d, text.text, parsed)
+        return Drafted(d, text.text, parsed, text.logprobs)
 
     async def _draft_vote(
         self,
@@ -573,8 +677,10 @@ class Decider:
         k = spec.draft_k
         batch = spec.draft_batch or 2 * k
         counts: dict[Any, int] = {}
-        first: dict[Any, tuple[str, Parsed]] = {}
+        first: dict[Any, Sample] = {}  # each answer's first sample: the draft when it wins
+        parsed_of: dict[Any, Parsed] = {}
         flagged: tuple[str, Parsed] | None = None
+        want_lp = spec.mode == "logprob"  # the voted draft is SpecGuard's most consistent one: its log-probs are read
         idx = 0
         d.drafted = 1
         for _ in range(DRAFT_CALLS):
@@ -582,7 +688,7 @@ class Decider:
             temps = [policy.first_temperature if i == 0 else policy.temperature for i in range(idx, idx + batch)]
             d.issue(d_idx, batch)
             (texts,) = await drafter.generate(
-                [GenerateRequest(call.prompt, temps, seeds, max_tokens, ms.stop, False, oracle, ms.pattern)]
+                [GenerateRequest(call.prompt, temps, seeds, max_tokens, ms.stop, want_lp, oracle, ms.pattern)]
             )
             d.called(d_idx, batch)
             d.bill(d_idx, call.prompt, texts)
@@ -597,14 +703,15 @@ class Decider:
                         flagged = (s.text, parsed)
                     continue
                 counts[parsed.key] = counts.get(parsed.key, 0) + 1
-                first.setdefault(parsed.key, (s.text, parsed))
+                if parsed.key not in first:
+                    first[parsed.key], parsed_of[parsed.key] = s, parsed
             if counts:
                 ranked = sorted(counts.values(), reverse=True)
                 if ranked[0] - (ranked[1] if len(ranked) > 1 else 0) >= k:
                     leader = max(counts, key=counts.__getitem__)
                     info["draft_votes"] = "[" + ",".join(map(str, ranked)) + "]"
-                    text, parsed = first[leader]
-                    return Drafted(d, text, parsed)
+                    won = first[leader]
+                    return Drafted(d, won.text, parsed_of[leader], won.logprobs)
         if counts:
             info["draft_votes"] = "[" + ",".join(map(str, sorted(counts.values(), reverse=True))) + "]"
             info["route"] = "draft_split"
@@ -631,7 +738,11 @@ class Decider:
         assert info is not None
         if drafted.text is not None and parsed is not None and parsed.flag is None:
             oracle = Oracle(call.microstep, expected, step, call.inputs) if expected is not None else None
-            if await self._verify(d, mix64(self._seed ^ step), call, drafted.text, parsed, oracle, info, together):
+            if self.spec is not None and self.spec.mode == "logprob":
+                ok = self._logprob_check(drafted, info)
+            else:
+                ok = await self._verify(d, mix64(self._seed ^ step), call, drafted.text, parsed, oracle, info, together)
+            if ok:
                 d.accepted = 1
                 info["accepted"] = True
                 d.answer, d.key, d.votes, d.rounds, d.samples = parsed.answer, parsed.key, "[1]", 1, 1
@@ -644,6 +755,19 @@ class Decider:
         if drafted.text is not None:  # the draft counts as a round and a sample of the step; a routed step saw none
             d.rounds, d.samples = 1, 1
         return await self._vote(step, call, expected, samples_out, together, d)
+
+    def _logprob_check(self, drafted: Drafted, info: dict[str, Any]) -> bool:
+        """``logprob`` mode (SpecGuard): the draft is accepted when the minimum (or mean) of its token
+        log-probabilities is at least the threshold; no verifier is asked. A draft that came back without
+        log-probabilities (a server that ignores the ask) is escalated: nothing vouches for it."""
+        spec = self.spec
+        assert spec is not None
+        if drafted.logprobs is None:
+            info["logprob"] = None
+            return False
+        value = logprob_stat(drafted.logprobs, spec.logprob_stat)
+        info["logprob"] = round(value, 4)
+        return value >= spec.logprob_threshold
 
     async def _verify(
         self,

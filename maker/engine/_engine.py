@@ -29,7 +29,7 @@ from maker.engine._ledger import Ledger, Observer, Progress
 from maker.engine._scheduler import Scheduler
 from maker.engine._speculation import Speculation
 from maker.engine._window import Window
-from maker.errors import RunError
+from maker.errors import RunError, UserError
 from maker.store import Store
 from maker.voting import Voting
 
@@ -69,6 +69,9 @@ class EngineConfig:
     """Where the run's workflow is found (as the run records it), for the commands that errors suggest."""
     prices: Mapping[str, Price] = field(default_factory=dict)
     """A user's prices by model name (``--prices FILE``), before the known table (see :mod:`maker.agents.prices`)."""
+    weights: tuple[float, ...] | None = None
+    """A mixed ensemble (``--ensemble``): every voting agent votes on every step, round-robin, each vote weighing
+    this, in units of the first agent's weight (see :mod:`maker.engine._ensemble`). None: the agents escalate."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -211,6 +214,13 @@ class Engine:
             ms.name: ms.voting if (ms.voting.fixed or not voting) else ms.voting.model_copy(update=voting)
             for ms in workflow.microsteps
         }
+        if config.weights is not None and len(set(config.weights)) > 1:
+            adaptive = [name for name, v in self.policies.items() if v.rule == "adaptive"]
+            if adaptive:
+                raise UserError(
+                    f"microstep(s) {', '.join(adaptive)} vote by the adaptive rule, which counts votes and cannot "
+                    f"weigh them: vote with equal weights (--weights equal), or override the rule (--rule ahead_by_k)"
+                )
         self.decider = Decider(
             roster=self.roster,
             speculation=speculation,
@@ -220,6 +230,7 @@ class Engine:
             run_id=run_id,
             workflow=workflow,
             workflow_ref=config.workflow_ref,
+            weights=config.weights,
         )
         self.scheduler = Scheduler(workflow, self.decider, run_id=run_id)
         self.ledger = Ledger(

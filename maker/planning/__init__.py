@@ -5,8 +5,11 @@ The voting mathematics every layer uses (success chances, k_min, Wilson interval
 """
 
 from maker.planning._calibrate import Calibration, calibrate
+from maker.planning._calibrate_logprob import LogprobCalibration, ThresholdRow, calibrate_logprob
 from maker.planning._calibrate_verifier import VerifierCalibration, calibrate_verifier
 from maker.planning._cost import BudgetCheck, CostEstimate, budget_check, cost_estimate
+from maker.planning._ensemble import EnsembleEstimate, EnsembleSide, ensemble_estimate
+from maker.planning._logprob import THRESHOLD_GRID, ThresholdChoice, choose_threshold, simulated_logprob_rates
 from maker.planning._preflight import known_rates, preflight
 from maker.planning._speculation import (
     ENSEMBLE_BOUND,
@@ -16,6 +19,7 @@ from maker.planning._speculation import (
     Verification,
     accept_probability,
     draft_vote,
+    logprob_verification,
     score_verification,
     smallest_ensemble,
     speculation_estimate,
@@ -30,7 +34,18 @@ __all__ = [
     "calibrate",
     "VerifierCalibration",
     "calibrate_verifier",
+    "LogprobCalibration",
+    "ThresholdRow",
+    "calibrate_logprob",
+    "THRESHOLD_GRID",
+    "ThresholdChoice",
+    "choose_threshold",
+    "simulated_logprob_rates",
+    "logprob_verification",
     "preflight",
+    "EnsembleEstimate",
+    "EnsembleSide",
+    "ensemble_estimate",
     "CostEstimate",
     "cost_estimate",
     "BudgetCheck",

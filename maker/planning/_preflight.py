@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from maker.planning._logprob import logprob_preflight
 from maker.planning._speculation import SpeculationEstimate, smallest_ensemble, speculation_estimate
 from maker.stats import k_min
 
@@ -76,6 +77,9 @@ def preflight(
     wf_name, policy = _workflow_policy(workflow)
     large, drafter = rates(options.agents[0]), rates(options.drafter)
     vinfo = [rates(v) for v in options.verifiers]
+    if options.verify == "logprob":  # no verifiers: the draft's own log-probabilities (maker.planning._logprob)
+        common = _common_args(options, policy, large, drafter) if "p" in drafter else None
+        return logprob_preflight(options, common, expected_steps, target=target, workflow=wf_name, large=large)
     unknown = _unknown(options.verify, options.drafter, drafter, options.verifiers, vinfo)
     if unknown:
         ver = options.verifiers[0] if options.verifiers else "SPEC"

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict
 
@@ -44,6 +44,7 @@ __all__ = [
     "Verification",
     "score_verification",
     "vote_verification",
+    "logprob_verification",
     "SpeculationEstimate",
     "speculation_estimate",
     "Ensemble",
@@ -237,6 +238,15 @@ def vote_verification(
     return Verification(accept_right=float(ar), accept_wrong=float(aw), calls_right=float(cr), calls_wrong=float(cw))
 
 
+def logprob_verification(tpr: float, fpr: float) -> Verification:
+    """``logprob`` mode: the draft's own log-probability check accepts a right draft with ``tpr`` and a wrong one
+    with ``fpr`` (measured at a threshold by ``maker calibrate --verifier logprob``); it costs no call."""
+    for what, r in (("TPR", tpr), ("FPR", fpr)):
+        if isinstance(r, Sequence) or not 0 <= r <= 1:
+            raise ValueError(f"logprob mode takes one {what} in [0, 1], got {r!r}")
+    return Verification(accept_right=float(tpr), accept_wrong=float(fpr), calls_right=0.0, calls_wrong=0.0)
+
+
 # -- a whole run -------------------------------------------------------------------------------------
 
 
@@ -245,8 +255,8 @@ class SpeculationEstimate(BaseModel):
 
     model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
 
-    mode: Literal["score", "vote"]
-    """How drafts are verified."""
+    mode: Literal["score", "vote", "logprob"]
+    """How drafts are verified (``logprob``: by the draft's own log-probabilities, no verifier calls)."""
     steps: int
     """Steps in the run."""
     verifiers: int
@@ -368,7 +378,7 @@ def speculation_estimate(
     p: float,
     k: int,
     steps: int,
-    mode: Literal["score", "vote"] = "score",
+    mode: Literal["score", "vote", "logprob"] = "score",
     tpr: Rates | None = None,
     fpr: Rates | None = None,
     verifier_p: Rates | None = None,
@@ -386,7 +396,9 @@ def speculation_estimate(
     """The speculative run's error and cost, from the agents' rates.
 
     ``drafter_p``/``drafter_valid``: the drafter's correct rate among valid drafts and its valid rate.
-    ``mode="score"`` takes ``tpr`` and ``fpr`` (one value, or one per verifier); ``mode="vote"`` takes
+    ``mode="score"`` takes ``tpr`` and ``fpr`` (one value, or one per verifier); ``mode="logprob"`` takes the
+    log-probability check's ``tpr`` and ``fpr`` (one value each; ``verifiers`` and ``verify_k`` are not read, and
+    with ``draft_k`` > 1 they are the rates on the voted draft); ``mode="vote"`` takes
     ``verifier_p`` (and ``verifier_valid``, ``max_rounds``). ``p``, ``k``, ``valid``: the large model's
     escalated voting. ``verifiers_are_large``: the verifiers' calls are large-model calls too.
     ``large_first``: the first steps are voted without a draft. Routing by entropy is not modelled (it sends
@@ -412,12 +424,17 @@ def speculation_estimate(
         if tpr is None or fpr is None:
             raise ValueError("score mode needs the verifiers' TPR and FPR")
         ver = score_verification(tpr, fpr, verifiers, verify_k)
+    elif mode == "logprob":
+        if tpr is None or fpr is None:
+            raise ValueError("logprob mode needs the log-probability check's TPR and FPR")
+        ver = logprob_verification(cast(float, tpr), cast(float, fpr))
+        verifiers, verify_k = 0, 1
     elif mode == "vote":
         if verifier_p is None:
             raise ValueError("vote mode needs the verifiers' per-sample correct rate")
         ver = vote_verification(verifier_p, verifiers, verify_k, max_rounds=max_rounds, verifier_valid=verifier_valid)
     else:
-        raise ValueError(f"mode must be 'score' or 'vote', got {mode!r}")
+        raise ValueError(f"mode must be 'score', 'vote' or 'logprob', got {mode!r}")
     vote_error = 1.0 - step_success(p, k)
     vote_calls = expected_calls(p, k, valid)
     right, wrong = draft_valid * draft_p, draft_valid * (1.0 - draft_p)
@@ -484,7 +501,7 @@ def smallest_ensemble(
     k: int,
     steps: int,
     target: float = 0.95,
-    mode: Literal["score", "vote"] = "score",
+    mode: Literal["score", "vote", "logprob"] = "score",
     tpr: float | None = None,
     fpr: float | None = None,
     verifier_p: float | None = None,

@@ -48,6 +48,12 @@ class RunOptions(BaseModel):
     """Override the temperature of later samples."""
     batch: int | None = Field(None, ge=1, le=4096)
     """Override the samples asked of a backend per call (later rounds are filled up to it)."""
+    ensemble: bool = False
+    """Every agent votes on every step (a mixed ensemble), samples drawn round-robin (agent 1, 2, ..., 1, ...),
+    instead of escalating; see docs/voting.md."""
+    weights: Literal["p", "equal"] | None = None
+    """With ``ensemble``: each vote weighs the log-odds of its agent's p, ``ln(p/(1-p))`` (``p``, the default),
+    or one (``equal``). k is then a margin in units of the first agent's weight."""
     max_tokens: int | None = Field(None, ge=1)
     """Override the red-flag token limit of every microstep."""
     detail: Literal["summary", "samples"] = "summary"
@@ -64,8 +70,13 @@ class RunOptions(BaseModel):
     """Speculative drafting: the small model that drafts each step (then --agent is the large model)."""
     verifiers: list[str] = Field(default_factory=list)
     """Agents that confirm or reject each draft."""
-    verify: Literal["score", "vote"] = "score"
-    """``score``: rate the draft 0-9 in one prefill pass (SpecReason); ``vote``: verifiers answer themselves."""
+    verify: Literal["score", "vote", "logprob"] = "score"
+    """``score``: rate the draft 0-9 in one prefill pass (SpecReason); ``vote``: verifiers answer themselves;
+    ``logprob``: the draft's own token log-probabilities pass ``logprob_threshold`` (SpecGuard; no verifier)."""
+    logprob_stat: Literal["min", "mean"] = "min"
+    """Logprob mode: check the minimum token log-probability of the draft (SpecGuard's) or their mean."""
+    logprob_threshold: float = Field(-2.0, le=0.0)
+    """Logprob mode: accept a draft whose statistic is at least this log-probability."""
     threshold: float = Field(7.0, ge=0.0, le=9.0)
     """Score at or above which a verifier accepts a draft."""
     score_by: Literal["expected", "greedy"] = "expected"
@@ -142,6 +153,8 @@ class RunOptions(BaseModel):
             mode=self.verify,
             threshold=self.threshold,
             score_by=self.score_by,
+            logprob_stat=self.logprob_stat,
+            logprob_threshold=self.logprob_threshold,
             verify_k=self.verify_k,
             large_first=self.large_first,
             entropy_threshold=self.entropy_threshold,
@@ -194,14 +207,57 @@ class RunOptions(BaseModel):
 
         return Budget(self.max_cost, self.token_budget)
 
+    def ensemble_weights(self, agents: list[Agent]) -> tuple[float, ...] | None:
+        """The engine's vote weights (first agent's = 1), or None when the agents escalate. An agent of a
+        p-weighted ensemble whose p is unknown is refused, with how to give it."""
+        if not self.ensemble:
+            if self.weights is not None:
+                raise UserError("`weights` weighs the votes of an ensemble: give `ensemble` too (--ensemble)")
+            return None
+        if self.weights == "equal":
+            return (1.0,) * len(agents)
+        from maker.voting import log_odds, relative_weights
+
+        raw = []
+        for a in agents:
+            p = a.info.get("p")
+            if p is None:
+                raise UserError(
+                    f"agent {a.spec} has no known p, which a weighted ensemble weighs its votes by: measure it "
+                    f"(`maker calibrate WORKFLOW --agent {a.spec}`) and give it in the spec (p=0.97, e.g. "
+                    f"{a.spec},p=0.97), or vote with equal weights (`weights` equal, --weights equal)"
+                )
+            try:
+                raw.append(log_odds(float(p)))
+            except ValueError as exc:
+                raise UserError(f"agent {a.spec}: {exc}") from None
+        weights = relative_weights(raw)
+        if self.rule == "adaptive" and len(set(weights)) > 1:
+            raise UserError(
+                "the adaptive rule counts votes, it cannot weigh them: vote by `rule` ahead_by_k, or with equal "
+                "weights (--weights equal)"
+            )
+        return weights
+
     def voting(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in VOTING_OVERRIDES if getattr(self, k) is not None}
 
 
 def _check_abilities(options: RunOptions, drafter: Agent, verifiers: list[Agent]) -> None:
     """Refuse, before anything is written, a speculative run whose agents lack what it will ask of them."""
-    from maker.agents import EntropyProbing, Judging
+    from maker.agents import EntropyProbing, Judging, returns_logprobs
 
+    if options.verify == "logprob":
+        if verifiers:
+            raise UserError(
+                "`verify` logprob checks the draft's own token log-probabilities and asks no verifier: leave out "
+                "`verifiers`, or verify by score or vote"
+            )
+        if not returns_logprobs(drafter.backend):
+            raise UserError(
+                f"drafter {drafter.spec} cannot return its tokens' log-probabilities, which `verify` logprob "
+                f"checks; use a drafter that does (simulated, hf, vllm, openai), or verify by score or vote"
+            )
     if options.verify == "score":
         for v in verifiers:
             if not isinstance(v.backend, Judging):

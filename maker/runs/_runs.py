@@ -92,6 +92,7 @@ def start_run(
     with contextlib.ExitStack() as stack:
         make = opts.agent_maker(stack)
         agents = [make(s) for s in opts.agents]  # and so do bad agent specs
+        opts.ensemble_weights(agents)  # and an ensemble agent whose p is unknown
         spec = opts.speculation(make)
         roster = roster_of(agents, spec)
         tracing = stack.enter_context(run_trace(otel, workflow=wf_cls.name, seed=opts.seed, roster=roster))
@@ -397,9 +398,11 @@ def state_from_snapshot(
         ) from None
 
 
-def engine_config(opts: RunOptions, workflow_ref: str | None) -> EngineConfig:
-    """The engine's configuration from a run's options: made once, frozen."""
+def engine_config(opts: RunOptions, workflow_ref: str | None, agents: list[Agent] | None = None) -> EngineConfig:
+    """The engine's configuration from a run's options (and, for an ensemble's weights, its voting ``agents``):
+    made once, frozen."""
     return EngineConfig(
+        weights=opts.ensemble_weights(agents) if agents is not None else None,
         seed=opts.seed,
         voting=opts.voting(),
         detail=opts.detail,
@@ -433,7 +436,7 @@ def build_engine(
     """A run's engine, with a cluster replica running the chain ahead where the run's options and agents allow.
     ``budget``: what the run may spend (default: its options' ``max_cost`` and ``token_budget``; an evaluation
     hands every problem's run the same one); ``observer``: told of its commits and notable steps (a trace)."""
-    config = engine_config(opts, workflow_ref)
+    config = engine_config(opts, workflow_ref, agents)
     ahead = None
     if opts.cluster is not None:
         # Both keep calls in flight ahead of the chain: a replica running the chain ahead (one model in every role)

@@ -91,6 +91,8 @@ def step_records(
             tag,
             usage,
         ) = row
+        info = json.loads(spec) if spec else None
+        weighted = None if info is None else info.pop("weighted", None)
         rec: dict[str, Any] = {
             "run_id": record.run_id,
             "step": step,
@@ -108,7 +110,8 @@ def step_records(
             "correct": None if correct is None else bool(correct),
             "t_start": t_start,
             "dur_s": dur,
-            "speculation": _speculation(json.loads(spec), labels) if spec else None,
+            "speculation": _speculation(info, labels) if info else None,
+            "weighted": weighted,
             "usage": _usage(usage, labels, prices) if usage else None,
         }
         if samples:

@@ -192,9 +192,10 @@ class _StatsAccumulator:
         _push(self.most_rounds, (rounds, n, -step))
         if valid:
             _push(self.most_split, (round(1 - votes[0] / valid, 4), valid, -step))
-        if spec:
+        info = json.loads(spec) if spec else None
+        if info is not None and info.keys() - {"weighted"}:  # a weighted vote's record alone is no speculation
             known = None if microstep in self.candidates else correct
-            self._add_speculation(json.loads(spec), known, n, nflags)
+            self._add_speculation(info, known, n, nflags)
         else:
             self.voting_calls += n
             self.voting_flags += nflags
