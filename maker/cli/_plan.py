@@ -312,7 +312,12 @@ def _print_speculative_run(v: Any) -> None:
 @click.option("--fpr", type=float, default=None, help="Score mode: a verifier's chance of accepting a wrong draft.")
 @click.option("--verifiers", "n_verifiers", type=int, default=None, help="Independent verifiers (default 1).")
 @click.option("--verify-k", type=int, default=None, help="Verdict margin that accepts a draft (default 1).")
-@click.option("--verify", type=click.Choice(["score", "vote"]), default=None, help="Verification mode (default score).")
+@click.option(
+    "--verify",
+    type=click.Choice(["score", "vote", "logprob"]),
+    default=None,
+    help="Verification mode (default score; logprob: the draft's own log-probabilities, rates as --tpr/--fpr).",
+)
 @click.option("--verifier-p", type=float, default=None, help="Vote mode: a verifier's per-sample correct rate.")
 @click.option(
     "--draft-k",
@@ -493,6 +498,13 @@ def _speculative_estimate(out: dict[str, Any], given: dict[str, Any]) -> list[st
         return []
     n, vk, args = checked
     args.update(p=out["p"], k=out["k"], valid=out["valid"], steps=out["steps"])
+    if args["mode"] == "logprob":
+        try:
+            est = speculation_estimate(verifiers=0, verify_k=1, **args)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        out["speculative"] = est.model_dump(mode="json")
+        return _speculative_lines(est, None, n, vk, args, out["target"])
     try:
         est = speculation_estimate(verifiers=n, verify_k=vk, **args)
         ens = smallest_ensemble(target=out["target"], verifiers=n, verify_k=vk, **args)
@@ -528,6 +540,26 @@ def _speculative_options(given: dict[str, Any]) -> tuple[int, int, dict[str, Any
     n = 1 if given["n_verifiers"] is None else given["n_verifiers"]
     vk = 1 if given["verify_k"] is None else given["verify_k"]
     tpr, fpr, vp = given["tpr"], given["fpr"], given["verifier_p"]
+    if mode == "logprob":  # no verifier: the check's own rates, as `maker calibrate --verifier logprob` measures them
+        stray = [
+            f
+            for f, key in (
+                ("--verifiers", "n_verifiers"),
+                ("--verify-k", "verify_k"),
+                ("--verifier-p", "verifier_p"),
+                ("--verifiers-are-large", "verifiers_are_large"),
+            )
+            if given[key] not in (None, False)
+        ]
+        if stray:
+            raise UserError(f"--verify logprob has no verifiers: leave out {', '.join(stray)}")
+        if tpr is None or fpr is None:
+            raise UserError(
+                "--verify logprob needs --tpr and --fpr: the chance that the log-probability check accepts a right "
+                "and a wrong draft at the run's threshold (`maker calibrate WORKFLOW --verifier logprob --drafter "
+                "SPEC` measures them)"
+            )
+        n = 0
     if mode == "score" and vp is not None:
         raise UserError("--verifier-p is for --verify vote; score mode takes --tpr and --fpr")
     if mode == "score" and (tpr is None or fpr is None):
@@ -570,18 +602,17 @@ def _speculative_options(given: dict[str, Any]) -> tuple[int, int, dict[str, Any
 
 def _speculative_lines(est: Any, ens: Any, n: int, vk: int, args: dict[str, Any], target: float) -> list[str]:
     """``maker estimate``'s speculative lines: the estimate ``est`` for ``n`` verifiers at verify-k ``vk`` next
-    to voting, and the smallest ensemble ``ens`` meeting ``target``."""
+    to voting, and the smallest ensemble ``ens`` meeting ``target`` (None: a log-probability check, no verifiers)."""
     mode, dk = args["mode"], args["draft_k"]
-    rates = f"TPR {args['tpr']:g}, FPR {args['fpr']:g}" if mode == "score" else f"verifier p {args['verifier_p']:g}"
-    ensemble = [
-        f"{ens.unanimous} verifiers that all agree (--verifiers {ens.unanimous} --verify-k {ens.unanimous})"
-        if ens.unanimous is not None
-        else f"no unanimous ensemble up to {ens.bound}"
-    ]
-    if ens.verify_k_at_n is not None:
-        ensemble.append(f"--verify-k {ens.verify_k_at_n} with {n} verifiers")
-    return [
-        f"speculative: {mode}, {n} verifier{'s' if n != 1 else ''}, verify-k {vk}; drafter p {args['drafter_p']:g}"
+    rates = f"TPR {args['tpr']:g}, FPR {args['fpr']:g}" if mode != "vote" else f"verifier p {args['verifier_p']:g}"
+    head = (
+        "speculative: logprob check (no verifier)"
+        if ens is None
+        else f"speculative: {mode}, {n} verifier{'s' if n != 1 else ''}, verify-k {vk}"
+    )
+    body = [
+        head
+        + f"; drafter p {args['drafter_p']:g}"
         + (f" voted at draft-k {dk} (a draft right with {est.draft_p:.6g})" if dk > 1 else "")
         + f", {rates}",
         f"  accepted {est.accept_rate:.2%}  escalated {est.escalation_rate:.2%}",
@@ -590,8 +621,17 @@ def _speculative_lines(est: Any, ens: Any, n: int, vk: int, args: dict[str, Any]
         f"  expected wrong steps {est.expected_wrong:.4g} (voting {est.voting_expected_wrong:.4g})",
         f"  large-model calls per step {est.large_calls_per_step:.4f} against {est.voting_calls_per_step:.4f} voting;"
         f" verifier calls {est.verifier_calls_per_step:.4f}, drafter calls {est.drafter_calls_per_step:.4f}",
-        f"  smallest ensemble meeting {target}: " + "; ".join(ensemble),
     ]
+    if ens is None:
+        return body
+    ensemble = [
+        f"{ens.unanimous} verifiers that all agree (--verifiers {ens.unanimous} --verify-k {ens.unanimous})"
+        if ens.unanimous is not None
+        else f"no unanimous ensemble up to {ens.bound}"
+    ]
+    if ens.verify_k_at_n is not None:
+        ensemble.append(f"--verify-k {ens.verify_k_at_n} with {n} verifiers")
+    return [*body, f"  smallest ensemble meeting {target}: " + "; ".join(ensemble)]
 
 
 def _ensemble_estimate(
