@@ -235,10 +235,10 @@ class Decider:
         self.workflow = workflow
         """The workflow whose calls are decided (named in errors)."""
         self.workflow_ref = workflow_ref
+        """Where the run's workflow is found, for the commands errors suggest."""
         self.weights = None if weights is None else tuple(weights)
         """A mixed ensemble: every voting agent votes on every step, each vote weighing this (reference-agent
         units; see :mod:`maker.engine._ensemble`). None: the agents escalate, one after another."""
-        """Where the run's workflow is found, for the commands errors suggest."""
         self.spec = speculation
         self.policies = policies
         self.max_tokens = max_tokens
