@@ -183,6 +183,9 @@ def _show_step(r: dict[str, Any]) -> None:
             head += f", drafter's votes {spec['draft_votes']}"
         if spec.get("draft_flag"):
             head += f", draft red-flagged: {spec['draft_flag']}"
+        if "logprob" in spec:  # --verify logprob: the draft's own statistic (None: the server returned none)
+            lp = spec["logprob"]
+            head += ", log-probability " + ("not returned" if lp is None else f"{lp:.4g}")
         click.echo(
             head + (", accepted" if spec.get("accepted") else "") + (", escalated" if spec.get("escalated") else "")
         )

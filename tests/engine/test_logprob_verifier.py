@@ -110,6 +110,12 @@ def test_logprob_run_records_the_statistic(tmp_path) -> None:
         rows = [json.loads(r[11]) for r in st.steps(st.run("r").id)]
     for info in rows:
         assert info["accepted" if info["logprob"] >= -1.0 else "escalated"]
+    # and the trace tools show it: `maker trace show --step N`
+    from tests._cli import invoke
+
+    code, out = invoke("trace", "show", "r", "--step", "5", "--store", str(store))
+    assert code == 0, out
+    assert f"log-probability {rows[5]['logprob']:.4g}" in out
 
 
 class _NoLogprobs:
