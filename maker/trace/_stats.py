@@ -309,6 +309,8 @@ class _StatsAccumulator:
         k = record.config.get("k") or _recorded_k(record)
         spec = self._speculation()
         voting = self._theory(k) if spec is None else _voting_theory(spec.voting_p, k, spec.voting_valid_rate)
+        if record.config.get("ensemble"):  # agents of different p voting together: one agent's formula does not hold
+            voting = None  # (`maker estimate --agent-p ...` gives an ensemble's calls)
         theory = voting
         basis: Literal["voting", "speculation"] | None = None if voting is None else "voting"
         if spec is not None:

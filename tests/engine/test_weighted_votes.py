@@ -16,7 +16,7 @@ from maker.planning import ensemble_estimate
 from maker.runs import start_run
 from maker.stats import ensemble_step, expected_samples, step_success, wilson_interval
 from maker.store import Store
-from maker.trace import step_records
+from maker.trace import step_records, trace_stats
 from maker.voting import (
     Voting,
     is_decided,
@@ -97,6 +97,9 @@ def test_mixed_ensemble_solves_hanoi_without_error_and_deterministically(tmp_pat
         (r["votes"], r["samples"], r["weighted"]) for r in rb
     ]
     assert all(r["weighted"]["margin"] >= 2 - 1e-6 and r["speculation"] is None for r in ra)
+    with Store.open(tmp_path / "a.db") as sa:  # one agent's expected-calls formula is not the ensemble's: none shown
+        stats = trace_stats(sa, sa.run(a.run_id))  # type: ignore[attr-defined]
+    assert stats.calls_per_step_theory is None and stats.calls == sum(a.agent_calls.values())  # type: ignore[attr-defined]
 
 
 def test_an_agent_without_p_is_refused(tmp_path: Path) -> None:
