@@ -206,6 +206,40 @@ def calibrate(
     return _priced(report, price_of(agent), wf.microsteps[0].voting.k)
 
 
+def drafts_bench(
+    wf_cls: type[Workflow[Any, Any]],
+    params: Mapping[str, Any],
+    agent: str | None,
+    *,
+    samples: int,
+    temperature: float | None,
+    target: float,
+    seed: int,
+    batch: int,
+    max_walk: int,
+    max_tokens: int | None,
+) -> tuple[Calibration | None, Workflow[Any, Any], list[tuple[int, Any]], int]:
+    """What a verifier's calibration starts from: the large model's own calibration (None without ``agent``), the
+    workflow, the steps to draft (:func:`choose_steps`) and the task's length in steps."""
+    large = None
+    if agent is not None:
+        large = calibrate(
+            wf_cls,
+            params,
+            agent,
+            samples=samples,
+            temperature=temperature,
+            target=target,
+            seed=seed,
+            batch=batch,
+            max_walk=max_walk,
+            max_tokens=max_tokens,
+        )
+    wf = wf_cls()
+    picks, steps_in_task = choose_steps(wf, wf_cls.parse_params(params), samples, seed, max_walk)
+    return large, wf, picks, steps_in_task
+
+
 def _priced(c: Calibration, price: Price | None, k: int) -> Calibration:
     """The calibration with the agent's price and the run's expected cost at the measured tokens per call."""
     if price is None:

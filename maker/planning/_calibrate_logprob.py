@@ -24,7 +24,7 @@ from maker.agents import make_agent, returns_logprobs
 from maker.dsl import Workflow
 from maker.engine import logprob_stat
 from maker.errors import UserError
-from maker.planning._calibrate import Calibration, calibrate, call_at, choose_steps, one_sample, read_answer
+from maker.planning._calibrate import Calibration, call_at, drafts_bench, one_sample, read_answer
 from maker.planning._logprob import THRESHOLD_GRID, choose_threshold
 from maker.planning._speculation import SpeculationEstimate, speculation_estimate
 from maker.stats import wilson_interval
@@ -151,23 +151,18 @@ def calibrate_logprob(
             f"drafter {drafter} cannot return its tokens' log-probabilities, which the logprob verifier checks; "
             f"use a drafter that does (simulated, hf, vllm, openai)"
         )
-    large = None
-    if agent is not None:
-        large = calibrate(
-            wf_cls,
-            params,
-            agent,
-            samples=samples,
-            temperature=temperature,
-            target=target,
-            seed=seed,
-            batch=batch,
-            max_walk=max_walk,
-            max_tokens=max_tokens,
-        )
-    p = wf_cls.parse_params(params)
-    wf = wf_cls()
-    picks, steps_in_task = choose_steps(wf, p, samples, seed, max_walk)
+    large, wf, picks, steps_in_task = drafts_bench(
+        wf_cls,
+        params,
+        agent,
+        samples=samples,
+        temperature=temperature,
+        target=target,
+        seed=seed,
+        batch=batch,
+        max_walk=max_walk,
+        max_tokens=max_tokens,
+    )
     states = [state for _, state in picks]
     base = derive(seed, 0xD4AF7)
     right: list[float] = []

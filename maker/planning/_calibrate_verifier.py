@@ -22,7 +22,7 @@ from maker._rng import derive, mix64
 from maker.agents import Agent, JudgeRequest, Judging, Oracle, digit_score, make_agent
 from maker.dsl import MicrostepCall, Workflow
 from maker.errors import UserError
-from maker.planning._calibrate import Calibration, calibrate, call_at, choose_steps, one_sample, read_answer
+from maker.planning._calibrate import Calibration, call_at, drafts_bench, one_sample, read_answer
 from maker.planning._speculation import Ensemble, SpeculationEstimate, smallest_ensemble, speculation_estimate
 from maker.stats import wilson_interval
 from maker.voting import Voting
@@ -243,23 +243,18 @@ def calibrate_verifier(
     if not wf_cls.has_oracle():
         raise UserError(f"workflow {wf_cls.name!r} has no oracle(state), so drafts cannot be labelled right or wrong")
     _check_options(samples, drafter, drafter_p, mode, verifiers, verify_k)
-    large = None
-    if agent is not None:
-        large = calibrate(
-            wf_cls,
-            params,
-            agent,
-            samples=samples,
-            temperature=temperature,
-            target=target,
-            seed=seed,
-            batch=batch,
-            max_walk=max_walk,
-            max_tokens=max_tokens,
-        )
-    p = wf_cls.parse_params(params)
-    wf = wf_cls()
-    picks, steps_in_task = choose_steps(wf, p, samples, seed, max_walk)
+    large, wf, picks, steps_in_task = drafts_bench(
+        wf_cls,
+        params,
+        agent,
+        samples=samples,
+        temperature=temperature,
+        target=target,
+        seed=seed,
+        batch=batch,
+        max_walk=max_walk,
+        max_tokens=max_tokens,
+    )
     bench = _make_bench(wf, verifier_spec, drafter, mode, threshold, score_by, temperature, max_tokens, seed)
     tally = asyncio.run(_judge_all(bench, [state for _, state in picks], batch, on_progress))
     return _report(
