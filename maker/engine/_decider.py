@@ -33,7 +33,7 @@ from maker.engine._batching import Coalescing
 from maker.engine._ensemble import WeightedTally, ask_round, round_plan
 from maker.engine._failures import EARLY_SAMPLES, Attempt, code_error, undecided_error, unknown_microstep
 from maker.engine._speculation import DRAFT_CALLS, Speculation, logprob_stat
-from maker.errors import WorkflowCodeError
+from maker.errors import StepUndecidedError, WorkflowCodeError
 from maker.voting import Voting, is_decided, samples_needed
 
 __all__ = ["Decider", "Decision", "Drafted", "Parsed", "flag_reason", "too_long", "TOO_LONG"]
@@ -389,7 +389,20 @@ class Decider:
         d.samples += idx
         d.agent = len(self.agents) - 1
         d.votes = "[" + ",".join(map(str, sorted(counts.values(), reverse=True))) + "]"
-        raise undecided_error(
+        raise self._undecided(step, call, d, policy, max_tokens, samples_out, early)
+
+    def _undecided(
+        self,
+        step: int,
+        call: MicrostepCall,
+        d: Decision,
+        policy: Voting,
+        max_tokens: int,
+        samples_out: Any,
+        early: int,
+    ) -> StepUndecidedError:
+        """The error of a step no agent decided (its tally in ``d.votes``), keeping the attempt for the trace."""
+        return undecided_error(
             step=step,
             call=call,
             decision=d,
@@ -480,22 +493,7 @@ class Decider:
         d.rounds += rounds
         d.samples += idx
         d.votes = tally.votes()
-        raise undecided_error(
-            step=step,
-            call=call,
-            decision=d,
-            votes=d.votes,
-            agents=[a.spec for a in self.agents],
-            policy=policy,
-            max_tokens=max_tokens,
-            run_id=self.run_id,
-            workflow=self.workflow,
-            workflow_ref=self.workflow_ref,
-            attempt=Attempt("undecided", [call], [d], [samples_out]),
-            early=idx if rounds < policy.max_rounds else 0,
-            kept=samples_out is not None,
-            examples=d.examples or {},
-        )
+        raise self._undecided(step, call, d, policy, max_tokens, samples_out, idx if rounds < policy.max_rounds else 0)
 
     async def _first_round(
         self,
