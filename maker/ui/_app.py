@@ -32,6 +32,7 @@ from starlette.templating import Jinja2Templates
 from maker.errors import MakerError, RunNotFoundError
 from maker.store import Store
 from maker.trace import failure_records, step_records, task_tree
+from maker.trace.html import num
 from maker.ui import _live
 from maker.ui._actions import Actions
 
@@ -403,14 +404,11 @@ def _int(text: str | None, default: int) -> int:
 
 
 def _num(x: Any) -> str:
-    if x is None:
-        return "–"
-    if isinstance(x, bool) or not isinstance(x, int | float):
+    """A number as the reports show it (:func:`maker.trace.html.num`); anything else as text, which the template
+    escapes (``num`` escapes it itself, for reports built without one)."""
+    if x is not None and (isinstance(x, bool) or not isinstance(x, int | float)):
         return str(x)
-    if isinstance(x, float) and not x.is_integer():
-        a = abs(x)
-        return f"{x:,.0f}" if a >= 1000 else f"{x:.4g}" if a >= 1e-3 else f"{x:.3g}"
-    return f"{int(x):,}"
+    return num(x)
 
 
 def _money(x: float | None) -> str:
