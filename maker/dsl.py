@@ -368,7 +368,9 @@ class Workflow(Generic[P, S]):
 
     Optional hooks: ``oracle(state)`` (the correct answer, enabling error counts and
     simulated agents), ``solved(state)`` (final check), ``expected_steps(params)``
-    (for progress and ETA), ``result(state)`` (what to print at the end).
+    (for progress and ETA), ``result(state)`` (what to print at the end), ``check(state)``
+    and ``retry(state, reason)`` (a check of a state, and where a run that backtracks
+    starts its new branch from: see ``docs/backtracking.md``).
     """
 
     name: ClassVar[str]
@@ -441,10 +443,28 @@ class Workflow(Generic[P, S]):
     def result(self, state: S) -> dict[str, Any]:
         return {}
 
+    def check(self, state: S) -> bool | str | None:
+        """A check of a state the workflow can make without a model: an invariant, or a verification of a result it
+        composed. None: nothing to check here; True: the state passed (a state a run may go back to); False or a
+        reason: the state is wrong. With ``--backtracks N`` a failed check sends the run back to the last state
+        that passed, as a new branch (see :meth:`retry`); without, it is counted and the run goes on."""
+        return None
+
+    def retry(self, state: S, reason: str) -> S:
+        """The state a new branch starts from: ``state`` is the last one that passed :meth:`check`, ``reason`` why a
+        later check failed (``check failed`` for a plain False; ``undecided: ...`` for a step no agent decided).
+        The default goes back to ``state`` as it was, and the new branch's steps are decided with other seeds. A
+        pure function of its arguments: resume and replay call it again with the recorded reason."""
+        return state
+
     # -- helpers -----------------------------------------------------------------
     @classmethod
     def has_oracle(cls) -> bool:
         return cls.oracle is not Workflow.oracle
+
+    @classmethod
+    def has_check(cls) -> bool:
+        return cls.check is not Workflow.check
 
     @classmethod
     def parse_params(cls, values: Mapping[str, Any]) -> BaseModel:

@@ -15,7 +15,7 @@ import json
 import math
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import ClassVar, TypeVar
@@ -121,6 +121,13 @@ class Problem(ABC):
                 return False
         return True
 
+    def splits(self) -> Iterator[Proposal]:
+        """Every correct decomposition the reference knows, best first: ``split()``, then others that ``check``
+        accepts too (another split point, the other operand, the sub-tasks in the other order). None when the
+        problem is atomic. A node whose composed result failed a check is decomposed again with the next one."""
+        if not self.atomic():
+            yield self.split()
+
     def split_mistake(self, index: int) -> Proposal:
         """The ``index``-th plausible wrong decomposition (deterministic): it always differs from ``split()``
         and fails ``check``, so a simulated agent's mistakes are exactly the ones the solver must catch."""
@@ -155,6 +162,23 @@ class _Multiply(Problem):
             raise ValueError(f"{self.task!r} is atomic (an operand has one digit): solve it directly")
         m, hi, lo = self._halves()
         return Proposal((f"Multiply {self.a} by {hi}", f"Multiply {self.a} by {lo}"), f"R1 * 10^{m} + R2")
+
+    def splits(self) -> Iterator[Proposal]:
+        if self.atomic():
+            return
+        found: list[Proposal] = []
+        for side in ("b", "a"):  # the second operand first: the reference split
+            x = self.b if side == "b" else self.a
+            for m in _points(len(str(x))):
+                hi, lo = divmod(x, 10**m)
+                tasks = (
+                    (f"Multiply {self.a} by {hi}", f"Multiply {self.a} by {lo}")
+                    if side == "b"
+                    else (f"Multiply {hi} by {self.b}", f"Multiply {lo} by {self.b}")
+                )
+                found.append(Proposal(tasks[::-1], f"R2 * 10^{m} + R1"))
+                yield Proposal(tasks, f"R1 * 10^{m} + R2")
+        yield from found  # the same splits with the sub-tasks the other way round
 
     def answer(self) -> str:
         return str(self.a * self.b)
@@ -226,6 +250,12 @@ class _Sort(Problem):
             raise ValueError(f"a list of {len(self.values)} <= {_SORT_LEAF} integers is atomic: sort it directly")
         h = len(self.values) // 2
         return Proposal((_sort_task(self.values[:h]), _sort_task(self.values[h:])), "merge(R1, R2)")
+
+    def splits(self) -> Iterator[Proposal]:
+        if self.atomic():
+            return
+        for k in _points(len(self.values)):
+            yield Proposal((_sort_task(self.values[:k]), _sort_task(self.values[k:])), "merge(R1, R2)")
 
     def answer(self) -> str:
         return json.dumps(sorted(self.values))
@@ -551,6 +581,16 @@ def _first(
             if got is not None and (ok is None or ok(got)):
                 return got
     return None
+
+
+def _points(n: int) -> Iterator[int]:
+    """Where a sequence of ``n`` items splits into two non-empty parts, the middle (``n // 2``) first, then
+    alternately after and before it, further out."""
+    mid = n // 2
+    for d in range(n):
+        for k in (mid + d, mid - d) if d else (mid,):
+            if 0 < k < n:
+                yield k
 
 
 def _drop(seq: _S, v: int) -> _S:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -145,6 +145,20 @@ def _fill(template: str, **fields: Any) -> str:
     return template.format_map(fields)
 
 
+def _fill_split(template: str, rejected: Sequence[Mapping[str, Any]] = (), **fields: Any) -> str:
+    """A decomposing prompt: the template, and where a backtrack rejected splits of this task (``rejected``, as
+    :class:`Decomposition` dicts; only such calls have the input, so other prompts are as they always were) a
+    note of them."""
+    text = template.format_map(fields)
+    if not rejected:
+        return text
+    tried = "\n".join(f"subtasks = {json.dumps(d['subtasks'])}; compose = {json.dumps(d['compose'])}" for d in rejected)
+    return (
+        f"{text.rstrip()}\n\nThese splits of the task were tried, and the result they composed failed a check; "
+        f"give a different one:\n{tried}\n"
+    )
+
+
 # -- answers ---------------------------------------------------------------------------------------
 class Classify(BaseModel):
     atomic: bool
@@ -234,6 +248,18 @@ def _dependent(d: Decomposition, inputs: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _rejected(d: Decomposition, inputs: Mapping[str, Any]) -> str | None:
+    """A split a backtrack rejected for this node (the call's ``rejected`` input) does not win the vote again: the
+    next-best proposal does."""
+    rejected = inputs.get("rejected")
+    if not rejected:
+        return None
+    key = decomposition_key(d)
+    if any(decomposition_key(Decomposition.model_validate(r)) == key for r in rejected):
+        return "this split was tried and the result it composed failed a check"
+    return None
+
+
 _SPLIT_FLAGS = [
     RedFlag("too_many_children", _too_many_children),
     RedFlag("one_child", _one_child),
@@ -308,16 +334,18 @@ classify = Microstep(
 # decomposing steps get the same room as the solving ones.
 decompose = Microstep(
     "decompose",
-    prompt=_fill,
+    prompt=_fill_split,
     schema=Decomposition,
     vote_key=decomposition_key,
-    red_flags=_SPLIT_FLAGS,
+    red_flags=[*_SPLIT_FLAGS, RedFlag("rejected", _rejected)],
     mistakes=_wrong_split,
     max_tokens=4096,
 )
+# vote=judge: the proposals are not red-flagged for a rejected split; the node's candidates leave those out, unless
+# nothing else was proposed (see Solve.apply)
 propose = Microstep(
     "propose",
-    prompt=_fill,
+    prompt=_fill_split,
     schema=Decomposition,
     vote_key=decomposition_key,
     red_flags=_SPLIT_FLAGS,

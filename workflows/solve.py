@@ -18,11 +18,23 @@ with its node's path (``0``, ``0.1``, ``0.1.0``): a killed run resumes inside th
 ``maker replay`` replays it. For tasks the reference recognises (long multiplication,
 sorting integers) the workflow knows the ground truth of every call, which counts errors
 and drives simulated agents.
+
+Backtracking (``--backtracks N``): ``check`` verifies every composed result cheaply, without
+the answer (casting out nines and elevens for a product; for a sort, that the result is a
+permutation of the list, in order: :mod:`maker.workflows._checks`). When one fails, the run
+goes back to the last state that passed, and ``retry`` rejects the failed node's
+decomposition there, so the node is decomposed again and the next-best proposal wins (the
+old subtree stays in ``nodes``, marked ``dropped``). A composed result fails as often
+because a child's result was wrong as because the split was; the rejected split may have
+been right, and its replacement is then another right one (the reference knows several for
+every problem it splits, which is what simulated agents propose). After ``MAX_REJECTED``
+rejections at one place the node keeps its split and gets new children instead.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -31,10 +43,29 @@ from pydantic import BaseModel, ConfigDict, Field
 from maker.dsl import DONE, Done, MicrostepCall, State, Workflow
 from maker.errors import UserError
 from maker.workflows import _solve_steps as steps
+from maker.workflows._checks import result_check
 from maker.workflows._reference import ACCEPTED, Proposal, recognize, same_answer
-from maker.workflows._solve_steps import Classify, Decomposition, Pick, Result, decomposition_key
+from maker.workflows._solve_steps import Classify, Decomposition, Pick, Result, decomposition_key, normal_task
 
-__all__ = ["Solve", "SolveParams", "TreeState", "Node", "ACCEPTED", "known_task", "check_simulated"]
+__all__ = [
+    "Solve",
+    "SolveParams",
+    "TreeState",
+    "Node",
+    "Rejection",
+    "ACCEPTED",
+    "MAX_REJECTED",
+    "known_task",
+    "check_simulated",
+]
+
+MAX_REJECTED = 2
+"""Decompositions a backtrack rejects for one task at one place in the tree; past them a failed node keeps its split
+and its sub-tasks are decided again (see :meth:`Solve.retry`)."""
+
+_RETRY = "\nretry: "
+"""Where a failed check's reason goes on with what :meth:`Solve.retry` reads (JSON, on one line)."""
+_PATH = re.compile(r"0(?:\.[0-9]+)*")
 
 
 def known_task(task: str) -> bool:
@@ -85,6 +116,20 @@ class Node(BaseModel):
     decomposition: Decomposition | None = None
     children: tuple[int, ...] = ()
     result: str | None = None
+    dropped: bool = False
+    """Abandoned by a backtrack: it was in the subtree of a node decomposed again (see :meth:`Solve.retry`). Node ids
+    are positions in ``nodes``, so a dropped node stays there, and nothing reads it again."""
+
+
+class Rejection(BaseModel):
+    """A decomposition of the task at ``path`` whose composed result failed its check: the task at that path is
+    not decomposed so again (see :meth:`Solve.retry`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: str
+    task: str
+    decomposition: Decomposition
 
 
 class TreeState(State):
@@ -94,6 +139,8 @@ class TreeState(State):
     vote: Literal["key", "judge"]
     candidates: int
     prompts: dict[str, str]
+    rejected: tuple[Rejection, ...] = ()
+    """Decompositions rejected by backtracks, in the order rejected (see :meth:`Solve.retry`)."""
 
 
 _Action = tuple[Node, str]
@@ -104,7 +151,7 @@ def _pending(state: TreeState) -> list[_Action]:
     out: list[_Action] = []
     nodes = state.nodes
     for node in nodes:
-        if node.result is not None:
+        if node.result is not None or node.dropped:
             continue
         if node.atomic is None:
             out.append((node, "classify"))
@@ -120,6 +167,37 @@ def _pending(state: TreeState) -> list[_Action]:
         elif all(nodes[c].result is not None for c in node.children):
             out.append((node, "compose"))
     return out
+
+
+def _rejected(state: TreeState, node: Node) -> tuple[Decomposition, ...]:
+    """The decompositions backtracks rejected for ``node``: those of a task like its at its path."""
+    if not state.rejected:
+        return ()
+    task = normal_task(node.task)
+    return tuple(r.decomposition for r in state.rejected if r.path == node.path and normal_task(r.task) == task)
+
+
+def _drop(nodes: list[Node], i: int) -> None:
+    """Mark the subtree below ``nodes[i]`` (not the node itself) dropped."""
+    stack = list(nodes[i].children)
+    while stack:
+        c = stack.pop()
+        nodes[c] = nodes[c].model_copy(update={"dropped": True})
+        stack += nodes[c].children
+
+
+def _read_reason(reason: str) -> tuple[str, str, Decomposition] | None:
+    """The path, task and decomposition of a node whose composed result failed :meth:`Solve.check`; None for any
+    other reason (``undecided: ...``, ``check failed``)."""
+    head, sep, tail = reason.rpartition(_RETRY)
+    path = head.partition(": ")[0]
+    if not sep or not _PATH.fullmatch(path):
+        return None
+    try:
+        data = json.loads(tail)
+        return path, str(data["task"]), Decomposition.model_validate(data["decomposition"])
+    except (ValueError, KeyError, TypeError):  # pydantic's ValidationError is a ValueError
+        return None
 
 
 def _numbered(candidates: tuple[Decomposition, ...]) -> str:
@@ -161,7 +239,10 @@ class Solve(Workflow[SolveParams, TreeState], name="solve", version=1):
             call = steps.classify.ask(template=prompts["classify"], task=node.task)
         elif action in ("decompose", "propose"):
             ms = steps.decompose if action == "decompose" else steps.propose
-            call = ms.ask(template=prompts["decompose"], task=node.task, max_children=state.max_children)
+            rejected = _rejected(state, node)
+            # only a node with rejected splits has the input: every other call (its prompt, its digest) is as before
+            extra = {"rejected": [d.model_dump(mode="json") for d in rejected]} if rejected else {}
+            call = ms.ask(template=prompts["decompose"], task=node.task, max_children=state.max_children, **extra)
         elif action == "judge":
             call = steps.judge.ask(
                 template=prompts["judge"],
@@ -207,7 +288,9 @@ class Solve(Workflow[SolveParams, TreeState], name="solve", version=1):
             first_seen: dict[Any, Decomposition] = {}
             for d in found:
                 first_seen.setdefault(decomposition_key(d), d)
-            distinct = list(first_seen.values())
+            rejected = {decomposition_key(d) for d in _rejected(state, nodes[i])}
+            # a rejected split is no candidate, unless nothing else was proposed
+            distinct = [d for k, d in first_seen.items() if k not in rejected] or list(first_seen.values())
             if len(distinct) == 1:
                 self._split(state, nodes, i, distinct[0], "unanimous")
             else:
@@ -244,7 +327,13 @@ class Solve(Workflow[SolveParams, TreeState], name="solve", version=1):
         if action in ("decompose", "propose"):
             if problem.atomic():
                 return Decomposition(subtasks=[], compose="")
+            # the best correct split that no backtrack rejected here (MAX_REJECTED leaves several for any problem)
+            rejected = {decomposition_key(d) for d in _rejected(state, node)}
             ref = problem.split()
+            for p in problem.splits():
+                d = Decomposition(subtasks=list(p.subtasks), compose=p.compose)
+                if decomposition_key(d) not in rejected:
+                    return d
             return Decomposition(subtasks=list(ref.subtasks), compose=ref.compose)
         if action == "judge":
             for n, d in enumerate(node.candidates):
@@ -266,10 +355,81 @@ class Solve(Workflow[SolveParams, TreeState], name="solve", version=1):
         return same_answer(problem.answer(), root.result)
 
     def result(self, state: TreeState) -> dict[str, Any]:
-        nodes = state.nodes
-        return {
+        nodes = [n for n in state.nodes if not n.dropped]
+        out: dict[str, Any] = {
             "answer": nodes[0].result,
             "nodes": len(nodes),
             "depth": max(n.depth for n in nodes),
             "leaves": sum(1 for n in nodes if n.atomic),
         }
+        dropped = len(state.nodes) - len(nodes)
+        if dropped:
+            out["dropped"] = dropped
+        return out
+
+    # -- checks and backtracking ----------------------------------------------------------------------
+    def check(self, state: TreeState) -> bool | str | None:
+        """Each composed result, checked cheaply without the answer (:func:`~maker.workflows._checks.result_check`:
+        casting out nines and elevens, a sort's permutation and order). The reason of the first that fails, as
+        ``PATH: WHY`` and a line ``retry: {"task": ..., "decomposition": ...}`` that :meth:`retry` reads; True when
+        some result was composed and all pass; None before any was (nothing to check yet).
+
+        A failure is reported until the run goes past it: a failed node whose parent has composed its own result
+        from it (the run had no backtrack left) is not reported again, though its parent's result may well fail."""
+        nodes = state.nodes
+        composed = False
+        for node in nodes:
+            d = node.decomposition
+            if node.dropped or node.result is None or d is None or not node.children:
+                continue
+            composed = True
+            if node.parent is not None and nodes[node.parent].result is not None:
+                continue
+            why = result_check(node.task, node.result)
+            if why:
+                retry = json.dumps({"task": node.task, "decomposition": d.model_dump(mode="json")})
+                return f"{node.path}: {why}{_RETRY}{retry}"
+        return True if composed else None
+
+    def retry(self, state: TreeState, reason: str) -> TreeState:
+        """The state a new branch starts from after ``check`` failed at a node: its decomposition is rejected and
+        the node decomposed again, so the next-best proposal wins.
+
+        ``state`` is the last that passed, before the failure: the node may be there decomposed (usually with its
+        children's results), not yet decomposed, or not there at all (the run went back to its start). The failed
+        decomposition is recorded in ``TreeState.rejected`` under the node's path and task (the reason carries
+        both), so it applies to the node now or when it is made: its decomposition, children and candidates are
+        reset and its subtree marked dropped; ``decompose`` red-flags a rejected split and ``propose``'s are no
+        candidates (unless nothing else was proposed); the prompt lists the rejected splits. For simulated agents
+        the ground truth is the best correct split not rejected (:meth:`Problem.splits`).
+
+        A composed result fails as often because a child's result was wrong as because the split was: a correct
+        split rejected is then replaced by another correct one, which costs its subtree again but is still right.
+        After :data:`MAX_REJECTED` rejections at a place (or when the same split fails again) the node keeps its
+        split instead and gets fresh children, decided again with the new branch's seeds. Any other reason
+        (``undecided: ...``) leaves ``state`` as it is, as the default does."""
+        found = _read_reason(reason)
+        if found is None:
+            return state
+        path, task, failed = found
+        same = normal_task(task)
+        nodes = list(state.nodes)
+        node = next((n for n in nodes if n.path == path and not n.dropped and normal_task(n.task) == same), None)
+        if node is not None and (node.result is not None or node.atomic):
+            return state  # not a state the failure came from: nothing to do at that node
+        before = [r for r in state.rejected if r.path == path and normal_task(r.task) == same]
+        key = decomposition_key(failed)
+        if len(before) < MAX_REJECTED and all(decomposition_key(r.decomposition) != key for r in before):
+            if node is not None:
+                _drop(nodes, node.id)
+                how = "vote" if node.atomic is False else node.how
+                reset = {"decomposition": None, "children": (), "candidates": (), "how": how}
+                nodes[node.id] = node.model_copy(update=reset)
+            rejected = (*state.rejected, Rejection(path=path, task=task, decomposition=failed))
+            return state.model_copy(update={"nodes": tuple(nodes), "rejected": rejected})
+        if node is None or node.decomposition is None or not node.children:
+            return state
+        _drop(nodes, node.id)  # the same split, new children
+        nodes[node.id] = node.model_copy(update={"decomposition": None, "children": ()})
+        self._split(state, nodes, node.id, node.decomposition, node.how or "key")
+        return state.model_copy(update={"nodes": tuple(nodes)})

@@ -285,6 +285,14 @@ def voting_options(f: Callable[..., Any]) -> Callable[..., Any]:
                 "--fixed-window", is_flag=True, default=None, help="Keep the window at --window, not adapted."
             ),
             click.option(
+                "--backtracks",
+                type=int,
+                default=None,
+                metavar="N",
+                help="Go back to the last state that passed the workflow's check when a check fails or a step "
+                "cannot be decided, and decide on as a new branch, at most N times (default 0: never).",
+            ),
+            click.option(
                 "--max-cost",
                 type=float,
                 default=None,

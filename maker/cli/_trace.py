@@ -452,6 +452,11 @@ def replay(run_id: str, as_json: bool, store: str | None) -> None:
             f"run {run_id}: {result.steps:,} steps replayed in {result.wall_s:.1f} s "
             f"({result.steps_per_s:,.0f} steps/s), every input digest matched, "
             f"{result.snapshots_checked:,} state snapshots matched"
+            + (
+                f", {result.branches:,} abandoned branch(es) of {result.branch_steps:,} steps led where they had"
+                if result.branches
+                else ""
+            )
             + ("" if result.finished is None else ", the workflow is done at the end")
         )
 

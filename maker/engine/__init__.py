@@ -6,6 +6,7 @@ call into a :class:`Decision` from the agents' samples, the :class:`Ledger` reco
 commits them to the :class:`~maker.store.Store`, and ``apply`` gives the next state.
 """
 
+from maker.engine._backtrack import CHECK_FAILED, Backtracker
 from maker.engine._batching import Coalescing
 from maker.engine._budget import Budget, BudgetExceeded
 from maker.engine._decider import Decider, Decision, flag_reason, too_long
@@ -42,4 +43,6 @@ __all__ = [
     "calls_of",
     "WorkflowEnded",
     "SplitTransition",
+    "Backtracker",
+    "CHECK_FAILED",
 ]

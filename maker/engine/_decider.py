@@ -214,6 +214,9 @@ def _lean_round(policy: Voting) -> tuple[int, tuple[float, ...], str] | tuple[()
     return k, (policy.first_temperature,) + (policy.temperature,) * (k - 1), f"[{k}]"
 
 
+_BRANCH_SALT = 0x6272616E6368  # "branch"
+
+
 class Decider:
     """Decides calls for one run: its agents, speculation settings, seed and voting policies."""
 
@@ -242,13 +245,22 @@ class Decider:
         self.spec = speculation
         self.policies = policies
         self.max_tokens = max_tokens
+        self._base_seed = seed
         self._seed = derive(seed)
+        self.branch = 0
+        """The branch being decided: a run that backtracks decides its steps again on a new branch, with seeds of
+        the branch's own (branch 0's are the run's, as without backtracking)."""
         # Concurrent decisions (a fan-out) reach a backend through one coalescing front per backend, so the
         # requests they make in the same turn of the event loop go out as one batched call.
         fronts: dict[int, Coalescing] = {}
         self._fronts = [fronts.setdefault(id(a.backend), Coalescing.over(a.backend)) for a in roster.agents]
         self._lean: dict[int, tuple[int, tuple[float, ...], str] | tuple[()]] = {}
         """By policy (its id: the policies live as long as the decider), its :func:`_lean_round`, made once."""
+
+    def on_branch(self, branch: int) -> None:
+        """Decide the steps from now on as ``branch`` does: the seeds derive from the run seed and the branch."""
+        self.branch = branch
+        self._seed = derive(self._base_seed) if branch == 0 else derive(self._base_seed, _BRANCH_SALT, branch)
 
     async def decide(
         self,

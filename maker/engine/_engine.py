@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from maker.agents import Agent, Roster
 from maker.agents.prices import Price, known_price
 from maker.dsl import Workflow
+from maker.engine._backtrack import Backtracker
 from maker.engine._budget import Budget
 from maker.engine._decider import Decider
 from maker.engine._ledger import Ledger, Observer, Progress
@@ -69,6 +70,9 @@ class EngineConfig:
     """Where the run's workflow is found (as the run records it), for the commands that errors suggest."""
     prices: Mapping[str, Price] = field(default_factory=dict)
     """A user's prices by model name (``--prices FILE``), before the known table (see :mod:`maker.agents.prices`)."""
+    backtracks: int = 0
+    """How many times the run may go back to the last state that passed the workflow's check, as a new branch
+    (see :mod:`maker.engine._backtrack`); 0: never (a failed check is counted and the run goes on)."""
     weights: tuple[float, ...] | None = None
     """A mixed ensemble (``--ensemble``): every voting agent votes on every step, round-robin, each vote weighing
     this, in units of the first agent's weight (see :mod:`maker.engine._ensemble`). None: the agents escalate."""
@@ -232,7 +236,10 @@ class Engine:
             workflow_ref=config.workflow_ref,
             weights=config.weights,
         )
-        self.scheduler = Scheduler(workflow, self.decider, run_id=run_id)
+        backtracker = None
+        if config.backtracks or workflow.has_check():
+            backtracker = Backtracker(workflow, limit=config.backtracks)
+        self.scheduler = Scheduler(workflow, self.decider, run_id=run_id, backtracker=backtracker)
         self.ledger = Ledger(
             store=store,
             rid=rid,
@@ -251,6 +258,7 @@ class Engine:
             prices=[price_of(a, config.prices) for a in self.roster.agents],
             budget=budget,
             observer=observer,
+            backtracker=backtracker,
         )
         self.window = config.window if speculation is not None else 1
         """Transitions a drafter runs ahead of the chain, at most (1: none)."""

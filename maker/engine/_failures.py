@@ -100,22 +100,25 @@ def code_error(
     )
 
 
-def state_error(returned: Any, *, workflow: Any, step: int, run_id: str, attempt: Attempt) -> WorkflowCodeError:
-    """``apply`` returned something that is not the workflow's ``State``."""
+def state_error(
+    returned: Any, *, workflow: Any, step: int, run_id: str, attempt: Attempt | None = None, method: str = "apply"
+) -> WorkflowCodeError:
+    """``apply`` (or ``retry``) returned something that is not the workflow's ``State``."""
     cls = type(workflow)
     state = cls.State.__name__
     shown = repr(returned)
     where = ""
     try:
-        fn = inspect.unwrap(cls.apply)
-        where = f'\n  File "{inspect.getsourcefile(fn)}", line {fn.__code__.co_firstlineno}, in apply'
+        fn = inspect.unwrap(getattr(cls, method))
+        where = f'\n  File "{inspect.getsourcefile(fn)}", line {fn.__code__.co_firstlineno}, in {method}'
     except (TypeError, AttributeError):
         pass
+    what = "the state after the answer" if method == "apply" else "the state a new branch starts from"
     err = WorkflowCodeError(
-        f"{cls.__name__}.apply returned {type(returned).__name__} {shown[:120]}{'...' if len(shown) > 120 else ''} "
-        f"at step {step} of workflow {cls.name!r}; it must return a {state}, the state after the answer "
+        f"{cls.__name__}.{method} returned {type(returned).__name__} {shown[:120]}{'...' if len(shown) > 120 else ''} "
+        f"at step {step} of workflow {cls.name!r}; it must return a {state}, {what} "
         f"(`state.model_copy(update=...)` or `{state}(...)`){where}\n{_go_on(run_id, step)}",
-        method=f"{cls.__name__}.apply",
+        method=f"{cls.__name__}.{method}",
         workflow=cls.name,
         run_id=run_id,
         step=step,

@@ -20,12 +20,13 @@ from pydantic import BaseModel
 from maker.agents import agent_label
 from maker.agents.prices import Price
 from maker.dsl import Microstep, MicrostepCall
+from maker.engine._backtrack import Backtracker
 from maker.engine._budget import Budget
 from maker.engine._decider import Decision
 from maker.engine._failures import Attempt
 from maker.engine._points import Points
 from maker.errors import RunError
-from maker.store import PlainStepRow, StepRow, Store
+from maker.store import Branch, PlainStepRow, StepRow, Store
 from maker.voting import Voting
 
 __all__ = ["Ledger", "Progress", "Observer"]
@@ -93,8 +94,11 @@ class Ledger:
         prices: Sequence[Price | None] = (),
         budget: Budget | None = None,
         observer: Observer | None = None,
+        backtracker: Backtracker | None = None,
     ) -> None:
         self.store = store
+        self.backtracker = backtracker
+        """Where the run may go back to (None: the workflow checks nothing and the run may not backtrack)."""
         self.observer = observer
         """Told of every commit and of each notable step (None: nobody is)."""
         self.rid = rid
@@ -446,6 +450,33 @@ class Ledger:
             rows.append((step, t, attempt.kind, error, *([None] * 13)))
         self.store.record_failures(self.rid, rows)
 
+    def backtrack(self, branch: Branch, state: Any) -> None:
+        """Go back to ``branch.from_step`` with ``state`` (what the new branch starts from): the pending rows before
+        it are committed, and those from there on and the committed steps after it move to the branch's abandoned
+        steps, in one transaction with the counters.
+        What the abandoned steps cost stays spent; their wrong answers leave the run's errors."""
+        self.steps = branch.from_step
+        if self.store is not None:
+            counters = self.counters()
+            wrong = self.store.backtrack(
+                self.rid,
+                branch,
+                self.pending,
+                self.samples or (),
+                state.model_dump_json(),
+                counters,
+                self.candidates,
+            )
+        else:
+            start = branch.from_step
+            wrong = sum(
+                1 for r in self.pending if r.step >= start and r.correct == 0 and r.microstep not in self.candidates
+            )
+        self.errors -= wrong
+        self.pending.clear()
+        if self.samples:
+            self.samples.clear()
+
     def start_at(self, step: int) -> None:
         """A fork's ledger: the run's own steps begin at ``step`` (the parent's steps before it are not counted)."""
         self.steps = self.first_step = step
@@ -512,6 +543,7 @@ class Ledger:
             "voting": {name: {"rule": p.rule, "k": p.k} for name, p in self.policies.items()},
             "candidates": self.candidates,
             "points": self.points.as_json(),
+            **({} if self.backtracker is None else {"backtrack": self.backtracker.stats()}),
         }
 
     def agent_calls_by_label(self) -> dict[str, int]:

@@ -10,7 +10,7 @@ wording to the caller.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from maker.dsl import MicrostepCall, Workflow
@@ -59,11 +59,14 @@ def reapply(
     *,
     check: Callable[[Row, MicrostepCall], None] | None = None,
     after: Callable[[int, Any, Any], None] | None = None,
+    turns: Mapping[int, Callable[[Any], Any]] | None = None,
 ) -> tuple[Any, int]:
     """Apply recorded ``rows`` (from step ``start``, in step order) to ``state``; returns the state and the next step.
 
     ``check(row, call)`` sees every recorded row beside the call recomputed for it; ``after(step, state, owner)``
-    sees the state after each transition (``step`` steps done).
+    sees the state after each transition (``step`` steps done). ``turns``: by step, what a run that backtracked
+    did to the state there before going on (its branches' retries; see :mod:`maker.engine._backtrack`), applied
+    once the transitions reach the step, before ``after`` sees it (the caller applies one at ``start`` itself).
     """
     next_, apply = wf.next, wf.apply
     it = iter(rows)
@@ -104,6 +107,8 @@ def reapply(
         except Exception as exc:
             raise _code_error(exc, wf, "apply", step, row.owner) from exc
         step += len(calls)
+        if turns and step in turns:
+            state = turns[step](state)
         if after is not None:
             after(step, state, row.owner)
     return state, step

@@ -22,13 +22,19 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import structlog
+
 from maker.dsl import Done, MicrostepCall, Workflow
+from maker.engine._backtrack import Backtracker
 from maker.engine._decider import Decider, Decision
 from maker.engine._failures import Attempt, code_error, state_error
 from maker.engine._ledger import Ledger
 from maker.engine._transitions import bad_calls, fan_out
 from maker.engine._window import Window
-from maker.errors import RunError, StopRequested, WorkflowCodeError
+from maker.errors import RunError, StepUndecidedError, StopRequested, WorkflowCodeError
+from maker.store import Branch
+
+log = structlog.get_logger("maker")
 
 __all__ = ["Scheduler"]
 
@@ -36,10 +42,15 @@ __all__ = ["Scheduler"]
 class Scheduler:
     """Drives a workflow's transitions over one :class:`Decider`."""
 
-    def __init__(self, wf: Workflow[Any, Any], decider: Decider, *, run_id: str) -> None:
+    def __init__(
+        self, wf: Workflow[Any, Any], decider: Decider, *, run_id: str, backtracker: Backtracker | None = None
+    ) -> None:
         self.wf = wf
         self.decider = decider
         self.run_id = run_id
+        self.backtracker = backtracker
+        """Checks states and goes back to the last that passed (None: the workflow checks nothing and the run may
+        not backtrack)."""
         self.has_oracle = wf.has_oracle()
         self.state_cls = type(wf).State
 
@@ -63,11 +74,27 @@ class Scheduler:
         crash = self.crash
         advance = self.advance
         budget = ledger.budget
+        bt = self.backtracker
+        if bt is not None:
+            bt.begin(step, state)
         try:
             while True:
                 if budget is not None and budget.reached:
                     raise budget.error(self.run_id, step)
-                if window is not None:
+                if bt is not None:
+                    try:
+                        state, step, done = await self._checked(state, step, ledger, bt, ahead, window)
+                    except StepUndecidedError as exc:
+                        if not bt.can_go_back:
+                            raise
+                        ledger.failed(exc)
+                        state, step = self.backtrack(
+                            ledger, bt, step, "undecided", f"undecided: {str(exc).splitlines()[0]}"
+                        )
+                        continue
+                    if done:
+                        break
+                elif window is not None:
                     t = await window.transition(step, state)
                     if t is None:
                         break
@@ -136,6 +163,95 @@ class Scheduler:
             ledger.steps = step
             ledger.wall_s = wall
         return state
+
+    async def _checked(
+        self, state: Any, step: int, ledger: Ledger, bt: Backtracker, ahead: Any, window: Window | None
+    ) -> tuple[Any, int, bool]:
+        """One transition of a run whose states are checked: decided and recorded as :meth:`chain` does, then the
+        workflow's check of the new state; a failed check sends the run back (:meth:`backtrack`) while it may, and is
+        counted otherwise. Returns the state, its step, and whether the workflow is done."""
+        wf = self.wf
+        keep = ledger.samples
+        if window is not None:
+            t = await window.transition(step, state)
+            if t is None:
+                return state, step, True
+            t_step = time.time()
+            ts = time.perf_counter()
+            decisions = await t.decisions()
+            dur = time.perf_counter() - ts
+            state = self.advance(ledger, state, step, t.calls, decisions, t.expected, t.outs, t_step, dur, t.single)
+            step += len(t.calls)
+            window.advanced(step, state)
+        else:
+            if ahead is not None:
+                ahead.at(step, state)
+            try:
+                asked = wf.next(state)
+            except Exception as exc:
+                raise self.crash("next", exc, step) from exc
+            if isinstance(asked, Done):
+                return state, step, True
+            calls = [asked] if type(asked) is MicrostepCall else self._calls(asked, step)
+            n = len(calls)
+            if not self.has_oracle:
+                expected: list[Any] = [None] * n
+            elif type(asked) is MicrostepCall:
+                try:
+                    expected = [wf.oracle(state)]
+                except Exception as exc:
+                    raise self.crash("oracle", exc, step, calls) from exc
+            else:
+                expected = self.expected(state, n, step)
+            outs: list[list[tuple[Any, ...]] | None] = [None if keep is None else [] for _ in calls]
+            t_step = time.time()
+            ts = time.perf_counter()
+            if type(asked) is MicrostepCall:
+                decisions = [await self.decider.decide(step, asked, expected[0], outs[0])]
+            else:
+                decisions = await self._together(step, calls, expected, outs)
+            dur = time.perf_counter() - ts
+            single = type(asked) is MicrostepCall
+            state = self.advance(ledger, state, step, calls, decisions, expected, outs, t_step, dur, single)
+            step += n
+        try:
+            verdict = wf.check(state)
+        except Exception as exc:
+            raise self.crash("check", exc, step) from exc
+        reason = bt.passed(step, state, verdict)
+        if reason is not None:
+            if bt.can_go_back:  # never with a window: run options refuse --backtracks with --window
+                state, step = self.backtrack(ledger, bt, step, "check", reason)
+            else:
+                bt.failed_checks += 1
+        return state, step, False
+
+    def backtrack(self, ledger: Ledger, bt: Backtracker, at: int, kind: str, reason: str) -> tuple[Any, int]:
+        """Go back to the last state that passed, from ``at`` steps (``kind``: ``check`` or ``undecided``, and why):
+        the workflow's ``retry`` gives the new branch's state, the steps since move to the abandoned branch, and the
+        decider takes the new branch's seeds. Returns the state and step to go on from."""
+        assert bt.good_step is not None
+        branch = Branch(bt.branches + 1, bt.good_step, at, kind, reason, time.time())
+        try:
+            state = self.wf.retry(bt.good_state, reason)
+        except Exception as exc:
+            raise self.crash("retry", exc, at) from exc
+        if not isinstance(state, self.state_cls):
+            raise state_error(state, workflow=self.wf, step=at, run_id=self.run_id, method="retry")
+        bt.branches = branch.branch
+        bt.good_state = state
+        ledger.backtrack(branch, state)
+        self.decider.on_branch(branch.branch)
+        log.info(
+            "backtracked",
+            run_id=self.run_id,
+            branch=branch.branch,
+            from_step=branch.from_step,
+            to_step=at,
+            kind=kind,
+            reason=reason[:200],
+        )
+        return state, branch.from_step
 
     async def rollout(self, state: Any, step: int, steps: int) -> tuple[Any, int, str, str | None]:
         """Decide and apply transitions from ``state`` (at ``step``) until ``steps`` steps are done, committing

@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from maker.agents import Agent, make_agent
 from maker.cluster.config import ClusterOptions
@@ -98,6 +98,10 @@ class RunOptions(BaseModel):
     committed trace is the same for every window."""
     fixed_window: bool = False
     """Keep the window at ``window`` instead of adapting it to how often the drafts hold."""
+    backtracks: int = Field(0, ge=0, le=10_000)
+    """How many times the run may go back to the last state that passed the workflow's check, when a check fails or
+    a step cannot be decided, and decide on from there as a new branch (0: never; see ``docs/backtracking.md``).
+    Not with a window of drafts above 1: a speculative run that backtracks drafts one step at a time."""
     max_cost: float | None = Field(None, gt=0)
     """Stop at a commit once the run has spent this many dollars (at its agents' prices); resume with a larger
     one to go on."""
@@ -113,6 +117,14 @@ class RunOptions(BaseModel):
     cluster: ClusterOptions | None = Field(None, exclude=True)
     """Serve every agent's model from Ray replica actors (``--cluster``); where models run is not part of
     the run's record: the same seed gives the same trace in-process or on a cluster."""
+
+    @model_validator(mode="after")
+    def _backtracks_alone(self) -> RunOptions:
+        if self.backtracks and self.window is not None and self.window > 1:
+            raise ValueError(
+                "a run that backtracks (`backtracks`) drafts one step at a time: leave out `window` or give 1"
+            )
+        return self
 
     @field_validator("snapshots")
     @classmethod

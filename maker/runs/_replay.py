@@ -25,9 +25,10 @@ from maker.agents import make_agent
 from maker.dsl import Done, MicrostepCall, Workflow
 from maker.engine import Progress, Row, RunSummary, SplitTransition, WorkflowEnded, calls_of, reapply, roster_of
 from maker.errors import NondeterminismError, StoreCorruptError, UserError
+from maker.runs._branching import replay_branch, turns_of
 from maker.runs._loading import recorded_workflow
 from maker.runs._runs import build_engine, check_identity, finish_run, new_run_id, read_options, state_from_snapshot
-from maker.store import RunRecord, Store
+from maker.store import Branch, RunRecord, Store
 from maker.telemetry import run_trace
 
 __all__ = ["ReplayResult", "replay_run", "fork_run"]
@@ -39,6 +40,10 @@ class ReplayResult(BaseModel):
     run_id: str
     steps: int
     """Steps replayed, the parent's before a fork's own included."""
+    branches: int = 0
+    """Branches the run (or an ancestor, before the fork) made by backtracking; each was replayed too."""
+    branch_steps: int = 0
+    """The steps those branches abandoned, re-applied and checked as the live ones are."""
     snapshots_checked: int
     finished: bool | None
     """Whether the workflow says it is done after the last step (None while the run is unfinished)."""
@@ -73,6 +78,33 @@ def _rows(st: Store, lineage: list[RunRecord], stop: int) -> Iterator[Row]:
             yield Row(rec, a.step, a.digest, a.answer)
 
 
+def _lineage_turns(
+    st: Store,
+    wf: Workflow[Any, Any],
+    lineage: list[RunRecord],
+    stop: int,
+    visit: Callable[[Branch, Any, RunRecord], None] | None = None,
+) -> dict[int, Callable[[Any], Any]]:
+    """The retries of every run of a fork lineage at its branches' steps up to ``stop`` (the parent's before the
+    fork's own where both went back to the fork point), each branch seen by ``visit`` first."""
+    out: dict[int, Callable[[Any], Any]] = {}
+    for i, rec in enumerate(lineage):
+        end = min(stop, lineage[i + 1].first_step if i + 1 < len(lineage) else stop)
+
+        def seen(b: Branch, state: Any, rec: RunRecord = rec) -> None:
+            if visit is not None:
+                visit(b, state, rec)
+
+        for step, turn in turns_of(wf, st, rec, rec.first_step, end, seen).items():
+            before = out.get(step)
+            out[step] = turn if before is None else _then(before, turn)
+    return out
+
+
+def _then(first: Callable[[Any], Any], second: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda state: second(first(state))
+
+
 def _snapshots(st: Store, lineage: list[RunRecord]) -> dict[int, tuple[str, str]]:
     """step -> (run id, state JSON) of every snapshot along the lineage that a replay passes."""
     out: dict[int, tuple[str, str]] = {}
@@ -97,13 +129,24 @@ def replay_run(
         snaps = {s: v for s, v in _snapshots(st, lineage).items() if v[0] in checked_runs}
         params = type(wf).parse_params(record.params)
         state = wf.start(params)
-        checked = _check_snapshot(snaps, 0, state, record)
         total = record.steps
 
         def check(row: Row, call: MicrostepCall) -> None:
             rec, step_i, digest = row.owner, row.step, row.digest
             if rec.run_id in checked_runs and call.digest() != digest:
                 _diverged(st, rec, step_i, digest, call)
+
+        branches = branch_steps = 0
+
+        def visit(branch: Branch, state_b: Any, rec: RunRecord) -> None:
+            nonlocal branches, branch_steps
+            branch_steps += replay_branch(st, rec, wf, branch, state_b, check)
+            branches += 1
+
+        turns = _lineage_turns(st, wf, lineage, total, visit)
+        if 0 in turns:
+            state = turns[0](state)
+        checked = _check_snapshot(snaps, 0, state, record)
 
         reported = 0
 
@@ -116,7 +159,7 @@ def replay_run(
                 on_progress(step_i, total)
 
         try:
-            state, step = reapply(wf, state, _rows(st, lineage, total), 0, check=check, after=after)
+            state, step = reapply(wf, state, _rows(st, lineage, total), 0, check=check, after=after, turns=turns)
         except WorkflowEnded as exc:
             rec, step_i, digest = exc.row.owner, exc.row.step, exc.row.digest
             raise NondeterminismError(
@@ -152,6 +195,8 @@ def replay_run(
     return ReplayResult(
         run_id=run_id,
         steps=step,
+        branches=branches,
+        branch_steps=branch_steps,
         snapshots_checked=checked,
         finished=finished,
         wall_s=round(wall, 3),
@@ -233,7 +278,12 @@ def _state_before(
                 from_step,
                 lambda step, digest, call: _diverged(st, parent, step, digest, call),
             )
-        return reapply(wf, wf.start(new_params), _rows(st, _lineage(st, parent), from_step), 0)[0]
+        lineage = _lineage(st, parent)
+        turns = _lineage_turns(st, wf, lineage, from_step)
+        start = wf.start(new_params)
+        if 0 in turns:
+            start = turns[0](start)
+        return reapply(wf, start, _rows(st, lineage, from_step), 0, turns=turns)[0]
     except WorkflowEnded:
         raise UserError(f"with the new parameters the workflow is done before step {from_step}") from None
     except SplitTransition as exc:

@@ -34,6 +34,7 @@ from maker.engine import (
     roster_of,
 )
 from maker.errors import RunError, RunMismatchError, StopRequested, StoreCorruptError, UserError
+from maker.runs._branching import restore_backtracker, turns_of
 from maker.runs._loading import canonical_ref, recorded_workflow, resolve_workflow, workflow_ref
 from maker.runs._options import DEFAULT_WINDOW, RunOptions, options_error
 from maker.store import RunLine, RunRecord, Store
@@ -198,7 +199,9 @@ def resume_run(
         roster = roster_of(agents, spec)
         tracing = stack.enter_context(run_trace(otel, workflow=wf_cls.name, seed=opts.seed, roster=roster))
         st = stack.enter_context(Store.open(store, write=True))
-        engine, wf = _reopened(st, record, wf_cls, opts, overrides, agents, spec, on_progress, observer=tracing)
+        engine, wf = _reopened(
+            st, record, wf_cls, opts, overrides, agents, spec, on_progress, observer=tracing, head=state
+        )
         summary = finish_run(engine, wf, state, wf_cls.name)
         if tracing is not None:
             tracing.finished(summary)
@@ -222,7 +225,7 @@ def reopen_run(
     wf_cls, opts = _resumable(record, None, overrides)
     state = _recover_state(st, record, wf_cls())
     engine, wf = _reopened(
-        st, record, wf_cls, opts, overrides, agents, speculation, on_progress, budget, observer=observer
+        st, record, wf_cls, opts, overrides, agents, speculation, on_progress, budget, observer=observer, head=state
     )
     return engine, wf, state
 
@@ -251,7 +254,9 @@ def _reopened(
     on_progress: Callable[[Progress], None] | None,
     budget: Budget | None = None,
     observer: Observer | None = None,
+    head: Any = None,
 ) -> tuple[Engine, Workflow[Any, Any]]:
+    """The engine of a run that goes on from ``head``, the state after its committed steps."""
     st.set_status(record.id, "running", pid=os.getpid(), host=os.uname().nodename, config=opts.model_dump(mode="json"))
     st.clear_stop(record.id)
     st.event(record.id, "resume", {"from_step": record.steps, "overrides": dict(overrides or {})})
@@ -272,6 +277,14 @@ def _reopened(
         observer=observer,
     )
     engine.ledger.restore(record, spent=budget is None)
+    bt = engine.scheduler.backtracker
+    if bt is not None:
+
+        def state_at(step: int) -> Any:
+            snap_step, snap = st.latest_snapshot(record.id, step)
+            return state_from_snapshot(st, record, wf, snap_step, snap, step)
+
+        engine.decider.on_branch(restore_backtracker(bt, st, record, wf, head, state_at))
     return engine, wf
 
 
@@ -390,8 +403,10 @@ def state_from_snapshot(
             )
 
     rows = (Row(record, r.step, r.digest, r.answer) for r in st.steps(record.id, snap_step, stop))
+    # the snapshot at a branch's step holds the state after its retry: the retries after it are re-applied
+    turns = turns_of(wf, st, record, snap_step + 1, stop)
     try:
-        return reapply(wf, state, rows, snap_step, check=check)[0]
+        return reapply(wf, state, rows, snap_step, check=check, turns=turns)[0]
     except WorkflowEnded as exc:
         raise StoreCorruptError(
             f"run {record.run_id}: the workflow ended before recorded step {exc.row.step}"
@@ -410,7 +425,8 @@ def engine_config(opts: RunOptions, workflow_ref: str | None, agents: list[Agent
         commit_every=opts.commit_every,
         commit_seconds=opts.commit_seconds,
         log_steps=opts.log_steps,
-        window=opts.window or DEFAULT_WINDOW,
+        window=opts.window or (1 if opts.backtracks else DEFAULT_WINDOW),
+        backtracks=opts.backtracks,
         adaptive_window=not opts.fixed_window,
         snapshot_every=opts.snapshot_every(),
         workflow_ref=workflow_ref,
@@ -438,7 +454,9 @@ def build_engine(
     hands every problem's run the same one); ``observer``: told of its commits and notable steps (a trace)."""
     config = engine_config(opts, workflow_ref, agents)
     ahead = None
-    if opts.cluster is not None:
+    if opts.cluster is not None and opts.backtracks:
+        log.info("lookahead off: a run that backtracks decides its steps again on new branches")
+    elif opts.cluster is not None:
         # Both keep calls in flight ahead of the chain: a replica running the chain ahead (one model in every role)
         # unless the window was asked for, or lookahead does not apply.
         window = config.window if speculation is not None else 1

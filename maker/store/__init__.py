@@ -9,6 +9,7 @@ from maker.store._store import (
     SCHEMA_VERSION,
     STEP_COLUMNS,
     Answer,
+    Branch,
     Durability,
     PlainStepRow,
     RunRecord,
@@ -23,6 +24,7 @@ from maker.store._views import EVAL_EVENT, BinUsage, RunLine, StepBin
 __all__ = [
     "Store",
     "RunRecord",
+    "Branch",
     "StepRow",
     "PlainStepRow",
     "StepTally",

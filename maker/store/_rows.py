@@ -5,7 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-__all__ = ["RunRecord", "StepRow", "PlainStepRow", "StepTally", "Answer", "Snapshot", "Durability", "STEP_COLUMNS"]
+__all__ = [
+    "RunRecord",
+    "Branch",
+    "StepRow",
+    "PlainStepRow",
+    "StepTally",
+    "Answer",
+    "Snapshot",
+    "Durability",
+    "STEP_COLUMNS",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +51,23 @@ class RunRecord:
     def first_step(self) -> int:
         """Index of this run's first own step: 0, or the step a fork started from."""
         return self.parent_step or 0
+
+
+class Branch(NamedTuple):
+    """A time a run went back to an earlier state and decided on from there again (``--backtracks``)."""
+
+    branch: int
+    """The new branch's number (1, 2, ...; the run began on branch 0). The steps it abandoned are kept under it."""
+    from_step: int
+    """The step it went back to: the state there passed the workflow's check (or is the run's first)."""
+    to_step: int
+    """Where the branch it left had got to: its steps ``[from_step, to_step)`` were abandoned."""
+    kind: str
+    """``check`` (the workflow's check failed on the state after ``to_step`` steps) or ``undecided`` (no agent
+    decided step ``to_step``)."""
+    reason: str
+    """Why, as the check said it (or the undecided step's error); the workflow's ``retry`` is called with it."""
+    t: float
 
 
 class StepRow(NamedTuple):

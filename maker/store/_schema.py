@@ -105,7 +105,10 @@ _UPGRADABLE = {1, *(_MIGRATIONS)}
 
 # Added beside the versioned schema: made (if missing) whenever a store is opened for writing, so older stores get
 # them without an upgrade and older makers still read the stores that have them. ``stop_requests``: a run asked to
-# stop (``maker stop``, the UI) stops at its next commit; resuming it takes the request back.
+# stop (``maker stop``, the UI) stops at its next commit; resuming it takes the request back. ``branches``: each time
+# a run went back to an earlier state (``--backtracks``), from which step, where it had got to, of what kind (``check``
+# or ``undecided``) and why; the steps it abandoned move to ``branch_steps`` (and their samples to ``branch_samples``)
+# under the number of the branch that abandoned them.
 _FAILURES = """
 CREATE TABLE IF NOT EXISTS failures (
     run INTEGER NOT NULL,
@@ -129,6 +132,52 @@ CREATE TABLE IF NOT EXISTS failures (
 );
 CREATE INDEX IF NOT EXISTS failures_step ON failures (run, step);
 CREATE TABLE IF NOT EXISTS stop_requests (run INTEGER PRIMARY KEY, t REAL NOT NULL, source TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS branches (
+    run INTEGER NOT NULL,
+    branch INTEGER NOT NULL,
+    from_step INTEGER NOT NULL,
+    to_step INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    t REAL NOT NULL,
+    PRIMARY KEY (run, branch)
+);
+CREATE TABLE IF NOT EXISTS branch_steps (
+    run INTEGER NOT NULL,
+    branch INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    digest TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    votes TEXT NOT NULL,
+    rounds INTEGER NOT NULL,
+    samples INTEGER NOT NULL,
+    red_flags TEXT,
+    agent INTEGER NOT NULL,
+    t_start REAL NOT NULL,
+    dur REAL NOT NULL,
+    correct INTEGER,
+    spec TEXT,
+    tokens INTEGER,
+    input TEXT,
+    microstep TEXT,
+    tag TEXT,
+    usage TEXT,
+    PRIMARY KEY (run, branch, step)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS branch_samples (
+    run INTEGER NOT NULL,
+    branch INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    round INTEGER NOT NULL,
+    agent INTEGER NOT NULL,
+    temperature REAL NOT NULL,
+    tokens INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    flag TEXT,
+    vote TEXT,
+    PRIMARY KEY (run, branch, step, idx)
+) WITHOUT ROWID;
 """
 FAILURE_COLUMNS = (
     "step",

@@ -38,6 +38,7 @@ from maker.errors import RunNotFoundError, StoreCorruptError, StoreError
 from maker.store._rows import (
     STEP_COLUMNS,
     Answer,
+    Branch,
     Durability,
     PlainStepRow,
     RunRecord,
@@ -51,6 +52,7 @@ from maker.store._views import LiveViews
 __all__ = [
     "Store",
     "RunRecord",
+    "Branch",
     "StepRow",
     "PlainStepRow",
     "StepTally",
@@ -73,6 +75,9 @@ def default_store_path() -> Path:
     return Path(base) / "maker" / "runs.sqlite"
 
 
+_EXTRA_TABLES = ("failures", "stop_requests", "branches", "branch_steps", "branch_samples")
+"""The tables made beside the versioned schema whenever a store is opened for writing (see ``_schema._FAILURES``)."""
+_EXTRA = ",".join(f"'{t}'" for t in _EXTRA_TABLES)
 _PLAIN_VALUES = ",".join("NULL" if c in ("red_flags", "spec", "input", "tag") else "?" for c in STEP_COLUMNS)
 assert _PLAIN_VALUES.count("?") == len(PlainStepRow._fields)
 assert [c for c in STEP_COLUMNS if c not in ("red_flags", "spec", "input", "tag")] == list(PlainStepRow._fields)
@@ -140,13 +145,15 @@ class Store(LiveViews):
         if version < SCHEMA_VERSION:
             cls._migrate(p, version)
         conn = cls._connect(p) if write else cls._connect_ro(p)
-        if write and not conn.execute("SELECT 1 FROM sqlite_master WHERE name='stop_requests'").fetchone():
+        if write and conn.execute(f"SELECT count(*) FROM sqlite_master WHERE name IN ({_EXTRA})").fetchone()[0] < len(
+            _EXTRA_TABLES
+        ):
             try:
                 conn.executescript(f"BEGIN IMMEDIATE;{_FAILURES}COMMIT;")
             except sqlite3.Error as exc:
                 conn.close()
                 raise StoreError(
-                    f"store {p}: cannot add the failures and stop-request tables ({exc}); open it with write access"
+                    f"store {p}: cannot add the failures, stop-request and branch tables ({exc}); open it with write access"
                 ) from None
         return cls(p, conn)
 
@@ -338,21 +345,30 @@ class Store(LiveViews):
 
         ``snapshot_every=N`` bounds the snapshots kept (None keeps them all): see :meth:`_thin_snapshots`.
         """
-        plain = [r for r in steps if type(r) is PlainStepRow]
-        full = [r for r in steps if type(r) is not PlainStepRow] if len(plain) < len(steps) else ()
         with self._tx() as c:
-            if full:
-                c.executemany(f"INSERT INTO steps VALUES ({rid},{','.join('?' * len(STEP_COLUMNS))})", full)
-            if plain:
-                c.executemany(f"INSERT INTO steps VALUES ({rid},{_PLAIN_VALUES})", plain)
-            if samples:
-                c.executemany(f"INSERT INTO samples VALUES ({rid},?,?,?,?,?,?,?,?,?)", samples)
+            self._insert_steps(c, rid, steps, samples)
             c.execute("INSERT OR REPLACE INTO snapshots VALUES (?,?,?)", (rid, snapshot[0], snapshot[1]))
             if snapshot_every is not None:
                 self._thin_snapshots(c, rid, snapshot[0], snapshot_every)
             sets = ", ".join(f"{k}=?" for k in counters)
             c.execute(f"UPDATE runs SET {sets}, updated=? WHERE id=?", (*counters.values(), time.time(), rid))
             return c.execute("SELECT source FROM stop_requests WHERE run=?", (rid,)).fetchone() is not None
+
+    @staticmethod
+    def _insert_steps(
+        c: sqlite3.Connection,
+        rid: int,
+        steps: Sequence[StepRow | PlainStepRow],
+        samples: Sequence[tuple[Any, ...]],
+    ) -> None:
+        plain = [r for r in steps if type(r) is PlainStepRow]
+        full = [r for r in steps if type(r) is not PlainStepRow] if len(plain) < len(steps) else ()
+        if full:
+            c.executemany(f"INSERT INTO steps VALUES ({rid},{','.join('?' * len(STEP_COLUMNS))})", full)
+        if plain:
+            c.executemany(f"INSERT INTO steps VALUES ({rid},{_PLAIN_VALUES})", plain)
+        if samples:
+            c.executemany(f"INSERT INTO samples VALUES ({rid},?,?,?,?,?,?,?,?,?)", samples)
 
     @staticmethod
     def _thin_snapshots(c: sqlite3.Connection, rid: int, step: int, every: int) -> None:
@@ -488,6 +504,95 @@ class Store(LiveViews):
         """Take back a stop request (a run that resumes goes on)."""
         with self._tx() as c:
             c.execute("DELETE FROM stop_requests WHERE run=?", (rid,))
+
+    # -- branches ----------------------------------------------------------------------
+    def backtrack(
+        self,
+        rid: int,
+        branch: Branch,
+        steps: Sequence[StepRow | PlainStepRow],
+        samples: Sequence[tuple[Any, ...]],
+        snapshot: str,
+        counters: dict[str, Any],
+        candidates: Sequence[str] = (),
+    ) -> int:
+        """Go back to ``branch.from_step`` in one transaction: the pending ``steps`` and ``samples`` of the branch
+        being left, and its committed steps from ``from_step`` on, move to ``branch_steps`` / ``branch_samples``
+        under ``branch.branch``; the snapshots after ``from_step`` go and ``snapshot`` becomes the state at it; the
+        branch is recorded and the counters written. Returns how many of the steps moved were wrong (their answer
+        differed from the ground truth, ``candidates`` microsteps not counted), which the run's errors no longer
+        hold. A crash leaves either the run before it or after it."""
+        b, start = branch.branch, branch.from_step
+        kept = [r for r in steps if r.step < start]
+        plain = [r for r in steps if type(r) is PlainStepRow and r.step >= start]
+        full = [r for r in steps if type(r) is not PlainStepRow and r.step >= start]
+        cols = ", ".join(STEP_COLUMNS)
+        with self._tx() as c:
+            # the pending steps before the state gone back to stay on the chain; the rest are the branch's
+            self._insert_steps(c, rid, kept, [s for s in samples if s[0] < start])
+            samples = [s for s in samples if s[0] >= start]
+            if full:
+                c.executemany(f"INSERT INTO branch_steps VALUES ({rid},{b},{','.join('?' * len(STEP_COLUMNS))})", full)
+            if plain:
+                c.executemany(f"INSERT INTO branch_steps VALUES ({rid},{b},{_PLAIN_VALUES})", plain)
+            if samples:
+                c.executemany(f"INSERT INTO branch_samples VALUES ({rid},{b},?,?,?,?,?,?,?,?,?)", samples)
+            c.execute(
+                f"INSERT INTO branch_steps (run, branch, {cols}) SELECT run, ?, {cols} FROM steps "
+                "WHERE run=? AND step>=?",
+                (b, rid, start),
+            )
+            c.execute(
+                "INSERT INTO branch_samples SELECT run, ?, step, idx, round, agent, temperature, tokens, text, flag, "
+                "vote FROM samples WHERE run=? AND step>=?",
+                (b, rid, start),
+            )
+            marks = ",".join("?" * len(candidates))
+            wrong = c.execute(
+                "SELECT count(*) FROM branch_steps WHERE run=? AND branch=? AND correct=0"
+                + (f" AND coalesce(microstep, '') NOT IN ({marks})" if candidates else ""),
+                (rid, b, *candidates),
+            ).fetchone()[0]
+            c.execute("DELETE FROM steps WHERE run=? AND step>=?", (rid, start))
+            c.execute("DELETE FROM samples WHERE run=? AND step>=?", (rid, start))
+            c.execute("DELETE FROM snapshots WHERE run=? AND step>?", (rid, start))
+            c.execute("INSERT OR REPLACE INTO snapshots VALUES (?,?,?)", (rid, start, snapshot))
+            c.execute("INSERT INTO branches VALUES (?,?,?,?,?,?,?)", (rid, *branch))
+            if "errors" in counters:
+                counters = {**counters, "errors": counters["errors"] - wrong}
+            sets = ", ".join(f"{k}=?" for k in counters)
+            c.execute(f"UPDATE runs SET {sets}, updated=? WHERE id=?", (*counters.values(), time.time(), rid))
+        return int(wrong)
+
+    def branches(self, rid: int) -> list[Branch]:
+        """The times run ``rid`` went back, in order (none in a store without the table)."""
+        try:
+            rows = self._conn.execute(
+                f"SELECT {', '.join(Branch._fields)} FROM branches WHERE run=? ORDER BY branch", (rid,)
+            ).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise StoreError(f"store {self.path}: {exc}") from None
+        return [Branch(*r) for r in rows]
+
+    def branch_steps(self, rid: int, branch: int) -> list[StepRow]:
+        """The steps that branch ``branch`` abandoned, in step order."""
+        cur = self._conn.execute(
+            f"SELECT {', '.join(STEP_COLUMNS)} FROM branch_steps WHERE run=? AND branch=? ORDER BY step", (rid, branch)
+        )
+        cur.row_factory = _step_row
+        return list(cur)
+
+    def branch_samples(self, rid: int, branch: int, step: int) -> list[tuple[Any, ...]]:
+        """The samples of a step that branch ``branch`` abandoned (detail ``samples``), as :meth:`samples`."""
+        return list(
+            self._conn.execute(
+                "SELECT idx, round, agent, temperature, tokens, text, flag, vote FROM branch_samples "
+                "WHERE run=? AND branch=? AND step=? ORDER BY idx",
+                (rid, branch, step),
+            )
+        )
 
     # -- failed attempts -------------------------------------------------------------
     def record_failures(self, rid: int, rows: Sequence[tuple[Any, ...]]) -> None:
