@@ -369,27 +369,30 @@ class Solve(Workflow[SolveParams, TreeState], name="solve", version=1):
 
     # -- checks and backtracking ----------------------------------------------------------------------
     def check(self, state: TreeState) -> bool | str | None:
-        """Each composed result, checked cheaply without the answer (:func:`~maker.workflows._checks.result_check`:
-        casting out nines and elevens, a sort's permutation and order). The reason of the first that fails, as
-        ``PATH: WHY`` and a line ``retry: {"task": ..., "decomposition": ...}`` that :meth:`retry` reads; True when
-        some result was composed and all pass; None before any was (nothing to check yet).
+        """Each result, composed or a leaf's, checked cheaply without the answer
+        (:func:`~maker.workflows._checks.result_check`: casting out nines and elevens, a sort's permutation and
+        order). The reason of the first that fails, as ``PATH: WHY`` and, for a composed result, a line
+        ``retry: {"task": ..., "decomposition": ...}`` that :meth:`retry` reads (a leaf's is solved again on the new
+        branch, with its seeds); True when some result was reached and all pass; None before any was.
 
         A failure is reported until the run goes past it: a failed node whose parent has composed its own result
         from it (the run had no backtrack left) is not reported again, though its parent's result may well fail."""
         nodes = state.nodes
-        composed = False
+        checked = False
         for node in nodes:
-            d = node.decomposition
-            if node.dropped or node.result is None or d is None or not node.children:
+            if node.dropped or node.result is None:
                 continue
-            composed = True
+            checked = True
             if node.parent is not None and nodes[node.parent].result is not None:
                 continue
             why = result_check(node.task, node.result)
             if why:
+                d = node.decomposition
+                if d is None or not node.children:  # a leaf's own result: the new branch solves it again
+                    return f"{node.path}: {why}"
                 retry = json.dumps({"task": node.task, "decomposition": d.model_dump(mode="json")})
                 return f"{node.path}: {why}{_RETRY}{retry}"
-        return True if composed else None
+        return True if checked else None
 
     def retry(self, state: TreeState, reason: str) -> TreeState:
         """The state a new branch starts from after ``check`` failed at a node: its decomposition is rejected and

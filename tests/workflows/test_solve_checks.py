@@ -89,10 +89,19 @@ def _tree(root_result: str | None, child_results: tuple[str | None, str | None],
     return _state([root, *kids])
 
 
-def test_check_none_before_any_composed_result_true_when_all_pass() -> None:
+def test_check_none_before_any_result_true_when_all_pass() -> None:
     assert Solve().check(Solve().start(SolveParams(task=TASK))) is None
-    assert Solve().check(_tree(None, ("69104", "96252"))) is None  # leaves are not checked
+    assert Solve().check(_tree(None, (None, None))) is None
+    assert Solve().check(_tree(None, ("69104", "96252"))) is True  # the leaves' results are checked too
     assert Solve().check(_tree("7006652", ("69104", "96252"))) is True
+
+
+def test_a_wrong_leaf_is_named_without_a_split_to_reject() -> None:
+    reason = Solve().check(_tree(None, ("69104", "96253")))
+    assert reason == "0.1: 1234 * 78 = 96253 fails casting out nines (7 vs 6)"
+    # retry leaves the state as it is: the new branch solves the leaf again with its own seeds
+    state = _tree(None, ("69104", None))
+    assert Solve().retry(state, reason) == state
 
 
 def test_check_names_the_failed_node_and_what_retry_needs() -> None:
