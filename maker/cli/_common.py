@@ -545,6 +545,16 @@ def finish(summary: Any, as_json: bool) -> None:
             )
         click.echo(line)
         click.echo(f"  errors {summary.errors}  solved {summary.solved}")
+        if summary.branches or summary.failed_checks:
+            click.echo(
+                f"  went back {summary.branches:,} time(s), as new branches (`maker trace show {summary.run_id} "
+                f"--branches`)"
+                + (
+                    f"; {summary.failed_checks:,} failed check(s) let through, no backtrack left"
+                    if summary.failed_checks
+                    else ""
+                )
+            )
         click.echo(
             f"  calls {summary.calls:,} ({summary.calls_per_step:.4f} per step)  red flags {summary.red_flags:,}"
             f"  max rounds {summary.max_rounds}"

@@ -124,6 +124,7 @@ class ProgressDisplay:
                 "total_text": f"{p.expected_steps:,}" if p.expected_steps else "?",
                 "rate": f"{p.steps_per_s:,.0f}/s  {votes:.3f} votes/step  red flags {flag_rate:.2%}  errors {p.errors}"
                 + (f"  wasted {p.wasted_calls / max(1, p.steps):.2f} calls/step" if p.wasted_calls else "")
+                + (f"  branches {p.branches}" if p.branches else "")
                 + ("" if p.cost is None else f"  {money(p.cost)}"),
                 "eta": _fmt(eta_s),
                 "waiting": "",
@@ -146,6 +147,7 @@ class ProgressDisplay:
                 errors=p.errors,
                 eta_s=None if eta_s is None else round(eta_s, 1),
                 wasted_calls=p.wasted_calls,
+                branches=p.branches,
                 tokens=p.tokens,
                 cost_usd=None if p.cost is None else round(p.cost, 6),
             )

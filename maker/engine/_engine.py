@@ -181,6 +181,10 @@ class RunSummary(BaseModel):
     """What the dropped speculative calls cost."""
     prices: dict[str, list[float] | None] = {}
     """The price each agent was charged at, dollars per million tokens: ``[input, cached input, output]``."""
+    branches: int = 0
+    """Times the run went back to a state that passed its workflow's check, as a new branch (``--backtracks``)."""
+    failed_checks: int = 0
+    """Checks of the workflow that failed with no backtrack left (the run went on from the state that failed)."""
     result: dict[str, Any] | None = None
     error: str | None = None
 

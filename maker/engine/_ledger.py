@@ -69,6 +69,8 @@ class Progress(BaseModel):
     """Tokens billed so far, prompt and completion, wasted speculative calls included."""
     cost: float | None = None
     """Dollars spent so far, wasted speculative calls included (None: an agent's price is unknown)."""
+    branches: int = 0
+    """Times the run went back to a state that passed its workflow's check (``--backtracks``)."""
 
 
 class Ledger:
@@ -501,6 +503,7 @@ class Ledger:
                 wasted_calls=self.wasted_calls,
                 tokens=self.tokens_billed(),
                 cost=self.cost(),
+                branches=0 if self.backtracker is None else self.backtracker.branches,
             )
         )
 

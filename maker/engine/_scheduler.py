@@ -242,7 +242,7 @@ class Scheduler:
         bt.good_state = state
         ledger.backtrack(branch, state)
         self.decider.on_branch(branch.branch)
-        log.info(
+        log.debug(  # the progress line counts them; one line each would bury it on a run that backtracks often
             "backtracked",
             run_id=self.run_id,
             branch=branch.branch,

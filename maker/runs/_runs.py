@@ -590,6 +590,7 @@ def summarize(
     engine: Engine, name: str, status: str, solved: bool | None, result: Any, error: str | None
 ) -> RunSummary:
     led = engine.ledger
+    bt = engine.scheduler.backtracker
     steps = led.steps - led.first_step
     ks = {p.k for p in engine.policies.values() if not p.fixed} or {p.k for p in engine.policies.values()}
     billed = led.billed()
@@ -629,6 +630,8 @@ def summarize(
         prices={k: None if p is None else p.as_list() for k, p in zip(led.labels, led.prices, strict=True)},
         segment_steps=led.steps - led.segment_first_step,
         segment_wall_s=round(led.wall_s - led.segment_wall_from, 3),
+        branches=0 if bt is None else bt.branches,
+        failed_checks=0 if bt is None else bt.failed_checks,
         result=result,
         error=error,
     )
