@@ -25,7 +25,7 @@ from maker.errors import UserError
 from maker.store import Store
 
 if TYPE_CHECKING:
-    from maker.trace import SpeculationStats, TraceStats
+    from maker.trace import BranchStats, SpeculationStats, TraceStats
 
 _DEFAULT_SHOWN = 20
 
@@ -55,18 +55,52 @@ def _open(store: str | None, run_id: str) -> tuple[Store, Any]:
     "tallies, winning decomposition and result.",
 )
 @click.option(
-    "--json", "as_json", is_flag=True, help="One JSON record per line (the export format; with --tree, one per node)."
+    "--branches",
+    "list_branches",
+    is_flag=True,
+    help="The run's branches (--backtracks): where each went back from and to, why, and the steps it abandoned.",
+)
+@click.option(
+    "--branch",
+    "branch",
+    type=int,
+    default=None,
+    metavar="N",
+    help="The steps branch N abandoned, shown as --steps shows live steps.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON record per line (the export format; with --tree, one per node; with --branches, one per branch).",
 )
 @store_option
-def show(run_id: str, step: int | None, steps: str | None, tree: bool, as_json: bool, store: str | None) -> None:
+def show(
+    run_id: str,
+    step: int | None,
+    steps: str | None,
+    tree: bool,
+    list_branches: bool,
+    branch: int | None,
+    as_json: bool,
+    store: str | None,
+) -> None:
     """Every detail of some steps: input, samples, red flags, tallies, winner, speculation, timings; with --step, a
     failed attempt at that step too (a vote no agent decided, workflow code that raised)."""
     from maker.trace import failure_records, parse_range, step_records
 
+    if sum((tree, list_branches, branch is not None, step is not None or steps is not None)) > 1:
+        raise UserError("give one of --tree, --branches, --branch N and --step/--steps")
     st, record = _open(store, run_id)
     with st:
         if tree:
             _show_tree(st, record, as_json)
+            return
+        if list_branches:
+            _show_branches(st, record, as_json)
+            return
+        if branch is not None:
+            _show_branch(st, record, branch, as_json)
             return
         failed = failure_records(st, record, step, step + 1) if step is not None else []
         if failed and step is not None and step >= record.steps:  # the run stopped there: nothing committed at it
@@ -75,6 +109,7 @@ def show(run_id: str, step: int | None, steps: str | None, tree: bool, as_json: 
             return
         if step is None:
             _note_failure(st, record, run_id)
+            _note_branches(st, record, run_id)
         start, stop = parse_range(step, steps, record)
         if step is None and steps is None and stop - start > _DEFAULT_SHOWN:
             stop = start + _DEFAULT_SHOWN
@@ -104,6 +139,58 @@ def _note_failure(st: Store, record: Any, run_id: str) -> None:
             f"{record.steps}` shows the attempt",
             err=True,
         )
+
+
+def _note_branches(st: Store, record: Any, run_id: str) -> None:
+    """Say that the run went back (its abandoned steps are not among the steps shown)."""
+    from maker.trace import branch_stats
+
+    b = branch_stats(st, record)
+    if b is None or not (b.branches or b.failed_checks):
+        return
+    went = (
+        f"went back {b.branches:,} time(s), abandoning {b.steps_abandoned:,} steps ({b.wrong:,} wrong)"
+        if b.branches
+        else "never went back"
+    )
+    let = f"; {b.failed_checks:,} failed check(s) let through" if b.failed_checks else ""
+    more = f"; `maker trace show {run_id} --branches` lists them, --branch N shows one's steps" if b.branches else ""
+    click.echo(f"run {run_id} {went}{let}{more}", err=True)
+
+
+def _show_branches(st: Store, record: Any, as_json: bool) -> None:
+    from maker.trace import branch_rows, first_line
+
+    rows = branch_rows(st, record)
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps({"run_id": record.run_id, **r.model_dump()}, separators=(",", ":")))
+        return
+    if not rows:
+        click.echo(f"run {record.run_id} never went back (no branches)")
+        return
+    for r in rows:
+        click.echo(
+            f"branch {r.branch:<3} went back from step {r.to_step} to {r.from_step}  {r.kind}  "
+            f"{r.steps:,} steps abandoned ({r.wrong:,} wrong), {r.calls:,} calls: {first_line(r.reason)}"
+        )
+
+
+def _show_branch(st: Store, record: Any, branch: int, as_json: bool) -> None:
+    from maker.trace import branch_step_records, first_line
+
+    recs = branch_step_records(st, record, branch, samples=True)  # a branch the run lacks is a UserError here
+    b = next(b for b in st.branches(record.id) if b.branch == branch)
+    if not as_json:
+        click.echo(
+            f"branch {branch}: went back from step {b.to_step} to {b.from_step} ({b.kind}: {first_line(b.reason)}); "
+            f"the steps it abandoned:\n"
+        )
+    for rec in recs:
+        if as_json:
+            click.echo(json.dumps(rec, separators=(",", ":")))
+        else:
+            _show_step(rec)
 
 
 def _show_failure(r: dict[str, Any], as_json: bool) -> None:
@@ -158,9 +245,10 @@ def _show_step(r: dict[str, Any]) -> None:
         from maker.cli._logging import money
 
         tokens += f"  {money(usage['cost'])}"
+    gone = f"  abandoned by branch {r['abandoned_by']}" if r.get("abandoned_by") is not None else ""
     click.echo(
         f"step {r['step']}  {r['agent']}  {r['rounds']} round(s)  {r['samples']} samples{tokens}  "
-        f"{1000 * r['dur_s']:.2f} ms  {ok}"
+        f"{1000 * r['dur_s']:.2f} ms  {ok}{gone}"
     )
     click.echo(f"  digest   {r['digest']}")
     if r["input"] is not None:
@@ -286,6 +374,20 @@ def _cost_lines(c: Any) -> list[str]:
     return lines
 
 
+def _branch_lines(b: BranchStats) -> list[str]:
+    kinds = ", ".join(f"{k} {n:,}" for k, n in b.by_kind.items())
+    limit = "" if b.limit is None else f" of {b.limit:,} allowed"
+    lines = [f"branches          {b.branches:,}" + (f" ({kinds})" if kinds else "") + limit]
+    if b.branches:
+        lines.append(
+            f"                  {b.steps_abandoned:,} steps abandoned, {b.calls:,} calls and {b.tokens:,} tokens on "
+            f"them; {b.wrong:,} wrong answers among them caught"
+        )
+    if b.failed_checks:
+        lines.append(f"                  {b.failed_checks:,} failed check(s) let through, no backtrack left")
+    return lines
+
+
 def _calls_text(s: TraceStats) -> str:
     theory, spec = s.calls_per_step_theory, s.speculation
     line = f"calls per step    {s.calls_per_step:.4f} measured"
@@ -372,6 +474,8 @@ def _stats_text(s: TraceStats) -> str:
             )
     if s.cost is not None:
         lines.extend(_cost_lines(s.cost))
+    if s.branches is not None:
+        lines.extend(_branch_lines(s.branches))
     lines.append(
         "hardest steps     most rounds: "
         + ", ".join(f"{h.step} ({h.rounds} rounds, {h.samples} samples)" for h in s.hardest.most_rounds[:5])

@@ -19,7 +19,7 @@ from maker.store._store import (
     Store,
     default_store_path,
 )
-from maker.store._views import EVAL_EVENT, BinUsage, RunLine, StepBin
+from maker.store._views import EVAL_EVENT, BinUsage, BranchTally, RunLine, StepBin
 
 __all__ = [
     "Store",
@@ -39,4 +39,5 @@ __all__ = [
     "BinUsage",
     "EVAL_EVENT",
     "RunLine",
+    "BranchTally",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 from typing import NamedTuple
 
-__all__ = ["StepBin", "BinUsage", "LiveViews", "EVAL_EVENT", "RunLine"]
+__all__ = ["StepBin", "BinUsage", "LiveViews", "EVAL_EVENT", "RunLine", "BranchTally"]
 
 EVAL_EVENT = "eval"
 """The event ``maker eval`` records on each problem's run: when it starts, the evaluation's name, the problem, the
@@ -45,6 +45,18 @@ class StepBin(NamedTuple):
     """Tokens billed to ``agent`` (the bill's first entry; the others are in :class:`BinUsage`)."""
     split_bills: int
     """Steps whose bill names more than one agent."""
+
+
+class BranchTally(NamedTuple):
+    """What the steps one branch abandoned had spent (:meth:`~maker.store.Store.branch_tallies`)."""
+
+    branch: int
+    steps: int
+    calls: int
+    """Their samples (model calls)."""
+    wrong: int
+    """Those whose answer was wrong against the ground truth (``correct = 0``)."""
+    tokens: int
 
 
 class BinUsage(NamedTuple):

@@ -3,11 +3,12 @@
 Everything here reads the store through its named questions and never changes it.
 """
 
+from maker.trace._branches import branch_rows, branch_stats, branch_step_records, first_line
 from maker.trace._export import export_jsonl, export_parquet
 from maker.trace._records import TRACE_FORMAT, agent_labels, failure_records, parse_range, step_records
 from maker.trace._report import render_report, write_report
 from maker.trace._stats import trace_stats
-from maker.trace._stats_model import SpeculationStats, SpeculationTheory, TraceStats
+from maker.trace._stats_model import BranchRow, BranchStats, SpeculationStats, SpeculationTheory, TraceStats
 from maker.trace._tree import task_tree, tree_html, tree_text
 
 __all__ = [
@@ -27,4 +28,10 @@ __all__ = [
     "task_tree",
     "tree_text",
     "tree_html",
+    "branch_rows",
+    "branch_stats",
+    "branch_step_records",
+    "first_line",
+    "BranchRow",
+    "BranchStats",
 ]

@@ -11,13 +11,13 @@ The record format (``maker trace export``, ``maker trace show --json``) is docum
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from maker.agents import Roster, agent_label
 from maker.agents.prices import Price, cost_of
 from maker.errors import UserError
-from maker.store import RunRecord, Store
+from maker.store import RunRecord, StepRow, Store
 
 __all__ = ["TRACE_FORMAT", "agent_labels", "step_records", "failure_records", "parse_range"]
 
@@ -62,16 +62,31 @@ def parse_range(step: int | None, steps: str | None, record: RunRecord) -> tuple
 
 
 def step_records(
-    st: Store, record: RunRecord, start: int = 0, stop: int | None = None, *, samples: bool = False
+    st: Store,
+    record: RunRecord,
+    start: int = 0,
+    stop: int | None = None,
+    *,
+    samples: bool = False,
+    rows: Iterable[StepRow] | None = None,
+    sample_rows: Callable[[int], list[tuple[Any, ...]]] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """One plain-data record per committed step in ``[start, stop)``, in step order."""
+    """One plain-data record per committed step in ``[start, stop)``, in step order; with ``rows`` (and
+    ``sample_rows``, a step's samples), one per row given instead (a branch's abandoned steps)."""
+    if rows is None:
+        rows = st.steps(record.id, start, stop)
+    if sample_rows is None:
+
+        def sample_rows(step: int) -> list[tuple[Any, ...]]:
+            return st.samples(record.id, step)
+
     labels = agent_labels(record)
     prices = [None if p is None else Price(*p) for p in (record.stats or {}).get("prices") or []]
 
     def label(i: int) -> str:
         return agent_label(labels, i)
 
-    for row in st.steps(record.id, start, stop):
+    for row in rows:
         (
             step,
             digest,
@@ -126,7 +141,7 @@ def step_records(
                     "red_flag": flag,
                     "vote": json.loads(vote) if vote else None,
                 }
-                for idx, rnd, a, temp, tok, body, flag, vote in st.samples(record.id, step)
+                for idx, rnd, a, temp, tok, body, flag, vote in sample_rows(step)
             ]
         yield rec
 

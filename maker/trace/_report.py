@@ -5,7 +5,8 @@ against theory, measured p, valid rate, rounds, red flags by reason, time per st
 speculation acceptance when the run drafted, and every agent of the roster: a voting agent's p with
 its 95% interval, the drafter's drafts, a verifier's verdicts); what the run
 cost, when its steps recorded usage (the total, per step, a plot over the steps, each agent's
-tokens, price and cost by role, and what speculative steps dropped cost); five plots
+tokens, price and cost by role, and what speculative steps dropped cost); the branches, when the run went back
+(``--backtracks``: each branch, where it went back from and to, why, the steps it abandoned); five plots
 (votes per step, cumulative calls against the theoretical curve (for a speculative run, the speculation
 estimate's, and plain voting's for scale), rounds, red flags and time per
 step over the run); a table of the hardest steps (most rounds, most disagreement) linking to a
@@ -33,6 +34,7 @@ from maker.trace.html import CSS, facts_table, money, num, table
 
 if TYPE_CHECKING:
     from maker.trace._stats_model import (
+        BranchStats,
         CostStats,
         RoundsStep,
         SpeculationStats,
@@ -439,6 +441,36 @@ def _step_section(rec: dict[str, Any]) -> str:
     return "".join(html) + "</section>"
 
 
+def _branches_section(b: BranchStats) -> str:
+    """What backtracking did: a line of totals, then a table of the branches."""
+    from maker.trace._branches import first_line
+
+    kinds = ", ".join(f"{escape(k)} {num(n)}" for k, n in b.by_kind.items())
+    said = (
+        f"<p>{num(b.branches)} branch(es)"
+        + (f" ({kinds})" if kinds else "")
+        + ("" if b.limit is None else f" of {num(b.limit)} allowed")
+        + f"; {num(b.steps_abandoned)} steps abandoned, {num(b.calls)} calls and {num(b.tokens)} tokens on them; "
+        f"{num(b.wrong)} wrong answers among them caught"
+        + (f"; {num(b.failed_checks)} failed check(s) let through, no backtrack left" if b.failed_checks else "")
+        + ".</p>"
+    )
+    rows = [
+        [
+            num(r.branch),
+            f"{num(r.to_step)} &rarr; {num(r.from_step)}",
+            escape(r.kind),
+            escape(first_line(r.reason)),
+            num(r.steps),
+            num(r.wrong),
+            num(r.calls),
+        ]
+        for r in b.by_branch
+    ]
+    head = ["branch", "went back from &rarr; to", "kind", "reason", "steps abandoned", "wrong caught", "calls"]
+    return said + (table(head, rows, numeric={0, 4, 5, 6}) if rows else "")
+
+
 # -- the page --------------------------------------------------------------------------------
 def render_report(stats: TraceStats, details: list[dict[str, Any]], tree: list[dict[str, Any]] | None = None) -> str:
     """The report as an HTML string, from ``trace_stats``, the step records of the steps to show and, for a
@@ -458,6 +490,11 @@ def render_report(stats: TraceStats, details: list[dict[str, Any]], tree: list[d
         "<h2>Statistics</h2>",
         _stats_table(stats, set(by_step)),
         *(('<h2 id="cost">Cost</h2>', _cost_section(stats, stats.cost)) if stats.cost is not None else ()),
+        *(
+            ('<h2 id="branches">Branches</h2>', _branches_section(stats.branches))
+            if stats.branches is not None and (stats.branches.branches or stats.branches.failed_checks)
+            else ()
+        ),
         *(("<h2>Task tree</h2>", tree_html(tree)) if tree else ()),
         "<h2>Plots</h2>",
         _plots(stats),

@@ -17,6 +17,7 @@ from maker.agents import agent_label
 from maker.agents.prices import Price, cost_of
 from maker.stats import expected_calls, wilson_interval
 from maker.store import RunRecord, StepTally, Store
+from maker.trace._branches import branch_stats
 from maker.trace._records import TRACE_FORMAT, agent_labels
 from maker.trace._stats_model import (
     AgentCost,
@@ -497,7 +498,9 @@ def trace_stats(st: Store, record: RunRecord, *, speculation_theory: Speculation
     acc = _StatsAccumulator(record)
     for row in st.step_tallies(record.id):
         acc.add(row)
-    return acc.result(speculation_theory)
+    out = acc.result(speculation_theory)
+    out.branches = branch_stats(st, record)
+    return out
 
 
 def _recorded_k(record: RunRecord) -> int | None:

@@ -26,6 +26,8 @@ __all__ = [
     "StatsSeries",
     "CostStats",
     "AgentCost",
+    "BranchRow",
+    "BranchStats",
 ]
 
 
@@ -224,6 +226,48 @@ class CostStats(BaseModel):
     """Dollars by role: ``voting``, ``drafter``, ``verifier`` (the roles the run has)."""
 
 
+class BranchRow(BaseModel):
+    """One time the run went back (``--backtracks``): a branch and the steps it abandoned."""
+
+    branch: int
+    """The branch's number (1, 2, ...; the run began on branch 0)."""
+    from_step: int
+    """The step it went back to (the last state that passed the workflow's check)."""
+    to_step: int
+    """Where the branch it left had got to: its steps ``[from_step, to_step)`` were abandoned."""
+    kind: str
+    """``check`` (the workflow's check failed) or ``undecided`` (no agent decided step ``to_step``)."""
+    reason: str
+    """Why, as the check said it (all of it; the text output shows its first line)."""
+    steps: int
+    """Steps abandoned (kept in ``branch_steps``)."""
+    wrong: int
+    """Of those, the steps whose answer was wrong against the ground truth: wrong answers the check caught."""
+    calls: int
+    """The abandoned steps' calls (samples)."""
+    tokens: int
+
+
+class BranchStats(BaseModel):
+    """Backtracking: the branches a run made, what their abandoned steps spent, and the checks let through."""
+
+    limit: int | None
+    """Backtracks the run could make (``--backtracks``; None: not recorded)."""
+    branches: int
+    by_kind: dict[str, int]
+    """Branches by kind (``check``, ``undecided``)."""
+    steps_abandoned: int
+    """Steps the branches abandoned, over all branches (the sum of ``to_step - from_step``)."""
+    calls: int
+    """The abandoned steps' calls: spent on the run (its counters hold them), not on its live chain."""
+    tokens: int
+    wrong: int
+    """Abandoned steps whose answer was wrong against the ground truth: wrong answers caught."""
+    failed_checks: int
+    """Checks that failed with no backtrack left: the run went on from a state that failed."""
+    by_branch: list[BranchRow]
+
+
 SpeculationTheory = Callable[[SpeculationStats, int, int], float | None]
 """The calls per step a speculative run is expected to take, given its measured :class:`SpeculationStats`, its k and
 its steps counted (None when it cannot say). The theory of drafting and verifying lives above this layer
@@ -345,6 +389,8 @@ class TraceStats(BaseModel):
     hardest: HardestSteps
     cost: CostStats | None = None
     """What the run cost (left out of the dump, not null, for a run recorded before usage was kept)."""
+    branches: BranchStats | None = None
+    """Backtracking (left out of the dump, not null, for a run that neither checks states nor may backtrack)."""
     series: StatsSeries
 
     @model_serializer(mode="wrap")
@@ -352,4 +398,6 @@ class TraceStats(BaseModel):
         out: dict[str, Any] = handler(self)
         if self.cost is None:
             out.pop("cost", None)
+        if self.branches is None:
+            out.pop("branches", None)
         return out

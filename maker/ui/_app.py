@@ -149,6 +149,7 @@ class _Ui:
             "row": row,
             "stats": record.stats or {},
             "hardest": _live.hardest(st, record),
+            "branches": _live.branches(st, record),
             "failures": failure_records(st, record)[-20:],
             "evaluation": membership,
             "has_tree": any(

@@ -17,8 +17,9 @@ from typing import Any
 from maker.agents.prices import Price, cost_of
 from maker.runs import shown_status
 from maker.store import EVAL_EVENT, RunLine, RunRecord, Store
+from maker.trace import branch_rows, first_line
 
-__all__ = ["RunRow", "run_row", "list_runs", "RunsPage", "series", "hardest", "eval_membership"]
+__all__ = ["RunRow", "run_row", "list_runs", "RunsPage", "series", "hardest", "eval_membership", "branches"]
 
 _PAGE = 100  # top-level entries (runs, or evaluations) per page of the runs list
 _BINS = 256  # bins of a run recorded without points
@@ -313,6 +314,11 @@ def hardest(st: Store, record: RunRecord, n: int = 10) -> list[tuple[int, int, i
         if j > 4 * n and len(found) >= n:  # many ties: enough of them
             break
     return found
+
+
+def branches(st: Store, record: RunRecord) -> list[dict[str, Any]]:
+    """The run's branches (``--backtracks``) as the run page's table shows them: the reason's first line."""
+    return [{**r.model_dump(), "reason_line": first_line(r.reason)} for r in branch_rows(st, record)]
 
 
 def store_facts(path: str | os.PathLike[str]) -> dict[str, Any]:
