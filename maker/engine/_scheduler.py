@@ -95,16 +95,10 @@ class Scheduler:
                     if done:
                         break
                 elif window is not None:
-                    t = await window.transition(step, state)
-                    if t is None:
+                    went = await self._from_window(window, ledger, state, step)
+                    if went is None:
                         break
-                    t_step = time.time()
-                    ts = time.perf_counter()
-                    decisions = await t.decisions()
-                    dur = time.perf_counter() - ts
-                    state = advance(ledger, state, step, t.calls, decisions, t.expected, t.outs, t_step, dur, t.single)
-                    step += len(t.calls)
-                    window.advanced(step, state)
+                    state, step = went
                 else:
                     if ahead is not None:
                         ahead.at(step, state)
@@ -164,6 +158,21 @@ class Scheduler:
             ledger.wall_s = wall
         return state
 
+    async def _from_window(self, window: Window, ledger: Ledger, state: Any, step: int) -> tuple[Any, int] | None:
+        """The next transition from the speculative window, applied and recorded: the state and step after it, or
+        None when the workflow is done."""
+        t = await window.transition(step, state)
+        if t is None:
+            return None
+        t_step = time.time()
+        ts = time.perf_counter()
+        decisions = await t.decisions()
+        dur = time.perf_counter() - ts
+        state = self.advance(ledger, state, step, t.calls, decisions, t.expected, t.outs, t_step, dur, t.single)
+        step += len(t.calls)
+        window.advanced(step, state)
+        return state, step
+
     async def _checked(
         self, state: Any, step: int, ledger: Ledger, bt: Backtracker, ahead: Any, window: Window | None
     ) -> tuple[Any, int, bool]:
@@ -173,16 +182,10 @@ class Scheduler:
         wf = self.wf
         keep = ledger.samples
         if window is not None:
-            t = await window.transition(step, state)
-            if t is None:
+            went = await self._from_window(window, ledger, state, step)
+            if went is None:
                 return state, step, True
-            t_step = time.time()
-            ts = time.perf_counter()
-            decisions = await t.decisions()
-            dur = time.perf_counter() - ts
-            state = self.advance(ledger, state, step, t.calls, decisions, t.expected, t.outs, t_step, dur, t.single)
-            step += len(t.calls)
-            window.advanced(step, state)
+            state, step = went
         else:
             if ahead is not None:
                 ahead.at(step, state)

@@ -6,7 +6,38 @@ __all__ = ["SCHEMA_VERSION", "FAILURE_COLUMNS"]
 
 SCHEMA_VERSION = 4
 
-_SCHEMA = """
+# A step's columns after (run, step), and a sample's: the same in the live tables and in the tables of the steps a
+# branch abandoned (which have ``branch`` after ``run``).
+_STEP_COLUMNS_SQL = """\
+    digest TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    votes TEXT NOT NULL,
+    rounds INTEGER NOT NULL,
+    samples INTEGER NOT NULL,
+    red_flags TEXT,
+    agent INTEGER NOT NULL,
+    t_start REAL NOT NULL,
+    dur REAL NOT NULL,
+    correct INTEGER,
+    spec TEXT,
+    tokens INTEGER,
+    input TEXT,
+    microstep TEXT,
+    tag TEXT,
+    usage TEXT,
+"""
+_SAMPLE_COLUMNS_SQL = """\
+    idx INTEGER NOT NULL,
+    round INTEGER NOT NULL,
+    agent INTEGER NOT NULL,
+    temperature REAL NOT NULL,
+    tokens INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    flag TEXT,
+    vote TEXT,
+"""
+
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
@@ -39,23 +70,7 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE TABLE IF NOT EXISTS steps (
     run INTEGER NOT NULL,
     step INTEGER NOT NULL,
-    digest TEXT NOT NULL,
-    answer TEXT NOT NULL,
-    votes TEXT NOT NULL,
-    rounds INTEGER NOT NULL,
-    samples INTEGER NOT NULL,
-    red_flags TEXT,
-    agent INTEGER NOT NULL,
-    t_start REAL NOT NULL,
-    dur REAL NOT NULL,
-    correct INTEGER,
-    spec TEXT,
-    tokens INTEGER,
-    input TEXT,
-    microstep TEXT,
-    tag TEXT,
-    usage TEXT,
-    PRIMARY KEY (run, step)
+{_STEP_COLUMNS_SQL}    PRIMARY KEY (run, step)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS snapshots (
     run INTEGER NOT NULL,
@@ -66,15 +81,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
 CREATE TABLE IF NOT EXISTS samples (
     run INTEGER NOT NULL,
     step INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    round INTEGER NOT NULL,
-    agent INTEGER NOT NULL,
-    temperature REAL NOT NULL,
-    tokens INTEGER NOT NULL,
-    text TEXT NOT NULL,
-    flag TEXT,
-    vote TEXT,
-    PRIMARY KEY (run, step, idx)
+{_SAMPLE_COLUMNS_SQL}    PRIMARY KEY (run, step, idx)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
     run INTEGER NOT NULL,
@@ -109,7 +116,7 @@ _UPGRADABLE = {1, *(_MIGRATIONS)}
 # a run went back to an earlier state (``--backtracks``), from which step, where it had got to, of what kind (``check``
 # or ``undecided``) and why; the steps it abandoned move to ``branch_steps`` (and their samples to ``branch_samples``)
 # under the number of the branch that abandoned them.
-_FAILURES = """
+_FAILURES = f"""
 CREATE TABLE IF NOT EXISTS failures (
     run INTEGER NOT NULL,
     step INTEGER NOT NULL,
@@ -146,37 +153,13 @@ CREATE TABLE IF NOT EXISTS branch_steps (
     run INTEGER NOT NULL,
     branch INTEGER NOT NULL,
     step INTEGER NOT NULL,
-    digest TEXT NOT NULL,
-    answer TEXT NOT NULL,
-    votes TEXT NOT NULL,
-    rounds INTEGER NOT NULL,
-    samples INTEGER NOT NULL,
-    red_flags TEXT,
-    agent INTEGER NOT NULL,
-    t_start REAL NOT NULL,
-    dur REAL NOT NULL,
-    correct INTEGER,
-    spec TEXT,
-    tokens INTEGER,
-    input TEXT,
-    microstep TEXT,
-    tag TEXT,
-    usage TEXT,
-    PRIMARY KEY (run, branch, step)
+{_STEP_COLUMNS_SQL}    PRIMARY KEY (run, branch, step)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS branch_samples (
     run INTEGER NOT NULL,
     branch INTEGER NOT NULL,
     step INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    round INTEGER NOT NULL,
-    agent INTEGER NOT NULL,
-    temperature REAL NOT NULL,
-    tokens INTEGER NOT NULL,
-    text TEXT NOT NULL,
-    flag TEXT,
-    vote TEXT,
-    PRIMARY KEY (run, branch, step, idx)
+{_SAMPLE_COLUMNS_SQL}    PRIMARY KEY (run, branch, step, idx)
 ) WITHOUT ROWID;
 """
 FAILURE_COLUMNS = (

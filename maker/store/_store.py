@@ -360,15 +360,18 @@ class Store(LiveViews):
         rid: int,
         steps: Sequence[StepRow | PlainStepRow],
         samples: Sequence[tuple[Any, ...]],
+        branch: int | None = None,
     ) -> None:
+        """Insert step rows and their samples: the live chain's, or (``branch``) the steps that branch abandoned."""
+        table, key = ("", f"{rid}") if branch is None else ("branch_", f"{rid},{branch}")
         plain = [r for r in steps if type(r) is PlainStepRow]
         full = [r for r in steps if type(r) is not PlainStepRow] if len(plain) < len(steps) else ()
         if full:
-            c.executemany(f"INSERT INTO steps VALUES ({rid},{','.join('?' * len(STEP_COLUMNS))})", full)
+            c.executemany(f"INSERT INTO {table}steps VALUES ({key},{','.join('?' * len(STEP_COLUMNS))})", full)
         if plain:
-            c.executemany(f"INSERT INTO steps VALUES ({rid},{_PLAIN_VALUES})", plain)
+            c.executemany(f"INSERT INTO {table}steps VALUES ({key},{_PLAIN_VALUES})", plain)
         if samples:
-            c.executemany(f"INSERT INTO samples VALUES ({rid},?,?,?,?,?,?,?,?,?)", samples)
+            c.executemany(f"INSERT INTO {table}samples VALUES ({key},?,?,?,?,?,?,?,?,?)", samples)
 
     @staticmethod
     def _thin_snapshots(c: sqlite3.Connection, rid: int, step: int, every: int) -> None:
@@ -523,20 +526,13 @@ class Store(LiveViews):
         differed from the ground truth, ``candidates`` microsteps not counted), which the run's errors no longer
         hold. A crash leaves either the run before it or after it."""
         b, start = branch.branch, branch.from_step
-        kept = [r for r in steps if r.step < start]
-        plain = [r for r in steps if type(r) is PlainStepRow and r.step >= start]
-        full = [r for r in steps if type(r) is not PlainStepRow and r.step >= start]
         cols = ", ".join(STEP_COLUMNS)
         with self._tx() as c:
             # the pending steps before the state gone back to stay on the chain; the rest are the branch's
-            self._insert_steps(c, rid, kept, [s for s in samples if s[0] < start])
-            samples = [s for s in samples if s[0] >= start]
-            if full:
-                c.executemany(f"INSERT INTO branch_steps VALUES ({rid},{b},{','.join('?' * len(STEP_COLUMNS))})", full)
-            if plain:
-                c.executemany(f"INSERT INTO branch_steps VALUES ({rid},{b},{_PLAIN_VALUES})", plain)
-            if samples:
-                c.executemany(f"INSERT INTO branch_samples VALUES ({rid},{b},?,?,?,?,?,?,?,?,?)", samples)
+            self._insert_steps(c, rid, [r for r in steps if r.step < start], [s for s in samples if s[0] < start])
+            self._insert_steps(
+                c, rid, [r for r in steps if r.step >= start], [s for s in samples if s[0] >= start], branch=b
+            )
             c.execute(
                 f"INSERT INTO branch_steps (run, branch, {cols}) SELECT run, ?, {cols} FROM steps "
                 "WHERE run=? AND step>=?",
