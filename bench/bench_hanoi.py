@@ -13,7 +13,10 @@ step is given as a ratio to it. Absolute times differ between machines; the rati
 carries. ``--floor PATH`` points at the floor script (default: ``../shared/tools/floor_hanoi.py``
 beside the repository); without it the floor is left out.
 
-    python bench/bench_hanoi.py [--disks 20] [--agent simulated:gpt-4.1-mini] [--k 3] [--floor PATH] [--json]
+``--repeat N`` runs both N times, one after the other, and adds the median of the pairs' ratios and the ratio of
+the best times of each: on a shared machine whose speed drifts within minutes, one pair can be far off.
+
+    python bench/bench_hanoi.py [--disks 20] [--agent simulated:gpt-4.1-mini] [--k 3] [--floor PATH] [--repeat N] [--json]
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -60,6 +64,13 @@ def main() -> int:
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--floor", type=Path, default=FLOOR, help="the straight-line floor script (default: %(default)s)")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the engine and the floor this many times each, one after the other, and give the median of the "
+        "pairs' ratios and the ratio of the best times (a shared machine's speed drifts within minutes)",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -93,6 +104,21 @@ def main() -> int:
         summary = json.loads(proc.stdout)
         store_mb = store.stat().st_size / 2**20
         floor = _floor(args.floor, args.disks, tmp)
+        engine_runs, floor_runs = [summary["wall_s"] / summary["steps"] * 1e6], []
+        if floor is not None:
+            floor_runs.append(floor["us_per_step"])
+            for _ in range(1, args.repeat):
+                store.unlink()
+                again = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+                if again.returncode != 0:
+                    print(again.stderr, file=sys.stderr)
+                    return again.returncode
+                s = json.loads(again.stdout)
+                engine_runs.append(s["wall_s"] / s["steps"] * 1e6)
+                (Path(tmp) / "floor.sqlite").unlink(missing_ok=True)
+                more = _floor(args.floor, args.disks, tmp)
+                if more is not None:
+                    floor_runs.append(more["us_per_step"])
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     theory = expected_calls(info["p"], args.k, info["valid"])
     steps = summary["steps"]
@@ -130,6 +156,13 @@ def main() -> int:
     if floor is not None:
         out["floor_us_per_step"] = floor["us_per_step"]
         out["engine_vs_floor"] = round(out["us_per_step"] / floor["us_per_step"], 2)
+        if len(floor_runs) > 1:
+            pairs = [e / f for e, f in zip(engine_runs, floor_runs, strict=False)]
+            out["engine_us_per_step_runs"] = [round(e, 2) for e in engine_runs]
+            out["floor_us_per_step_runs"] = [round(f, 2) for f in floor_runs]
+            out["engine_vs_floor_pairs"] = [round(r, 2) for r in pairs]
+            out["engine_vs_floor_median"] = round(statistics.median(pairs), 2)
+            out["engine_vs_floor_best"] = round(min(engine_runs) / min(floor_runs), 2)
     else:
         out["floor"] = f"not run: {args.floor} not found"
     emit(out, args.json)
