@@ -6,7 +6,7 @@ call into a :class:`Decision` from the agents' samples, the :class:`Ledger` reco
 commits them to the :class:`~maker.store.Store`, and ``apply`` gives the next state.
 """
 
-from maker.engine._backtrack import CHECK_FAILED, Backtracker
+from maker.engine._backtrack import CHECK_FAILED, Backtracker, failure_of
 from maker.engine._batching import Coalescing
 from maker.engine._budget import Budget, BudgetExceeded
 from maker.engine._decider import Decider, Decision, flag_reason, too_long
@@ -45,4 +45,5 @@ __all__ = [
     "SplitTransition",
     "Backtracker",
     "CHECK_FAILED",
+    "failure_of",
 ]

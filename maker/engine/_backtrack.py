@@ -23,17 +23,27 @@ from typing import Any
 
 from maker.dsl import Workflow
 
-__all__ = ["Backtracker", "CHECK_FAILED"]
+__all__ = ["Backtracker", "CHECK_FAILED", "failure_of"]
 
 CHECK_FAILED = "check failed"
 """The reason recorded when a workflow's check returned a plain False."""
+
+
+def failure_of(verdict: Any) -> str | None:
+    """What a workflow's ``check`` returned, as the reason the state is wrong (None: it is not)."""
+    if verdict is None or verdict is True:
+        return None
+    if verdict is False:
+        return CHECK_FAILED
+    if isinstance(verdict, str) and verdict:
+        return verdict
+    return f"check returned {verdict!r}, which is neither None, True, False nor a reason"
 
 
 class Backtracker:
     """Where a run may go back to, and how many times it still may (one per run, kept by the scheduler)."""
 
     def __init__(self, wf: Workflow[Any, Any], *, limit: int) -> None:
-        self.wf = wf
         self.limit = limit
         """Backtracks the run may make, over all its segments (``--backtracks``)."""
         self.checks = type(wf).has_check()
@@ -63,18 +73,9 @@ class Backtracker:
     def passed(self, step: int, state: Any, verdict: Any) -> str | None:
         """Read ``check``'s ``verdict`` on ``state`` (after ``step`` steps): None when it did not fail (a pass moves
         the state to go back to here), else the reason."""
-        if verdict is None:
-            if not self.checks:
-                self.good_step, self.good_state = step, state
-            return None
-        if verdict is True:
+        if verdict is True or (verdict is None and not self.checks):
             self.good_step, self.good_state = step, state
-            return None
-        if verdict is False:
-            return CHECK_FAILED
-        if isinstance(verdict, str) and verdict:
-            return verdict
-        return f"check returned {verdict!r}, which is neither None, True, False nor a reason"
+        return failure_of(verdict)
 
     def stats(self) -> dict[str, Any]:
         """What the ledger records of it at each commit."""

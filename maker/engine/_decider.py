@@ -247,9 +247,6 @@ class Decider:
         self.max_tokens = max_tokens
         self._base_seed = seed
         self._seed = derive(seed)
-        self.branch = 0
-        """The branch being decided: a run that backtracks decides its steps again on a new branch, with seeds of
-        the branch's own (branch 0's are the run's, as without backtracking)."""
         # Concurrent decisions (a fan-out) reach a backend through one coalescing front per backend, so the
         # requests they make in the same turn of the event loop go out as one batched call.
         fronts: dict[int, Coalescing] = {}
@@ -258,8 +255,9 @@ class Decider:
         """By policy (its id: the policies live as long as the decider), its :func:`_lean_round`, made once."""
 
     def on_branch(self, branch: int) -> None:
-        """Decide the steps from now on as ``branch`` does: the seeds derive from the run seed and the branch."""
-        self.branch = branch
+        """Decide the steps from now on as ``branch`` does: a run that backtracks decides its steps again on a new
+        branch, with seeds derived from the run seed and the branch (branch 0's are the run's, as without
+        backtracking)."""
         self._seed = derive(self._base_seed) if branch == 0 else derive(self._base_seed, _BRANCH_SALT, branch)
 
     async def decide(

@@ -9,32 +9,30 @@ run found them wrong.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from maker.dsl import Workflow
-from maker.engine import Backtracker, Row, reapply
+from maker.engine import Backtracker, Row, failure_of, reapply
 from maker.errors import NondeterminismError, StoreCorruptError
 from maker.store import Branch, RunRecord, Store
 
-__all__ = ["turns_of", "retried", "restore_backtracker", "replay_branch"]
+__all__ = ["turns_of", "restore_backtracker", "replay_branch"]
 
 
-def retried(wf: Workflow[Any, Any], state: Any, branches: Sequence[Branch], run_id: str) -> Any:
-    """``state`` as the new branches started from it: the workflow's ``retry`` with each recorded reason, in order."""
-    for b in branches:
-        try:
-            state = wf.retry(state, b.reason)
-        except Exception as exc:
-            raise StoreCorruptError(
-                f"run {run_id}: the workflow's retry() failed on branch {b.branch}'s recorded reason "
-                f"({type(exc).__name__}: {exc})"[:500]
-            ) from exc
-        if not isinstance(state, type(wf).State):
-            raise StoreCorruptError(
-                f"run {run_id}: the workflow's retry() returned {type(state).__name__} for branch {b.branch}, "
-                f"not its State"
-            )
+def _retried(wf: Workflow[Any, Any], state: Any, b: Branch, run_id: str) -> Any:
+    """``state`` as branch ``b`` started from it: the workflow's ``retry`` with the recorded reason."""
+    try:
+        state = wf.retry(state, b.reason)
+    except Exception as exc:
+        raise StoreCorruptError(
+            f"run {run_id}: the workflow's retry() failed on branch {b.branch}'s recorded reason "
+            f"({type(exc).__name__}: {exc})"[:500]
+        ) from exc
+    if not isinstance(state, type(wf).State):
+        raise StoreCorruptError(
+            f"run {run_id}: the workflow's retry() returned {type(state).__name__} for branch {b.branch}, not its State"
+        )
     return state
 
 
@@ -58,7 +56,7 @@ def turns_of(
             for b in branches:
                 if visit is not None:
                     visit(b, state)
-                state = retried(wf, state, [b], record.run_id)
+                state = _retried(wf, state, b, record.run_id)
             return state
 
         return go
@@ -109,8 +107,7 @@ def replay_branch(
             f"but the store keeps {len(rows)} of them"
         )
     if branch.kind == "check":
-        probe = Backtracker(wf, limit=0)
-        reason = probe.passed(end, end_state, wf.check(end_state))
+        reason = failure_of(wf.check(end_state))
         if reason != branch.reason:
             raise NondeterminismError(
                 f"run {record.run_id}: branch {branch.branch} went back from step {branch.to_step} because the "
